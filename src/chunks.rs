@@ -1,0 +1,203 @@
+//! Sets of chunks as bitsets.
+//!
+//! A [`ChunkSet`] answers "which chunks does this side hold" for the local
+//! store, a neighbour's advertised list and the requests in flight. It
+//! converts to and from the wire's bitfield (bit `i` of the list is chunk
+//! `i`, most significant bit of each byte first).
+
+use crate::manifest::{ChunkId, Layout};
+
+/// A set of chunks of one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkSet {
+    words: Vec<u64>,
+    capacity: u32,
+    len: u32,
+}
+
+impl ChunkSet {
+    /// An empty set for a file of `count` chunks.
+    pub fn new(count: u32) -> ChunkSet {
+        ChunkSet {
+            words: vec![0; count.div_ceil(64) as usize],
+            capacity: count,
+            len: 0,
+        }
+    }
+
+    /// How many chunks are in the set.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the set holds every chunk of the file.
+    pub fn is_full(&self) -> bool {
+        self.len == self.capacity
+    }
+
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: ChunkId) -> bool {
+        let i = id.index();
+        self.words[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Adds `id`; returns whether it was new.
+    pub fn insert(&mut self, id: ChunkId) -> bool {
+        let i = id.index();
+        let bit = 1 << (i % 64);
+        let fresh = self.words[i / 64] & bit == 0;
+        self.words[i / 64] |= bit;
+        self.len += u32::from(fresh);
+        fresh
+    }
+
+    /// Removes `id`; returns whether it was there.
+    pub fn remove(&mut self, id: ChunkId) -> bool {
+        let i = id.index();
+        let bit = 1 << (i % 64);
+        let present = self.words[i / 64] & bit != 0;
+        self.words[i / 64] &= !bit;
+        self.len -= u32::from(present);
+        present
+    }
+
+    /// The chunks in the set, in order.
+    pub fn iter<'a>(&'a self, layout: &'a Layout) -> impl Iterator<Item = ChunkId> + 'a {
+        layout.ids().filter(|&id| self.contains(id))
+    }
+
+    /// Up to `max` chunks, lowest first, that are in `self` but in none of
+    /// `exclude`: "what the neighbour has that we lack and have not yet
+    /// asked for". Works a word (64 chunks) at a time.
+    pub fn pick_missing(
+        &self,
+        exclude: &[&ChunkSet],
+        layout: &Layout,
+        max: usize,
+    ) -> Vec<ChunkId> {
+        let mut out = Vec::new();
+        for (w, &word) in self.words.iter().enumerate() {
+            if out.len() >= max {
+                break;
+            }
+            let mut bits = exclude.iter().fold(word, |acc, e| acc & !e.words[w]);
+            while bits != 0 && out.len() < max {
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                if let Some(id) = layout.chunk_id(w as u32 * 64 + bit) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// The set as the wire's bitfield of `ceil(count / 8)` bytes.
+    pub fn to_bitfield(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.capacity.div_ceil(8) as usize];
+        for (i, byte) in out.iter_mut().enumerate() {
+            let word = self.words[i / 8];
+            let bits = (word >> ((i % 8) * 8)) as u8;
+            *byte = bits.reverse_bits();
+        }
+        out
+    }
+
+    /// Parses the wire's bitfield; `None` if its length is wrong or a bit
+    /// past the last chunk is set.
+    pub fn from_bitfield(count: u32, bytes: &[u8]) -> Option<ChunkSet> {
+        if bytes.len() != count.div_ceil(8) as usize {
+            return None;
+        }
+        let mut set = ChunkSet::new(count);
+        for (i, &byte) in bytes.iter().enumerate() {
+            let bits = u64::from(byte.reverse_bits());
+            set.words[i / 8] |= bits << ((i % 8) * 8);
+            set.len += byte.count_ones();
+        }
+        let spare = count % 64;
+        if spare != 0 {
+            let last = *set.words.last()?;
+            if last >> spare != 0 {
+                return None;
+            }
+        }
+        Some(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(count: u32) -> Layout {
+        Layout::new(u64::from(count) * 1024, 1024).unwrap()
+    }
+
+    #[test]
+    fn insert_remove_and_count() {
+        let l = layout(130);
+        let mut s = ChunkSet::new(130);
+        let id = |i| l.chunk_id(i).unwrap();
+        assert!(s.insert(id(0)));
+        assert!(!s.insert(id(0)));
+        assert!(s.insert(id(129)));
+        assert_eq!(s.len(), 2);
+        assert!(s.contains(id(129)) && !s.contains(id(64)));
+        assert!(s.remove(id(0)));
+        assert!(!s.remove(id(0)));
+        assert_eq!(s.iter(&l).collect::<Vec<_>>(), vec![id(129)]);
+        for i in 0..130 {
+            s.insert(id(i));
+        }
+        assert!(s.is_full());
+    }
+
+    #[test]
+    fn bitfield_round_trips_msb_first() {
+        for count in [0, 1, 7, 8, 9, 63, 64, 65, 200] {
+            let l = layout(count);
+            let mut s = ChunkSet::new(count);
+            for id in l.ids().filter(|id| id.get() % 3 == 0) {
+                s.insert(id);
+            }
+            let bits = s.to_bitfield();
+            assert_eq!(bits.len(), count.div_ceil(8) as usize);
+            if count > 0 {
+                assert_eq!(bits[0] & 0x80, 0x80, "chunk 0 is the top bit");
+            }
+            assert_eq!(ChunkSet::from_bitfield(count, &bits), Some(s));
+        }
+    }
+
+    #[test]
+    fn bitfield_rejects_wrong_length_and_spare_bits() {
+        assert_eq!(ChunkSet::from_bitfield(9, &[0]), None);
+        assert_eq!(ChunkSet::from_bitfield(9, &[0, 0, 0]), None);
+        assert_eq!(ChunkSet::from_bitfield(9, &[0, 0x40]), None);
+        assert!(ChunkSet::from_bitfield(9, &[0, 0x80]).is_some());
+    }
+
+    #[test]
+    fn pick_missing_skips_excluded_and_stops_at_max() {
+        let l = layout(200);
+        let id = |i| l.chunk_id(i).unwrap();
+        let mut theirs = ChunkSet::new(200);
+        let mut ours = ChunkSet::new(200);
+        let mut asked = ChunkSet::new(200);
+        for i in [1, 2, 3, 70, 150, 199] {
+            theirs.insert(id(i));
+        }
+        ours.insert(id(2));
+        asked.insert(id(70));
+        let got = theirs.pick_missing(&[&ours, &asked], &l, 10);
+        assert_eq!(got, vec![id(1), id(3), id(150), id(199)]);
+        let got = theirs.pick_missing(&[&ours, &asked], &l, 2);
+        assert_eq!(got, vec![id(1), id(3)]);
+    }
+}

@@ -1,0 +1,418 @@
+//! The command line, parsed by hand.
+//!
+//! [`parse`] takes the arguments after the program name and returns a
+//! [`Command`] whose fields are already checked and typed, or a usage
+//! error whose message is the one line `main` prints. It takes an
+//! iterator so tests call it without starting a process.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::manifest::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::net::parse_addr;
+
+/// What the user asked for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// Serve a file to peers.
+    Owner(OwnerArgs),
+    /// Join the ring and fetch the file.
+    Peer(PeerArgs),
+    /// Print this help text and exit 0.
+    Help(&'static str),
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// Checked arguments of `swarm owner`.
+#[derive(Debug, PartialEq)]
+pub struct OwnerArgs {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where chunk files and the manifest go.
+    pub dir: PathBuf,
+    /// Bytes per chunk.
+    pub chunk_size: u32,
+    /// How many peers share the seeding (each gets about 1/N).
+    pub peers: u32,
+    /// The file to distribute.
+    pub file: PathBuf,
+}
+
+/// Checked arguments of `swarm peer`.
+#[derive(Debug, PartialEq)]
+pub struct PeerArgs {
+    /// The owner's address.
+    pub owner: SocketAddr,
+    /// Where to listen for the upload neighbour.
+    pub listen: SocketAddr,
+    /// The download neighbour's address.
+    pub download_neighbor: SocketAddr,
+    /// Where chunk files, the manifest and the summary go.
+    pub dir: PathBuf,
+    /// Where the reassembled file goes; `None` means `DIR/<file name>`.
+    pub out: Option<PathBuf>,
+    /// How long to wait, once complete, for an upload neighbour.
+    pub linger: Duration,
+    /// How long to keep trying to reach the owner or the download
+    /// neighbour before giving up.
+    pub wait: Duration,
+}
+
+/// `swarm --help`.
+pub const HELP: &str = "\
+swarm: get one file from its owner onto many machines, verified chunk by chunk
+
+Usage:
+  swarm owner --port PORT [OPTIONS] FILE
+  swarm peer --owner [HOST:]PORT --port PORT --download-neighbor [HOST:]PORT [OPTIONS]
+  swarm --help | swarm owner --help | swarm peer --help | swarm --version
+
+The owner splits FILE into chunk files and seeds each peer with a share.
+Peers form a ring: each downloads from its download neighbour and uploads
+to the peer that downloads from it, until every peer holds the whole file.
+
+Set RUST_LOG=debug (or warn) to change how much is logged.
+";
+
+/// `swarm owner --help`.
+pub const OWNER_HELP: &str = "\
+Usage: swarm owner --port PORT [OPTIONS] FILE
+
+Splits FILE into chunk files, then serves peers until stopped (Ctrl-C).
+
+Options:
+  --port PORT          TCP port to listen on (required)
+  --bind ADDR          address to listen on [default: 0.0.0.0]
+  --dir DIR            where chunk files and the manifest go
+                       [default: swarm-owner-PORT]
+  --chunk-size BYTES   bytes per chunk, 1024..=16777216 [default: 102400]
+  --peers N            seed each peer about 1/N of the chunks [default: 5]
+  -h, --help           print this help
+";
+
+/// `swarm peer --help`.
+pub const PEER_HELP: &str = "\
+Usage: swarm peer --owner [HOST:]PORT --port PORT --download-neighbor [HOST:]PORT [OPTIONS]
+
+Fetches the manifest and a share of the chunks from the owner, then trades
+chunks around the ring until it holds them all, writes the verified file
+and exits once its upload neighbour is complete too.
+
+A bare PORT means 127.0.0.1:PORT.
+
+Options:
+  --owner [HOST:]PORT              the owner's address (required)
+  --port PORT                      TCP port to serve the upload neighbour on (required)
+  --download-neighbor [HOST:]PORT  the peer to download from (required)
+  --bind ADDR                      address to listen on [default: 0.0.0.0]
+  --dir DIR                        where chunks, manifest and summary go
+                                   [default: swarm-peer-PORT]; a restart
+                                   with the same DIR resumes
+  --out PATH                       where the file goes [default: DIR/<file name>]
+  --linger SECS                    once complete, exit after SECS without
+                                   contact from an upload neighbour [default: 30]
+  --wait SECS                      give up after SECS unable to reach the
+                                   owner or download neighbour [default: 60]
+  -h, --help                       print this help
+";
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+/// Parses the arguments that follow the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
+    let mut args = args.into_iter();
+    let Some(first) = args.next() else {
+        return Err(usage("missing subcommand: use 'owner' or 'peer' (see 'swarm --help')"));
+    };
+    let first = text(first)?;
+    let rest = args.map(text).collect::<Result<Vec<_>>>()?;
+    match first.as_str() {
+        "owner" => owner(Flags::parse(&rest, "owner", OWNER_HELP)?),
+        "peer" => peer(Flags::parse(&rest, "peer", PEER_HELP)?),
+        "-h" | "--help" | "help" => Ok(Command::Help(HELP)),
+        "-V" | "--version" => Ok(Command::Version),
+        other if other.starts_with('-') => {
+            Err(usage(format!("unknown flag '{other}' (see 'swarm --help')")))
+        }
+        other => Err(usage(format!(
+            "unknown subcommand '{other}': use 'owner' or 'peer' (see 'swarm --help')"
+        ))),
+    }
+}
+
+fn text(arg: OsString) -> Result<String> {
+    arg.into_string().map_err(|raw| {
+        usage(format!("argument {raw:?} is not valid UTF-8"))
+    })
+}
+
+/// The flags of one subcommand: `--name VALUE` or `--name=VALUE` pairs and
+/// the positional words, before any checking of values.
+struct Flags {
+    sub: &'static str,
+    pairs: Vec<(String, String)>,
+    words: Vec<String>,
+    help: Option<&'static str>,
+}
+
+/// Flags each subcommand takes; all take a value.
+const OWNER_FLAGS: &[&str] = &["--port", "--bind", "--dir", "--chunk-size", "--peers"];
+const PEER_FLAGS: &[&str] = &[
+    "--owner",
+    "--port",
+    "--download-neighbor",
+    "--bind",
+    "--dir",
+    "--out",
+    "--linger",
+    "--wait",
+];
+
+impl Flags {
+    fn parse(args: &[String], sub: &'static str, help: &'static str) -> Result<Flags> {
+        let known = if sub == "owner" { OWNER_FLAGS } else { PEER_FLAGS };
+        let mut flags = Flags { sub, pairs: Vec::new(), words: Vec::new(), help: None };
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            if arg == "-h" || arg == "--help" {
+                flags.help = Some(help);
+                continue;
+            }
+            if arg == "--" {
+                flags.words.extend(iter.by_ref().cloned());
+                break;
+            }
+            if !arg.starts_with('-') || arg == "-" {
+                flags.words.push(arg.clone());
+                continue;
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (arg.as_str(), None),
+            };
+            if !known.contains(&name) {
+                return Err(usage(format!(
+                    "unknown flag '{name}' for 'swarm {sub}' (see 'swarm {sub} --help')"
+                )));
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => iter
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| usage(format!("{name} needs a value")))?,
+            };
+            if flags.pairs.iter().any(|(n, _)| n == name) {
+                return Err(usage(format!("{name} is given twice")));
+            }
+            flags.pairs.push((name.to_string(), value));
+        }
+        Ok(flags)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, name: &str) -> Result<&str> {
+        self.get(name).ok_or_else(|| {
+            usage(format!(
+                "missing {name} (see 'swarm {} --help')",
+                self.sub
+            ))
+        })
+    }
+
+    fn port(&self) -> Result<u16> {
+        let raw = self.required("--port")?;
+        match raw.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(usage(format!(
+                "invalid --port '{raw}': expected a port number from 1 to 65535"
+            ))),
+        }
+    }
+
+    fn bind(&self, port: u16) -> Result<SocketAddr> {
+        let raw = self.get("--bind").unwrap_or("0.0.0.0");
+        let ip: IpAddr = raw.parse().map_err(|_| {
+            usage(format!("invalid --bind '{raw}': expected an IP address"))
+        })?;
+        Ok(SocketAddr::new(ip, port))
+    }
+
+    fn addr(&self, name: &str) -> Result<SocketAddr> {
+        let raw = self.required(name)?;
+        parse_addr(raw).map_err(|why| usage(format!("invalid {name}: {why}")))
+    }
+
+    fn number(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        match raw.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(usage(format!(
+                "invalid {name} '{raw}': expected a whole number from {min} to {max}"
+            ))),
+        }
+    }
+
+    fn path(&self, name: &str) -> Result<Option<PathBuf>> {
+        match self.get(name) {
+            Some("") => Err(usage(format!("{name} needs a non-empty path"))),
+            other => Ok(other.map(PathBuf::from)),
+        }
+    }
+}
+
+fn owner(flags: Flags) -> Result<Command> {
+    if let Some(help) = flags.help {
+        return Ok(Command::Help(help));
+    }
+    let port = flags.port()?;
+    let listen = flags.bind(port)?;
+    let chunk_size = flags.number(
+        "--chunk-size",
+        u64::from(DEFAULT_CHUNK_SIZE),
+        u64::from(MIN_CHUNK_SIZE),
+        u64::from(MAX_CHUNK_SIZE),
+    )? as u32;
+    let peers = flags.number("--peers", 5, 1, 10_000)? as u32;
+    let dir = flags.path("--dir")?;
+    let file = match flags.words.as_slice() {
+        [file] if !file.is_empty() => PathBuf::from(file),
+        [] => return Err(usage("missing FILE (see 'swarm owner --help')")),
+        [_, extra, ..] => {
+            return Err(usage(format!("unexpected argument '{extra}'")));
+        }
+        [_] => return Err(usage("FILE must not be empty")),
+    };
+    Ok(Command::Owner(OwnerArgs {
+        listen,
+        dir: dir.unwrap_or_else(|| PathBuf::from(format!("swarm-owner-{port}"))),
+        chunk_size,
+        peers,
+        file,
+    }))
+}
+
+fn peer(flags: Flags) -> Result<Command> {
+    if let Some(help) = flags.help {
+        return Ok(Command::Help(help));
+    }
+    if let Some(word) = flags.words.first() {
+        return Err(usage(format!("unexpected argument '{word}'")));
+    }
+    let owner = flags.addr("--owner")?;
+    let port = flags.port()?;
+    let download_neighbor = flags.addr("--download-neighbor")?;
+    let listen = flags.bind(port)?;
+    let linger = flags.number("--linger", 30, 0, 86_400)?;
+    let wait = flags.number("--wait", 60, 1, 86_400)?;
+    Ok(Command::Peer(PeerArgs {
+        owner,
+        listen,
+        download_neighbor,
+        dir: flags
+            .path("--dir")?
+            .unwrap_or_else(|| PathBuf::from(format!("swarm-peer-{port}"))),
+        out: flags.path("--out")?,
+        linger: Duration::from_secs(linger),
+        wait: Duration::from_secs(wait),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(line: &str) -> Result<Command> {
+        parse(line.split_whitespace().map(OsString::from))
+    }
+
+    fn err(line: &str) -> String {
+        match run(line) {
+            Err(Error::Usage(msg)) => msg,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn owner_defaults_and_flags() {
+        let Command::Owner(a) = run("owner --port 9000 file.bin").unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(a.dir, PathBuf::from("swarm-owner-9000"));
+        assert_eq!((a.chunk_size, a.peers), (102_400, 5));
+        assert_eq!(a.file, PathBuf::from("file.bin"));
+        let line = "owner f --port=1 --bind 127.0.0.1 --dir d --chunk-size 4096 --peers 3";
+        let Command::Owner(a) = run(line).unwrap() else { panic!() };
+        assert_eq!(a.listen.to_string(), "127.0.0.1:1");
+        assert_eq!((a.chunk_size, a.peers), (4096, 3));
+        assert_eq!(a.dir, PathBuf::from("d"));
+    }
+
+    #[test]
+    fn peer_defaults_and_flags() {
+        let line = "peer --owner 9000 --port 9001 --download-neighbor 9002";
+        let Command::Peer(a) = run(line).unwrap() else { panic!() };
+        assert_eq!(a.owner.to_string(), "127.0.0.1:9000");
+        assert_eq!(a.listen.to_string(), "0.0.0.0:9001");
+        assert_eq!(a.download_neighbor.to_string(), "127.0.0.1:9002");
+        assert_eq!(a.dir, PathBuf::from("swarm-peer-9001"));
+        assert_eq!(a.out, None);
+        assert_eq!(a.linger, Duration::from_secs(30));
+        let line = "peer --owner 10.0.0.1:9000 --port 9001 --download-neighbor \
+                    10.0.0.3:9002 --dir p --out o.bin --linger 0 --wait 5";
+        let Command::Peer(a) = run(line).unwrap() else { panic!() };
+        assert_eq!(a.owner.to_string(), "10.0.0.1:9000");
+        assert_eq!(a.out, Some(PathBuf::from("o.bin")));
+        assert_eq!((a.linger.as_secs(), a.wait.as_secs()), (0, 5));
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(run("--help").unwrap(), Command::Help(HELP));
+        assert_eq!(run("owner --help").unwrap(), Command::Help(OWNER_HELP));
+        assert_eq!(run("peer -h --port x").unwrap(), Command::Help(PEER_HELP));
+        assert_eq!(run("--version").unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn bad_arguments_give_one_line_each() {
+        let cases = [
+            ("", "missing subcommand: use 'owner' or 'peer' (see 'swarm --help')"),
+            ("fly", "unknown subcommand 'fly': use 'owner' or 'peer' (see 'swarm --help')"),
+            ("--fast", "unknown flag '--fast' (see 'swarm --help')"),
+            ("owner f", "missing --port (see 'swarm owner --help')"),
+            ("owner --port 9000", "missing FILE (see 'swarm owner --help')"),
+            ("owner --port 9000 a b", "unexpected argument 'b'"),
+            ("owner --port", "--port needs a value"),
+            ("owner --port x f", "invalid --port 'x': expected a port number from 1 to 65535"),
+            ("owner --port 0 f", "invalid --port '0': expected a port number from 1 to 65535"),
+            ("owner --port 70000 f", "invalid --port '70000': expected a port number from 1 to 65535"),
+            ("owner --port 1 --port 2 f", "--port is given twice"),
+            ("owner --port 1 --speed 2 f", "unknown flag '--speed' for 'swarm owner' (see 'swarm owner --help')"),
+            ("owner --port 1 --bind nowhere f", "invalid --bind 'nowhere': expected an IP address"),
+            ("owner --port 1 --chunk-size 10 f", "invalid --chunk-size '10': expected a whole number from 1024 to 16777216"),
+            ("owner --port 1 --peers 0 f", "invalid --peers '0': expected a whole number from 1 to 10000"),
+            ("peer --port 1 --download-neighbor 2", "missing --owner (see 'swarm peer --help')"),
+            ("peer --owner 1 --port 2", "missing --download-neighbor (see 'swarm peer --help')"),
+            ("peer --owner x --port 2 --download-neighbor 3", "invalid --owner: 'x' is not a port or HOST:PORT"),
+            ("peer --owner 1 --port 2 --download-neighbor 3 extra", "unexpected argument 'extra'"),
+            ("peer --owner 1 --port 2 --download-neighbor 3 --linger -1", "invalid --linger '-1': expected a whole number from 0 to 86400"),
+            ("peer --owner 1 --port 2 --download-neighbor 3 --dir=", "--dir needs a non-empty path"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(err(line), want, "for {line:?}");
+        }
+    }
+}

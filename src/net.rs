@@ -1,0 +1,170 @@
+//! TCP plumbing shared by the owner and the peers.
+//!
+//! One place sets the socket options every connection gets (read and
+//! write timeouts, no Nagle delay), resolves `[HOST:]PORT` addresses,
+//! connects with a timeout, and runs accept loops that can be stopped.
+//! Nothing here knows the protocol.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::wire::{self, Decoder};
+
+/// How long a TCP connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one blocking read waits; loops use it to do periodic work
+/// (keepalives, idle checks) without a second thread.
+pub const READ_TICK: Duration = Duration::from_millis(500);
+/// How long a write may block before the other side counts as dead.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay silent before it is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an otherwise idle side sends KEEPALIVE.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
+/// How long the other side has to complete its HELLO.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sets the options every swarm connection uses. Called right after each
+/// connect and accept.
+pub fn configure(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(READ_TICK))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    Ok(())
+}
+
+/// Reads until `dec` holds a whole frame, or fails with a timeout once
+/// `within` has passed.
+pub fn fill_within(
+    dec: &mut Decoder,
+    stream: &mut TcpStream,
+    within: Duration,
+) -> std::result::Result<(), wire::Error> {
+    let deadline = Instant::now() + within;
+    while !dec.fill(stream)? {
+        if Instant::now() >= deadline {
+            return Err(wire::Error::Io(io::ErrorKind::TimedOut.into()));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `PORT` (meaning 127.0.0.1:PORT) or `HOST:PORT`.
+pub fn parse_addr(text: &str) -> std::result::Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        if port == 0 {
+            return Err("port 0 is not a usable port".into());
+        }
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if !text.contains(':') {
+        return Err(format!("'{text}' is not a port or HOST:PORT"));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("'{text}' resolves to no address")),
+        Err(e) => Err(format!("cannot resolve '{text}': {}", crate::error::plain(&e))),
+    }
+}
+
+/// Connects with [`CONNECT_TIMEOUT`] and configures the stream.
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    configure(&stream)?;
+    Ok(stream)
+}
+
+/// Binds a listener, naming the address in the error.
+pub fn listen(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|e| Error::io(format!("listen on {addr}"), e))
+}
+
+/// Backoff between connection attempts: 100 ms doubling to 2 s.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { next: Duration::from_millis(100) }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(2));
+        delay
+    }
+
+    /// Starts over after a success.
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+/// A flag that stops an accept loop, and wakes it by connecting to it.
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl Stopper {
+    /// A stopper for the listener bound at `addr`.
+    pub fn new(addr: SocketAddr) -> Stopper {
+        Stopper { flag: Arc::new(AtomicBool::new(false)), addr }
+    }
+
+    /// Whether a stop was asked for.
+    pub fn stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Asks the loop to stop and unblocks its `accept` by connecting to
+    /// the listener once (a listener on 0.0.0.0 is reached on loopback).
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_as_port_or_host_port() {
+        assert_eq!(parse_addr("9001").unwrap().to_string(), "127.0.0.1:9001");
+        assert_eq!(parse_addr("10.1.2.3:80").unwrap().to_string(), "10.1.2.3:80");
+        assert_eq!(parse_addr("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert_eq!(
+            parse_addr("localhost:7").unwrap().port(),
+            7,
+        );
+        assert_eq!(parse_addr("0").unwrap_err(), "port 0 is not a usable port");
+        assert_eq!(parse_addr("x").unwrap_err(), "'x' is not a port or HOST:PORT");
+        assert!(parse_addr("99999").is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        let mut b = Backoff::default();
+        let delays: Vec<_> = (0..7).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+}

@@ -1,0 +1,337 @@
+//! The file owner: splits the file, then seeds and serves peers.
+//!
+//! [`Owner::bind`] listens first (so a taken port fails at once), then
+//! splits the file into chunk files. [`Owner::run`] accepts peers until
+//! stopped, serving each on its own thread: handshake, manifest, the
+//! peer's share of seeded chunks, then any chunk the peer asks for.
+//!
+//! Seeding hands each peer about 1/N of the chunks, choosing the chunks
+//! handed out least so far ([`Seeder`]), so the first N peers between them
+//! hold every chunk and the ring can finish even without the owner.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+use crate::chunks::ChunkSet;
+use crate::cli::OwnerArgs;
+use crate::error::{Error, Result};
+use crate::manifest::{ChunkId, Layout, Manifest};
+use crate::net::{self, Stopper};
+use crate::store::{self, Store};
+use crate::wire::{self, Decoder, Message};
+
+/// Connections served at once; more are refused with a REFUSE message.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Chooses which chunks to seed to each joining peer.
+#[derive(Debug)]
+pub struct Seeder {
+    /// How many times each chunk has been handed out.
+    handed: Vec<u32>,
+    /// Chunks per peer: `ceil(count / N)`.
+    share: usize,
+}
+
+impl Seeder {
+    /// A seeder for `count` chunks shared among `peers` peers.
+    pub fn new(count: u32, peers: u32) -> Seeder {
+        Seeder {
+            handed: vec![0; count as usize],
+            share: count.div_ceil(peers.max(1)) as usize,
+        }
+    }
+
+    /// Picks this peer's share among the chunks it lacks, least handed out
+    /// first (lowest ID among equals, so a share is a contiguous run when
+    /// it can be), and counts them as handed out.
+    pub fn choose(&mut self, layout: &Layout, peer_has: &ChunkSet) -> Vec<ChunkId> {
+        let mut candidates: Vec<ChunkId> =
+            layout.ids().filter(|&id| !peer_has.contains(id)).collect();
+        candidates.sort_by_key(|id| (self.handed[id.index()], *id));
+        candidates.truncate(self.share);
+        candidates.sort();
+        for id in &candidates {
+            self.handed[id.index()] += 1;
+        }
+        candidates
+    }
+}
+
+/// A bound, split, ready owner.
+#[derive(Debug)]
+pub struct Owner {
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stopper: Stopper,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Store,
+    file_id: [u8; 32],
+    seeder: Mutex<Seeder>,
+    connections: AtomicUsize,
+}
+
+impl Owner {
+    /// Listens on `args.listen`, then splits `args.file` into `args.dir`.
+    pub fn bind(args: &OwnerArgs) -> Result<Owner> {
+        let listener = net::listen(args.listen)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("read the listening address", e))?;
+        let started = Instant::now();
+        let store = store::split(&args.file, &args.dir, args.chunk_size)?;
+        let m = store.manifest();
+        log::info!(
+            "owner: split {} ({} bytes) into {} chunks of {} bytes under {} in {:.2} s; sha256 {}",
+            m.name(),
+            m.layout().file_len(),
+            m.layout().count(),
+            m.layout().chunk_size(),
+            args.dir.display(),
+            started.elapsed().as_secs_f64(),
+            crate::manifest::to_hex(m.file_hash()),
+        );
+        let seeder = Seeder::new(m.layout().count(), args.peers);
+        let file_id = m.id();
+        Ok(Owner {
+            listener,
+            addr,
+            shared: Arc::new(Shared {
+                store,
+                file_id,
+                seeder: Mutex::new(seeder),
+                connections: AtomicUsize::new(0),
+            }),
+            stopper: Stopper::new(addr),
+        })
+    }
+
+    /// The address the owner listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The manifest of the file being served.
+    pub fn manifest(&self) -> &Manifest {
+        self.shared.store.manifest()
+    }
+
+    /// A handle that stops [`Owner::run`] from another thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Accepts and serves peers until stopped.
+    pub fn run(self) -> Result<()> {
+        log::info!("owner: listening on {}", self.addr);
+        for conn in self.listener.incoming() {
+            if self.stopper.stopped() {
+                break;
+            }
+            let stream = match conn {
+                Ok(stream) => stream,
+                Err(e) => {
+                    log::warn!("owner: accept failed: {}", crate::error::plain(&e));
+                    thread::sleep(net::READ_TICK);
+                    continue;
+                }
+            };
+            let who = stream
+                .peer_addr()
+                .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+            let shared = Arc::clone(&self.shared);
+            let busy = shared.connections.fetch_add(1, Ordering::SeqCst);
+            let spawned = thread::Builder::new()
+                .name(format!("owner {who}"))
+                .spawn(move || {
+                    let result = if busy >= MAX_CONNECTIONS {
+                        refuse(stream, &who)
+                    } else {
+                        serve(&shared, stream, &who)
+                    };
+                    shared.connections.fetch_sub(1, Ordering::SeqCst);
+                    if let Err(e) = result {
+                        log::warn!("owner: {e}; connection closed");
+                    }
+                });
+            if let Err(e) = spawned {
+                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("owner: cannot start a thread: {e}");
+            }
+        }
+        log::info!("owner: stopped");
+        Ok(())
+    }
+}
+
+fn refuse(mut stream: TcpStream, who: &str) -> Result<()> {
+    let _ = net::configure(&stream);
+    let reason = "too many connections; try again later";
+    let _ = wire::send(&mut stream, &Message::Refuse(reason));
+    Err(Error::wire(who, wire::Error::Refused(reason.into())))
+}
+
+/// One peer's session, as the wire module's "owner session" describes.
+fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
+    let store = &shared.store;
+    let layout = *store.layout();
+    net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
+    let mut dec = Decoder::new();
+    let fail = |err| Error::wire(addr, err);
+
+    // 1. Hello both ways.
+    net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
+    let who = match dec.message().map_err(fail)? {
+        Message::Hello { name, .. } => name.to_string(),
+        other => return Err(fail(wire::Error::Unexpected(other.name()))),
+    };
+    let who = if who.is_empty() { addr.to_string() } else { who };
+    let fail = |err| Error::wire(who.as_str(), err);
+    let hello = Message::Hello { version: wire::VERSION, file_id: shared.file_id, name: "owner" };
+    wire::send(&mut stream, &hello).map_err(|e| fail(e.into()))?;
+
+    // 2. Manifest and chunk digests.
+    send_manifest(store.manifest(), &mut stream).map_err(|e| fail(e.into()))?;
+    dec.set_layout(layout);
+
+    // 3. What the peer already holds.
+    net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
+    let peer_has = match dec.message().map_err(fail)? {
+        Message::ChunkList(set) => set,
+        other => return Err(fail(wire::Error::Unexpected(other.name()))),
+    };
+    log::info!(
+        "owner: received chunk-ID list from {who} ({} of {} chunks)",
+        peer_has.len(),
+        layout.count()
+    );
+
+    // 4. Seed its share.
+    let seeds = shared
+        .seeder
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .choose(&layout, &peer_has);
+    log::info!("owner: seeding {} chunks to {who}", seeds.len());
+    for id in seeds {
+        store.send_chunk(id, &mut stream)?;
+        log::info!("owner: sent chunk {id} to {who}");
+    }
+    wire::send(&mut stream, &Message::SeedDone).map_err(|e| fail(e.into()))?;
+
+    // 5. Answer requests until the peer leaves.
+    let mut last_heard = Instant::now();
+    loop {
+        match dec.fill(&mut stream) {
+            Ok(true) => last_heard = Instant::now(),
+            Ok(false) => {
+                if last_heard.elapsed() > net::IDLE_TIMEOUT {
+                    log::info!("owner: {who} idle for {} s; closing", net::IDLE_TIMEOUT.as_secs());
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(wire::Error::Closed) => {
+                log::info!("owner: {who} disconnected");
+                return Ok(());
+            }
+            Err(e) => return Err(fail(e)),
+        }
+        match dec.message().map_err(fail)? {
+            Message::Request(id) => {
+                log::info!("owner: received request for chunk {id} from {who}");
+                store.send_chunk(id, &mut stream)?;
+                log::info!("owner: sent chunk {id} to {who}");
+            }
+            Message::KeepAlive => {}
+            other => return Err(fail(wire::Error::Unexpected(other.name()))),
+        }
+    }
+}
+
+/// Sends MANIFEST and the HASHES frames that cover every chunk.
+pub fn send_manifest(m: &Manifest, stream: &mut TcpStream) -> std::io::Result<()> {
+    let layout = m.layout();
+    let mut buf = Vec::with_capacity(layout.frame_limit());
+    wire::encode(
+        &Message::Manifest {
+            file_len: layout.file_len(),
+            chunk_size: layout.chunk_size(),
+            file_hash: *m.file_hash(),
+            name: m.name(),
+        },
+        &mut buf,
+    );
+    let per_frame = (layout.frame_limit() - 64) / 32;
+    for (n, hashes) in m.chunk_hashes().chunks(per_frame).enumerate() {
+        let first = layout
+            .chunk_id((n * per_frame) as u32)
+            .expect("a digest exists only for a chunk in range");
+        wire::encode(&Message::Hashes { first, hashes: hashes.to_vec() }, &mut buf);
+        if buf.len() >= 256 * 1024 {
+            std::io::Write::write_all(stream, &buf)?;
+            buf.clear();
+        }
+    }
+    std::io::Write::write_all(stream, &buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(count: u32) -> Layout {
+        Layout::new(u64::from(count) * 1024 - 10, 1024).unwrap()
+    }
+
+    fn raw(ids: &[ChunkId]) -> Vec<u32> {
+        ids.iter().map(|id| id.get()).collect()
+    }
+
+    #[test]
+    fn first_n_peers_between_them_get_every_chunk_once() {
+        let l = layout(11);
+        let mut seeder = Seeder::new(11, 5);
+        let empty = ChunkSet::new(11);
+        let shares: Vec<_> = (0..5).map(|_| raw(&seeder.choose(&l, &empty))).collect();
+        assert_eq!(
+            shares,
+            vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![0, 9, 10], vec![1, 2, 3]]
+        );
+    }
+
+    #[test]
+    fn a_returning_peer_gets_least_handed_chunks_it_lacks() {
+        let l = layout(10);
+        let mut seeder = Seeder::new(10, 2);
+        let empty = ChunkSet::new(10);
+        assert_eq!(raw(&seeder.choose(&l, &empty)), vec![0, 1, 2, 3, 4]);
+        let mut has = ChunkSet::new(10);
+        for i in [5, 6] {
+            has.insert(l.chunk_id(i).unwrap());
+        }
+        // 5 and 6 are held; 7, 8, 9 have never been handed out.
+        assert_eq!(raw(&seeder.choose(&l, &has)), vec![0, 1, 7, 8, 9]);
+        let mut full = ChunkSet::new(10);
+        l.ids().for_each(|id| {
+            full.insert(id);
+        });
+        assert!(seeder.choose(&l, &full).is_empty());
+    }
+
+    #[test]
+    fn more_peers_than_chunks_still_gives_each_one() {
+        let l = layout(2);
+        let mut seeder = Seeder::new(2, 5);
+        let empty = ChunkSet::new(2);
+        let shares: Vec<_> = (0..4).map(|_| raw(&seeder.choose(&l, &empty))).collect();
+        assert_eq!(shares, vec![vec![0], vec![1], vec![0], vec![1]]);
+        assert!(Seeder::new(0, 5).choose(&Layout::new(0, 1024).unwrap(), &ChunkSet::new(0)).is_empty());
+    }
+}

@@ -1,0 +1,223 @@
+//! The download side: pulls chunks from the download neighbour.
+//!
+//! One thread connects (retrying with backoff while the neighbour is not
+//! up), reads the neighbour's chunk-ID list and its HAVE updates, and keeps
+//! up to [`request_window`](super::request_window) requests in flight for
+//! chunks the neighbour has and this peer lacks. Every chunk is verified
+//! by the store before it is kept; a bad one is discarded and asked for
+//! again. Once the store holds every chunk it sends COMPLETE and ends.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::upload::id_list;
+use super::{Event, Shared};
+use crate::chunks::ChunkSet;
+use crate::error::{Error, Result};
+use crate::net::{self, Backoff};
+use crate::store::{Put, Store};
+use crate::wire::{self, Decoder, Message};
+
+/// Everything the download thread needs.
+pub(crate) struct Download {
+    pub addr: SocketAddr,
+    pub store: Arc<Store>,
+    pub shared: Arc<Shared>,
+    pub wait: Duration,
+}
+
+impl Download {
+    /// The thread's body: sessions until the store is complete.
+    pub fn run(self) {
+        let name = &self.shared.name;
+        let mut backoff = Backoff::default();
+        let mut last_ok = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            if self.shared.stopping() {
+                return;
+            }
+            match self.session(&mut last_ok, &mut backoff) {
+                Ok(()) => return,
+                Err(e) => {
+                    failures += 1;
+                    // A neighbour that is not up yet refuses many times
+                    // in a row; say so once.
+                    if failures == 1 || !matches!(e, Error::Io { .. }) {
+                        log::warn!("{name}: download neighbour at {}: {e}; retrying", self.addr);
+                    }
+                    if !matches!(e, Error::Io { .. }) {
+                        failures = 0;
+                    }
+                }
+            }
+            if self.store.is_complete() {
+                return;
+            }
+            if last_ok.elapsed() >= self.wait {
+                let msg = format!(
+                    "cannot get chunks from the download neighbour at {} for {} s",
+                    self.addr,
+                    self.wait.as_secs()
+                );
+                let _ = self.shared.events.send(Event::Fatal(Error::Timeout(msg)));
+                return;
+            }
+            thread::sleep(backoff.next_delay());
+        }
+    }
+
+    fn session(&self, last_ok: &mut Instant, backoff: &mut Backoff) -> Result<()> {
+        let name = &self.shared.name;
+        let store = &self.store;
+        let mut stream = net::connect(self.addr).map_err(|e| {
+            Error::io(format!("connect to the download neighbour at {}", self.addr), e)
+        })?;
+        let addr = self.addr.to_string();
+        let file_id = store.manifest().id();
+        let hello = Message::Hello { version: wire::VERSION, file_id, name };
+        wire::send(&mut stream, &hello).map_err(|e| Error::wire(&addr, e.into()))?;
+        let mut dec = Decoder::new();
+        net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT)
+            .map_err(|e| Error::wire(&addr, e))?;
+        let who = match dec.message().map_err(|e| Error::wire(&addr, e))? {
+            Message::Hello { file_id: theirs, name: who, .. } if theirs == file_id => {
+                if who.is_empty() { addr.clone() } else { who.to_string() }
+            }
+            Message::Hello { .. } => {
+                return Err(Error::wire(&addr, wire::Error::Refused("it shares a different file".into())));
+            }
+            Message::Refuse(why) => return Err(Error::wire(&addr, wire::Error::Refused(why.into()))),
+            other => return Err(Error::wire(&addr, wire::Error::Unexpected(other.name()))),
+        };
+        dec.set_layout(*store.layout());
+        backoff.reset();
+        *last_ok = Instant::now();
+        log::info!("{name}: connected to download neighbour {who} at {addr}");
+        let mut link = Link {
+            stream,
+            who,
+            offered: ChunkSet::new(store.layout().count()),
+            in_flight: ChunkSet::new(store.layout().count()),
+            window: super::request_window(store.layout().chunk_size()),
+            last_sent: Instant::now(),
+            buf: Vec::with_capacity(256),
+        };
+        self.pull(&mut link, &mut dec, last_ok)
+    }
+
+    /// The request loop of one connected session.
+    fn pull(&self, link: &mut Link, dec: &mut Decoder, last_ok: &mut Instant) -> Result<()> {
+        let name = &self.shared.name;
+        let store = &self.store;
+        let who = link.who.clone();
+        let fail = |err| Error::wire(who.as_str(), err);
+        let mut last_heard = Instant::now();
+        loop {
+            if store.is_complete() {
+                link.send(&Message::Complete)?;
+                log::info!("{name}: holds every chunk; told {who}");
+                return Ok(());
+            }
+            if self.shared.stopping() {
+                return Ok(());
+            }
+            link.request_more(store, name)?;
+            if link.last_sent.elapsed() >= net::KEEPALIVE_EVERY {
+                link.send(&Message::KeepAlive)?;
+            }
+            match dec.fill(&mut link.stream) {
+                Ok(true) => last_heard = Instant::now(),
+                Ok(false) if last_heard.elapsed() < net::IDLE_TIMEOUT => continue,
+                Ok(false) => return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into()))),
+                Err(e) => return Err(fail(e)),
+            }
+            match dec.message().map_err(fail)? {
+                Message::ChunkList(set) => {
+                    log::info!(
+                        target: "swarm::chunk",
+                        "{name}: received chunk-ID list from {who} ({} chunks)",
+                        set.len()
+                    );
+                    link.offered = set;
+                }
+                Message::Have(ids) => {
+                    log::info!(target: "swarm::chunk", "{name}: received chunk-ID update from {who}: {}", id_list(&ids));
+                    for id in ids {
+                        link.offered.insert(id);
+                    }
+                }
+                Message::Chunk { id, data } => {
+                    if !link.in_flight.remove(id) {
+                        return Err(fail(wire::Error::Unexpected("unrequested chunk")));
+                    }
+                    match store.put(id, data)? {
+                        Put::Stored => {
+                            *last_ok = Instant::now();
+                            self.shared.from_ring.fetch_add(data.len() as u64, Ordering::Relaxed);
+                            log::info!(target: "swarm::chunk", "{name}: received chunk {id} from {who}");
+                        }
+                        Put::Duplicate => {
+                            log::debug!("{name}: chunk {id} from {who} was already held");
+                        }
+                        Put::Corrupt => {
+                            log::warn!(
+                                "{name}: chunk {id} from {who} failed its SHA-256 check; \
+                                 discarded, asking again"
+                            );
+                        }
+                    }
+                }
+                Message::KeepAlive => {}
+                Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
+                other => return Err(fail(wire::Error::Unexpected(other.name()))),
+            }
+        }
+    }
+}
+
+/// One connected session's state.
+struct Link {
+    stream: TcpStream,
+    who: String,
+    /// What the neighbour has listed.
+    offered: ChunkSet,
+    /// Requested and not yet received.
+    in_flight: ChunkSet,
+    window: usize,
+    last_sent: Instant,
+    buf: Vec<u8>,
+}
+
+impl Link {
+    fn send(&mut self, msg: &Message<'_>) -> Result<()> {
+        wire::send(&mut self.stream, msg).map_err(|e| Error::wire(self.who.as_str(), e.into()))?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// Tops the in-flight requests up to the window, in one write.
+    fn request_more(&mut self, store: &Store, name: &str) -> Result<()> {
+        let room = self.window.saturating_sub(self.in_flight.len() as usize);
+        if room == 0 {
+            return Ok(());
+        }
+        let ids = store.pick_missing(&self.offered, &self.in_flight, room);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for &id in &ids {
+            self.in_flight.insert(id);
+            wire::encode(&Message::Request(id), &mut self.buf);
+        }
+        std::io::Write::write_all(&mut self.stream, &self.buf)
+            .map_err(|e| Error::wire(self.who.as_str(), e.into()))?;
+        self.last_sent = Instant::now();
+        log::info!(target: "swarm::chunk", "{name}: requested {} from {}", id_list(&ids), self.who);
+        Ok(())
+    }
+}

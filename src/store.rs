@@ -1,0 +1,588 @@
+//! A directory of chunk files: the only code that touches them.
+//!
+//! Layout of a swarm directory (owner and peer alike):
+//!
+//! ```text
+//! DIR/manifest               the file's manifest, text form
+//! DIR/chunks/00000000.chunk  chunk 0's raw bytes, and so on; `cat
+//!                            DIR/chunks/*` gives the file back
+//! DIR/summary.txt            the chunk IDs this side holds, one a line
+//! ```
+//!
+//! Nothing unverified is ever stored: [`Store::put`] checks a chunk's
+//! SHA-256 first, writes it under a temporary name and renames it into
+//! place, so a crash leaves either the whole verified chunk or a `.tmp`
+//! file that the next [`Store::open`] deletes. `open` re-hashes every
+//! chunk file it finds, so a restart never trusts a stale or damaged
+//! chunk. The in-memory set of held chunks sits behind one briefly held
+//! lock; threads that want to hear about new chunks subscribe to a
+//! channel instead of polling.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crossbeam_channel::{Receiver, Sender};
+use sha2::{Digest as _, Sha256};
+
+use crate::chunks::ChunkSet;
+use crate::error::{Error, Result};
+use crate::manifest::{self, ChunkId, Digest, Layout, Manifest};
+use crate::wire;
+
+/// The manifest's file name inside a swarm directory.
+pub const MANIFEST_FILE: &str = "manifest";
+/// The summary's file name inside a swarm directory.
+pub const SUMMARY_FILE: &str = "summary.txt";
+/// The folder of chunk files inside a swarm directory.
+pub const CHUNKS_DIR: &str = "chunks";
+
+/// What [`Store::put`] did with a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// Verified and stored; subscribers were told.
+    Stored,
+    /// Already held; nothing written.
+    Duplicate,
+    /// Failed its SHA-256 check; discarded.
+    Corrupt,
+}
+
+/// The chunk files of one file in one directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    manifest: Manifest,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    have: ChunkSet,
+    summary: Option<File>,
+    subscribers: Vec<Sender<ChunkId>>,
+}
+
+/// The path of chunk `id` under `dir`.
+pub fn chunk_path(dir: &Path, id: ChunkId) -> PathBuf {
+    dir.join(CHUNKS_DIR).join(format!("{:08}.chunk", id.get()))
+}
+
+/// Writes `data` to `path` through a temporary file and a rename, so
+/// `path` never holds a partial write. `sync` also flushes it to disk
+/// first, for files that are not re-checked on restart.
+pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(data)?;
+        if sync {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io_path("write", path, e)
+    })
+}
+
+/// Reads the cached manifest of `dir`, if there is one.
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let path = dir.join(MANIFEST_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => Manifest::from_text(&text).map(Some).map_err(|e| {
+            Error::Manifest(format!("{}: {}", path.display(), inner_text(&e)))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io_path("read", path, e)),
+    }
+}
+
+fn inner_text(err: &Error) -> String {
+    match err {
+        Error::Manifest(msg) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Creates `dir` and its chunk folder.
+fn create_dirs(dir: &Path) -> Result<()> {
+    let chunks = dir.join(CHUNKS_DIR);
+    fs::create_dir_all(&chunks)
+        .map_err(|e| Error::io_path("create directory", chunks, e))
+}
+
+/// Splits `file` into chunk files under `dir` and writes its manifest,
+/// reading the file once, a chunk at a time.
+pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<Store> {
+    let mut input =
+        File::open(file).map_err(|e| Error::io_path("open", file, e))?;
+    let meta = input.metadata().map_err(|e| Error::io_path("read", file, e))?;
+    if !meta.is_file() {
+        return Err(Error::io_path(
+            "read",
+            file,
+            io::Error::other("not a regular file"),
+        ));
+    }
+    let layout = Layout::new(meta.len(), chunk_size)?;
+    let raw_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = manifest::plain_name(raw_name.as_deref().unwrap_or(""));
+    create_dirs(dir)?;
+    remove_stale_chunks(dir, &layout)?;
+    let mut whole = Sha256::new();
+    let mut hashes = Vec::with_capacity(layout.count() as usize);
+    let mut buf = vec![0u8; chunk_size as usize];
+    for id in layout.ids() {
+        let data = &mut buf[..layout.chunk_len(id)];
+        input.read_exact(data).map_err(|e| {
+            let e = if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::other("file shrank while being split")
+            } else {
+                e
+            };
+            Error::io_path("read", file, e)
+        })?;
+        whole.update(&*data);
+        hashes.push(manifest::sha256(data));
+        write_atomic(&chunk_path(dir, id), data, false)?;
+    }
+    let manifest = Manifest::new(name, layout, whole.finalize().into(), hashes)?;
+    write_atomic(&dir.join(MANIFEST_FILE), manifest.to_text().as_bytes(), true)?;
+    let mut have = ChunkSet::new(layout.count());
+    layout.ids().for_each(|id| {
+        have.insert(id);
+    });
+    Store::with_set(dir, manifest, have)
+}
+
+/// Deletes chunk files that a different, earlier file left in `dir`
+/// beyond the new chunk count, so `cat DIR/chunks/*` stays right.
+fn remove_stale_chunks(dir: &Path, layout: &Layout) -> Result<()> {
+    for (path, id) in list_chunk_files(dir)? {
+        if id.is_none_or(|raw| layout.chunk_id(raw).is_none()) {
+            let _ = fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// Every file in `DIR/chunks` with the chunk index its name gives, or
+/// `None` for temporary and foreign files.
+fn list_chunk_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u32>)>> {
+    let chunks = dir.join(CHUNKS_DIR);
+    let entries = fs::read_dir(&chunks)
+        .map_err(|e| Error::io_path("list", &chunks, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io_path("list", &chunks, e))?;
+        let name = entry.file_name();
+        let raw = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".chunk"))
+            .filter(|n| n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok());
+        out.push((entry.path(), raw));
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Opens `dir` for `manifest`: creates it if needed, caches the
+    /// manifest, re-hashes every chunk file already there (keeping the
+    /// good ones, deleting the rest) and rewrites the summary.
+    pub fn open(dir: &Path, manifest: Manifest) -> Result<Store> {
+        create_dirs(dir)?;
+        let text = manifest.to_text();
+        let path = dir.join(MANIFEST_FILE);
+        if fs::read_to_string(&path).ok().as_deref() != Some(&text) {
+            write_atomic(&path, text.as_bytes(), true)?;
+        }
+        let layout = *manifest.layout();
+        let mut have = ChunkSet::new(layout.count());
+        let mut buf = Vec::new();
+        for (path, raw) in list_chunk_files(dir)? {
+            let Some(id) = raw.and_then(|raw| layout.chunk_id(raw)) else {
+                // A temporary file from an interrupted write, or junk.
+                let _ = fs::remove_file(&path);
+                continue;
+            };
+            buf.clear();
+            let good = File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .is_ok()
+                && manifest.verify(id, &buf);
+            if good {
+                have.insert(id);
+            } else {
+                log::warn!("dropping damaged chunk file {}", path.display());
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Store::with_set(dir, manifest, have)
+    }
+
+    fn with_set(dir: &Path, manifest: Manifest, have: ChunkSet) -> Result<Store> {
+        let layout = *manifest.layout();
+        let mut text = String::new();
+        for id in have.iter(&layout) {
+            text.push_str(&format!("{id}\n"));
+        }
+        let path = dir.join(SUMMARY_FILE);
+        write_atomic(&path, text.as_bytes(), false)?;
+        let summary = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io_path("open", &path, e))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            manifest,
+            inner: Mutex::new(Inner {
+                have,
+                summary: Some(summary),
+                subscribers: Vec::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the store down with it: the
+        // set is updated in single steps, so it is consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file this store holds chunks of.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The file's chunk layout.
+    pub fn layout(&self) -> &Layout {
+        self.manifest.layout()
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether chunk `id` is held.
+    pub fn has(&self, id: ChunkId) -> bool {
+        self.lock().have.contains(id)
+    }
+
+    /// How many chunks are held.
+    pub fn held(&self) -> u32 {
+        self.lock().have.len()
+    }
+
+    /// Whether every chunk is held.
+    pub fn is_complete(&self) -> bool {
+        self.lock().have.is_full()
+    }
+
+    /// A copy of the set of held chunks.
+    pub fn snapshot(&self) -> ChunkSet {
+        self.lock().have.clone()
+    }
+
+    /// A channel that receives the ID of every chunk stored from now on,
+    /// together with the set held at the moment of subscribing (so no
+    /// chunk falls between the two).
+    pub fn subscribe(&self) -> (ChunkSet, Receiver<ChunkId>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut inner = self.lock();
+        inner.subscribers.push(tx);
+        (inner.have.clone(), rx)
+    }
+
+    /// Up to `max` chunks in `offered` that are neither held nor in
+    /// `exclude`, lowest first.
+    pub fn pick_missing(
+        &self,
+        offered: &ChunkSet,
+        exclude: &ChunkSet,
+        max: usize,
+    ) -> Vec<ChunkId> {
+        let inner = self.lock();
+        offered.pick_missing(&[&inner.have, exclude], self.layout(), max)
+    }
+
+    /// Verifies `data` as chunk `id` and stores it.
+    pub fn put(&self, id: ChunkId, data: &[u8]) -> Result<Put> {
+        if self.has(id) {
+            return Ok(Put::Duplicate);
+        }
+        if !self.manifest.verify(id, data) {
+            return Ok(Put::Corrupt);
+        }
+        // Chunk files are not fsynced: a restart re-hashes every one.
+        write_atomic(&chunk_path(&self.dir, id), data, false)?;
+        let mut inner = self.lock();
+        if !inner.have.insert(id) {
+            return Ok(Put::Duplicate);
+        }
+        if let Some(summary) = inner.summary.as_mut() {
+            if let Err(e) = writeln!(summary, "{id}") {
+                log::warn!("cannot update {SUMMARY_FILE}: {}", crate::error::plain(&e));
+                inner.summary = None;
+            }
+        }
+        inner.subscribers.retain(|tx| tx.send(id).is_ok());
+        Ok(Put::Stored)
+    }
+
+    /// Opens chunk `id` for reading. The caller must hold it.
+    pub fn open_chunk(&self, id: ChunkId) -> Result<File> {
+        let path = chunk_path(&self.dir, id);
+        File::open(&path).map_err(|e| Error::io_path("open", path, e))
+    }
+
+    /// Writes chunk `id` to `w` as one CHUNK frame; the chunk's bytes go
+    /// from the file to a socket without passing through user space
+    /// (`io::copy` uses sendfile there). Returns the bytes of data sent.
+    pub fn send_chunk<W: Write>(&self, id: ChunkId, w: &mut W) -> Result<u64> {
+        let len = self.layout().chunk_len(id) as u64;
+        let path = chunk_path(&self.dir, id);
+        let file = self.open_chunk(id)?;
+        let on_disk = file.metadata().map_err(|e| Error::io_path("read", &path, e))?;
+        if on_disk.len() != len {
+            // Sending it would break the frame; a restart re-checks it.
+            return Err(Error::Integrity(format!(
+                "chunk file {} holds {} bytes instead of {len}",
+                path.display(),
+                on_disk.len()
+            )));
+        }
+        w.write_all(&wire::chunk_header(id, len as usize))
+            .map_err(|e| Error::io("send chunk", e))?;
+        let sent = io::copy(&mut file.take(len), w)
+            .map_err(|e| Error::io("send chunk", e))?;
+        if sent != len {
+            return Err(Error::io(
+                "send chunk",
+                io::Error::other(format!("chunk file {} shrank", path.display())),
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Reads chunk `id` into `buf`, replacing its contents.
+    pub fn read_chunk(&self, id: ChunkId, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        let path = chunk_path(&self.dir, id);
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(buf))
+            .map_err(|e| Error::io_path("read", &path, e))?;
+        Ok(())
+    }
+
+    /// Forgets chunk `id` and deletes its file, after it was found bad.
+    fn drop_chunk(&self, id: ChunkId) {
+        self.lock().have.remove(id);
+        let _ = fs::remove_file(chunk_path(&self.dir, id));
+    }
+
+    /// Joins every chunk into `out`, checking the whole-file SHA-256.
+    ///
+    /// The file is written as `.NAME.swarm-partial` beside `out`, flushed
+    /// to disk and renamed, so `out` appears only whole and verified. If
+    /// the digest is wrong, every chunk file is re-checked, the bad ones
+    /// are dropped (they will be fetched again) and an error is returned.
+    pub fn assemble(&self, out: &Path) -> Result<Digest> {
+        let layout = *self.layout();
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent)
+            .map_err(|e| Error::io_path("create directory", &parent, e))?;
+        let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_else(|| self.manifest.name().to_string());
+        let partial = parent.join(format!(".{name}.swarm-partial"));
+        let mut file = File::create(&partial)
+            .map_err(|e| Error::io_path("create", &partial, e))?;
+        let mut whole = Sha256::new();
+        let mut buf = Vec::with_capacity(layout.chunk_size() as usize);
+        for id in layout.ids() {
+            self.read_chunk(id, &mut buf)?;
+            whole.update(&buf);
+            file.write_all(&buf)
+                .map_err(|e| Error::io_path("write", &partial, e))?;
+        }
+        let digest: Digest = whole.finalize().into();
+        if digest != *self.manifest.file_hash() {
+            drop(file);
+            let _ = fs::remove_file(&partial);
+            let dropped = self.recheck();
+            return Err(Error::Integrity(format!(
+                "the joined file's SHA-256 is {} instead of {}; dropped {} \
+                 damaged chunks",
+                manifest::to_hex(&digest),
+                manifest::to_hex(self.manifest.file_hash()),
+                dropped
+            )));
+        }
+        file.sync_all().map_err(|e| Error::io_path("flush", &partial, e))?;
+        drop(file);
+        fs::rename(&partial, out).map_err(|e| Error::io_path("rename to", out, e))?;
+        Ok(digest)
+    }
+
+    /// Re-hashes every held chunk and drops the bad ones; returns how
+    /// many were dropped.
+    pub fn recheck(&self) -> usize {
+        let mut buf = Vec::new();
+        let mut dropped = 0;
+        for id in self.snapshot().iter(self.layout()) {
+            let good = self.read_chunk(id, &mut buf).is_ok()
+                && self.manifest.verify(id, &buf);
+            if !good {
+                log::warn!("chunk {id} is damaged on disk; fetching it again");
+                self.drop_chunk(id);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A fresh directory under the system temp dir.
+    fn temp_dir(name: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "swarm-store-{}-{name}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn split_sample(len: usize) -> (PathBuf, Vec<u8>, Store) {
+        let dir = temp_dir("split");
+        let data = pattern(len);
+        let file = dir.join("input.bin");
+        fs::write(&file, &data).unwrap();
+        let store = split(&file, &dir.join("owner"), 1024).unwrap();
+        (dir, data, store)
+    }
+
+    #[test]
+    fn split_writes_raw_chunk_files_and_a_manifest() {
+        for len in [0, 1, 1023, 1024, 1025, 5000] {
+            let (dir, data, store) = split_sample(len);
+            let owner = dir.join("owner");
+            let mut files: Vec<_> = fs::read_dir(owner.join(CHUNKS_DIR))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            assert_eq!(files.len(), len.div_ceil(1024), "len {len}");
+            let joined: Vec<u8> =
+                files.iter().flat_map(|f| fs::read(f).unwrap()).collect();
+            assert_eq!(joined, data, "cat of chunk files gives the file");
+            let m = read_manifest(&owner).unwrap().unwrap();
+            assert_eq!(&m, store.manifest());
+            assert_eq!(m.name(), "input.bin");
+            assert_eq!(*m.file_hash(), manifest::sha256(&data));
+            assert!(store.is_complete());
+            let summary = fs::read_to_string(owner.join(SUMMARY_FILE)).unwrap();
+            assert_eq!(summary.lines().count(), len.div_ceil(1024));
+        }
+    }
+
+    #[test]
+    fn put_verifies_stores_and_notifies() {
+        let (dir, data, owner) = split_sample(2500);
+        let peer = Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap();
+        let (held, rx) = peer.subscribe();
+        assert!(held.is_empty());
+        let l = *peer.layout();
+        let id1 = l.chunk_id(1).unwrap();
+        let mut bad = data[1024..2048].to_vec();
+        bad[5] ^= 1;
+        assert_eq!(peer.put(id1, &bad).unwrap(), Put::Corrupt);
+        assert_eq!(peer.put(id1, &data[1024..2047]).unwrap(), Put::Corrupt);
+        assert!(!chunk_path(peer.dir(), id1).exists());
+        assert_eq!(peer.put(id1, &data[1024..2048]).unwrap(), Put::Stored);
+        assert_eq!(peer.put(id1, &data[1024..2048]).unwrap(), Put::Duplicate);
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![id1]);
+        let summary = fs::read_to_string(peer.dir().join(SUMMARY_FILE)).unwrap();
+        assert_eq!(summary, "1\n");
+        let mut buf = Vec::new();
+        peer.read_chunk(id1, &mut buf).unwrap();
+        assert_eq!(buf, &data[1024..2048]);
+    }
+
+    #[test]
+    fn open_keeps_good_chunks_and_drops_damaged_ones() {
+        let (dir, data, owner) = split_sample(3000);
+        let m = owner.manifest().clone();
+        let l = *m.layout();
+        let peer_dir = dir.join("peer");
+        let peer = Store::open(&peer_dir, m.clone()).unwrap();
+        for id in l.ids() {
+            let at = l.offset(id) as usize;
+            peer.put(id, &data[at..at + l.chunk_len(id)]).unwrap();
+        }
+        drop(peer);
+        let id0 = l.chunk_id(0).unwrap();
+        let id2 = l.chunk_id(2).unwrap();
+        fs::write(chunk_path(&peer_dir, id0), b"garbage").unwrap();
+        let tmp = peer_dir.join(CHUNKS_DIR).join(".00000001.chunk.1-1.tmp");
+        fs::write(&tmp, b"partial").unwrap();
+        let peer = Store::open(&peer_dir, m).unwrap();
+        assert!(!peer.has(id0) && peer.has(id2) && peer.held() == 2);
+        assert!(!tmp.exists() && !chunk_path(&peer_dir, id0).exists());
+        let summary = fs::read_to_string(peer_dir.join(SUMMARY_FILE)).unwrap();
+        assert_eq!(summary, "1\n2\n");
+    }
+
+    #[test]
+    fn assemble_writes_the_verified_file_or_drops_bad_chunks() {
+        let (dir, data, owner) = split_sample(2100);
+        let out = dir.join("out").join("copy.bin");
+        let digest = owner.assemble(&out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), data);
+        assert_eq!(digest, manifest::sha256(&data));
+        let id1 = owner.layout().chunk_id(1).unwrap();
+        fs::write(chunk_path(owner.dir(), id1), vec![0u8; 1024]).unwrap();
+        let out2 = dir.join("out").join("copy2.bin");
+        let err = owner.assemble(&out2).unwrap_err().to_string();
+        assert!(err.contains("dropped 1 damaged chunks"), "{err}");
+        assert!(!out2.exists());
+        assert!(!owner.has(id1));
+        let leftovers: Vec<_> = fs::read_dir(dir.join("out")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no partial file is left behind");
+    }
+
+    #[test]
+    fn split_reports_missing_files_and_directories() {
+        let dir = temp_dir("missing");
+        let err = split(&dir.join("nope.bin"), &dir.join("o"), 1024).unwrap_err();
+        assert!(
+            err.to_string().starts_with("cannot open ")
+                && err.to_string().ends_with("nope.bin: no such file or directory"),
+            "{err}"
+        );
+        let err = split(&dir, &dir.join("o"), 1024).unwrap_err();
+        assert!(err.to_string().ends_with("not a regular file"), "{err}");
+    }
+}

@@ -1,0 +1,771 @@
+//! The swarm protocol: every byte that crosses a connection.
+//!
+//! This module holds the whole wire format: one [`Message`] enum, one
+//! encoder ([`encode`]) and one decoder ([`Decoder`]). It knows nothing of
+//! files or threads. The text below is the specification; a compatible
+//! peer can be written from it alone.
+//!
+//! # Frames
+//!
+//! A connection carries frames in both directions. Integers are unsigned
+//! and big-endian.
+//!
+//! ```text
+//! frame = length:u32  kind:u8  payload:(length - 1 bytes)
+//! ```
+//!
+//! `length` counts the kind byte and the payload, so it is at least 1. A
+//! receiver checks `length` against the kind's allowed sizes (table below)
+//! and against its frame limit *before* it reads or allocates the payload,
+//! and closes the connection on any violation. The frame limit is 1024
+//! until the manifest is known, then `64 + max(chunk_size, ceil(chunks /
+//! 8))`.
+//!
+//! # Messages
+//!
+//! | kind | name       | payload                                                        |
+//! |------|------------|----------------------------------------------------------------|
+//! | 1    | HELLO      | `"SWRM"` `version:u16` `file_id:[32]` `name:utf8 (0..=64 bytes)` |
+//! | 2    | MANIFEST   | `file_len:u64` `chunk_size:u32` `file_sha256:[32]` `name:utf8 (1..=255 bytes)` |
+//! | 3    | HASHES     | `first:u32` then `n >= 1` chunk SHA-256 digests of 32 bytes, for chunks `first..first+n` |
+//! | 4    | CHUNK_LIST | bitfield of exactly `ceil(chunks / 8)` bytes; bit 7 of byte 0 is chunk 0; spare bits 0 |
+//! | 5    | HAVE       | `n >= 1` chunk IDs as `u32`: chunks the sender has gained since its last list |
+//! | 6    | REQUEST    | `chunk:u32`                                                    |
+//! | 7    | CHUNK      | `chunk:u32` then exactly that chunk's bytes                    |
+//! | 8    | SEED_DONE  | empty: the owner has sent every chunk it seeds to this peer    |
+//! | 9    | COMPLETE   | empty: the sender now holds every chunk                        |
+//! | 10   | KEEPALIVE  | empty: sent after 5 s without other traffic                    |
+//! | 11   | REFUSE     | `reason:utf8 (0..=200 bytes)`, then the sender closes          |
+//!
+//! A chunk ID is valid when it is below the manifest's chunk count, and a
+//! chunk's length is `chunk_size`, except the last chunk's, which is
+//! `file_len - (chunks - 1) * chunk_size`. An unknown kind, an ID out of
+//! range, a wrong length or a message that is out of place ends the
+//! connection.
+//!
+//! # Sessions
+//!
+//! The connecting side speaks first. `version` is 1; a HELLO with another
+//! magic or version is refused. `file_id` is the SHA-256 of the manifest's
+//! text form (see `manifest.rs`), or 32 zero bytes from a peer that has no
+//! manifest yet; `name` names the sender in logs (`"peer 9001"`).
+//!
+//! Owner session (peer connects to the owner):
+//!
+//! 1. peer → HELLO; owner → HELLO (with the real `file_id`).
+//! 2. owner → MANIFEST, then HASHES frames covering chunks `0..chunks` in
+//!    order. The peer checks that `file_id` is the SHA-256 of the manifest
+//!    it rebuilt, and, if its own HELLO carried a non-zero `file_id`,
+//!    that the two are equal.
+//! 3. peer → CHUNK_LIST of the chunks it already holds.
+//! 4. owner → CHUNK for each chunk it seeds to this peer, then SEED_DONE.
+//! 5. From then on the peer may send REQUEST for any chunk and the owner
+//!    answers with CHUNK, until the peer closes.
+//!
+//! Ring session (a peer's download side connects to its download
+//! neighbour's listening port):
+//!
+//! 1. downloader → HELLO; uploader → HELLO. Both carry the real `file_id`;
+//!    on a mismatch the uploader sends REFUSE and closes.
+//! 2. uploader → CHUNK_LIST of everything it holds, then HAVE whenever it
+//!    gains chunks, and CHUNK in answer to each REQUEST, in request order.
+//! 3. downloader → REQUEST for chunks the uploader listed and it lacks,
+//!    several in flight at once; COMPLETE once it holds every chunk.
+//!
+//! Either side sends KEEPALIVE when it has sent nothing for 5 s, and may
+//! close a connection that has been silent for 30 s.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use crate::chunks::ChunkSet;
+use crate::manifest::{ChunkId, Digest, Layout, MAX_NAME_LEN};
+
+/// The four bytes every HELLO starts with.
+pub const MAGIC: [u8; 4] = *b"SWRM";
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// The largest `length` accepted before the manifest is known.
+pub const HANDSHAKE_LIMIT: usize = 1024;
+/// The longest name a HELLO may carry.
+pub const MAX_HELLO_NAME: usize = 64;
+/// The longest reason a REFUSE may carry.
+pub const MAX_REFUSE_LEN: usize = 200;
+
+const KIND_HELLO: u8 = 1;
+const KIND_MANIFEST: u8 = 2;
+const KIND_HASHES: u8 = 3;
+const KIND_CHUNK_LIST: u8 = 4;
+const KIND_HAVE: u8 = 5;
+const KIND_REQUEST: u8 = 6;
+const KIND_CHUNK: u8 = 7;
+const KIND_SEED_DONE: u8 = 8;
+const KIND_COMPLETE: u8 = 9;
+const KIND_KEEPALIVE: u8 = 10;
+const KIND_REFUSE: u8 = 11;
+
+/// Bytes before the payload: the length and the kind.
+const HEADER_LEN: usize = 5;
+const HELLO_FIXED: usize = 4 + 2 + 32;
+const MANIFEST_FIXED: usize = 8 + 4 + 32;
+
+/// One protocol message. Borrowed fields point into the decoder's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Opens every session in both directions.
+    Hello { version: u16, file_id: Digest, name: &'a str },
+    /// The file's name, size, chunk size and whole-file digest.
+    Manifest { file_len: u64, chunk_size: u32, file_hash: Digest, name: &'a str },
+    /// Chunk digests for chunks `first`, `first + 1`, ...
+    Hashes { first: ChunkId, hashes: Vec<Digest> },
+    /// Every chunk the sender holds.
+    ChunkList(ChunkSet),
+    /// Chunks the sender gained since it last listed.
+    Have(Vec<ChunkId>),
+    /// Asks for one chunk.
+    Request(ChunkId),
+    /// One chunk's bytes.
+    Chunk { id: ChunkId, data: &'a [u8] },
+    /// The owner has sent all the chunks it seeds to this peer.
+    SeedDone,
+    /// The sender holds every chunk.
+    Complete,
+    /// Nothing to say; keeps an idle connection known to be alive.
+    KeepAlive,
+    /// The sender will not serve this connection, and says why.
+    Refuse(&'a str),
+}
+
+impl Message<'_> {
+    /// The message's name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        kind_name(self.kind())
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Message::Hello { .. } => KIND_HELLO,
+            Message::Manifest { .. } => KIND_MANIFEST,
+            Message::Hashes { .. } => KIND_HASHES,
+            Message::ChunkList(_) => KIND_CHUNK_LIST,
+            Message::Have(_) => KIND_HAVE,
+            Message::Request(_) => KIND_REQUEST,
+            Message::Chunk { .. } => KIND_CHUNK,
+            Message::SeedDone => KIND_SEED_DONE,
+            Message::Complete => KIND_COMPLETE,
+            Message::KeepAlive => KIND_KEEPALIVE,
+            Message::Refuse(_) => KIND_REFUSE,
+        }
+    }
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_HELLO => "hello",
+        KIND_MANIFEST => "manifest",
+        KIND_HASHES => "hashes",
+        KIND_CHUNK_LIST => "chunk-list",
+        KIND_HAVE => "have",
+        KIND_REQUEST => "request",
+        KIND_CHUNK => "chunk",
+        KIND_SEED_DONE => "seed-done",
+        KIND_COMPLETE => "complete",
+        KIND_KEEPALIVE => "keepalive",
+        KIND_REFUSE => "refuse",
+        _ => "unknown",
+    }
+}
+
+/// Why a connection's bytes were rejected.
+#[derive(Debug)]
+pub enum Error {
+    /// The other side closed the connection between frames.
+    Closed,
+    /// The other side closed the connection inside a frame.
+    Truncated { got: usize, wanted: usize },
+    /// A read or write failed.
+    Io(io::Error),
+    /// The length field was 0.
+    EmptyFrame,
+    /// The length field exceeded the frame limit.
+    TooLong { len: usize, limit: usize },
+    /// The kind byte names no message.
+    UnknownKind(u8),
+    /// The length does not fit the message kind.
+    BadLength { kind: &'static str, len: usize },
+    /// A message that needs the manifest came before it.
+    NeedsManifest(&'static str),
+    /// A HELLO without the magic bytes.
+    BadMagic,
+    /// A HELLO of another protocol version.
+    BadVersion(u16),
+    /// A name or reason that is not UTF-8.
+    BadText(&'static str),
+    /// A chunk ID at or past the chunk count.
+    ChunkOutOfRange { kind: &'static str, id: u64, count: u32 },
+    /// A chunk whose length is not the layout's length for that chunk.
+    ChunkLength { id: ChunkId, got: usize, wanted: usize },
+    /// A chunk-ID list whose size or spare bits are wrong.
+    BadChunkList,
+    /// A well-formed message that does not belong at this point.
+    Unexpected(&'static str),
+    /// The other side refused the session.
+    Refused(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Closed => write!(f, "connection closed"),
+            Error::Truncated { got, wanted } => write!(
+                f,
+                "connection closed inside a frame ({got} of {wanted} bytes)"
+            ),
+            Error::Io(err) => write!(f, "{}", crate::error::plain(err)),
+            Error::EmptyFrame => write!(f, "frame with length 0"),
+            Error::TooLong { len, limit } => {
+                write!(f, "frame of {len} bytes is over the {limit}-byte limit")
+            }
+            Error::UnknownKind(kind) => write!(f, "unknown message type {kind}"),
+            Error::BadLength { kind, len } => {
+                write!(f, "{kind} message with a {len}-byte length is malformed")
+            }
+            Error::NeedsManifest(kind) => {
+                write!(f, "{kind} message before the manifest")
+            }
+            Error::BadMagic => write!(f, "not a swarm connection (bad magic)"),
+            Error::BadVersion(v) => write!(
+                f,
+                "protocol version {v} is not supported (this is version {VERSION})"
+            ),
+            Error::BadText(what) => write!(f, "{what} is not valid UTF-8"),
+            Error::ChunkOutOfRange { kind, id, count } => write!(
+                f,
+                "{kind} message names chunk {id} but the file has {count} chunks"
+            ),
+            Error::ChunkLength { id, got, wanted } => write!(
+                f,
+                "chunk {id} carries {got} bytes instead of {wanted}"
+            ),
+            Error::BadChunkList => write!(f, "chunk-ID list has the wrong size"),
+            Error::Unexpected(kind) => write!(f, "unexpected {kind} message"),
+            Error::Refused(reason) => write!(f, "refused: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::Io(err)
+    }
+}
+
+impl Error {
+    /// Whether this is a read that timed out rather than bad data.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Io(e) if is_timeout(e))
+    }
+}
+
+fn is_timeout(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Appends `msg` as one frame to `out`.
+pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, msg.kind()]);
+    match msg {
+        Message::Hello { version, file_id, name } => {
+            out.extend_from_slice(&MAGIC);
+            out.extend_from_slice(&version.to_be_bytes());
+            out.extend_from_slice(file_id);
+            out.extend_from_slice(name.as_bytes());
+        }
+        Message::Manifest { file_len, chunk_size, file_hash, name } => {
+            out.extend_from_slice(&file_len.to_be_bytes());
+            out.extend_from_slice(&chunk_size.to_be_bytes());
+            out.extend_from_slice(file_hash);
+            out.extend_from_slice(name.as_bytes());
+        }
+        Message::Hashes { first, hashes } => {
+            out.extend_from_slice(&first.get().to_be_bytes());
+            for hash in hashes {
+                out.extend_from_slice(hash);
+            }
+        }
+        Message::ChunkList(set) => out.extend_from_slice(&set.to_bitfield()),
+        Message::Have(ids) => {
+            for id in ids {
+                out.extend_from_slice(&id.get().to_be_bytes());
+            }
+        }
+        Message::Request(id) => out.extend_from_slice(&id.get().to_be_bytes()),
+        Message::Chunk { id, data } => {
+            out.truncate(start);
+            out.extend_from_slice(&chunk_header(*id, data.len()));
+            out.extend_from_slice(data);
+        }
+        Message::SeedDone | Message::Complete | Message::KeepAlive => {}
+        Message::Refuse(reason) => out.extend_from_slice(reason.as_bytes()),
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The bytes of a CHUNK frame that precede the chunk's data, for senders
+/// that copy the data straight from a file to the socket.
+pub fn chunk_header(id: ChunkId, data_len: usize) -> [u8; 9] {
+    let len = (1 + 4 + data_len) as u32;
+    let mut out = [0u8; 9];
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out[4] = KIND_CHUNK;
+    out[5..].copy_from_slice(&id.get().to_be_bytes());
+    out
+}
+
+/// Encodes `msg` and writes it with one call.
+pub fn send(w: &mut impl Write, msg: &Message<'_>) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(64);
+    encode(msg, &mut buf);
+    w.write_all(&buf)
+}
+
+/// The allowed `length` range for a kind, or why the kind is rejected.
+/// Called on the five header bytes, before any payload is read.
+fn length_bounds(
+    kind: u8,
+    layout: Option<&Layout>,
+) -> Result<(usize, usize), Error> {
+    let needs = |layout: Option<&Layout>| {
+        layout.copied().ok_or(Error::NeedsManifest(kind_name(kind)))
+    };
+    let payload = match kind {
+        KIND_HELLO => (HELLO_FIXED, HELLO_FIXED + MAX_HELLO_NAME),
+        KIND_MANIFEST => (MANIFEST_FIXED + 1, MANIFEST_FIXED + MAX_NAME_LEN),
+        KIND_HASHES => {
+            let l = needs(layout)?;
+            (4 + 32, 4 + 32 * l.count() as usize)
+        }
+        KIND_CHUNK_LIST => {
+            let bytes = needs(layout)?.count().div_ceil(8) as usize;
+            (bytes, bytes)
+        }
+        KIND_HAVE => (4, 4 * needs(layout)?.count() as usize),
+        KIND_REQUEST => {
+            needs(layout)?;
+            (4, 4)
+        }
+        KIND_CHUNK => (4 + 1, 4 + needs(layout)?.chunk_size() as usize),
+        KIND_SEED_DONE | KIND_COMPLETE | KIND_KEEPALIVE => (0, 0),
+        KIND_REFUSE => (0, MAX_REFUSE_LEN),
+        other => return Err(Error::UnknownKind(other)),
+    };
+    Ok((1 + payload.0, 1 + payload.1))
+}
+
+/// Reads frames from a blocking stream and decodes them.
+///
+/// A read timeout on the stream does not lose data: bytes of a partly
+/// read frame stay buffered and [`Decoder::fill`] carries on from there on
+/// its next call. The buffer never grows past the frame limit, whatever
+/// the length field claims.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    filled: usize,
+    ready: bool,
+    layout: Option<Layout>,
+}
+
+impl Default for Decoder {
+    fn default() -> Decoder {
+        Decoder::new()
+    }
+}
+
+impl Decoder {
+    /// A decoder for the handshake, before the manifest is known.
+    pub fn new() -> Decoder {
+        Decoder { buf: vec![0; HEADER_LEN], filled: 0, ready: false, layout: None }
+    }
+
+    /// Tells the decoder which file the connection is about; from then on
+    /// chunk messages are accepted and checked against `layout`.
+    pub fn set_layout(&mut self, layout: Layout) {
+        self.layout = Some(layout);
+    }
+
+    /// The largest `length` currently accepted.
+    pub fn limit(&self) -> usize {
+        self.layout.map_or(HANDSHAKE_LIMIT, |l| l.frame_limit())
+    }
+
+    /// Reads until one whole frame is buffered. Returns `Ok(false)` when
+    /// the stream's read timeout expired first (call again to continue)
+    /// and `Ok(true)` when [`Decoder::message`] has a frame to decode.
+    pub fn fill<R: Read>(&mut self, r: &mut R) -> Result<bool, Error> {
+        if self.ready {
+            self.ready = false;
+            self.filled = 0;
+        }
+        loop {
+            let wanted = if self.filled < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                4 + self.header_len()
+            };
+            if self.filled >= HEADER_LEN && self.filled == wanted {
+                self.ready = true;
+                return Ok(true);
+            }
+            match r.read(&mut self.buf[self.filled..wanted]) {
+                Ok(0) if self.filled == 0 => return Err(Error::Closed),
+                Ok(0) => {
+                    return Err(Error::Truncated { got: self.filled, wanted });
+                }
+                Ok(n) => {
+                    self.filled += n;
+                    if self.filled == HEADER_LEN {
+                        // The header is complete: check it before the
+                        // buffer grows to the length it claims.
+                        self.check_header()?;
+                        self.buf.resize(4 + self.header_len(), 0);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Ok(false),
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+
+    /// Decodes the frame that [`Decoder::fill`] buffered.
+    pub fn message(&self) -> Result<Message<'_>, Error> {
+        if !self.ready {
+            return Err(Error::Unexpected("partial frame"));
+        }
+        decode(&self.buf[4..4 + self.header_len()], self.layout.as_ref())
+    }
+
+    /// Reads and decodes one message, however many read timeouts it
+    /// takes; for tests and simple clients.
+    pub fn read<R: Read>(&mut self, r: &mut R) -> Result<Message<'_>, Error> {
+        while !self.fill(r)? {}
+        self.message()
+    }
+
+    fn header_len(&self) -> usize {
+        u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize
+    }
+
+    /// Checks the length field and kind before any payload is read.
+    fn check_header(&self) -> Result<(), Error> {
+        let len = self.header_len();
+        if len == 0 {
+            return Err(Error::EmptyFrame);
+        }
+        let limit = self.limit();
+        if len > limit {
+            return Err(Error::TooLong { len, limit });
+        }
+        let kind = self.buf[4];
+        let (min, max) = length_bounds(kind, self.layout.as_ref())?;
+        if len < min || len > max {
+            return Err(Error::BadLength { kind: kind_name(kind), len });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes one frame's kind and payload (everything after the length
+/// field). `layout` is the file's layout once the manifest is known.
+pub fn decode<'a>(
+    frame: &'a [u8],
+    layout: Option<&Layout>,
+) -> Result<Message<'a>, Error> {
+    let (&kind, payload) = frame.split_first().ok_or(Error::EmptyFrame)?;
+    let (min, max) = length_bounds(kind, layout)?;
+    let name = kind_name(kind);
+    if frame.len() < min || frame.len() > max {
+        return Err(Error::BadLength { kind: name, len: frame.len() });
+    }
+    let id_at = |at: usize| -> Result<ChunkId, Error> {
+        let raw = u32::from_be_bytes(payload[at..at + 4].try_into().unwrap());
+        // Every kind that carries an ID needs a layout (length_bounds).
+        let l = layout.ok_or(Error::NeedsManifest(name))?;
+        l.chunk_id(raw).ok_or(Error::ChunkOutOfRange {
+            kind: name,
+            id: u64::from(raw),
+            count: l.count(),
+        })
+    };
+    let digest = |bytes: &[u8]| -> Digest { bytes.try_into().unwrap() };
+    let text = |bytes: &'a [u8], what| {
+        std::str::from_utf8(bytes).map_err(|_| Error::BadText(what))
+    };
+    Ok(match kind {
+        KIND_HELLO => {
+            if payload[..4] != MAGIC {
+                return Err(Error::BadMagic);
+            }
+            let version = u16::from_be_bytes([payload[4], payload[5]]);
+            if version != VERSION {
+                return Err(Error::BadVersion(version));
+            }
+            Message::Hello {
+                version,
+                file_id: digest(&payload[6..38]),
+                name: text(&payload[38..], "hello name")?,
+            }
+        }
+        KIND_MANIFEST => Message::Manifest {
+            file_len: u64::from_be_bytes(payload[..8].try_into().unwrap()),
+            chunk_size: u32::from_be_bytes(payload[8..12].try_into().unwrap()),
+            file_hash: digest(&payload[12..44]),
+            name: text(&payload[44..], "file name")?,
+        },
+        KIND_HASHES => {
+            let rest = &payload[4..];
+            if rest.len() % 32 != 0 {
+                return Err(Error::BadLength { kind: name, len: frame.len() });
+            }
+            let first = id_at(0)?;
+            let n = rest.len() / 32;
+            if first.index() + n > layout.map_or(0, |l| l.count() as usize) {
+                return Err(Error::ChunkOutOfRange {
+                    kind: name,
+                    id: (first.index() + n - 1) as u64,
+                    count: layout.map_or(0, |l| l.count()),
+                });
+            }
+            Message::Hashes { first, hashes: rest.chunks_exact(32).map(digest).collect() }
+        }
+        KIND_CHUNK_LIST => {
+            let count = layout.map_or(0, |l| l.count());
+            let set = ChunkSet::from_bitfield(count, payload)
+                .ok_or(Error::BadChunkList)?;
+            Message::ChunkList(set)
+        }
+        KIND_HAVE => {
+            if payload.len() % 4 != 0 {
+                return Err(Error::BadLength { kind: name, len: frame.len() });
+            }
+            let ids = (0..payload.len()).step_by(4).map(id_at);
+            Message::Have(ids.collect::<Result<_, _>>()?)
+        }
+        KIND_REQUEST => Message::Request(id_at(0)?),
+        KIND_CHUNK => {
+            let id = id_at(0)?;
+            let data = &payload[4..];
+            let wanted = layout.map_or(0, |l| l.chunk_len(id));
+            if data.len() != wanted {
+                return Err(Error::ChunkLength { id, got: data.len(), wanted });
+            }
+            Message::Chunk { id, data }
+        }
+        KIND_SEED_DONE => Message::SeedDone,
+        KIND_COMPLETE => Message::Complete,
+        KIND_KEEPALIVE => Message::KeepAlive,
+        KIND_REFUSE => Message::Refuse(text(payload, "refusal reason")?),
+        other => return Err(Error::UnknownKind(other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2.5 chunks of 1 KiB.
+    fn layout() -> Layout {
+        Layout::new(2560, 1024).unwrap()
+    }
+
+    fn id(raw: u32) -> ChunkId {
+        layout().chunk_id(raw).unwrap()
+    }
+
+    fn every_message() -> Vec<Message<'static>> {
+        static DATA: [u8; 1024] = [0xAB; 1024];
+        let mut set = ChunkSet::new(3);
+        set.insert(id(2));
+        vec![
+            Message::Hello { version: VERSION, file_id: [7; 32], name: "peer 9001" },
+            Message::Hello { version: VERSION, file_id: [0; 32], name: "" },
+            Message::Manifest {
+                file_len: 2560,
+                chunk_size: 1024,
+                file_hash: [1; 32],
+                name: "report ü.pdf",
+            },
+            Message::Hashes { first: id(1), hashes: vec![[2; 32], [3; 32]] },
+            Message::ChunkList(set),
+            Message::ChunkList(ChunkSet::new(3)),
+            Message::Have(vec![id(0), id(2)]),
+            Message::Request(id(2)),
+            Message::Chunk { id: id(0), data: &DATA },
+            Message::Chunk { id: id(2), data: &DATA[..512] },
+            Message::SeedDone,
+            Message::Complete,
+            Message::KeepAlive,
+            Message::Refuse("too many connections"),
+        ]
+    }
+
+    /// Hands out bytes in pieces of at most `step`, then times out once
+    /// before each piece, to exercise resumption after a read timeout.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+        timeout_next: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if std::mem::take(&mut self.timeout_next) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.timeout_next = true;
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips_at_every_split() {
+        for msg in every_message() {
+            let mut buf = Vec::new();
+            encode(&msg, &mut buf);
+            let frame = &buf[4..];
+            assert_eq!(decode(frame, Some(&layout())).unwrap(), msg);
+            for step in [1, 3, 7, buf.len()] {
+                let mut r = Trickle { data: &buf, step, timeout_next: true };
+                let mut dec = Decoder::new();
+                dec.set_layout(layout());
+                while !dec.fill(&mut r).unwrap() {}
+                assert_eq!(dec.message().unwrap(), msg);
+                assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_of_messages_decodes_in_order() {
+        let mut buf = Vec::new();
+        for msg in every_message() {
+            encode(&msg, &mut buf);
+        }
+        let mut r = &buf[..];
+        let mut dec = Decoder::new();
+        dec.set_layout(layout());
+        for msg in every_message() {
+            assert_eq!(dec.read(&mut r).unwrap(), msg);
+        }
+        assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn chunk_header_matches_encoder() {
+        let data = [9u8; 512];
+        let mut buf = Vec::new();
+        encode(&Message::Chunk { id: id(2), data: &data }, &mut buf);
+        assert_eq!(buf[..9], chunk_header(id(2), 512));
+    }
+
+    fn decode_bytes(bytes: &[u8], layout: Option<Layout>) -> Error {
+        let mut dec = Decoder::new();
+        if let Some(l) = layout {
+            dec.set_layout(l);
+        }
+        let mut r = bytes;
+        match dec.read(&mut r) {
+            Err(e) => e,
+            Ok(m) => panic!("decoded {m:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_frames_are_rejected() {
+        for msg in every_message() {
+            let mut buf = Vec::new();
+            encode(&msg, &mut buf);
+            for cut in 1..buf.len() {
+                let err = decode_bytes(&buf[..cut], Some(layout()));
+                assert!(
+                    matches!(err, Error::Truncated { got, .. } if got == cut),
+                    "{} cut at {cut}: {err}",
+                    msg.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_and_malformed_frames_are_rejected_before_the_payload() {
+        let l = Some(layout());
+        // A 4 GiB length is refused from the header alone.
+        let err = decode_bytes(&[0xFF, 0xFF, 0xFF, 0xFF, KIND_CHUNK], l);
+        assert!(matches!(err, Error::TooLong { len: 0xFFFF_FFFF, .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("frame of 4294967295 bytes is over the {}-byte limit", 64 + 1024)
+        );
+        // Before the manifest the limit is the handshake limit.
+        let err = decode_bytes(&[0, 0, 8, 0, KIND_HELLO], None);
+        assert!(matches!(err, Error::TooLong { len: 2048, limit: 1024 }));
+        // A chunk one byte longer than a chunk can be.
+        let err = decode_bytes(&[0, 0, 4, 6, KIND_CHUNK], l);
+        assert!(matches!(err, Error::BadLength { kind: "chunk", len: 1030 }));
+        assert!(matches!(decode_bytes(&[0, 0, 0, 0, 1], l), Error::EmptyFrame));
+        let err = decode_bytes(&[0, 0, 0, 1, 99], l);
+        assert_eq!(err.to_string(), "unknown message type 99");
+        let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST], None);
+        assert_eq!(err.to_string(), "request message before the manifest");
+        let err = decode_bytes(&[0, 0, 0, 2, KIND_KEEPALIVE, 0], l);
+        assert!(matches!(err, Error::BadLength { kind: "keepalive", .. }));
+    }
+
+    #[test]
+    fn bad_contents_are_rejected() {
+        let l = Some(layout());
+        let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST, 0, 0, 0, 3], l);
+        assert_eq!(
+            err.to_string(),
+            "request message names chunk 3 but the file has 3 chunks"
+        );
+        // Chunk 2 is 512 bytes long; 600 is within the limit but wrong.
+        let mut frame = vec![0, 0, 2, 93, KIND_CHUNK, 0, 0, 0, 2];
+        frame.resize(4 + 605, 0);
+        let err = decode_bytes(&frame, l);
+        assert_eq!(err.to_string(), "chunk 2 carries 600 bytes instead of 512");
+        let mut hello = Vec::new();
+        let msg = Message::Hello { version: VERSION, file_id: [0; 32], name: "x" };
+        encode(&msg, &mut hello);
+        let mut wrong = hello.clone();
+        wrong[5] = b'X';
+        assert!(matches!(decode_bytes(&wrong, None), Error::BadMagic));
+        let mut wrong = hello.clone();
+        wrong[10] = 2;
+        assert_eq!(
+            decode_bytes(&wrong, None).to_string(),
+            "protocol version 2 is not supported (this is version 1)"
+        );
+        let mut wrong = hello;
+        *wrong.last_mut().unwrap() = 0xFF;
+        assert!(matches!(decode_bytes(&wrong, None), Error::BadText(_)));
+        // Spare bits set in a chunk list (3 chunks: only the top 3 bits).
+        let err = decode_bytes(&[0, 0, 0, 2, KIND_CHUNK_LIST, 0x10], l);
+        assert!(matches!(err, Error::BadChunkList));
+        // Digests that run past the last chunk.
+        let mut frame = vec![0, 0, 0, 69, KIND_HASHES, 0, 0, 0, 2];
+        frame.resize(4 + 69, 0);
+        assert!(matches!(
+            decode_bytes(&frame, l),
+            Error::ChunkOutOfRange { kind: "hashes", id: 3, count: 3 }
+        ));
+    }
+}
