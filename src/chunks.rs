@@ -74,12 +74,7 @@ impl ChunkSet {
     /// Up to `max` chunks, lowest first, that are in `self` but in none of
     /// `exclude`: "what the neighbour has that we lack and have not yet
     /// asked for". Works a word (64 chunks) at a time.
-    pub fn pick_missing(
-        &self,
-        exclude: &[&ChunkSet],
-        layout: &Layout,
-        max: usize,
-    ) -> Vec<ChunkId> {
+    pub fn pick_missing(&self, exclude: &[&ChunkSet], layout: &Layout, max: usize) -> Vec<ChunkId> {
         let mut out = Vec::new();
         for (w, &word) in self.words.iter().enumerate() {
             if out.len() >= max {

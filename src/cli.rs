@@ -128,7 +128,9 @@ fn usage(msg: impl Into<String>) -> Error {
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     let mut args = args.into_iter();
     let Some(first) = args.next() else {
-        return Err(usage("missing subcommand: use 'owner' or 'peer' (see 'swarm --help')"));
+        return Err(usage(
+            "missing subcommand: use 'owner' or 'peer' (see 'swarm --help')",
+        ));
     };
     let first = text(first)?;
     let rest = args.map(text).collect::<Result<Vec<_>>>()?;
@@ -137,9 +139,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
         "peer" => peer(Flags::parse(&rest, "peer", PEER_HELP)?),
         "-h" | "--help" | "help" => Ok(Command::Help(HELP)),
         "-V" | "--version" => Ok(Command::Version),
-        other if other.starts_with('-') => {
-            Err(usage(format!("unknown flag '{other}' (see 'swarm --help')")))
-        }
+        other if other.starts_with('-') => Err(usage(format!(
+            "unknown flag '{other}' (see 'swarm --help')"
+        ))),
         other => Err(usage(format!(
             "unknown subcommand '{other}': use 'owner' or 'peer' (see 'swarm --help')"
         ))),
@@ -147,9 +149,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
 }
 
 fn text(arg: OsString) -> Result<String> {
-    arg.into_string().map_err(|raw| {
-        usage(format!("argument {raw:?} is not valid UTF-8"))
-    })
+    arg.into_string()
+        .map_err(|raw| usage(format!("argument {raw:?} is not valid UTF-8")))
 }
 
 /// The flags of one subcommand: `--name VALUE` or `--name=VALUE` pairs and
@@ -176,8 +177,17 @@ const PEER_FLAGS: &[&str] = &[
 
 impl Flags {
     fn parse(args: &[String], sub: &'static str, help: &'static str) -> Result<Flags> {
-        let known = if sub == "owner" { OWNER_FLAGS } else { PEER_FLAGS };
-        let mut flags = Flags { sub, pairs: Vec::new(), words: Vec::new(), help: None };
+        let known = if sub == "owner" {
+            OWNER_FLAGS
+        } else {
+            PEER_FLAGS
+        };
+        let mut flags = Flags {
+            sub,
+            pairs: Vec::new(),
+            words: Vec::new(),
+            help: None,
+        };
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             if arg == "-h" || arg == "--help" {
@@ -217,16 +227,15 @@ impl Flags {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn required(&self, name: &str) -> Result<&str> {
-        self.get(name).ok_or_else(|| {
-            usage(format!(
-                "missing {name} (see 'swarm {} --help')",
-                self.sub
-            ))
-        })
+        self.get(name)
+            .ok_or_else(|| usage(format!("missing {name} (see 'swarm {} --help')", self.sub)))
     }
 
     fn port(&self) -> Result<u16> {
@@ -241,9 +250,9 @@ impl Flags {
 
     fn bind(&self, port: u16) -> Result<SocketAddr> {
         let raw = self.get("--bind").unwrap_or("0.0.0.0");
-        let ip: IpAddr = raw.parse().map_err(|_| {
-            usage(format!("invalid --bind '{raw}': expected an IP address"))
-        })?;
+        let ip: IpAddr = raw
+            .parse()
+            .map_err(|_| usage(format!("invalid --bind '{raw}': expected an IP address")))?;
         Ok(SocketAddr::new(ip, port))
     }
 
@@ -354,7 +363,9 @@ mod tests {
         assert_eq!((a.chunk_size, a.peers), (102_400, 5));
         assert_eq!(a.file, PathBuf::from("file.bin"));
         let line = "owner f --port=1 --bind 127.0.0.1 --dir d --chunk-size 4096 --peers 3";
-        let Command::Owner(a) = run(line).unwrap() else { panic!() };
+        let Command::Owner(a) = run(line).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.listen.to_string(), "127.0.0.1:1");
         assert_eq!((a.chunk_size, a.peers), (4096, 3));
         assert_eq!(a.dir, PathBuf::from("d"));
@@ -363,7 +374,9 @@ mod tests {
     #[test]
     fn peer_defaults_and_flags() {
         let line = "peer --owner 9000 --port 9001 --download-neighbor 9002";
-        let Command::Peer(a) = run(line).unwrap() else { panic!() };
+        let Command::Peer(a) = run(line).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.owner.to_string(), "127.0.0.1:9000");
         assert_eq!(a.listen.to_string(), "0.0.0.0:9001");
         assert_eq!(a.download_neighbor.to_string(), "127.0.0.1:9002");
@@ -372,7 +385,9 @@ mod tests {
         assert_eq!(a.linger, Duration::from_secs(30));
         let line = "peer --owner 10.0.0.1:9000 --port 9001 --download-neighbor \
                     10.0.0.3:9002 --dir p --out o.bin --linger 0 --wait 5";
-        let Command::Peer(a) = run(line).unwrap() else { panic!() };
+        let Command::Peer(a) = run(line).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.owner.to_string(), "10.0.0.1:9000");
         assert_eq!(a.out, Some(PathBuf::from("o.bin")));
         assert_eq!((a.linger.as_secs(), a.wait.as_secs()), (0, 5));
@@ -389,27 +404,75 @@ mod tests {
     #[test]
     fn bad_arguments_give_one_line_each() {
         let cases = [
-            ("", "missing subcommand: use 'owner' or 'peer' (see 'swarm --help')"),
-            ("fly", "unknown subcommand 'fly': use 'owner' or 'peer' (see 'swarm --help')"),
+            (
+                "",
+                "missing subcommand: use 'owner' or 'peer' (see 'swarm --help')",
+            ),
+            (
+                "fly",
+                "unknown subcommand 'fly': use 'owner' or 'peer' (see 'swarm --help')",
+            ),
             ("--fast", "unknown flag '--fast' (see 'swarm --help')"),
             ("owner f", "missing --port (see 'swarm owner --help')"),
-            ("owner --port 9000", "missing FILE (see 'swarm owner --help')"),
+            (
+                "owner --port 9000",
+                "missing FILE (see 'swarm owner --help')",
+            ),
             ("owner --port 9000 a b", "unexpected argument 'b'"),
             ("owner --port", "--port needs a value"),
-            ("owner --port x f", "invalid --port 'x': expected a port number from 1 to 65535"),
-            ("owner --port 0 f", "invalid --port '0': expected a port number from 1 to 65535"),
-            ("owner --port 70000 f", "invalid --port '70000': expected a port number from 1 to 65535"),
+            (
+                "owner --port x f",
+                "invalid --port 'x': expected a port number from 1 to 65535",
+            ),
+            (
+                "owner --port 0 f",
+                "invalid --port '0': expected a port number from 1 to 65535",
+            ),
+            (
+                "owner --port 70000 f",
+                "invalid --port '70000': expected a port number from 1 to 65535",
+            ),
             ("owner --port 1 --port 2 f", "--port is given twice"),
-            ("owner --port 1 --speed 2 f", "unknown flag '--speed' for 'swarm owner' (see 'swarm owner --help')"),
-            ("owner --port 1 --bind nowhere f", "invalid --bind 'nowhere': expected an IP address"),
-            ("owner --port 1 --chunk-size 10 f", "invalid --chunk-size '10': expected a whole number from 1024 to 16777216"),
-            ("owner --port 1 --peers 0 f", "invalid --peers '0': expected a whole number from 1 to 10000"),
-            ("peer --port 1 --download-neighbor 2", "missing --owner (see 'swarm peer --help')"),
-            ("peer --owner 1 --port 2", "missing --download-neighbor (see 'swarm peer --help')"),
-            ("peer --owner x --port 2 --download-neighbor 3", "invalid --owner: 'x' is not a port or HOST:PORT"),
-            ("peer --owner 1 --port 2 --download-neighbor 3 extra", "unexpected argument 'extra'"),
-            ("peer --owner 1 --port 2 --download-neighbor 3 --linger -1", "invalid --linger '-1': expected a whole number from 0 to 86400"),
-            ("peer --owner 1 --port 2 --download-neighbor 3 --dir=", "--dir needs a non-empty path"),
+            (
+                "owner --port 1 --speed 2 f",
+                "unknown flag '--speed' for 'swarm owner' (see 'swarm owner --help')",
+            ),
+            (
+                "owner --port 1 --bind nowhere f",
+                "invalid --bind 'nowhere': expected an IP address",
+            ),
+            (
+                "owner --port 1 --chunk-size 10 f",
+                "invalid --chunk-size '10': expected a whole number from 1024 to 16777216",
+            ),
+            (
+                "owner --port 1 --peers 0 f",
+                "invalid --peers '0': expected a whole number from 1 to 10000",
+            ),
+            (
+                "peer --port 1 --download-neighbor 2",
+                "missing --owner (see 'swarm peer --help')",
+            ),
+            (
+                "peer --owner 1 --port 2",
+                "missing --download-neighbor (see 'swarm peer --help')",
+            ),
+            (
+                "peer --owner x --port 2 --download-neighbor 3",
+                "invalid --owner: 'x' is not a port or HOST:PORT",
+            ),
+            (
+                "peer --owner 1 --port 2 --download-neighbor 3 extra",
+                "unexpected argument 'extra'",
+            ),
+            (
+                "peer --owner 1 --port 2 --download-neighbor 3 --linger -1",
+                "invalid --linger '-1': expected a whole number from 0 to 86400",
+            ),
+            (
+                "peer --owner 1 --port 2 --download-neighbor 3 --dir=",
+                "--dir needs a non-empty path",
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(err(line), want, "for {line:?}");

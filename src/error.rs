@@ -41,21 +41,28 @@ pub enum Error {
 impl Error {
     /// An I/O error at a step that has no file path.
     pub fn io(what: impl Into<String>, err: io::Error) -> Error {
-        Error::Io { what: what.into(), path: None, err }
+        Error::Io {
+            what: what.into(),
+            path: None,
+            err,
+        }
     }
 
     /// An I/O error while working on `path`.
-    pub fn io_path(
-        what: impl Into<String>,
-        path: impl Into<PathBuf>,
-        err: io::Error,
-    ) -> Error {
-        Error::Io { what: what.into(), path: Some(path.into()), err }
+    pub fn io_path(what: impl Into<String>, path: impl Into<PathBuf>, err: io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            path: Some(path.into()),
+            err,
+        }
     }
 
     /// A protocol error on the connection with `peer`.
     pub fn wire(peer: impl Into<String>, err: wire::Error) -> Error {
-        Error::Wire { peer: peer.into(), err }
+        Error::Wire {
+            peer: peer.into(),
+            err,
+        }
     }
 
     /// The exit status `main` should use for this error.
@@ -71,10 +78,18 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(msg) => write!(f, "{msg}"),
-            Error::Io { what, path: Some(path), err } => {
+            Error::Io {
+                what,
+                path: Some(path),
+                err,
+            } => {
                 write!(f, "cannot {what} {}: {}", path.display(), plain(err))
             }
-            Error::Io { what, path: None, err } => {
+            Error::Io {
+                what,
+                path: None,
+                err,
+            } => {
                 write!(f, "cannot {what}: {}", plain(err))
             }
             Error::Wire { peer, err } => write!(f, "{peer}: {err}"),
@@ -108,11 +123,7 @@ mod tests {
 
     #[test]
     fn io_errors_read_as_one_lowercase_line() {
-        let err = Error::io_path(
-            "open file",
-            "/nope/x.bin",
-            io::Error::from_raw_os_error(2),
-        );
+        let err = Error::io_path("open file", "/nope/x.bin", io::Error::from_raw_os_error(2));
         assert_eq!(
             err.to_string(),
             "cannot open file /nope/x.bin: no such file or directory"

@@ -110,7 +110,11 @@ impl Layout {
                  use a larger chunk size"
             )));
         }
-        Ok(Layout { file_len, chunk_size, count: count as u32 })
+        Ok(Layout {
+            file_len,
+            chunk_size,
+            count: count as u32,
+        })
     }
 
     /// The file's size in bytes.
@@ -202,7 +206,12 @@ impl Manifest {
                 layout.count()
             )));
         }
-        Ok(Manifest { name, layout, file_hash, chunk_hashes })
+        Ok(Manifest {
+            name,
+            layout,
+            file_hash,
+            chunk_hashes,
+        })
     }
 
     /// The original file's name, a plain name.
@@ -232,8 +241,7 @@ impl Manifest {
 
     /// Whether `data` is exactly chunk `id`.
     pub fn verify(&self, id: ChunkId, data: &[u8]) -> bool {
-        data.len() == self.layout.chunk_len(id)
-            && sha256(data) == *self.chunk_hash(id)
+        data.len() == self.layout.chunk_len(id) && sha256(data) == *self.chunk_hash(id)
     }
 
     /// Identifies this exact manifest: peers exchange it in their hello
@@ -277,12 +285,11 @@ impl Manifest {
         let chunks = field("chunks")?;
         let file_hash = field("sha256")?;
         let size: u64 = size.parse().map_err(|_| bad("size is not a number"))?;
-        let chunk_size: u32 =
-            chunk_size.parse().map_err(|_| bad("chunk-size is not a number"))?;
-        let chunks: u32 =
-            chunks.parse().map_err(|_| bad("chunks is not a number"))?;
-        let file_hash =
-            from_hex(&file_hash).ok_or_else(|| bad("sha256 is not 64 hex digits"))?;
+        let chunk_size: u32 = chunk_size
+            .parse()
+            .map_err(|_| bad("chunk-size is not a number"))?;
+        let chunks: u32 = chunks.parse().map_err(|_| bad("chunks is not a number"))?;
+        let file_hash = from_hex(&file_hash).ok_or_else(|| bad("sha256 is not 64 hex digits"))?;
         let layout = Layout::new(size, chunk_size)?;
         if chunks != layout.count() {
             return Err(Error::Manifest(format!(
@@ -295,9 +302,7 @@ impl Manifest {
             let hash = line
                 .strip_prefix(&format!("{i} "))
                 .and_then(from_hex)
-                .ok_or_else(|| {
-                    Error::Manifest(format!("line for chunk {i} is malformed"))
-                })?;
+                .ok_or_else(|| Error::Manifest(format!("line for chunk {i} is malformed")))?;
             chunk_hashes.push(hash);
         }
         Manifest::new(name, layout, file_hash, chunk_hashes)
@@ -338,8 +343,7 @@ mod tests {
                 .map(|id| layout.chunk_len(id) as u64);
             assert_eq!(last_len, last, "len {len}");
             assert_eq!(layout.chunk_id(count), None);
-            let total: u64 =
-                layout.ids().map(|id| layout.chunk_len(id) as u64).sum();
+            let total: u64 = layout.ids().map(|id| layout.chunk_len(id) as u64).sum();
             assert_eq!(total, len);
         }
     }
@@ -371,9 +375,18 @@ mod tests {
             (good.replace("chunks 3", "chunks 4"), "do not fit"),
             (good.replace("size 3000", "size x"), "size is not a number"),
             (good.replace("\n2 ", "\n7 "), "chunk 2 is malformed"),
-            (good.replacen("swarm manifest 1", "swarm manifest 2", 1), "header"),
-            (good.replace("name data file.bin", "name ../etc/passwd"), "plain"),
-            (good.lines().take(8).collect::<Vec<_>>().join("\n"), "3 chunks"),
+            (
+                good.replacen("swarm manifest 1", "swarm manifest 2", 1),
+                "header",
+            ),
+            (
+                good.replace("name data file.bin", "name ../etc/passwd"),
+                "plain",
+            ),
+            (
+                good.lines().take(8).collect::<Vec<_>>().join("\n"),
+                "3 chunks",
+            ),
         ];
         for (text, want) in cases {
             let err = Manifest::from_text(&text).unwrap_err().to_string();
@@ -397,8 +410,7 @@ mod tests {
         let layout = Layout::new(1500, 1024).unwrap();
         let data = vec![7u8; 1500];
         let hashes = vec![sha256(&data[..1024]), sha256(&data[1024..])];
-        let m =
-            Manifest::new("f".into(), layout, sha256(&data), hashes).unwrap();
+        let m = Manifest::new("f".into(), layout, sha256(&data), hashes).unwrap();
         let last = layout.chunk_id(1).unwrap();
         assert!(m.verify(last, &data[1024..]));
         assert!(!m.verify(last, &data[1023..]));

@@ -53,6 +53,29 @@ pub fn fill_within(
     Ok(())
 }
 
+/// Closes a connection after a last message without losing it: a
+/// socket closed with unread input sends a reset, which can destroy the
+/// last message before the other side reads it. So: stop writing, read
+/// and discard until the other side closes too (or `within` passes).
+pub fn close_gracefully(stream: &mut TcpStream, within: Duration) {
+    use std::io::Read;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + within;
+    let mut sink = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Parses `PORT` (meaning 127.0.0.1:PORT) or `HOST:PORT`.
 pub fn parse_addr(text: &str) -> std::result::Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
@@ -68,7 +91,10 @@ pub fn parse_addr(text: &str) -> std::result::Result<SocketAddr, String> {
         Ok(mut addrs) => addrs
             .next()
             .ok_or_else(|| format!("'{text}' resolves to no address")),
-        Err(e) => Err(format!("cannot resolve '{text}': {}", crate::error::plain(&e))),
+        Err(e) => Err(format!(
+            "cannot resolve '{text}': {}",
+            crate::error::plain(&e)
+        )),
     }
 }
 
@@ -81,8 +107,7 @@ pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// Binds a listener, naming the address in the error.
 pub fn listen(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .map_err(|e| Error::io(format!("listen on {addr}"), e))
+    TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))
 }
 
 /// Backoff between connection attempts: 100 ms doubling to 2 s.
@@ -93,7 +118,9 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Backoff {
-        Backoff { next: Duration::from_millis(100) }
+        Backoff {
+            next: Duration::from_millis(100),
+        }
     }
 }
 
@@ -121,7 +148,10 @@ pub struct Stopper {
 impl Stopper {
     /// A stopper for the listener bound at `addr`.
     pub fn new(addr: SocketAddr) -> Stopper {
-        Stopper { flag: Arc::new(AtomicBool::new(false)), addr }
+        Stopper {
+            flag: Arc::new(AtomicBool::new(false)),
+            addr,
+        }
     }
 
     /// Whether a stop was asked for.
@@ -148,14 +178,17 @@ mod tests {
     #[test]
     fn addresses_parse_as_port_or_host_port() {
         assert_eq!(parse_addr("9001").unwrap().to_string(), "127.0.0.1:9001");
-        assert_eq!(parse_addr("10.1.2.3:80").unwrap().to_string(), "10.1.2.3:80");
-        assert_eq!(parse_addr("[::1]:80").unwrap().to_string(), "[::1]:80");
         assert_eq!(
-            parse_addr("localhost:7").unwrap().port(),
-            7,
+            parse_addr("10.1.2.3:80").unwrap().to_string(),
+            "10.1.2.3:80"
         );
+        assert_eq!(parse_addr("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert_eq!(parse_addr("localhost:7").unwrap().port(), 7,);
         assert_eq!(parse_addr("0").unwrap_err(), "port 0 is not a usable port");
-        assert_eq!(parse_addr("x").unwrap_err(), "'x' is not a port or HOST:PORT");
+        assert_eq!(
+            parse_addr("x").unwrap_err(),
+            "'x' is not a port or HOST:PORT"
+        );
         assert!(parse_addr("99999").is_err());
     }
 

@@ -174,6 +174,7 @@ fn refuse(mut stream: TcpStream, who: &str) -> Result<()> {
     let _ = net::configure(&stream);
     let reason = "too many connections; try again later";
     let _ = wire::send(&mut stream, &Message::Refuse(reason));
+    net::close_gracefully(&mut stream, net::READ_TICK);
     Err(Error::wire(who, wire::Error::Refused(reason.into())))
 }
 
@@ -191,9 +192,17 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
         Message::Hello { name, .. } => name.to_string(),
         other => return Err(fail(wire::Error::Unexpected(other.name()))),
     };
-    let who = if who.is_empty() { addr.to_string() } else { who };
+    let who = if who.is_empty() {
+        addr.to_string()
+    } else {
+        who
+    };
     let fail = |err| Error::wire(who.as_str(), err);
-    let hello = Message::Hello { version: wire::VERSION, file_id: shared.file_id, name: "owner" };
+    let hello = Message::Hello {
+        version: wire::VERSION,
+        file_id: shared.file_id,
+        name: "owner",
+    };
     wire::send(&mut stream, &hello).map_err(|e| fail(e.into()))?;
 
     // 2. Manifest and chunk digests.
@@ -232,7 +241,10 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
             Ok(true) => last_heard = Instant::now(),
             Ok(false) => {
                 if last_heard.elapsed() > net::IDLE_TIMEOUT {
-                    log::info!("owner: {who} idle for {} s; closing", net::IDLE_TIMEOUT.as_secs());
+                    log::info!(
+                        "owner: {who} idle for {} s; closing",
+                        net::IDLE_TIMEOUT.as_secs()
+                    );
                     return Ok(());
                 }
                 continue;
@@ -273,7 +285,13 @@ pub fn send_manifest(m: &Manifest, stream: &mut TcpStream) -> std::io::Result<()
         let first = layout
             .chunk_id((n * per_frame) as u32)
             .expect("a digest exists only for a chunk in range");
-        wire::encode(&Message::Hashes { first, hashes: hashes.to_vec() }, &mut buf);
+        wire::encode(
+            &Message::Hashes {
+                first,
+                hashes: hashes.to_vec(),
+            },
+            &mut buf,
+        );
         if buf.len() >= 256 * 1024 {
             std::io::Write::write_all(stream, &buf)?;
             buf.clear();
@@ -302,7 +320,13 @@ mod tests {
         let shares: Vec<_> = (0..5).map(|_| raw(&seeder.choose(&l, &empty))).collect();
         assert_eq!(
             shares,
-            vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![0, 9, 10], vec![1, 2, 3]]
+            vec![
+                vec![0, 1, 2],
+                vec![3, 4, 5],
+                vec![6, 7, 8],
+                vec![0, 9, 10],
+                vec![1, 2, 3]
+            ]
         );
     }
 
@@ -332,6 +356,10 @@ mod tests {
         let empty = ChunkSet::new(2);
         let shares: Vec<_> = (0..4).map(|_| raw(&seeder.choose(&l, &empty))).collect();
         assert_eq!(shares, vec![vec![0], vec![1], vec![0], vec![1]]);
-        assert!(Seeder::new(0, 5).choose(&Layout::new(0, 1024).unwrap(), &ChunkSet::new(0)).is_empty());
+        assert!(
+            Seeder::new(0, 5)
+                .choose(&Layout::new(0, 1024).unwrap(), &ChunkSet::new(0))
+                .is_empty()
+        );
     }
 }

@@ -96,9 +96,9 @@ pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
 pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     let path = dir.join(MANIFEST_FILE);
     match fs::read_to_string(&path) {
-        Ok(text) => Manifest::from_text(&text).map(Some).map_err(|e| {
-            Error::Manifest(format!("{}: {}", path.display(), inner_text(&e)))
-        }),
+        Ok(text) => Manifest::from_text(&text)
+            .map(Some)
+            .map_err(|e| Error::Manifest(format!("{}: {}", path.display(), inner_text(&e)))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io_path("read", path, e)),
     }
@@ -114,16 +114,16 @@ fn inner_text(err: &Error) -> String {
 /// Creates `dir` and its chunk folder.
 fn create_dirs(dir: &Path) -> Result<()> {
     let chunks = dir.join(CHUNKS_DIR);
-    fs::create_dir_all(&chunks)
-        .map_err(|e| Error::io_path("create directory", chunks, e))
+    fs::create_dir_all(&chunks).map_err(|e| Error::io_path("create directory", chunks, e))
 }
 
 /// Splits `file` into chunk files under `dir` and writes its manifest,
 /// reading the file once, a chunk at a time.
 pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<Store> {
-    let mut input =
-        File::open(file).map_err(|e| Error::io_path("open", file, e))?;
-    let meta = input.metadata().map_err(|e| Error::io_path("read", file, e))?;
+    let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
+    let meta = input
+        .metadata()
+        .map_err(|e| Error::io_path("read", file, e))?;
     if !meta.is_file() {
         return Err(Error::io_path(
             "read",
@@ -154,7 +154,11 @@ pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<Store> {
         write_atomic(&chunk_path(dir, id), data, false)?;
     }
     let manifest = Manifest::new(name, layout, whole.finalize().into(), hashes)?;
-    write_atomic(&dir.join(MANIFEST_FILE), manifest.to_text().as_bytes(), true)?;
+    write_atomic(
+        &dir.join(MANIFEST_FILE),
+        manifest.to_text().as_bytes(),
+        true,
+    )?;
     let mut have = ChunkSet::new(layout.count());
     layout.ids().for_each(|id| {
         have.insert(id);
@@ -177,8 +181,7 @@ fn remove_stale_chunks(dir: &Path, layout: &Layout) -> Result<()> {
 /// `None` for temporary and foreign files.
 fn list_chunk_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u32>)>> {
     let chunks = dir.join(CHUNKS_DIR);
-    let entries = fs::read_dir(&chunks)
-        .map_err(|e| Error::io_path("list", &chunks, e))?;
+    let entries = fs::read_dir(&chunks).map_err(|e| Error::io_path("list", &chunks, e))?;
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io_path("list", &chunks, e))?;
@@ -304,12 +307,7 @@ impl Store {
 
     /// Up to `max` chunks in `offered` that are neither held nor in
     /// `exclude`, lowest first.
-    pub fn pick_missing(
-        &self,
-        offered: &ChunkSet,
-        exclude: &ChunkSet,
-        max: usize,
-    ) -> Vec<ChunkId> {
+    pub fn pick_missing(&self, offered: &ChunkSet, exclude: &ChunkSet, max: usize) -> Vec<ChunkId> {
         let inner = self.lock();
         offered.pick_missing(&[&inner.have, exclude], self.layout(), max)
     }
@@ -328,11 +326,11 @@ impl Store {
         if !inner.have.insert(id) {
             return Ok(Put::Duplicate);
         }
-        if let Some(summary) = inner.summary.as_mut() {
-            if let Err(e) = writeln!(summary, "{id}") {
-                log::warn!("cannot update {SUMMARY_FILE}: {}", crate::error::plain(&e));
-                inner.summary = None;
-            }
+        if let Some(summary) = inner.summary.as_mut()
+            && let Err(e) = writeln!(summary, "{id}")
+        {
+            log::warn!("cannot update {SUMMARY_FILE}: {}", crate::error::plain(&e));
+            inner.summary = None;
         }
         inner.subscribers.retain(|tx| tx.send(id).is_ok());
         Ok(Put::Stored)
@@ -351,7 +349,9 @@ impl Store {
         let len = self.layout().chunk_len(id) as u64;
         let path = chunk_path(&self.dir, id);
         let file = self.open_chunk(id)?;
-        let on_disk = file.metadata().map_err(|e| Error::io_path("read", &path, e))?;
+        let on_disk = file
+            .metadata()
+            .map_err(|e| Error::io_path("read", &path, e))?;
         if on_disk.len() != len {
             // Sending it would break the frame; a restart re-checks it.
             return Err(Error::Integrity(format!(
@@ -362,8 +362,7 @@ impl Store {
         }
         w.write_all(&wire::chunk_header(id, len as usize))
             .map_err(|e| Error::io("send chunk", e))?;
-        let sent = io::copy(&mut file.take(len), w)
-            .map_err(|e| Error::io("send chunk", e))?;
+        let sent = io::copy(&mut file.take(len), w).map_err(|e| Error::io("send chunk", e))?;
         if sent != len {
             return Err(Error::io(
                 "send chunk",
@@ -401,13 +400,11 @@ impl Store {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&parent)
-            .map_err(|e| Error::io_path("create directory", &parent, e))?;
+        fs::create_dir_all(&parent).map_err(|e| Error::io_path("create directory", &parent, e))?;
         let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_else(|| self.manifest.name().to_string());
         let partial = parent.join(format!(".{name}.swarm-partial"));
-        let mut file = File::create(&partial)
-            .map_err(|e| Error::io_path("create", &partial, e))?;
+        let mut file = File::create(&partial).map_err(|e| Error::io_path("create", &partial, e))?;
         let mut whole = Sha256::new();
         let mut buf = Vec::with_capacity(layout.chunk_size() as usize);
         for id in layout.ids() {
@@ -429,7 +426,8 @@ impl Store {
                 dropped
             )));
         }
-        file.sync_all().map_err(|e| Error::io_path("flush", &partial, e))?;
+        file.sync_all()
+            .map_err(|e| Error::io_path("flush", &partial, e))?;
         drop(file);
         fs::rename(&partial, out).map_err(|e| Error::io_path("rename to", out, e))?;
         Ok(digest)
@@ -441,8 +439,7 @@ impl Store {
         let mut buf = Vec::new();
         let mut dropped = 0;
         for id in self.snapshot().iter(self.layout()) {
-            let good = self.read_chunk(id, &mut buf).is_ok()
-                && self.manifest.verify(id, &buf);
+            let good = self.read_chunk(id, &mut buf).is_ok() && self.manifest.verify(id, &buf);
             if !good {
                 log::warn!("chunk {id} is damaged on disk; fetching it again");
                 self.drop_chunk(id);
@@ -495,8 +492,7 @@ mod tests {
                 .collect();
             files.sort();
             assert_eq!(files.len(), len.div_ceil(1024), "len {len}");
-            let joined: Vec<u8> =
-                files.iter().flat_map(|f| fs::read(f).unwrap()).collect();
+            let joined: Vec<u8> = files.iter().flat_map(|f| fs::read(f).unwrap()).collect();
             assert_eq!(joined, data, "cat of chunk files gives the file");
             let m = read_manifest(&owner).unwrap().unwrap();
             assert_eq!(&m, store.manifest());
@@ -579,7 +575,9 @@ mod tests {
         let err = split(&dir.join("nope.bin"), &dir.join("o"), 1024).unwrap_err();
         assert!(
             err.to_string().starts_with("cannot open ")
-                && err.to_string().ends_with("nope.bin: no such file or directory"),
+                && err
+                    .to_string()
+                    .ends_with("nope.bin: no such file or directory"),
             "{err}"
         );
         let err = split(&dir, &dir.join("o"), 1024).unwrap_err();

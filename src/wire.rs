@@ -113,9 +113,18 @@ const MANIFEST_FIXED: usize = 8 + 4 + 32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
     /// Opens every session in both directions.
-    Hello { version: u16, file_id: Digest, name: &'a str },
+    Hello {
+        version: u16,
+        file_id: Digest,
+        name: &'a str,
+    },
     /// The file's name, size, chunk size and whole-file digest.
-    Manifest { file_len: u64, chunk_size: u32, file_hash: Digest, name: &'a str },
+    Manifest {
+        file_len: u64,
+        chunk_size: u32,
+        file_hash: Digest,
+        name: &'a str,
+    },
     /// Chunk digests for chunks `first`, `first + 1`, ...
     Hashes { first: ChunkId, hashes: Vec<Digest> },
     /// Every chunk the sender holds.
@@ -202,9 +211,17 @@ pub enum Error {
     /// A name or reason that is not UTF-8.
     BadText(&'static str),
     /// A chunk ID at or past the chunk count.
-    ChunkOutOfRange { kind: &'static str, id: u64, count: u32 },
+    ChunkOutOfRange {
+        kind: &'static str,
+        id: u64,
+        count: u32,
+    },
     /// A chunk whose length is not the layout's length for that chunk.
-    ChunkLength { id: ChunkId, got: usize, wanted: usize },
+    ChunkLength {
+        id: ChunkId,
+        got: usize,
+        wanted: usize,
+    },
     /// A chunk-ID list whose size or spare bits are wrong.
     BadChunkList,
     /// A well-formed message that does not belong at this point.
@@ -243,10 +260,9 @@ impl fmt::Display for Error {
                 f,
                 "{kind} message names chunk {id} but the file has {count} chunks"
             ),
-            Error::ChunkLength { id, got, wanted } => write!(
-                f,
-                "chunk {id} carries {got} bytes instead of {wanted}"
-            ),
+            Error::ChunkLength { id, got, wanted } => {
+                write!(f, "chunk {id} carries {got} bytes instead of {wanted}")
+            }
             Error::BadChunkList => write!(f, "chunk-ID list has the wrong size"),
             Error::Unexpected(kind) => write!(f, "unexpected {kind} message"),
             Error::Refused(reason) => write!(f, "refused: {reason}"),
@@ -270,7 +286,10 @@ impl Error {
 }
 
 fn is_timeout(err: &io::Error) -> bool {
-    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Appends `msg` as one frame to `out`.
@@ -278,13 +297,22 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0, 0, 0, 0, msg.kind()]);
     match msg {
-        Message::Hello { version, file_id, name } => {
+        Message::Hello {
+            version,
+            file_id,
+            name,
+        } => {
             out.extend_from_slice(&MAGIC);
             out.extend_from_slice(&version.to_be_bytes());
             out.extend_from_slice(file_id);
             out.extend_from_slice(name.as_bytes());
         }
-        Message::Manifest { file_len, chunk_size, file_hash, name } => {
+        Message::Manifest {
+            file_len,
+            chunk_size,
+            file_hash,
+            name,
+        } => {
             out.extend_from_slice(&file_len.to_be_bytes());
             out.extend_from_slice(&chunk_size.to_be_bytes());
             out.extend_from_slice(file_hash);
@@ -335,13 +363,9 @@ pub fn send(w: &mut impl Write, msg: &Message<'_>) -> io::Result<()> {
 
 /// The allowed `length` range for a kind, or why the kind is rejected.
 /// Called on the five header bytes, before any payload is read.
-fn length_bounds(
-    kind: u8,
-    layout: Option<&Layout>,
-) -> Result<(usize, usize), Error> {
-    let needs = |layout: Option<&Layout>| {
-        layout.copied().ok_or(Error::NeedsManifest(kind_name(kind)))
-    };
+fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Error> {
+    let needs =
+        |layout: Option<&Layout>| layout.copied().ok_or(Error::NeedsManifest(kind_name(kind)));
     let payload = match kind {
         KIND_HELLO => (HELLO_FIXED, HELLO_FIXED + MAX_HELLO_NAME),
         KIND_MANIFEST => (MANIFEST_FIXED + 1, MANIFEST_FIXED + MAX_NAME_LEN),
@@ -389,7 +413,12 @@ impl Default for Decoder {
 impl Decoder {
     /// A decoder for the handshake, before the manifest is known.
     pub fn new() -> Decoder {
-        Decoder { buf: vec![0; HEADER_LEN], filled: 0, ready: false, layout: None }
+        Decoder {
+            buf: vec![0; HEADER_LEN],
+            filled: 0,
+            ready: false,
+            layout: None,
+        }
     }
 
     /// Tells the decoder which file the connection is about; from then on
@@ -424,7 +453,10 @@ impl Decoder {
             match r.read(&mut self.buf[self.filled..wanted]) {
                 Ok(0) if self.filled == 0 => return Err(Error::Closed),
                 Ok(0) => {
-                    return Err(Error::Truncated { got: self.filled, wanted });
+                    return Err(Error::Truncated {
+                        got: self.filled,
+                        wanted,
+                    });
                 }
                 Ok(n) => {
                     self.filled += n;
@@ -474,7 +506,10 @@ impl Decoder {
         let kind = self.buf[4];
         let (min, max) = length_bounds(kind, self.layout.as_ref())?;
         if len < min || len > max {
-            return Err(Error::BadLength { kind: kind_name(kind), len });
+            return Err(Error::BadLength {
+                kind: kind_name(kind),
+                len,
+            });
         }
         Ok(())
     }
@@ -482,15 +517,15 @@ impl Decoder {
 
 /// Decodes one frame's kind and payload (everything after the length
 /// field). `layout` is the file's layout once the manifest is known.
-pub fn decode<'a>(
-    frame: &'a [u8],
-    layout: Option<&Layout>,
-) -> Result<Message<'a>, Error> {
+pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a>, Error> {
     let (&kind, payload) = frame.split_first().ok_or(Error::EmptyFrame)?;
     let (min, max) = length_bounds(kind, layout)?;
     let name = kind_name(kind);
     if frame.len() < min || frame.len() > max {
-        return Err(Error::BadLength { kind: name, len: frame.len() });
+        return Err(Error::BadLength {
+            kind: name,
+            len: frame.len(),
+        });
     }
     let id_at = |at: usize| -> Result<ChunkId, Error> {
         let raw = u32::from_be_bytes(payload[at..at + 4].try_into().unwrap());
@@ -503,9 +538,7 @@ pub fn decode<'a>(
         })
     };
     let digest = |bytes: &[u8]| -> Digest { bytes.try_into().unwrap() };
-    let text = |bytes: &'a [u8], what| {
-        std::str::from_utf8(bytes).map_err(|_| Error::BadText(what))
-    };
+    let text = |bytes: &'a [u8], what| std::str::from_utf8(bytes).map_err(|_| Error::BadText(what));
     Ok(match kind {
         KIND_HELLO => {
             if payload[..4] != MAGIC {
@@ -530,7 +563,10 @@ pub fn decode<'a>(
         KIND_HASHES => {
             let rest = &payload[4..];
             if rest.len() % 32 != 0 {
-                return Err(Error::BadLength { kind: name, len: frame.len() });
+                return Err(Error::BadLength {
+                    kind: name,
+                    len: frame.len(),
+                });
             }
             let first = id_at(0)?;
             let n = rest.len() / 32;
@@ -541,17 +577,22 @@ pub fn decode<'a>(
                     count: layout.map_or(0, |l| l.count()),
                 });
             }
-            Message::Hashes { first, hashes: rest.chunks_exact(32).map(digest).collect() }
+            Message::Hashes {
+                first,
+                hashes: rest.chunks_exact(32).map(digest).collect(),
+            }
         }
         KIND_CHUNK_LIST => {
             let count = layout.map_or(0, |l| l.count());
-            let set = ChunkSet::from_bitfield(count, payload)
-                .ok_or(Error::BadChunkList)?;
+            let set = ChunkSet::from_bitfield(count, payload).ok_or(Error::BadChunkList)?;
             Message::ChunkList(set)
         }
         KIND_HAVE => {
             if payload.len() % 4 != 0 {
-                return Err(Error::BadLength { kind: name, len: frame.len() });
+                return Err(Error::BadLength {
+                    kind: name,
+                    len: frame.len(),
+                });
             }
             let ids = (0..payload.len()).step_by(4).map(id_at);
             Message::Have(ids.collect::<Result<_, _>>()?)
@@ -562,7 +603,11 @@ pub fn decode<'a>(
             let data = &payload[4..];
             let wanted = layout.map_or(0, |l| l.chunk_len(id));
             if data.len() != wanted {
-                return Err(Error::ChunkLength { id, got: data.len(), wanted });
+                return Err(Error::ChunkLength {
+                    id,
+                    got: data.len(),
+                    wanted,
+                });
             }
             Message::Chunk { id, data }
         }
@@ -592,21 +637,38 @@ mod tests {
         let mut set = ChunkSet::new(3);
         set.insert(id(2));
         vec![
-            Message::Hello { version: VERSION, file_id: [7; 32], name: "peer 9001" },
-            Message::Hello { version: VERSION, file_id: [0; 32], name: "" },
+            Message::Hello {
+                version: VERSION,
+                file_id: [7; 32],
+                name: "peer 9001",
+            },
+            Message::Hello {
+                version: VERSION,
+                file_id: [0; 32],
+                name: "",
+            },
             Message::Manifest {
                 file_len: 2560,
                 chunk_size: 1024,
                 file_hash: [1; 32],
                 name: "report ü.pdf",
             },
-            Message::Hashes { first: id(1), hashes: vec![[2; 32], [3; 32]] },
+            Message::Hashes {
+                first: id(1),
+                hashes: vec![[2; 32], [3; 32]],
+            },
             Message::ChunkList(set),
             Message::ChunkList(ChunkSet::new(3)),
             Message::Have(vec![id(0), id(2)]),
             Message::Request(id(2)),
-            Message::Chunk { id: id(0), data: &DATA },
-            Message::Chunk { id: id(2), data: &DATA[..512] },
+            Message::Chunk {
+                id: id(0),
+                data: &DATA,
+            },
+            Message::Chunk {
+                id: id(2),
+                data: &DATA[..512],
+            },
             Message::SeedDone,
             Message::Complete,
             Message::KeepAlive,
@@ -643,7 +705,11 @@ mod tests {
             let frame = &buf[4..];
             assert_eq!(decode(frame, Some(&layout())).unwrap(), msg);
             for step in [1, 3, 7, buf.len()] {
-                let mut r = Trickle { data: &buf, step, timeout_next: true };
+                let mut r = Trickle {
+                    data: &buf,
+                    step,
+                    timeout_next: true,
+                };
                 let mut dec = Decoder::new();
                 dec.set_layout(layout());
                 while !dec.fill(&mut r).unwrap() {}
@@ -672,7 +738,13 @@ mod tests {
     fn chunk_header_matches_encoder() {
         let data = [9u8; 512];
         let mut buf = Vec::new();
-        encode(&Message::Chunk { id: id(2), data: &data }, &mut buf);
+        encode(
+            &Message::Chunk {
+                id: id(2),
+                data: &data,
+            },
+            &mut buf,
+        );
         assert_eq!(buf[..9], chunk_header(id(2), 512));
     }
 
@@ -709,24 +781,57 @@ mod tests {
         let l = Some(layout());
         // A 4 GiB length is refused from the header alone.
         let err = decode_bytes(&[0xFF, 0xFF, 0xFF, 0xFF, KIND_CHUNK], l);
-        assert!(matches!(err, Error::TooLong { len: 0xFFFF_FFFF, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::TooLong {
+                    len: 0xFFFF_FFFF,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(
             err.to_string(),
-            format!("frame of 4294967295 bytes is over the {}-byte limit", 64 + 1024)
+            format!(
+                "frame of 4294967295 bytes is over the {}-byte limit",
+                64 + 1024
+            )
         );
         // Before the manifest the limit is the handshake limit.
         let err = decode_bytes(&[0, 0, 8, 0, KIND_HELLO], None);
-        assert!(matches!(err, Error::TooLong { len: 2048, limit: 1024 }));
+        assert!(matches!(
+            err,
+            Error::TooLong {
+                len: 2048,
+                limit: 1024
+            }
+        ));
         // A chunk one byte longer than a chunk can be.
         let err = decode_bytes(&[0, 0, 4, 6, KIND_CHUNK], l);
-        assert!(matches!(err, Error::BadLength { kind: "chunk", len: 1030 }));
-        assert!(matches!(decode_bytes(&[0, 0, 0, 0, 1], l), Error::EmptyFrame));
+        assert!(matches!(
+            err,
+            Error::BadLength {
+                kind: "chunk",
+                len: 1030
+            }
+        ));
+        assert!(matches!(
+            decode_bytes(&[0, 0, 0, 0, 1], l),
+            Error::EmptyFrame
+        ));
         let err = decode_bytes(&[0, 0, 0, 1, 99], l);
         assert_eq!(err.to_string(), "unknown message type 99");
         let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST], None);
         assert_eq!(err.to_string(), "request message before the manifest");
         let err = decode_bytes(&[0, 0, 0, 2, KIND_KEEPALIVE, 0], l);
-        assert!(matches!(err, Error::BadLength { kind: "keepalive", .. }));
+        assert!(matches!(
+            err,
+            Error::BadLength {
+                kind: "keepalive",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -743,7 +848,11 @@ mod tests {
         let err = decode_bytes(&frame, l);
         assert_eq!(err.to_string(), "chunk 2 carries 600 bytes instead of 512");
         let mut hello = Vec::new();
-        let msg = Message::Hello { version: VERSION, file_id: [0; 32], name: "x" };
+        let msg = Message::Hello {
+            version: VERSION,
+            file_id: [0; 32],
+            name: "x",
+        };
         encode(&msg, &mut hello);
         let mut wrong = hello.clone();
         wrong[5] = b'X';
@@ -765,7 +874,11 @@ mod tests {
         frame.resize(4 + 69, 0);
         assert!(matches!(
             decode_bytes(&frame, l),
-            Error::ChunkOutOfRange { kind: "hashes", id: 3, count: 3 }
+            Error::ChunkOutOfRange {
+                kind: "hashes",
+                id: 3,
+                count: 3
+            }
         ));
     }
 }

@@ -73,24 +73,39 @@ impl Download {
     fn session(&self, last_ok: &mut Instant, backoff: &mut Backoff) -> Result<()> {
         let name = &self.shared.name;
         let store = &self.store;
-        let mut stream = net::connect(self.addr).map_err(|e| {
-            Error::io(format!("connect to the download neighbour at {}", self.addr), e)
-        })?;
+        let mut stream = net::connect(self.addr).map_err(|e| Error::io("connect", e))?;
         let addr = self.addr.to_string();
         let file_id = store.manifest().id();
-        let hello = Message::Hello { version: wire::VERSION, file_id, name };
+        let hello = Message::Hello {
+            version: wire::VERSION,
+            file_id,
+            name,
+        };
         wire::send(&mut stream, &hello).map_err(|e| Error::wire(&addr, e.into()))?;
         let mut dec = Decoder::new();
         net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT)
             .map_err(|e| Error::wire(&addr, e))?;
         let who = match dec.message().map_err(|e| Error::wire(&addr, e))? {
-            Message::Hello { file_id: theirs, name: who, .. } if theirs == file_id => {
-                if who.is_empty() { addr.clone() } else { who.to_string() }
+            Message::Hello {
+                file_id: theirs,
+                name: who,
+                ..
+            } if theirs == file_id => {
+                if who.is_empty() {
+                    addr.clone()
+                } else {
+                    who.to_string()
+                }
             }
             Message::Hello { .. } => {
-                return Err(Error::wire(&addr, wire::Error::Refused("it shares a different file".into())));
+                return Err(Error::wire(
+                    &addr,
+                    wire::Error::Refused("it shares a different file".into()),
+                ));
             }
-            Message::Refuse(why) => return Err(Error::wire(&addr, wire::Error::Refused(why.into()))),
+            Message::Refuse(why) => {
+                return Err(Error::wire(&addr, wire::Error::Refused(why.into())));
+            }
             other => return Err(Error::wire(&addr, wire::Error::Unexpected(other.name()))),
         };
         dec.set_layout(*store.layout());
@@ -120,6 +135,7 @@ impl Download {
             if store.is_complete() {
                 link.send(&Message::Complete)?;
                 log::info!("{name}: holds every chunk; told {who}");
+                net::close_gracefully(&mut link.stream, net::HANDSHAKE_TIMEOUT);
                 return Ok(());
             }
             if self.shared.stopping() {
@@ -132,7 +148,9 @@ impl Download {
             match dec.fill(&mut link.stream) {
                 Ok(true) => last_heard = Instant::now(),
                 Ok(false) if last_heard.elapsed() < net::IDLE_TIMEOUT => continue,
-                Ok(false) => return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into()))),
+                Ok(false) => {
+                    return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into())));
+                }
                 Err(e) => return Err(fail(e)),
             }
             match dec.message().map_err(fail)? {
@@ -157,7 +175,9 @@ impl Download {
                     match store.put(id, data)? {
                         Put::Stored => {
                             *last_ok = Instant::now();
-                            self.shared.from_ring.fetch_add(data.len() as u64, Ordering::Relaxed);
+                            self.shared
+                                .from_ring
+                                .fetch_add(data.len() as u64, Ordering::Relaxed);
                             log::info!(target: "swarm::chunk", "{name}: received chunk {id} from {who}");
                         }
                         Put::Duplicate => {

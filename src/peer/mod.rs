@@ -78,7 +78,9 @@ impl Shared {
 
     fn since_upload_contact(&self) -> Duration {
         let last = self.last_upload_contact.load(Ordering::Relaxed);
-        self.started.elapsed().saturating_sub(Duration::from_millis(last))
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
     }
 }
 
@@ -120,7 +122,11 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         events,
     });
     let name = shared.name.clone();
-    log::info!("{name}: listening on {local}; owner {}, download neighbour {}", args.owner, args.download_neighbor);
+    log::info!(
+        "{name}: listening on {local}; owner {}, download neighbour {}",
+        args.owner,
+        args.download_neighbor
+    );
 
     // Resume: a cached manifest lets the ring start before the owner is
     // reachable, with every chunk file re-hashed first.
@@ -177,12 +183,21 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         shared: Arc::clone(&shared),
         wait: args.wait,
     };
-    thread::Builder::new()
+    let download = thread::Builder::new()
         .name("download".into())
         .spawn(move || down.run())
         .map_err(|e| Error::io("start the download thread", e))?;
 
     let result = coordinate(args, &store, &shared, &event_rx);
+    if result.is_ok() {
+        // Let the download side tell its neighbour we are complete
+        // before the process exit resets the connection; that neighbour
+        // may be waiting for exactly that message to leave.
+        let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
+        while !download.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
     shared.stop.store(true, Ordering::Relaxed);
     stopper.stop();
     result
@@ -215,7 +230,10 @@ fn coordinate(
     let name = &shared.name;
     let (_, stored) = store.subscribe();
     let ticker = crossbeam_channel::tick(Duration::from_secs(1));
-    let out = args.out.clone().unwrap_or_else(|| args.dir.join(store.manifest().name()));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.dir.join(store.manifest().name()));
     let total = store.layout().count();
     let mut report: Option<Report> = None;
     let mut upload_done = false;
@@ -283,7 +301,11 @@ fn coordinate(
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn percent(held: u32, total: u32) -> f64 {
-    if total == 0 { 100.0 } else { 100.0 * f64::from(held) / f64::from(total) }
+    if total == 0 {
+        100.0
+    } else {
+        100.0 * f64::from(held) / f64::from(total)
+    }
 }
 
 /// Reassembles and verifies the file and prints the closing lines.
@@ -299,8 +321,18 @@ fn finish(store: &Store, shared: &Shared, out: &std::path::Path) -> Result<Repor
         from_owner as f64 / MIB,
         from_ring as f64 / MIB,
     );
-    log::info!("{name}: verified sha256 {}  {}", to_hex(&digest), out.display());
-    Ok(Report { path: out.to_path_buf(), digest, from_owner, from_ring, elapsed })
+    log::info!(
+        "{name}: verified sha256 {}  {}",
+        to_hex(&digest),
+        out.display()
+    );
+    Ok(Report {
+        path: out.to_path_buf(),
+        digest,
+        from_owner,
+        from_ring,
+        elapsed,
+    })
 }
 
 #[cfg(test)]

@@ -81,8 +81,7 @@ impl OwnerLink {
     fn session(&mut self, last_ok: &mut Instant) -> Result<()> {
         let name = self.shared.name.clone();
         let owner = format!("owner at {}", self.addr);
-        let mut stream = net::connect(self.addr)
-            .map_err(|e| Error::io(format!("connect to the owner at {}", self.addr), e))?;
+        let mut stream = net::connect(self.addr).map_err(|e| Error::io("connect", e))?;
         let fail = |err| Error::wire(owner.as_str(), err);
         let cached_id = self.store.as_ref().map(|s| s.manifest().id());
         let hello = Message::Hello {
@@ -131,7 +130,10 @@ impl OwnerLink {
         dec.set_layout(*store.layout());
         let held = store.snapshot();
         wire::send(&mut stream, &Message::ChunkList(held.clone())).map_err(|e| fail(e.into()))?;
-        log::info!("{name}: sent chunk-ID list to the owner ({} chunks)", held.len());
+        log::info!(
+            "{name}: sent chunk-ID list to the owner ({} chunks)",
+            held.len()
+        );
 
         let mut last_heard = Instant::now();
         let mut seeded = 0u32;
@@ -154,7 +156,9 @@ impl OwnerLink {
                 Message::Chunk { id, data } => match store.put(id, data)? {
                     Put::Stored => {
                         seeded += 1;
-                        self.shared.from_owner.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        self.shared
+                            .from_owner
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
                         log::info!(target: "swarm::chunk", "{name}: received chunk {id} from the owner");
                     }
                     Put::Duplicate => {}
@@ -178,9 +182,12 @@ fn receive_manifest(dec: &mut Decoder, stream: &mut TcpStream, owner: &str) -> R
     let fail = |err| Error::wire(owner, err);
     net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
     let (file_len, chunk_size, file_hash, raw_name) = match dec.message().map_err(fail)? {
-        Message::Manifest { file_len, chunk_size, file_hash, name } => {
-            (file_len, chunk_size, file_hash, name.to_string())
-        }
+        Message::Manifest {
+            file_len,
+            chunk_size,
+            file_hash,
+            name,
+        } => (file_len, chunk_size, file_hash, name.to_string()),
         other => return Err(fail(wire::Error::Unexpected(other.name()))),
     };
     let layout = Layout::new(file_len, chunk_size)?;
@@ -193,7 +200,10 @@ fn receive_manifest(dec: &mut Decoder, stream: &mut TcpStream, owner: &str) -> R
     while hashes.len() < layout.count() as usize {
         net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
         match dec.message().map_err(fail)? {
-            Message::Hashes { first, hashes: more } if first.index() == hashes.len() => {
+            Message::Hashes {
+                first,
+                hashes: more,
+            } if first.index() == hashes.len() => {
                 hashes.extend(more);
             }
             other => return Err(fail(wire::Error::Unexpected(other.name()))),

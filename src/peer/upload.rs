@@ -57,17 +57,19 @@ impl Upload {
             let store = Arc::clone(&self.store);
             let shared = Arc::clone(&self.shared);
             let active = Arc::clone(&active);
-            let spawned = thread::Builder::new().name(format!("upload {addr}")).spawn(move || {
-                let result = if busy >= MAX_CONNECTIONS {
-                    refuse(stream, "too many connections; try again later", &addr)
-                } else {
-                    serve(stream, &store, &shared, &addr)
-                };
-                active.fetch_sub(1, Ordering::SeqCst);
-                if let Err(e) = result {
-                    log::warn!("{}: upload connection: {e}; closed", shared.name);
-                }
-            });
+            let spawned = thread::Builder::new()
+                .name(format!("upload {addr}"))
+                .spawn(move || {
+                    let result = if busy >= MAX_CONNECTIONS {
+                        refuse(stream, "too many connections; try again later", &addr)
+                    } else {
+                        serve(stream, &store, &shared, &addr)
+                    };
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    if let Err(e) = result {
+                        log::warn!("{}: upload connection: {e}; closed", shared.name);
+                    }
+                });
             if let Err(e) = spawned {
                 log::warn!("{name}: cannot start an upload thread: {e}");
             }
@@ -78,11 +80,17 @@ impl Upload {
 fn refuse(mut stream: TcpStream, reason: &str, who: &str) -> Result<()> {
     let _ = net::configure(&stream);
     let _ = wire::send(&mut stream, &Message::Refuse(reason));
+    net::close_gracefully(&mut stream, net::READ_TICK);
     Err(Error::wire(who, wire::Error::Refused(reason.into())))
 }
 
 /// One upload connection, as the wire module's "ring session" describes.
-fn serve(mut stream: TcpStream, store: &Arc<Store>, shared: &Arc<Shared>, addr: &str) -> Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    store: &Arc<Store>,
+    shared: &Arc<Shared>,
+    addr: &str,
+) -> Result<()> {
     net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
     let name = &shared.name;
     let mut dec = Decoder::new();
@@ -96,7 +104,11 @@ fn serve(mut stream: TcpStream, store: &Arc<Store>, shared: &Arc<Shared>, addr: 
     if file_id != store.manifest().id() {
         return refuse(stream, "this peer is sharing a different file", &who);
     }
-    let hello = Message::Hello { version: wire::VERSION, file_id, name };
+    let hello = Message::Hello {
+        version: wire::VERSION,
+        file_id,
+        name,
+    };
     wire::send(&mut stream, &hello).map_err(|e| Error::wire(&who, e.into()))?;
     dec.set_layout(*store.layout());
     shared.upload_contact();
@@ -105,7 +117,9 @@ fn serve(mut stream: TcpStream, store: &Arc<Store>, shared: &Arc<Shared>, addr: 
     let (held, gained) = store.subscribe();
     let (requests, request_rx) = crossbeam_channel::unbounded();
     let writer = Writer {
-        stream: stream.try_clone().map_err(|e| Error::io("clone connection", e))?,
+        stream: stream
+            .try_clone()
+            .map_err(|e| Error::io("clone connection", e))?,
         store: Arc::clone(store),
         shared: Arc::clone(shared),
         who: who.clone(),
@@ -118,8 +132,16 @@ fn serve(mut stream: TcpStream, store: &Arc<Store>, shared: &Arc<Shared>, addr: 
     let result = read_loop(&mut stream, &mut dec, store, shared, &who, &requests);
     drop(requests);
     let _ = stream.shutdown(Shutdown::Both);
-    let written = writer.join().unwrap_or_else(|_| Err(Error::Bug("upload writer panicked".into())));
-    result.and(written)
+    let written = writer
+        .join()
+        .unwrap_or_else(|_| Err(Error::Bug("upload writer panicked".into())));
+    match result {
+        // The neighbour has everything and hangs up; a write cut short by
+        // that is no error.
+        Ok(true) => Ok(()),
+        Ok(false) => written,
+        Err(e) => Err(e),
+    }
 }
 
 fn read_loop(
@@ -129,13 +151,14 @@ fn read_loop(
     shared: &Shared,
     who: &str,
     requests: &crossbeam_channel::Sender<ChunkId>,
-) -> Result<()> {
+) -> Result<bool> {
+    // Returns whether the neighbour reported that it holds every chunk.
     let name = &shared.name;
     let fail = |err| Error::wire(who, err);
     let mut last_heard = Instant::now();
     loop {
         if shared.stopping() {
-            return Ok(());
+            return Ok(false);
         }
         match dec.fill(stream) {
             Ok(true) => {
@@ -146,23 +169,28 @@ fn read_loop(
             Ok(false) => return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into()))),
             Err(wire::Error::Closed) => {
                 log::info!("{name}: upload neighbour {who} disconnected");
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(fail(e)),
         }
         match dec.message().map_err(fail)? {
             Message::Request(id) => {
                 if !store.has(id) {
-                    return Err(fail(wire::Error::Unexpected("request for an unlisted chunk")));
+                    return Err(fail(wire::Error::Unexpected(
+                        "request for an unlisted chunk",
+                    )));
                 }
                 log::info!(target: "swarm::chunk", "{name}: received request for chunk {id} from {who}");
                 if requests.send(id).is_err() {
                     // The writer stopped; its error says why.
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             Message::Complete => {
-                let _ = shared.events.send(Event::UploadNeighbourComplete(who.to_string()));
+                let _ = shared
+                    .events
+                    .send(Event::UploadNeighbourComplete(who.to_string()));
+                return Ok(true);
             }
             Message::KeepAlive => {}
             other => return Err(fail(wire::Error::Unexpected(other.name()))),
@@ -179,14 +207,24 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, held: ChunkSet, gained: Receiver<ChunkId>, requests: Receiver<ChunkId>) -> Result<()> {
+    fn run(
+        mut self,
+        held: ChunkSet,
+        gained: Receiver<ChunkId>,
+        requests: Receiver<ChunkId>,
+    ) -> Result<()> {
         let result = self.serve(held, gained, requests);
         // Wake the reading half so the connection ends as one.
         let _ = self.stream.shutdown(Shutdown::Both);
         result
     }
 
-    fn serve(&mut self, held: ChunkSet, gained: Receiver<ChunkId>, requests: Receiver<ChunkId>) -> Result<()> {
+    fn serve(
+        &mut self,
+        held: ChunkSet,
+        gained: Receiver<ChunkId>,
+        requests: Receiver<ChunkId>,
+    ) -> Result<()> {
         let name = self.shared.name.clone();
         let who = self.who.clone();
         let count = held.len();

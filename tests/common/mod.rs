@@ -1,0 +1,308 @@
+//! Shared fixtures for the integration tests: a temporary directory per
+//! test, free ports, files of pseudo-random bytes, and swarm processes
+//! that are killed when the fixture is dropped, so a failed assertion
+//! never leaves one running. Each process's stderr goes to a log file;
+//! when a test panics the logs' last lines are printed.
+
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
+
+/// How long any one wait in a test may take before it fails.
+pub fn patience() -> Duration {
+    let secs = std::env::var("SWARM_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    Duration::from_secs(secs.unwrap_or(120))
+}
+
+/// A fresh directory for one test, removed when dropped unless the test
+/// failed.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join("swarm-tests").join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` distinct free ports.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `len` pseudo-random bytes to `path` and returns them.
+pub fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let data = random_bytes(len, seed);
+    fs::write(path, &data).unwrap();
+    data
+}
+
+/// A running swarm process.
+pub struct Proc {
+    pub name: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Starts `swarm ARGS` in `cwd` with stderr to `cwd/NAME.log`.
+    pub fn start(name: &str, cwd: &Path, args: &[String]) -> Proc {
+        let log = cwd.join(format!("{name}.log"));
+        let err = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(SWARM)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "debug")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap();
+        Proc {
+            name: name.into(),
+            log,
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for a zero exit status, failing the test otherwise.
+    pub fn expect_success(&mut self) {
+        match self.wait_for(patience()) {
+            Some(status) if status.success() => {}
+            Some(status) => panic!("{} exited with {status}", self.name),
+            None => panic!("{} did not exit within {:?}", self.name, patience()),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process's stderr so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(25)..];
+            eprintln!("---- last lines of {} ----", self.name);
+            for line in tail {
+                eprintln!("[{}] {line}", self.name);
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, failing after [`patience`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience();
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How many chunk files a swarm directory holds.
+pub fn chunk_files(dir: &Path) -> usize {
+    fs::read_dir(dir.join("chunks"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".chunk"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// An owner and a ring of peers on loopback.
+pub struct Ring {
+    pub dir: TestDir,
+    pub owner_port: u16,
+    pub ports: Vec<u16>,
+    pub file: PathBuf,
+    pub data: Vec<u8>,
+    pub owner: Option<Proc>,
+    pub peers: Vec<Option<Proc>>,
+    pub extra: Vec<String>,
+}
+
+impl Ring {
+    /// Prepares a ring of `n` peers for a file of `len` bytes; starts
+    /// nothing yet.
+    pub fn new(name: &str, n: usize, len: usize) -> Ring {
+        let dir = TestDir::new(name);
+        let file = dir.join("input.bin");
+        let data = random_file(&file, len, len as u64 + n as u64);
+        let mut ports = free_ports(n + 1);
+        let owner_port = ports.remove(0);
+        Ring {
+            dir,
+            owner_port,
+            ports,
+            file,
+            data,
+            owner: None,
+            peers: (0..n).map(|_| None).collect(),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn start_owner(&mut self, extra: &[&str]) {
+        let mut args = vec![
+            "owner".to_string(),
+            "--port".into(),
+            self.owner_port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            "owner".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(self.file.display().to_string());
+        self.owner = Some(Proc::start("owner", &self.dir.path, &args));
+    }
+
+    /// Peer `i`'s directory.
+    pub fn peer_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(&format!("peer{i}"))
+    }
+
+    /// Starts peer `i` (0-based), which downloads from peer `i + 1`.
+    pub fn start_peer(&mut self, i: usize) {
+        let n = self.ports.len();
+        let mut args = vec![
+            "peer".to_string(),
+            "--owner".into(),
+            self.owner_port.to_string(),
+            "--port".into(),
+            self.ports[i].to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--download-neighbor".into(),
+            self.ports[(i + 1) % n].to_string(),
+            "--dir".into(),
+            format!("peer{i}"),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let name = format!("peer{i}");
+        self.peers[i] = Some(Proc::start(&name, &self.dir.path, &args));
+    }
+
+    pub fn peer(&mut self, i: usize) -> &mut Proc {
+        self.peers[i].as_mut().expect("peer not started")
+    }
+
+    /// Waits for every peer to exit 0 and checks every copy is
+    /// byte-identical to the input.
+    pub fn expect_all_identical(&mut self) {
+        for i in 0..self.peers.len() {
+            self.peer(i).expect_success();
+        }
+        for i in 0..self.peers.len() {
+            let copy = self.peer_dir(i).join("input.bin");
+            let got = fs::read(&copy)
+                .unwrap_or_else(|e| panic!("peer{i}: cannot read {}: {e}", copy.display()));
+            assert!(
+                got == self.data,
+                "peer{i}: copy differs from the input ({} vs {} bytes)",
+                got.len(),
+                self.data.len()
+            );
+        }
+    }
+}
