@@ -67,6 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 out: Some(work.join(format!("copy{i}.bin"))),
                 linger: Duration::from_secs(5),
                 wait: Duration::from_secs(30),
+                stall_timeout: Duration::from_secs(10),
             };
             thread::spawn(move || swarm::peer::run(&args))
         })

@@ -92,6 +92,30 @@ impl ChunkSet {
         out
     }
 
+    /// Up to `max` chunks in neither `self` nor `exclude`, highest first:
+    /// "what we still lack, asked for from the other end than the ring".
+    pub fn pick_absent_from_end(
+        &self,
+        exclude: &ChunkSet,
+        layout: &Layout,
+        max: usize,
+    ) -> Vec<ChunkId> {
+        let mut out = Vec::new();
+        for w in (0..self.words.len()).rev() {
+            let mut bits = !(self.words[w] | exclude.words[w]);
+            while bits != 0 && out.len() < max {
+                let bit = 63 - bits.leading_zeros();
+                bits &= !(1u64 << bit);
+                // Bits past the last chunk are never set, so they show up
+                // here as absent; the layout filters them out.
+                if let Some(id) = layout.chunk_id(w as u32 * 64 + bit) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
     /// The set as the wire's bitfield of `ceil(count / 8)` bytes.
     pub fn to_bitfield(&self) -> Vec<u8> {
         let mut out = vec![0u8; self.capacity.div_ceil(8) as usize];
@@ -194,5 +218,21 @@ mod tests {
         assert_eq!(got, vec![id(1), id(3), id(150), id(199)]);
         let got = theirs.pick_missing(&[&ours, &asked], &l, 2);
         assert_eq!(got, vec![id(1), id(3)]);
+    }
+
+    #[test]
+    fn pick_absent_from_end_goes_downwards_and_skips_spare_bits() {
+        let l = layout(130);
+        let id = |i| l.chunk_id(i).unwrap();
+        let mut ours = ChunkSet::new(130);
+        let mut asked = ChunkSet::new(130);
+        ours.insert(id(129));
+        asked.insert(id(127));
+        let got = ours.pick_absent_from_end(&asked, &l, 3);
+        assert_eq!(got, vec![id(128), id(126), id(125)]);
+        for i in 0..130 {
+            ours.insert(id(i));
+        }
+        assert!(ours.pick_absent_from_end(&asked, &l, 3).is_empty());
     }
 }

@@ -57,9 +57,12 @@ pub struct PeerArgs {
     pub out: Option<PathBuf>,
     /// How long to wait, once complete, for an upload neighbour.
     pub linger: Duration,
-    /// How long to keep trying to reach the owner or the download
-    /// neighbour before giving up.
+    /// How long to go on without a way forward (no owner before the
+    /// manifest, no chunk from anyone after) before giving up.
     pub wait: Duration,
+    /// How long the download neighbour may deliver nothing before
+    /// missing chunks are fetched from the owner instead.
+    pub stall_timeout: Duration,
 }
 
 /// `swarm --help`.
@@ -115,8 +118,12 @@ Options:
   --out PATH                       where the file goes [default: DIR/<file name>]
   --linger SECS                    once complete, exit after SECS without
                                    contact from an upload neighbour [default: 30]
-  --wait SECS                      give up after SECS unable to reach the
-                                   owner or download neighbour [default: 60]
+  --stall-timeout SECS             fetch missing chunks from the owner while the
+                                   download neighbour has delivered nothing for
+                                   SECS [default: 10]
+  --wait SECS                      give up after SECS without a way forward: the
+                                   owner unreachable before the manifest, or no
+                                   chunk from anyone after [default: 60]
   -h, --help                       print this help
 ";
 
@@ -173,6 +180,7 @@ const PEER_FLAGS: &[&str] = &[
     "--out",
     "--linger",
     "--wait",
+    "--stall-timeout",
 ];
 
 impl Flags {
@@ -325,6 +333,7 @@ fn peer(flags: Flags) -> Result<Command> {
     let listen = flags.bind(port)?;
     let linger = flags.number("--linger", 30, 0, 86_400)?;
     let wait = flags.number("--wait", 60, 1, 86_400)?;
+    let stall = flags.number("--stall-timeout", 10, 1, 86_400)?;
     Ok(Command::Peer(PeerArgs {
         owner,
         listen,
@@ -335,6 +344,7 @@ fn peer(flags: Flags) -> Result<Command> {
         out: flags.path("--out")?,
         linger: Duration::from_secs(linger),
         wait: Duration::from_secs(wait),
+        stall_timeout: Duration::from_secs(stall),
     }))
 }
 
@@ -383,14 +393,16 @@ mod tests {
         assert_eq!(a.dir, PathBuf::from("swarm-peer-9001"));
         assert_eq!(a.out, None);
         assert_eq!(a.linger, Duration::from_secs(30));
+        assert_eq!(a.stall_timeout, Duration::from_secs(10));
         let line = "peer --owner 10.0.0.1:9000 --port 9001 --download-neighbor \
-                    10.0.0.3:9002 --dir p --out o.bin --linger 0 --wait 5";
+                    10.0.0.3:9002 --dir p --out o.bin --linger 0 --wait 5 --stall-timeout 2";
         let Command::Peer(a) = run(line).unwrap() else {
             panic!()
         };
         assert_eq!(a.owner.to_string(), "10.0.0.1:9000");
         assert_eq!(a.out, Some(PathBuf::from("o.bin")));
         assert_eq!((a.linger.as_secs(), a.wait.as_secs()), (0, 5));
+        assert_eq!(a.stall_timeout.as_secs(), 2);
     }
 
     #[test]

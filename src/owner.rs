@@ -85,10 +85,11 @@ impl Owner {
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
         let started = Instant::now();
-        let store = store::split(&args.file, &args.dir, args.chunk_size)?;
+        let (store, kept) = store::split(&args.file, &args.dir, args.chunk_size)?;
         let m = store.manifest();
         log::info!(
-            "owner: split {} ({} bytes) into {} chunks of {} bytes under {} in {:.2} s; sha256 {}",
+            "owner: split {} ({} bytes) into {} chunks of {} bytes under {} in {:.2} s \
+             (reused {kept} unchanged chunk files); sha256 {}",
             m.name(),
             m.layout().file_len(),
             m.layout().count(),

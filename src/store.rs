@@ -6,7 +6,8 @@
 //! DIR/manifest               the file's manifest, text form
 //! DIR/chunks/00000000.chunk  chunk 0's raw bytes, and so on; `cat
 //!                            DIR/chunks/*` gives the file back
-//! DIR/summary.txt            the chunk IDs this side holds, one a line
+//! DIR/summary.txt            the chunk IDs this side holds, one a line,
+//!                            rewritten (atomically) at most every 200 ms
 //! ```
 //!
 //! Nothing unverified is ever stored: [`Store::put`] checks a chunk's
@@ -18,11 +19,12 @@
 //! lock; threads that want to hear about new chunks subscribe to a
 //! channel instead of polling.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use sha2::{Digest as _, Sha256};
@@ -36,6 +38,9 @@ use crate::wire;
 pub const MANIFEST_FILE: &str = "manifest";
 /// The summary's file name inside a swarm directory.
 pub const SUMMARY_FILE: &str = "summary.txt";
+/// How often, at most, the summary is rewritten while chunks arrive; each
+/// rewrite costs O(chunks), so once per chunk would be quadratic.
+const SUMMARY_EVERY: Duration = Duration::from_millis(200);
 /// The folder of chunk files inside a swarm directory.
 pub const CHUNKS_DIR: &str = "chunks";
 
@@ -56,13 +61,21 @@ pub struct Store {
     dir: PathBuf,
     manifest: Manifest,
     inner: Mutex<Inner>,
+    /// Guards rewriting the summary file, so two writers never race.
+    summary: Mutex<Summary>,
 }
 
 #[derive(Debug)]
 struct Inner {
     have: ChunkSet,
-    summary: Option<File>,
     subscribers: Vec<Sender<ChunkId>>,
+}
+
+/// The summary file's state: whether it lags behind the held set.
+#[derive(Debug)]
+struct Summary {
+    dirty: bool,
+    written: Option<Instant>,
 }
 
 /// The path of chunk `id` under `dir`.
@@ -118,8 +131,11 @@ fn create_dirs(dir: &Path) -> Result<()> {
 }
 
 /// Splits `file` into chunk files under `dir` and writes its manifest,
-/// reading the file once, a chunk at a time.
-pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<Store> {
+/// reading the file once, a chunk at a time. A chunk file already there
+/// with exactly the right bytes (an owner restarted on an unchanged file)
+/// is kept rather than written again; any other is replaced. Returns the
+/// store and how many chunk files were kept.
+pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<(Store, u32)> {
     let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
     let meta = input
         .metadata()
@@ -139,6 +155,8 @@ pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<Store> {
     let mut whole = Sha256::new();
     let mut hashes = Vec::with_capacity(layout.count() as usize);
     let mut buf = vec![0u8; chunk_size as usize];
+    let mut old = Vec::with_capacity(chunk_size as usize);
+    let mut kept = 0;
     for id in layout.ids() {
         let data = &mut buf[..layout.chunk_len(id)];
         input.read_exact(data).map_err(|e| {
@@ -151,19 +169,30 @@ pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<Store> {
         })?;
         whole.update(&*data);
         hashes.push(manifest::sha256(data));
-        write_atomic(&chunk_path(dir, id), data, false)?;
+        let path = chunk_path(dir, id);
+        old.clear();
+        let same = fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64)
+            && File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut old))
+                .is_ok()
+            && old == *data;
+        if same {
+            kept += 1;
+        } else {
+            write_atomic(&path, data, false)?;
+        }
     }
     let manifest = Manifest::new(name, layout, whole.finalize().into(), hashes)?;
-    write_atomic(
-        &dir.join(MANIFEST_FILE),
-        manifest.to_text().as_bytes(),
-        true,
-    )?;
+    let text = manifest.to_text();
+    let path = dir.join(MANIFEST_FILE);
+    if fs::read_to_string(&path).ok().as_deref() != Some(&text) {
+        write_atomic(&path, text.as_bytes(), true)?;
+    }
     let mut have = ChunkSet::new(layout.count());
     layout.ids().for_each(|id| {
         have.insert(id);
     });
-    Store::with_set(dir, manifest, have)
+    Ok((Store::with_set(dir, manifest, have)?, kept))
 }
 
 /// Deletes chunk files that a different, earlier file left in `dir`
@@ -232,26 +261,60 @@ impl Store {
     }
 
     fn with_set(dir: &Path, manifest: Manifest, have: ChunkSet) -> Result<Store> {
-        let layout = *manifest.layout();
-        let mut text = String::new();
-        for id in have.iter(&layout) {
-            text.push_str(&format!("{id}\n"));
-        }
-        let path = dir.join(SUMMARY_FILE);
-        write_atomic(&path, text.as_bytes(), false)?;
-        let summary = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io_path("open", &path, e))?;
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             manifest,
             inner: Mutex::new(Inner {
                 have,
-                summary: Some(summary),
                 subscribers: Vec::new(),
             }),
-        })
+            summary: Mutex::new(Summary {
+                dirty: true,
+                written: None,
+            }),
+        };
+        store.flush_summary()?;
+        Ok(store)
+    }
+
+    /// Rewrites the summary file if chunks were gained or dropped since
+    /// it was last written.
+    pub fn flush_summary(&self) -> Result<()> {
+        let mut summary = self.summary.lock().unwrap_or_else(|p| p.into_inner());
+        if summary.dirty {
+            self.write_summary(&mut summary)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Notes a change to the held set; rewrites the summary unless it was
+    /// written less than [`SUMMARY_EVERY`] ago (the coordinator's next
+    /// [`Store::flush_summary`] catches up) or another thread is at it.
+    fn summary_changed(&self) {
+        let Ok(mut summary) = self.summary.try_lock() else {
+            return;
+        };
+        summary.dirty = true;
+        if summary
+            .written
+            .is_none_or(|at| at.elapsed() >= SUMMARY_EVERY)
+            && let Err(e) = self.write_summary(&mut summary)
+        {
+            log::warn!("{e}");
+        }
+    }
+
+    fn write_summary(&self, summary: &mut Summary) -> Result<()> {
+        let have = self.snapshot();
+        let mut text = String::with_capacity(have.len() as usize * 8);
+        for id in have.iter(self.layout()) {
+            text.push_str(&format!("{id}\n"));
+        }
+        write_atomic(&self.dir.join(SUMMARY_FILE), text.as_bytes(), false)?;
+        summary.dirty = false;
+        summary.written = Some(Instant::now());
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -312,6 +375,13 @@ impl Store {
         offered.pick_missing(&[&inner.have, exclude], self.layout(), max)
     }
 
+    /// Up to `max` chunks neither held nor in `exclude`, highest first.
+    pub fn pick_missing_from_end(&self, exclude: &ChunkSet, max: usize) -> Vec<ChunkId> {
+        self.lock()
+            .have
+            .pick_absent_from_end(exclude, self.layout(), max)
+    }
+
     /// Verifies `data` as chunk `id` and stores it.
     pub fn put(&self, id: ChunkId, data: &[u8]) -> Result<Put> {
         if self.has(id) {
@@ -326,13 +396,9 @@ impl Store {
         if !inner.have.insert(id) {
             return Ok(Put::Duplicate);
         }
-        if let Some(summary) = inner.summary.as_mut()
-            && let Err(e) = writeln!(summary, "{id}")
-        {
-            log::warn!("cannot update {SUMMARY_FILE}: {}", crate::error::plain(&e));
-            inner.summary = None;
-        }
         inner.subscribers.retain(|tx| tx.send(id).is_ok());
+        drop(inner);
+        self.summary_changed();
         Ok(Put::Stored)
     }
 
@@ -386,6 +452,7 @@ impl Store {
     fn drop_chunk(&self, id: ChunkId) {
         self.lock().have.remove(id);
         let _ = fs::remove_file(chunk_path(&self.dir, id));
+        self.summary_changed();
     }
 
     /// Joins every chunk into `out`, checking the whole-file SHA-256.
@@ -477,7 +544,8 @@ mod tests {
         let data = pattern(len);
         let file = dir.join("input.bin");
         fs::write(&file, &data).unwrap();
-        let store = split(&file, &dir.join("owner"), 1024).unwrap();
+        let (store, kept) = split(&file, &dir.join("owner"), 1024).unwrap();
+        assert_eq!(kept, 0);
         (dir, data, store)
     }
 
@@ -520,8 +588,20 @@ mod tests {
         assert_eq!(peer.put(id1, &data[1024..2048]).unwrap(), Put::Stored);
         assert_eq!(peer.put(id1, &data[1024..2048]).unwrap(), Put::Duplicate);
         assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![id1]);
+        assert!(
+            fs::read_dir(peer.dir())
+                .unwrap()
+                .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(".tmp") })
+        );
+        // Written at most every 200 ms; a flush catches up.
+        peer.flush_summary().unwrap();
         let summary = fs::read_to_string(peer.dir().join(SUMMARY_FILE)).unwrap();
         assert_eq!(summary, "1\n");
+        let id0 = l.chunk_id(0).unwrap();
+        assert_eq!(peer.put(id0, &data[..1024]).unwrap(), Put::Stored);
+        peer.flush_summary().unwrap();
+        let summary = fs::read_to_string(peer.dir().join(SUMMARY_FILE)).unwrap();
+        assert_eq!(summary, "0\n1\n");
         let mut buf = Vec::new();
         peer.read_chunk(id1, &mut buf).unwrap();
         assert_eq!(buf, &data[1024..2048]);
@@ -567,6 +647,34 @@ mod tests {
         assert!(!owner.has(id1));
         let leftovers: Vec<_> = fs::read_dir(dir.join("out")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no partial file is left behind");
+    }
+
+    #[test]
+    fn split_again_keeps_unchanged_chunks_and_replaces_changed_ones() {
+        let (dir, mut data, first) = split_sample(5000);
+        let owner = dir.join("owner");
+        let file = dir.join("input.bin");
+        drop(first);
+        let (again, kept) = split(&file, &owner, 1024).unwrap();
+        assert_eq!(kept, 5);
+        let id = again.layout().chunk_id(2).unwrap();
+        fs::write(chunk_path(&owner, id), b"damaged").unwrap();
+        let (_, kept) = split(&file, &owner, 1024).unwrap();
+        assert_eq!(kept, 4, "the damaged chunk file is rewritten");
+        data[3000] ^= 0xFF;
+        data.truncate(4000);
+        fs::write(&file, &data).unwrap();
+        let (changed, kept) = split(&file, &owner, 1024).unwrap();
+        assert_eq!(kept, 2, "chunks 0 and 1 did not change");
+        assert_eq!(changed.layout().count(), 4);
+        assert_eq!(read_manifest(&owner).unwrap().unwrap(), *changed.manifest());
+        let mut names: Vec<_> = fs::read_dir(owner.join(CHUNKS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        let joined: Vec<u8> = names.iter().flat_map(|f| fs::read(f).unwrap()).collect();
+        assert_eq!(joined, data, "the old fifth chunk file is gone");
     }
 
     #[test]

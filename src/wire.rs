@@ -228,6 +228,8 @@ pub enum Error {
     Unexpected(&'static str),
     /// The other side refused the session.
     Refused(String),
+    /// The other side queued more requests than any honest peer would.
+    Flood(usize),
 }
 
 impl fmt::Display for Error {
@@ -266,6 +268,7 @@ impl fmt::Display for Error {
             Error::BadChunkList => write!(f, "chunk-ID list has the wrong size"),
             Error::Unexpected(kind) => write!(f, "unexpected {kind} message"),
             Error::Refused(reason) => write!(f, "refused: {reason}"),
+            Error::Flood(n) => write!(f, "more than {n} requests queued (request flood)"),
         }
     }
 }

@@ -6,6 +6,12 @@
 //! chunks the neighbour has and this peer lacks. Every chunk is verified
 //! by the store before it is kept; a bad one is discarded and asked for
 //! again. Once the store holds every chunk it sends COMPLETE and ends.
+//!
+//! It also watches for a stall: when the neighbour is unreachable or has
+//! delivered nothing for `--stall-timeout`, it raises the shared `stalled`
+//! flag so the owner link fetches missing chunks, and lowers it when the
+//! neighbour delivers again. A neighbour that sends [`MAX_BAD_CHUNKS`]
+//! corrupt chunks is dropped and left alone for a while.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -13,20 +19,38 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::Shared;
 use super::upload::id_list;
-use super::{Event, Shared};
 use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
 use crate::net::{self, Backoff};
 use crate::store::{Put, Store};
 use crate::wire::{self, Decoder, Message};
 
+/// Corrupt chunks a neighbour may send in one connection before it is
+/// dropped in favour of the owner.
+pub const MAX_BAD_CHUNKS: u32 = 3;
+
 /// Everything the download thread needs.
 pub(crate) struct Download {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
     pub shared: Arc<Shared>,
-    pub wait: Duration,
+    pub stall_timeout: Duration,
+}
+
+/// Why a connected session ended early.
+enum Ended {
+    /// An error; reconnect after the usual backoff.
+    Failed(Error),
+    /// Too many corrupt chunks; stay away for a while.
+    Untrusted,
+}
+
+impl From<Error> for Ended {
+    fn from(e: Error) -> Ended {
+        Ended::Failed(e)
+    }
 }
 
 impl Download {
@@ -34,15 +58,27 @@ impl Download {
     pub fn run(self) {
         let name = &self.shared.name;
         let mut backoff = Backoff::default();
-        let mut last_ok = Instant::now();
+        let mut last_delivery = Instant::now();
         let mut failures = 0u32;
         loop {
+            // A peer that is already complete still connects once, to
+            // tell its neighbour so.
             if self.shared.stopping() {
                 return;
             }
-            match self.session(&mut last_ok, &mut backoff) {
+            match self.session(&mut last_delivery, &mut backoff) {
                 Ok(()) => return,
-                Err(e) => {
+                Err(Ended::Untrusted) => {
+                    // Let the owner stand in at once, and for a while.
+                    self.set_stalled(true, "sent corrupt chunks");
+                    let until = Instant::now() + 3 * self.stall_timeout;
+                    while Instant::now() < until && !self.shared.stopping() && !self.finished() {
+                        thread::sleep(net::READ_TICK);
+                    }
+                    last_delivery = Instant::now() - self.stall_timeout;
+                    continue;
+                }
+                Err(Ended::Failed(e)) => {
                     failures += 1;
                     // A neighbour that is not up yet refuses many times
                     // in a row; say so once.
@@ -54,23 +90,49 @@ impl Download {
                     }
                 }
             }
-            if self.store.is_complete() {
-                return;
-            }
-            if last_ok.elapsed() >= self.wait {
-                let msg = format!(
-                    "cannot get chunks from the download neighbour at {} for {} s",
-                    self.addr,
-                    self.wait.as_secs()
-                );
-                let _ = self.shared.events.send(Event::Fatal(Error::Timeout(msg)));
-                return;
-            }
+            // Complete or not, keep trying: the neighbour may be waiting
+            // for our COMPLETE to leave. The coordinator stops us once it
+            // has waited long enough.
+            self.check_stall(last_delivery);
             thread::sleep(backoff.next_delay());
         }
     }
 
-    fn session(&self, last_ok: &mut Instant, backoff: &mut Backoff) -> Result<()> {
+    fn finished(&self) -> bool {
+        self.store.is_complete()
+    }
+
+    /// Raises the stall flag once nothing has come from the ring for
+    /// `--stall-timeout` while chunks are missing.
+    fn check_stall(&self, last_delivery: Instant) {
+        if !self.finished() && last_delivery.elapsed() >= self.stall_timeout {
+            self.set_stalled(true, "delivered nothing");
+        }
+    }
+
+    fn set_stalled(&self, stalled: bool, why: &str) {
+        let name = &self.shared.name;
+        let was = self.shared.stalled.swap(stalled, Ordering::Relaxed);
+        match (was, stalled) {
+            (false, true) => log::warn!(
+                "{name}: the download neighbour at {} {why} for {} s; fetching missing chunks \
+                 from the owner",
+                self.addr,
+                self.stall_timeout.as_secs()
+            ),
+            (true, false) => log::info!(
+                "{name}: the download neighbour at {} is delivering again; back to the ring",
+                self.addr
+            ),
+            _ => {}
+        }
+    }
+
+    fn session(
+        &self,
+        last_delivery: &mut Instant,
+        backoff: &mut Backoff,
+    ) -> std::result::Result<(), Ended> {
         let name = &self.shared.name;
         let store = &self.store;
         let mut stream = net::connect(self.addr).map_err(|e| Error::io("connect", e))?;
@@ -85,6 +147,7 @@ impl Download {
         let mut dec = Decoder::new();
         net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT)
             .map_err(|e| Error::wire(&addr, e))?;
+        let refused = |why: String| Error::wire(&addr, wire::Error::Refused(why));
         let who = match dec.message().map_err(|e| Error::wire(&addr, e))? {
             Message::Hello {
                 file_id: theirs,
@@ -98,19 +161,15 @@ impl Download {
                 }
             }
             Message::Hello { .. } => {
-                return Err(Error::wire(
-                    &addr,
-                    wire::Error::Refused("it shares a different file".into()),
-                ));
+                return Err(refused("it shares a different file".into()).into());
             }
-            Message::Refuse(why) => {
-                return Err(Error::wire(&addr, wire::Error::Refused(why.into())));
+            Message::Refuse(why) => return Err(refused(why.into()).into()),
+            other => {
+                return Err(Error::wire(&addr, wire::Error::Unexpected(other.name())).into());
             }
-            other => return Err(Error::wire(&addr, wire::Error::Unexpected(other.name()))),
         };
         dec.set_layout(*store.layout());
         backoff.reset();
-        *last_ok = Instant::now();
         log::info!("{name}: connected to download neighbour {who} at {addr}");
         let mut link = Link {
             stream,
@@ -120,19 +179,25 @@ impl Download {
             window: super::request_window(store.layout().chunk_size()),
             last_sent: Instant::now(),
             buf: Vec::with_capacity(256),
+            bad: 0,
         };
-        self.pull(&mut link, &mut dec, last_ok)
+        self.pull(&mut link, &mut dec, last_delivery)
     }
 
     /// The request loop of one connected session.
-    fn pull(&self, link: &mut Link, dec: &mut Decoder, last_ok: &mut Instant) -> Result<()> {
+    fn pull(
+        &self,
+        link: &mut Link,
+        dec: &mut Decoder,
+        last_delivery: &mut Instant,
+    ) -> std::result::Result<(), Ended> {
         let name = &self.shared.name;
         let store = &self.store;
         let who = link.who.clone();
         let fail = |err| Error::wire(who.as_str(), err);
         let mut last_heard = Instant::now();
         loop {
-            if store.is_complete() {
+            if self.finished() {
                 link.send(&Message::Complete)?;
                 log::info!("{name}: holds every chunk; told {who}");
                 net::close_gracefully(&mut link.stream, net::HANDSHAKE_TIMEOUT);
@@ -141,6 +206,7 @@ impl Download {
             if self.shared.stopping() {
                 return Ok(());
             }
+            self.check_stall(*last_delivery);
             link.request_more(store, name)?;
             if link.last_sent.elapsed() >= net::KEEPALIVE_EVERY {
                 link.send(&Message::KeepAlive)?;
@@ -149,9 +215,9 @@ impl Download {
                 Ok(true) => last_heard = Instant::now(),
                 Ok(false) if last_heard.elapsed() < net::IDLE_TIMEOUT => continue,
                 Ok(false) => {
-                    return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into())));
+                    return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into())).into());
                 }
-                Err(e) => return Err(fail(e)),
+                Err(e) => return Err(fail(e).into()),
             }
             match dec.message().map_err(fail)? {
                 Message::ChunkList(set) => {
@@ -163,18 +229,23 @@ impl Download {
                     link.offered = set;
                 }
                 Message::Have(ids) => {
-                    log::info!(target: "swarm::chunk", "{name}: received chunk-ID update from {who}: {}", id_list(&ids));
+                    log::info!(
+                        target: "swarm::chunk",
+                        "{name}: received chunk-ID update from {who}: {}",
+                        id_list(&ids)
+                    );
                     for id in ids {
                         link.offered.insert(id);
                     }
                 }
                 Message::Chunk { id, data } => {
                     if !link.in_flight.remove(id) {
-                        return Err(fail(wire::Error::Unexpected("unrequested chunk")));
+                        return Err(fail(wire::Error::Unexpected("unrequested chunk")).into());
                     }
                     match store.put(id, data)? {
                         Put::Stored => {
-                            *last_ok = Instant::now();
+                            *last_delivery = Instant::now();
+                            self.set_stalled(false, "");
                             self.shared
                                 .from_ring
                                 .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -184,6 +255,14 @@ impl Download {
                             log::debug!("{name}: chunk {id} from {who} was already held");
                         }
                         Put::Corrupt => {
+                            link.bad += 1;
+                            if link.bad >= MAX_BAD_CHUNKS {
+                                log::warn!(
+                                    "{name}: chunk {id} from {who} failed its SHA-256 check, the \
+                                     {MAX_BAD_CHUNKS}th bad chunk; disconnecting"
+                                );
+                                return Err(Ended::Untrusted);
+                            }
                             log::warn!(
                                 "{name}: chunk {id} from {who} failed its SHA-256 check; \
                                  discarded, asking again"
@@ -192,8 +271,8 @@ impl Download {
                     }
                 }
                 Message::KeepAlive => {}
-                Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
-                other => return Err(fail(wire::Error::Unexpected(other.name()))),
+                Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into())).into()),
+                other => return Err(fail(wire::Error::Unexpected(other.name())).into()),
             }
         }
     }
@@ -210,6 +289,8 @@ struct Link {
     window: usize,
     last_sent: Instant,
     buf: Vec<u8>,
+    /// Corrupt chunks received in this session.
+    bad: u32,
 }
 
 impl Link {

@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     last_upload_contact: AtomicU64,
     /// Set when the peer is leaving; every loop checks it.
     stop: AtomicBool,
+    /// Set by the download side while the download neighbour delivers
+    /// nothing; the owner link then fetches missing chunks itself.
+    pub stalled: AtomicBool,
     pub events: Sender<Event>,
 }
 
@@ -74,6 +77,11 @@ impl Shared {
     /// Whether the peer is leaving.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether the owner should stand in for the download neighbour.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     fn since_upload_contact(&self) -> Duration {
@@ -119,6 +127,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         from_ring: AtomicU64::new(0),
         last_upload_contact: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        stalled: AtomicBool::new(false),
         events,
     });
     let name = shared.name.clone();
@@ -181,7 +190,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         addr: args.download_neighbor,
         store: Arc::clone(&store),
         shared: Arc::clone(&shared),
-        wait: args.wait,
+        stall_timeout: args.stall_timeout,
     };
     let download = thread::Builder::new()
         .name("download".into())
@@ -240,6 +249,8 @@ fn coordinate(
     let mut last_bytes = 0u64;
     let mut last_tick = Instant::now();
     let mut completed_at = None;
+    let mut held = store.held();
+    let mut progress_at = Instant::now();
     loop {
         if report.is_none() && store.is_complete() {
             match finish(store, shared, &out) {
@@ -280,11 +291,22 @@ fn coordinate(
                 while stored.try_recv().is_ok() {}
             }
             recv(ticker) -> _ => {
+                if let Err(e) = store.flush_summary() {
+                    log::warn!("{name}: {e}");
+                }
+                if report.is_none() && store.held() != held {
+                    held = store.held();
+                    progress_at = Instant::now();
+                } else if report.is_none() && progress_at.elapsed() >= args.wait {
+                    return Err(Error::Timeout(format!(
+                        "no chunk arrived from the owner or the download neighbour for {} s",
+                        args.wait.as_secs()
+                    )));
+                }
                 if report.is_none() {
                     let bytes = shared.from_owner.load(Ordering::Relaxed)
                         + shared.from_ring.load(Ordering::Relaxed);
                     let secs = last_tick.elapsed().as_secs_f64().max(1e-3);
-                    let held = store.held();
                     log::info!(
                         "{name}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
                         percent(held, total),
@@ -311,6 +333,7 @@ fn percent(held: u32, total: u32) -> f64 {
 /// Reassembles and verifies the file and prints the closing lines.
 fn finish(store: &Store, shared: &Shared, out: &std::path::Path) -> Result<Report> {
     let name = &shared.name;
+    store.flush_summary()?;
     let digest = store.assemble(out)?;
     let elapsed = shared.started.elapsed();
     let from_owner = shared.from_owner.load(Ordering::Relaxed);

@@ -1,11 +1,18 @@
-//! The peer's link to the owner: manifest and seeded chunks.
+//! The peer's link to the owner: manifest, seeded chunks, and a stand-in
+//! for a download neighbour that has stalled.
 //!
-//! Connects (retrying with backoff while the owner is not up), checks
-//! the manifest against the file ID the owner announced and against the
-//! one cached in `--dir`, opens the store, tells the owner what is already
-//! held and stores each seeded chunk after verifying it. It gives up
-//! after `--wait` without reaching the owner: fatally when there is no
-//! cached manifest to work from, with a warning otherwise.
+//! Connects (retrying with backoff while the owner is not up), checks the
+//! manifest against the file ID the owner announced and against the one
+//! cached in `--dir`, opens the store, tells the owner what is already
+//! held and stores each seeded chunk after verifying it. Then it hangs up,
+//! and comes back whenever the download side reports a stall: it asks the
+//! owner for missing chunks (from the highest ID down, while the ring asks
+//! from the lowest up) until the neighbour delivers again or every chunk
+//! is held.
+//!
+//! Before the manifest is known, `--wait` without reaching the owner is
+//! fatal; after, an unreachable owner only earns a warning, since the ring
+//! may still finish without it.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -14,7 +21,9 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::upload::id_list;
 use super::{Event, Shared};
+use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Layout, Manifest};
 use crate::net::{self, Backoff};
@@ -25,7 +34,7 @@ use crate::wire::{self, Decoder, Message};
 pub(crate) struct OwnerLink {
     pub addr: SocketAddr,
     pub dir: PathBuf,
-    /// The store, when a cached manifest opened it already.
+    /// The store, once a cached manifest or the owner's has opened it.
     pub store: Option<Arc<Store>>,
     pub shared: Arc<Shared>,
     pub wait: Duration,
@@ -37,47 +46,67 @@ impl OwnerLink {
         let name = self.shared.name.clone();
         let mut backoff = Backoff::default();
         let mut last_ok = Instant::now();
-        let mut refused = 0;
+        let mut failures = 0u32;
         loop {
-            if self.shared.stopping() {
+            if self.done() {
                 return;
             }
             match self.session(&mut last_ok) {
-                Ok(()) => return,
+                Ok(()) => {
+                    failures = 0;
+                    backoff.reset();
+                    if !self.wait_for_stall() {
+                        return;
+                    }
+                    continue;
+                }
                 Err(e @ (Error::Manifest(_) | Error::Integrity(_))) => {
                     let _ = self.shared.events.send(Event::Fatal(e));
                     return;
                 }
                 Err(e) => {
-                    if matches!(&e, Error::Io { .. }) {
-                        refused += 1;
-                    }
-                    // Connection refused while the owner starts up is
-                    // expected; say so once, not every 100 ms.
-                    if refused <= 1 || !matches!(&e, Error::Io { .. }) {
+                    failures += 1;
+                    // Refusals while the owner starts up are expected;
+                    // say so once per streak, not every 100 ms.
+                    if failures == 1 || !matches!(e, Error::Io { .. }) {
                         log::warn!("{name}: owner at {}: {e}; retrying", self.addr);
                     }
                 }
             }
-            if last_ok.elapsed() >= self.wait {
+            if self.store.is_none() && last_ok.elapsed() >= self.wait {
                 let msg = format!(
                     "cannot reach the owner at {} for {} s",
                     self.addr,
                     self.wait.as_secs()
                 );
-                if self.store.is_some() {
-                    log::warn!("{name}: {msg}; carrying on with the ring");
-                } else {
-                    let _ = self.shared.events.send(Event::Fatal(Error::Timeout(msg)));
-                }
+                let _ = self.shared.events.send(Event::Fatal(Error::Timeout(msg)));
                 return;
             }
             thread::sleep(backoff.next_delay());
         }
     }
 
+    fn done(&self) -> bool {
+        self.shared.stopping() || self.store.as_ref().is_some_and(|s| s.is_complete())
+    }
+
+    /// Waits until the download side reports a stall (true) or there is
+    /// nothing left to do (false).
+    fn wait_for_stall(&self) -> bool {
+        loop {
+            if self.done() {
+                return false;
+            }
+            if self.shared.stalled() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// One connection to the owner, as the wire module's "owner session"
-    /// describes. Returns `Ok` once seeding is done.
+    /// describes. Returns `Ok` once seeding is done and no stall needs the
+    /// owner any more.
     fn session(&mut self, last_ok: &mut Instant) -> Result<()> {
         let name = self.shared.name.clone();
         let owner = format!("owner at {}", self.addr);
@@ -101,32 +130,11 @@ impl OwnerLink {
         let manifest = receive_manifest(&mut dec, &mut stream, &owner)?;
         if manifest.id() != file_id {
             return Err(Error::Manifest(format!(
-                "the owner at {}'s manifest does not match the file ID it announced",
+                "the manifest from the owner at {} does not match the file ID it announced",
                 self.addr
             )));
         }
-        let store = match &self.store {
-            Some(store) if store.manifest() != &manifest => {
-                return Err(Error::Manifest(format!(
-                    "the owner now serves a different file than the one cached in {}; \
-                     use another --dir or empty this one",
-                    self.dir.display()
-                )));
-            }
-            Some(store) => Arc::clone(store),
-            None => {
-                let store = Arc::new(Store::open(&self.dir, manifest)?);
-                let _ = self.shared.events.send(Event::Store(Arc::clone(&store)));
-                self.store = Some(Arc::clone(&store));
-                store
-            }
-        };
-        log::info!(
-            "{name}: received manifest from the owner: {} ({} bytes, {} chunks)",
-            store.manifest().name(),
-            store.layout().file_len(),
-            store.layout().count()
-        );
+        let store = self.adopt(manifest)?;
         dec.set_layout(*store.layout());
         let held = store.snapshot();
         wire::send(&mut stream, &Message::ChunkList(held.clone())).map_err(|e| fail(e.into()))?;
@@ -135,45 +143,134 @@ impl OwnerLink {
             held.len()
         );
 
-        let mut last_heard = Instant::now();
-        let mut seeded = 0u32;
+        let mut link = Fetch {
+            in_flight: ChunkSet::new(store.layout().count()),
+            seeding: true,
+            seeded: 0,
+            last_heard: Instant::now(),
+            last_sent: Instant::now(),
+        };
+        let window = super::request_window(store.layout().chunk_size());
         loop {
             if self.shared.stopping() {
                 return Ok(());
             }
+            let wanted = !link.seeding && self.shared.stalled() && !store.is_complete();
+            if !link.seeding && !wanted && link.in_flight.is_empty() {
+                net::close_gracefully(&mut stream, net::READ_TICK);
+                return Ok(());
+            }
+            if wanted {
+                link.request_more(&mut stream, &store, window, &name)
+                    .map_err(fail)?;
+            }
+            if link.last_sent.elapsed() >= net::KEEPALIVE_EVERY {
+                wire::send(&mut stream, &Message::KeepAlive).map_err(|e| fail(e.into()))?;
+                link.last_sent = Instant::now();
+            }
             match dec.fill(&mut stream) {
                 Ok(true) => {
-                    last_heard = Instant::now();
-                    *last_ok = last_heard;
+                    link.last_heard = Instant::now();
+                    *last_ok = link.last_heard;
                 }
-                Ok(false) if last_heard.elapsed() < net::IDLE_TIMEOUT => continue,
+                Ok(false) if link.last_heard.elapsed() < net::IDLE_TIMEOUT => continue,
                 Ok(false) => {
                     return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into())));
                 }
                 Err(e) => return Err(fail(e)),
             }
             match dec.message().map_err(fail)? {
-                Message::Chunk { id, data } => match store.put(id, data)? {
-                    Put::Stored => {
-                        seeded += 1;
-                        self.shared
-                            .from_owner
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        log::info!(target: "swarm::chunk", "{name}: received chunk {id} from the owner");
+                Message::Chunk { id, data } => {
+                    link.in_flight.remove(id);
+                    match store.put(id, data)? {
+                        Put::Stored => {
+                            link.seeded += u32::from(link.seeding);
+                            self.shared
+                                .from_owner
+                                .fetch_add(data.len() as u64, Ordering::Relaxed);
+                            log::info!(target: "swarm::chunk", "{name}: received chunk {id} from the owner");
+                        }
+                        Put::Duplicate => {}
+                        Put::Corrupt => log::warn!(
+                            "{name}: chunk {id} from the owner failed its SHA-256 check; discarded"
+                        ),
                     }
-                    Put::Duplicate => {}
-                    Put::Corrupt => log::warn!(
-                        "{name}: chunk {id} from the owner failed its SHA-256 check; discarded"
-                    ),
-                },
+                }
                 Message::SeedDone => {
-                    log::info!("{name}: the owner seeded {seeded} chunks");
-                    return Ok(());
+                    log::info!("{name}: the owner seeded {} chunks", link.seeded);
+                    link.seeding = false;
                 }
                 Message::KeepAlive => {}
                 other => return Err(fail(wire::Error::Unexpected(other.name()))),
             }
         }
+    }
+
+    /// Opens the store for the owner's manifest, or checks it against the
+    /// store already open.
+    fn adopt(&mut self, manifest: Manifest) -> Result<Arc<Store>> {
+        if let Some(store) = &self.store {
+            if store.manifest() != &manifest {
+                return Err(Error::Manifest(format!(
+                    "the owner now serves a different file than the one cached in {}; \
+                     use another --dir or empty this one",
+                    self.dir.display()
+                )));
+            }
+            return Ok(Arc::clone(store));
+        }
+        let store = Arc::new(Store::open(&self.dir, manifest)?);
+        log::info!(
+            "{}: received manifest from the owner: {} ({} bytes, {} chunks)",
+            self.shared.name,
+            store.manifest().name(),
+            store.layout().file_len(),
+            store.layout().count()
+        );
+        let _ = self.shared.events.send(Event::Store(Arc::clone(&store)));
+        self.store = Some(Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+/// Requests to the owner while it stands in for the ring.
+struct Fetch {
+    in_flight: ChunkSet,
+    seeding: bool,
+    seeded: u32,
+    last_heard: Instant,
+    last_sent: Instant,
+}
+
+impl Fetch {
+    fn request_more(
+        &mut self,
+        stream: &mut TcpStream,
+        store: &Store,
+        window: usize,
+        name: &str,
+    ) -> std::result::Result<(), wire::Error> {
+        let room = window.saturating_sub(self.in_flight.len() as usize);
+        if room == 0 {
+            return Ok(());
+        }
+        let ids = store.pick_missing_from_end(&self.in_flight, room);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(9 * ids.len());
+        for &id in &ids {
+            self.in_flight.insert(id);
+            wire::encode(&Message::Request(id), &mut buf);
+        }
+        std::io::Write::write_all(stream, &buf)?;
+        if self.last_heard.elapsed() > net::IDLE_TIMEOUT {
+            // Nothing was in flight; the silence so far was ours.
+            self.last_heard = Instant::now();
+        }
+        self.last_sent = Instant::now();
+        log::info!(target: "swarm::chunk", "{name}: requested {} from the owner", id_list(&ids));
+        Ok(())
     }
 }
 

@@ -24,6 +24,10 @@ use crate::wire::{self, Decoder, Message};
 
 /// Connections served at once; more are refused with a REFUSE message.
 pub const MAX_CONNECTIONS: usize = 16;
+/// Requests one connection may have queued. An honest downloader keeps
+/// at most a window (64) in flight; more is a flood, and the connection
+/// is dropped rather than letting the queue grow.
+pub const MAX_QUEUED_REQUESTS: usize = 256;
 
 /// Everything the upload thread needs.
 pub(crate) struct Upload {
@@ -115,7 +119,7 @@ fn serve(
     log::info!("{name}: upload neighbour {who} connected from {addr}");
 
     let (held, gained) = store.subscribe();
-    let (requests, request_rx) = crossbeam_channel::unbounded();
+    let (requests, request_rx) = crossbeam_channel::bounded(MAX_QUEUED_REQUESTS);
     let writer = Writer {
         stream: stream
             .try_clone()
@@ -181,9 +185,13 @@ fn read_loop(
                     )));
                 }
                 log::info!(target: "swarm::chunk", "{name}: received request for chunk {id} from {who}");
-                if requests.send(id).is_err() {
+                match requests.try_send(id) {
+                    Ok(()) => {}
+                    Err(crossbeam_channel::TrySendError::Full(_)) => {
+                        return Err(fail(wire::Error::Flood(MAX_QUEUED_REQUESTS)));
+                    }
                     // The writer stopped; its error says why.
-                    return Ok(false);
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Ok(false),
                 }
             }
             Message::Complete => {

@@ -288,8 +288,21 @@ impl Ring {
     }
 
     /// Waits for every peer to exit 0 and checks every copy is
-    /// byte-identical to the input.
+    /// byte-identical to the input, and that each peer left because its
+    /// upload neighbour was complete, not because `--linger` ran out.
     pub fn expect_all_identical(&mut self) {
+        self.expect_identical_copies();
+        for i in 0..self.peers.len() {
+            let log = self.peer(i).log_text();
+            assert!(
+                log.contains("upload neighbour holds every chunk; exiting"),
+                "peer{i} did not leave through the ring's exit rule"
+            );
+        }
+    }
+
+    /// Waits for every started peer to exit 0 and checks its copy.
+    pub fn expect_identical_copies(&mut self) {
         for i in 0..self.peers.len() {
             self.peer(i).expect_success();
         }
