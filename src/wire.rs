@@ -430,6 +430,12 @@ impl Decoder {
         self.layout = Some(layout);
     }
 
+    /// Bytes the decoder's buffer holds allocated; never more than the
+    /// frame limit plus the length field.
+    pub fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The largest `length` currently accepted.
     pub fn limit(&self) -> usize {
         self.layout.map_or(HANDSHAKE_LIMIT, |l| l.frame_limit())
@@ -467,7 +473,11 @@ impl Decoder {
                         // The header is complete: check it before the
                         // buffer grows to the length it claims.
                         self.check_header()?;
-                        self.buf.resize(4 + self.header_len(), 0);
+                        let total = 4 + self.header_len();
+                        // Exactly what the checked length needs: memory
+                        // stays bounded by the frame limit.
+                        self.buf.reserve_exact(total.saturating_sub(self.buf.len()));
+                        self.buf.resize(total, 0);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -835,6 +845,66 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn random_and_mutated_frames_never_panic_or_overallocate() {
+        let mut x = 0x853C_49E6_748F_EA9Bu64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid: Vec<Vec<u8>> = every_message()
+            .iter()
+            .map(|m| {
+                let mut buf = Vec::new();
+                encode(m, &mut buf);
+                buf
+            })
+            .collect();
+        let mut decoded = 0;
+        for round in 0..100_000 {
+            let mut bytes = match round % 4 {
+                // Pure noise.
+                0 => (0..next() % 64).map(|_| next() as u8).collect(),
+                // A valid frame with a few bytes flipped.
+                1 | 2 => {
+                    let mut f = valid[next() as usize % valid.len()].clone();
+                    for _ in 0..1 + next() % 3 {
+                        let at = next() as usize % f.len();
+                        f[at] ^= 1 << (next() % 8);
+                    }
+                    f
+                }
+                // A valid frame with a random length field.
+                _ => {
+                    let mut f = valid[next() as usize % valid.len()].clone();
+                    f[..4].copy_from_slice(&(next() as u32).to_be_bytes());
+                    f
+                }
+            };
+            if next() % 4 == 0 {
+                let cut = next() as usize % (bytes.len() + 1);
+                bytes.truncate(cut);
+            }
+            let mut dec = Decoder::new();
+            if round % 2 == 0 {
+                dec.set_layout(layout());
+            }
+            let mut r = &bytes[..];
+            while dec.read(&mut r).is_ok() {
+                decoded += 1;
+            }
+            assert!(
+                dec.allocated() <= 4 + dec.limit(),
+                "round {round}: {}",
+                dec.allocated()
+            );
+        }
+        // Some mutations leave a valid message; most must not.
+        assert!(decoded > 1000 && decoded < 90_000, "decoded {decoded}");
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Download {
                 Ok(()) => return,
                 Err(Ended::Untrusted) => {
                     // Let the owner stand in at once, and for a while.
-                    self.set_stalled(true, "sent corrupt chunks");
+                    self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
                     let until = Instant::now() + 3 * self.stall_timeout;
                     while Instant::now() < until && !self.shared.stopping() && !self.finished() {
                         thread::sleep(net::READ_TICK);
@@ -106,7 +106,8 @@ impl Download {
     /// `--stall-timeout` while chunks are missing.
     fn check_stall(&self, last_delivery: Instant) {
         if !self.finished() && last_delivery.elapsed() >= self.stall_timeout {
-            self.set_stalled(true, "delivered nothing");
+            let why = format!("delivered nothing for {} s", self.stall_timeout.as_secs());
+            self.set_stalled(true, &why);
         }
     }
 
@@ -115,10 +116,8 @@ impl Download {
         let was = self.shared.stalled.swap(stalled, Ordering::Relaxed);
         match (was, stalled) {
             (false, true) => log::warn!(
-                "{name}: the download neighbour at {} {why} for {} s; fetching missing chunks \
-                 from the owner",
+                "{name}: the download neighbour at {} {why}; fetching missing chunks from the owner",
                 self.addr,
-                self.stall_timeout.as_secs()
             ),
             (true, false) => log::info!(
                 "{name}: the download neighbour at {} is delivering again; back to the ring",
@@ -258,8 +257,8 @@ impl Download {
                             link.bad += 1;
                             if link.bad >= MAX_BAD_CHUNKS {
                                 log::warn!(
-                                    "{name}: chunk {id} from {who} failed its SHA-256 check, the \
-                                     {MAX_BAD_CHUNKS}th bad chunk; disconnecting"
+                                    "{name}: chunk {id} from {who} failed its SHA-256 check; \
+                                     {MAX_BAD_CHUNKS} bad chunks from it; disconnecting"
                                 );
                                 return Err(Ended::Untrusted);
                             }

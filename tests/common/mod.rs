@@ -197,6 +197,38 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Sends a signal (`"STOP"`, `"CONT"`, ...) to a process.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{sig} {pid} failed");
+}
+
+/// Checks every chunk file of a swarm directory against its manifest:
+/// returns (good, bad) counts. Temporary files are not chunk files.
+pub fn audit_chunks(dir: &Path) -> (usize, usize) {
+    let text = fs::read_to_string(dir.join("manifest")).unwrap();
+    let m = swarm::manifest::Manifest::from_text(&text).unwrap();
+    let (mut good, mut bad) = (0, 0);
+    for entry in fs::read_dir(dir.join("chunks")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(raw) = name.strip_suffix(".chunk") else {
+            continue;
+        };
+        let id = m.layout().chunk_id(raw.parse().unwrap()).unwrap();
+        if m.verify(id, &fs::read(&path).unwrap()) {
+            good += 1;
+        } else {
+            bad += 1;
+        }
+    }
+    (good, bad)
+}
+
 /// How many chunk files a swarm directory holds.
 pub fn chunk_files(dir: &Path) -> usize {
     fs::read_dir(dir.join("chunks"))
@@ -283,6 +315,18 @@ impl Ring {
         self.peers[i] = Some(Proc::start(&name, &self.dir.path, &args));
     }
 
+    /// Kills peer `i` with SIGKILL, keeping its log as `peerI-runN.log`.
+    pub fn kill_peer(&mut self, i: usize) {
+        if let Some(mut p) = self.peers[i].take() {
+            p.kill();
+            let mut n = 1;
+            while self.dir.join(&format!("peer{i}-run{n}.log")).exists() {
+                n += 1;
+            }
+            fs::rename(&p.log, self.dir.join(&format!("peer{i}-run{n}.log"))).unwrap();
+        }
+    }
+
     pub fn peer(&mut self, i: usize) -> &mut Proc {
         self.peers[i].as_mut().expect("peer not started")
     }
@@ -303,10 +347,13 @@ impl Ring {
 
     /// Waits for every started peer to exit 0 and checks its copy.
     pub fn expect_identical_copies(&mut self) {
-        for i in 0..self.peers.len() {
+        let started: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].is_some())
+            .collect();
+        for &i in &started {
             self.peer(i).expect_success();
         }
-        for i in 0..self.peers.len() {
+        for i in started {
             let copy = self.peer_dir(i).join("input.bin");
             let got = fs::read(&copy)
                 .unwrap_or_else(|e| panic!("peer{i}: cannot read {}: {e}", copy.display()));

@@ -1,0 +1,539 @@
+//! Fault injection: crashes, corruption, dead peers, a dead owner, lying
+//! neighbours and hostile bytes. Every test ends by comparing the copies
+//! with the input byte for byte, or by checking the exact error.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::{Proc, Ring, TestDir, audit_chunks, chunk_files, free_ports, signal, wait_until};
+use swarm::manifest::{Layout, Manifest, sha256};
+use swarm::wire::{self, Decoder, Message};
+
+const CHUNK: usize = 102_400;
+
+/// Owner and peers with short timeouts, so faults resolve in seconds.
+fn quick_ring(name: &str, n: usize, chunks: usize) -> Ring {
+    let mut ring = Ring::new(name, n, chunks * CHUNK - 7);
+    ring.extra = ["--stall-timeout", "1", "--linger", "3"]
+        .map(String::from)
+        .to_vec();
+    ring
+}
+
+#[test]
+fn kill_9_at_several_points_then_restart() {
+    let mut ring = quick_ring("kill9", 5, 40);
+    ring.start_owner(&[]);
+    let dir = ring.peer_dir(2);
+
+    // 1. Killed as soon as its manifest is cached, before or while the
+    //    first seeded chunks land.
+    ring.start_peer(2);
+    wait_until("peer 2's manifest", || dir.join("manifest").exists());
+    ring.kill_peer(2);
+    assert_eq!(
+        audit_chunks(&dir).1,
+        0,
+        "no chunk file may be partial or wrong"
+    );
+
+    // 2. Killed mid-run: peer 3 is up, peer 4 is not, so the two trade
+    //    their seeds and then wait for a stall to call in the owner.
+    ring.start_peer(2);
+    ring.start_peer(3);
+    wait_until("peer 2 to hold 16 chunks", || chunk_files(&dir) >= 16);
+    ring.kill_peer(2);
+    let (good, bad) = audit_chunks(&dir);
+    assert_eq!(bad, 0);
+    assert!(good >= 16);
+
+    // 3. Killed once complete, while it waits for an upload neighbour.
+    ring.start_peer(2);
+    wait_until("peer 2's copy", || dir.join("input.bin").exists());
+    ring.kill_peer(2);
+    assert_eq!(audit_chunks(&dir), (40, 0));
+    assert_eq!(fs::read(dir.join("input.bin")).unwrap(), ring.data);
+
+    // 4. Everyone else joins; the twice-killed peer resumes with all 40.
+    ring.start_peer(2);
+    for i in [0, 1, 4] {
+        ring.start_peer(i);
+    }
+    ring.expect_identical_copies();
+    let log = ring.peer(2).log_text();
+    assert!(log.contains("40 of 40 chunks verified on disk"), "{log}");
+    assert!(
+        !log.contains("received chunk "),
+        "a complete peer fetched chunks again"
+    );
+}
+
+#[test]
+fn damaged_chunk_files_are_dropped_and_fetched_again() {
+    let mut ring = quick_ring("damaged", 5, 40);
+    ring.start_owner(&[]);
+    let dir = ring.peer_dir(2);
+    ring.start_peer(2);
+    ring.start_peer(3);
+    wait_until("peer 2 to hold 16 chunks", || chunk_files(&dir) >= 16);
+    ring.kill_peer(2);
+    ring.kill_peer(3);
+    let held = chunk_files(&dir);
+
+    // While it is down: one chunk flipped, one cut short, one emptied.
+    let mut files: Vec<_> = fs::read_dir(dir.join("chunks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut data = fs::read(&files[0]).unwrap();
+    data[100] ^= 0x01;
+    fs::write(&files[0], &data).unwrap();
+    fs::write(&files[1], &fs::read(&files[1]).unwrap()[..1000]).unwrap();
+    fs::write(&files[2], b"").unwrap();
+
+    for i in 0..5 {
+        ring.start_peer(i);
+    }
+    ring.expect_identical_copies();
+    let log = ring.peer(2).log_text();
+    assert_eq!(
+        log.matches("dropping damaged chunk file").count(),
+        3,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{} of 40 chunks verified on disk", held - 3)),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_ring_with_a_peer_killed_for_good_still_completes() {
+    let mut ring = quick_ring("dead-peer", 5, 30);
+    ring.start_owner(&[]);
+    ring.start_peer(2);
+    wait_until("peer 2 to hold a chunk", || {
+        chunk_files(&ring.peer_dir(2)) >= 1
+    });
+    ring.kill_peer(2);
+    for i in [0, 1, 3, 4] {
+        ring.start_peer(i);
+    }
+    // Peer 1 downloads from the dead peer 2: the owner stands in.
+    // Peer 3's upload neighbour is the dead peer 2: it leaves after
+    // --linger.
+    ring.expect_identical_copies();
+    let log1 = ring.peer(1).log_text();
+    assert!(
+        log1.contains("fetching missing chunks from the owner"),
+        "{log1}"
+    );
+    let log3 = ring.peer(3).log_text();
+    assert!(
+        log3.contains("no upload neighbour in contact for 3 s; exiting"),
+        "{log3}"
+    );
+}
+
+#[test]
+fn the_ring_completes_after_the_owner_dies_once_everything_is_seeded() {
+    let mut ring = Ring::new("dead-owner", 4, 40 * CHUNK - 1);
+    ring.start_owner(&["--peers", "4"]);
+    // Each peer is frozen as soon as its seeds are in, so the owner dies
+    // before the ring has finished; between them the four hold every
+    // chunk once.
+    for i in 0..4 {
+        ring.start_peer(i);
+        wait_until("seeding", || {
+            ring.peer(i)
+                .log_text()
+                .contains("the owner seeded 10 chunks")
+        });
+        signal(ring.peer(i).pid(), "STOP");
+    }
+    ring.owner.as_mut().unwrap().kill();
+    for i in 0..4 {
+        signal(ring.peer(i).pid(), "CONT");
+    }
+    ring.expect_all_identical();
+    for i in 0..4 {
+        let log = ring.peer(i).log_text();
+        assert!(
+            log.contains("0.98 MiB from the owner"),
+            "peer{i} got more than its seeds: {log}"
+        );
+    }
+}
+
+/// A download neighbour that lists every chunk and answers every request
+/// with the right number of wrong bytes.
+fn lying_neighbour(listener: TcpListener, manifest: Manifest, stop: Arc<AtomicBool>) -> usize {
+    listener.set_nonblocking(true).unwrap();
+    let mut served = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((mut stream, _)) = listener.accept() else {
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let layout = *manifest.layout();
+        let mut dec = Decoder::new();
+        if !matches!(dec.read(&mut stream), Ok(Message::Hello { .. })) {
+            continue;
+        }
+        let hello = Message::Hello {
+            version: wire::VERSION,
+            file_id: manifest.id(),
+            name: "liar",
+        };
+        let mut all = swarm::chunks::ChunkSet::new(layout.count());
+        layout.ids().for_each(|id| {
+            all.insert(id);
+        });
+        if wire::send(&mut stream, &hello).is_err()
+            || wire::send(&mut stream, &Message::ChunkList(all)).is_err()
+        {
+            continue;
+        }
+        dec.set_layout(layout);
+        while let Ok(Message::Request(id)) = dec.read(&mut stream) {
+            let junk = vec![0xEE; layout.chunk_len(id)];
+            if wire::send(&mut stream, &Message::Chunk { id, data: &junk }).is_err() {
+                break;
+            }
+            served += 1;
+        }
+    }
+    served
+}
+
+#[test]
+fn a_neighbour_serving_corrupt_chunks_is_dropped_for_the_owner() {
+    let mut ring = quick_ring("liar", 1, 20);
+    ring.start_owner(&["--peers", "4"]);
+    wait_until("the owner's manifest", || {
+        ring.dir.join("owner/summary.txt").exists()
+    });
+    let text = fs::read_to_string(ring.dir.join("owner/manifest")).unwrap();
+    let manifest = Manifest::from_text(&text).unwrap();
+    // The single peer's download neighbour is the liar.
+    let liar = TcpListener::bind("127.0.0.1:0").unwrap();
+    ring.ports.push(liar.local_addr().unwrap().port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let liar = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || lying_neighbour(liar, manifest, stop))
+    };
+    ring.start_peer(0);
+    ring.expect_identical_copies();
+    stop.store(true, Ordering::Relaxed);
+    assert!(liar.join().unwrap() >= 3);
+    let log = ring.peer(0).log_text();
+    assert!(
+        log.matches("failed its SHA-256 check").count() >= 3,
+        "{log}"
+    );
+    assert!(log.contains("3 bad chunks from it; disconnecting"), "{log}");
+    assert!(
+        log.contains("sent 3 corrupt chunks; fetching missing chunks from the owner"),
+        "{log}"
+    );
+}
+
+/// Opens connections that misbehave in every way the decoder knows, and
+/// keeps the idle ones open until dropped.
+fn hostile_connections(port: u16) -> Vec<TcpStream> {
+    let hello = |magic: &[u8], version: u16| {
+        let mut frame = Vec::new();
+        wire::encode(
+            &Message::Hello {
+                version: 1,
+                file_id: [0; 32],
+                name: "x",
+            },
+            &mut frame,
+        );
+        frame[5..9].copy_from_slice(magic);
+        frame[9..11].copy_from_slice(&version.to_be_bytes());
+        frame
+    };
+    let attacks: Vec<Vec<u8>> = vec![
+        vec![],                           // idle: says nothing
+        common::random_bytes(4096, 7),    // noise
+        vec![0xFF, 0xFF, 0xFF, 0xFF, 7],  // a 4 GiB frame
+        vec![0, 0, 0, 1, 200],            // unknown type
+        hello(b"HTTP", 1),                // wrong magic
+        hello(b"SWRM", 9),                // wrong version
+        hello(b"SWRM", 1)[..20].to_vec(), // truncated, then idle
+    ];
+    attacks
+        .into_iter()
+        .map(|bytes| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&bytes).unwrap();
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_and_idle_connections_do_not_disturb_a_ring() {
+    let mut ring = Ring::new("hostile", 5, 30 * CHUNK + 3);
+    ring.start_owner(&[]);
+    wait_until("the owner's manifest", || {
+        ring.dir.join("owner/summary.txt").exists()
+    });
+    let mut held = hostile_connections(ring.owner_port);
+    ring.start_peer(1);
+    wait_until("peer 1 listening", || {
+        ring.peer(1).log_text().contains("listening")
+    });
+    held.extend(hostile_connections(ring.ports[1]));
+    for i in [0, 2, 3, 4] {
+        ring.start_peer(i);
+    }
+    ring.expect_all_identical();
+    for log in [
+        ring.owner.as_ref().unwrap().log_text(),
+        ring.peer(1).log_text(),
+    ] {
+        for want in [
+            "not a swarm connection (bad magic)",
+            "protocol version 9 is not supported",
+            "frame of 4294967295 bytes is over the 1024-byte limit",
+            "unknown message type 200",
+        ] {
+            assert!(log.contains(want), "no warning {want:?} in:\n{log}");
+        }
+        assert!(!log.contains("panicked"));
+    }
+    drop(held);
+}
+
+#[test]
+fn idle_handshakes_time_out() {
+    let mut ring = Ring::new("idle", 1, 1000);
+    ring.start_owner(&[]);
+    wait_until("the owner's manifest", || {
+        ring.dir.join("owner/summary.txt").exists()
+    });
+    let mut idle = TcpStream::connect(("127.0.0.1", ring.owner_port)).unwrap();
+    idle.set_read_timeout(Some(common::patience())).unwrap();
+    // The owner hangs up after its 10 s handshake timeout.
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle.read(&mut buf).unwrap(),
+        0,
+        "the owner should close the idle connection"
+    );
+    // The warning is logged just after the close.
+    wait_until("the owner's warning", || {
+        ring.owner
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("timed out; connection closed")
+    });
+}
+
+#[test]
+fn a_request_flood_is_cut_off() {
+    let mut ring = Ring::new("flood", 1, 3 * CHUNK);
+    // The peer gets every chunk from the owner; its download neighbour
+    // port is dead, so it lingers while the flood comes in.
+    ring.extra = ["--linger", "2", "--stall-timeout", "60"]
+        .map(String::from)
+        .to_vec();
+    ring.start_owner(&["--peers", "1"]);
+    let dead = free_ports(1)[0];
+    ring.ports.push(dead);
+    ring.start_peer(0);
+    wait_until("the peer's copy", || {
+        ring.peer_dir(0).join("input.bin").exists()
+    });
+    let text = fs::read_to_string(ring.peer_dir(0).join("manifest")).unwrap();
+    let manifest = Manifest::from_text(&text).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", ring.ports[0])).unwrap();
+    let hello = Message::Hello {
+        version: wire::VERSION,
+        file_id: manifest.id(),
+        name: "flood",
+    };
+    wire::send(&mut s, &hello).unwrap();
+    // Ask for chunk 0 a thousand times and never read the answers.
+    let id = manifest.layout().chunk_id(0).unwrap();
+    let mut frames = Vec::new();
+    for _ in 0..1000 {
+        wire::encode(&Message::Request(id), &mut frames);
+    }
+    let _ = s.write_all(&frames);
+    ring.peer(0).expect_success();
+    let log = ring.peer(0).log_text();
+    assert!(
+        log.contains("more than 256 requests queued (request flood)"),
+        "{log}"
+    );
+}
+
+/// A fake owner that serves a 3000-byte file under a hostile name.
+fn hostile_owner(listener: TcpListener, raw_name: &str, data: &[u8], chunk_size: u32) {
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut dec = Decoder::new();
+    dec.read(&mut s).unwrap();
+    let layout = Layout::new(data.len() as u64, 1024).unwrap();
+    let hashes: Vec<_> = data.chunks(1024).map(sha256).collect();
+    let plain = swarm::manifest::plain_name(raw_name);
+    let m = Manifest::new(plain, layout, sha256(data), hashes.clone()).unwrap();
+    let hello = Message::Hello {
+        version: wire::VERSION,
+        file_id: m.id(),
+        name: "owner",
+    };
+    wire::send(&mut s, &hello).unwrap();
+    let manifest = Message::Manifest {
+        file_len: data.len() as u64,
+        chunk_size,
+        file_hash: sha256(data),
+        name: raw_name,
+    };
+    wire::send(&mut s, &manifest).unwrap();
+    if chunk_size != 1024 {
+        return;
+    }
+    let first = layout.chunk_id(0).unwrap();
+    wire::send(&mut s, &Message::Hashes { first, hashes }).unwrap();
+    dec.set_layout(layout);
+    dec.read(&mut s).unwrap();
+    for id in layout.ids() {
+        let at = layout.offset(id) as usize;
+        let chunk = &data[at..at + layout.chunk_len(id)];
+        wire::send(&mut s, &Message::Chunk { id, data: chunk }).unwrap();
+    }
+    wire::send(&mut s, &Message::SeedDone).unwrap();
+    let _ = s.read(&mut [0u8; 64]);
+}
+
+#[test]
+fn a_malicious_manifest_writes_nothing_outside_the_directory() {
+    let dir = TestDir::new("traversal");
+    let work = dir.join("a/b");
+    fs::create_dir_all(&work).unwrap();
+    let data = common::random_bytes(3000, 3);
+    let ports = free_ports(2);
+    let owner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let owner_port = owner.local_addr().unwrap().port();
+    let served = data.clone();
+    let fake = thread::spawn(move || hostile_owner(owner, "../../escape.bin", &served, 1024));
+    let args: Vec<String> = [
+        "peer",
+        "--owner",
+        &owner_port.to_string(),
+        "--port",
+        &ports[0].to_string(),
+        "--download-neighbor",
+        &ports[1].to_string(),
+        "--dir",
+        "peer",
+        "--linger",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut peer = Proc::start("peer", &work, &args);
+    peer.expect_success();
+    fake.join().unwrap();
+    assert_eq!(fs::read(work.join("peer/escape.bin")).unwrap(), data);
+    assert!(!dir.join("escape.bin").exists() && !dir.join("a/escape.bin").exists());
+    let log = peer.log_text();
+    assert!(
+        log.contains(
+            r#"the owner's file name "../../escape.bin" is not a plain name; using "escape.bin""#
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_impossible_manifest_is_refused_with_one_line() {
+    let dir = TestDir::new("bad-manifest");
+    let ports = free_ports(2);
+    let owner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let owner_port = owner.local_addr().unwrap().port();
+    let fake = thread::spawn(move || hostile_owner(owner, "x.bin", &[1, 2, 3], 0));
+    let args: Vec<String> = [
+        "peer",
+        "--owner",
+        &owner_port.to_string(),
+        "--port",
+        &ports[0].to_string(),
+        "--download-neighbor",
+        &ports[1].to_string(),
+        "--dir",
+        "peer",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut peer = Proc::start("peer", &dir.path, &args);
+    let status = peer
+        .wait_for(common::patience())
+        .expect("peer did not exit");
+    fake.join().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let log = peer.log_text();
+    assert_eq!(
+        log.lines().last(),
+        Some("swarm: bad manifest: chunk size 0 is outside 1024..=16777216 bytes"),
+        "{log}"
+    );
+    assert!(!dir.join("peer/manifest").exists());
+}
+
+#[test]
+fn a_restarted_owner_reuses_unchanged_chunks_and_resplits_a_changed_file() {
+    let mut ring = Ring::new("owner-restart", 3, 12 * CHUNK + 5);
+    ring.start_owner(&["--peers", "3"]);
+    wait_until("the split", || {
+        ring.owner
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("reused 0 unchanged")
+    });
+    ring.owner.as_mut().unwrap().kill();
+    ring.start_owner(&["--peers", "3"]);
+    wait_until("the second split", || {
+        ring.owner
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("(reused 13 unchanged")
+    });
+    ring.owner.as_mut().unwrap().kill();
+    // Change one byte in chunk 5 and the owner re-splits what changed.
+    ring.data[5 * CHUNK + 10] ^= 0xFF;
+    fs::write(&ring.file, &ring.data).unwrap();
+    ring.start_owner(&["--peers", "3"]);
+    wait_until("the third split", || {
+        ring.owner
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("(reused 12 unchanged")
+    });
+    for i in 0..3 {
+        ring.start_peer(i);
+    }
+    ring.expect_all_identical();
+}
