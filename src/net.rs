@@ -8,11 +8,12 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::wire::{self, Decoder};
+use crate::wire::{self, Decoder, Message};
 
 /// How long a TCP connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +109,62 @@ pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 /// Binds a listener, naming the address in the error.
 pub fn listen(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))
+}
+
+/// Accepts connections until `stopper` fires, serving each on its own
+/// thread with `serve(stream, remote_address)`, so one slow or hostile
+/// connection never holds up another. Past `max` connections at once, a
+/// new one is sent REFUSE and closed. `name` prefixes the warnings logged
+/// when a connection ends in an error.
+pub fn accept_loop<F>(listener: &TcpListener, stopper: &Stopper, name: &str, max: usize, serve: F)
+where
+    F: Fn(TcpStream, &str) -> Result<()> + Send + Sync + 'static,
+{
+    let serve = Arc::new(serve);
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stopper.stopped() {
+            return;
+        }
+        let stream = match conn {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("{name}: accept failed: {}", crate::error::plain(&e));
+                thread::sleep(READ_TICK);
+                continue;
+            }
+        };
+        let addr = stream
+            .peer_addr()
+            .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+        let busy = active.fetch_add(1, Ordering::SeqCst);
+        let (serve, count, name2) = (Arc::clone(&serve), Arc::clone(&active), name.to_string());
+        let spawned = thread::Builder::new()
+            .name(format!("{name} {addr}"))
+            .spawn(move || {
+                let result = if busy >= max {
+                    refuse(stream, "too many connections; try again later", &addr)
+                } else {
+                    serve(stream, &addr)
+                };
+                count.fetch_sub(1, Ordering::SeqCst);
+                if let Err(e) = result {
+                    log::warn!("{name2}: {e}; connection closed");
+                }
+            });
+        if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("{name}: cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// Tells the other side why it will not be served, then closes.
+pub fn refuse(mut stream: TcpStream, reason: &str, who: &str) -> Result<()> {
+    let _ = configure(&stream);
+    let _ = wire::send(&mut stream, &Message::Refuse(reason));
+    close_gracefully(&mut stream, READ_TICK);
+    Err(Error::wire(who, wire::Error::Refused(reason.into())))
 }
 
 /// Backoff between connection attempts: 100 ms doubling to 2 s.

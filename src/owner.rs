@@ -10,9 +10,7 @@
 //! hold every chunk and the ring can finish even without the owner.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Instant;
 
 use crate::chunks::ChunkSet;
@@ -74,7 +72,6 @@ struct Shared {
     store: Store,
     file_id: [u8; 32],
     seeder: Mutex<Seeder>,
-    connections: AtomicUsize,
 }
 
 impl Owner {
@@ -107,7 +104,6 @@ impl Owner {
                 store,
                 file_id,
                 seeder: Mutex::new(seeder),
-                connections: AtomicUsize::new(0),
             }),
             stopper: Stopper::new(addr),
         })
@@ -131,52 +127,17 @@ impl Owner {
     /// Accepts and serves peers until stopped.
     pub fn run(self) -> Result<()> {
         log::info!("owner: listening on {}", self.addr);
-        for conn in self.listener.incoming() {
-            if self.stopper.stopped() {
-                break;
-            }
-            let stream = match conn {
-                Ok(stream) => stream,
-                Err(e) => {
-                    log::warn!("owner: accept failed: {}", crate::error::plain(&e));
-                    thread::sleep(net::READ_TICK);
-                    continue;
-                }
-            };
-            let who = stream
-                .peer_addr()
-                .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-            let shared = Arc::clone(&self.shared);
-            let busy = shared.connections.fetch_add(1, Ordering::SeqCst);
-            let spawned = thread::Builder::new()
-                .name(format!("owner {who}"))
-                .spawn(move || {
-                    let result = if busy >= MAX_CONNECTIONS {
-                        refuse(stream, &who)
-                    } else {
-                        serve(&shared, stream, &who)
-                    };
-                    shared.connections.fetch_sub(1, Ordering::SeqCst);
-                    if let Err(e) = result {
-                        log::warn!("owner: {e}; connection closed");
-                    }
-                });
-            if let Err(e) = spawned {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                log::warn!("owner: cannot start a thread: {e}");
-            }
-        }
+        let shared = self.shared;
+        net::accept_loop(
+            &self.listener,
+            &self.stopper,
+            "owner",
+            MAX_CONNECTIONS,
+            move |s, who| serve(&shared, s, who),
+        );
         log::info!("owner: stopped");
         Ok(())
     }
-}
-
-fn refuse(mut stream: TcpStream, who: &str) -> Result<()> {
-    let _ = net::configure(&stream);
-    let reason = "too many connections; try again later";
-    let _ = wire::send(&mut stream, &Message::Refuse(reason));
-    net::close_gracefully(&mut stream, net::READ_TICK);
-    Err(Error::wire(who, wire::Error::Refused(reason.into())))
 }
 
 /// One peer's session, as the wire module's "owner session" describes.

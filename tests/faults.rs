@@ -386,6 +386,20 @@ fn a_request_flood_is_cut_off() {
     );
 }
 
+/// Arguments for a peer in directory `peer` with the given owner port
+/// and a download neighbour port that nobody listens on.
+fn lone_peer_args(owner_port: u16, extra: &[&str]) -> Vec<String> {
+    let ports = free_ports(2);
+    let mut args: Vec<String> = ["peer", "--owner", &owner_port.to_string(), "--port"]
+        .map(String::from)
+        .to_vec();
+    args.push(ports[0].to_string());
+    args.extend(["--download-neighbor".to_string(), ports[1].to_string()]);
+    args.extend(["--dir", "peer"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A fake owner that serves a 3000-byte file under a hostile name.
 fn hostile_owner(listener: TcpListener, raw_name: &str, data: &[u8], chunk_size: u32) {
     let (mut s, _) = listener.accept().unwrap();
@@ -431,26 +445,10 @@ fn a_malicious_manifest_writes_nothing_outside_the_directory() {
     let work = dir.join("a/b");
     fs::create_dir_all(&work).unwrap();
     let data = common::random_bytes(3000, 3);
-    let ports = free_ports(2);
     let owner = TcpListener::bind("127.0.0.1:0").unwrap();
-    let owner_port = owner.local_addr().unwrap().port();
+    let args = lone_peer_args(owner.local_addr().unwrap().port(), &["--linger", "1"]);
     let served = data.clone();
     let fake = thread::spawn(move || hostile_owner(owner, "../../escape.bin", &served, 1024));
-    let args: Vec<String> = [
-        "peer",
-        "--owner",
-        &owner_port.to_string(),
-        "--port",
-        &ports[0].to_string(),
-        "--download-neighbor",
-        &ports[1].to_string(),
-        "--dir",
-        "peer",
-        "--linger",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec();
     let mut peer = Proc::start("peer", &work, &args);
     peer.expect_success();
     fake.join().unwrap();
@@ -468,23 +466,9 @@ fn a_malicious_manifest_writes_nothing_outside_the_directory() {
 #[test]
 fn an_impossible_manifest_is_refused_with_one_line() {
     let dir = TestDir::new("bad-manifest");
-    let ports = free_ports(2);
     let owner = TcpListener::bind("127.0.0.1:0").unwrap();
-    let owner_port = owner.local_addr().unwrap().port();
+    let args = lone_peer_args(owner.local_addr().unwrap().port(), &[]);
     let fake = thread::spawn(move || hostile_owner(owner, "x.bin", &[1, 2, 3], 0));
-    let args: Vec<String> = [
-        "peer",
-        "--owner",
-        &owner_port.to_string(),
-        "--port",
-        &ports[0].to_string(),
-        "--download-neighbor",
-        &ports[1].to_string(),
-        "--dir",
-        "peer",
-    ]
-    .map(String::from)
-    .to_vec();
     let mut peer = Proc::start("peer", &dir.path, &args);
     let status = peer
         .wait_for(common::patience())

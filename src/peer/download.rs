@@ -31,6 +31,10 @@ use crate::wire::{self, Decoder, Message};
 /// dropped in favour of the owner.
 pub const MAX_BAD_CHUNKS: u32 = 3;
 
+/// How long a complete peer keeps trying to reach its neighbour to tell
+/// it so.
+const GIVE_UP_WHEN_COMPLETE: Duration = Duration::from_secs(3);
+
 /// Everything the download thread needs.
 pub(crate) struct Download {
     pub addr: SocketAddr,
@@ -60,6 +64,7 @@ impl Download {
         let mut backoff = Backoff::default();
         let mut last_delivery = Instant::now();
         let mut failures = 0u32;
+        let mut complete_since = None;
         loop {
             // A peer that is already complete still connects once, to
             // tell its neighbour so.
@@ -90,9 +95,15 @@ impl Download {
                     }
                 }
             }
-            // Complete or not, keep trying: the neighbour may be waiting
-            // for our COMPLETE to leave. The coordinator stops us once it
-            // has waited long enough.
+            // Complete or not, keep trying a little: the neighbour may
+            // be starting up and then wait for our COMPLETE to leave. A
+            // neighbour still unreachable 3 s after we completed is gone.
+            if self.finished() {
+                let since = *complete_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= GIVE_UP_WHEN_COMPLETE {
+                    return;
+                }
+            }
             self.check_stall(last_delivery);
             thread::sleep(backoff.next_delay());
         }

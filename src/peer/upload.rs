@@ -8,7 +8,6 @@
 
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
 
@@ -40,52 +39,16 @@ pub(crate) struct Upload {
 impl Upload {
     /// The accept loop.
     pub fn run(self) {
-        let name = &self.shared.name;
-        let active = Arc::new(AtomicUsize::new(0));
-        for conn in self.listener.incoming() {
-            if self.stopper.stopped() || self.shared.stopping() {
-                return;
-            }
-            let stream = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    log::warn!("{name}: accept failed: {}", crate::error::plain(&e));
-                    thread::sleep(net::READ_TICK);
-                    continue;
-                }
-            };
-            let addr = stream
-                .peer_addr()
-                .map_or_else(|_| "unknown".into(), |a| a.to_string());
-            let busy = active.fetch_add(1, Ordering::SeqCst);
-            let store = Arc::clone(&self.store);
-            let shared = Arc::clone(&self.shared);
-            let active = Arc::clone(&active);
-            let spawned = thread::Builder::new()
-                .name(format!("upload {addr}"))
-                .spawn(move || {
-                    let result = if busy >= MAX_CONNECTIONS {
-                        refuse(stream, "too many connections; try again later", &addr)
-                    } else {
-                        serve(stream, &store, &shared, &addr)
-                    };
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    if let Err(e) = result {
-                        log::warn!("{}: upload connection: {e}; closed", shared.name);
-                    }
-                });
-            if let Err(e) = spawned {
-                log::warn!("{name}: cannot start an upload thread: {e}");
-            }
-        }
+        let name = self.shared.name.clone();
+        let (store, shared) = (self.store, self.shared);
+        net::accept_loop(
+            &self.listener,
+            &self.stopper,
+            &name,
+            MAX_CONNECTIONS,
+            move |s, who| serve(s, &store, &shared, who),
+        );
     }
-}
-
-fn refuse(mut stream: TcpStream, reason: &str, who: &str) -> Result<()> {
-    let _ = net::configure(&stream);
-    let _ = wire::send(&mut stream, &Message::Refuse(reason));
-    net::close_gracefully(&mut stream, net::READ_TICK);
-    Err(Error::wire(who, wire::Error::Refused(reason.into())))
 }
 
 /// One upload connection, as the wire module's "ring session" describes.
@@ -106,7 +69,7 @@ fn serve(
         other => return Err(Error::wire(addr, wire::Error::Unexpected(other.name()))),
     };
     if file_id != store.manifest().id() {
-        return refuse(stream, "this peer is sharing a different file", &who);
+        return net::refuse(stream, "this peer is sharing a different file", &who);
     }
     let hello = Message::Hello {
         version: wire::VERSION,
