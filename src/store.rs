@@ -21,6 +21,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -63,12 +64,48 @@ pub struct Store {
     inner: Mutex<Inner>,
     /// Guards rewriting the summary file, so two writers never race.
     summary: Mutex<Summary>,
+    /// The output file under construction, once a peer starts one.
+    assembly: Mutex<Option<Assembly>>,
 }
 
 #[derive(Debug)]
 struct Inner {
     have: ChunkSet,
     subscribers: Vec<Sender<ChunkId>>,
+}
+
+/// The output file while it is being built.
+#[derive(Debug)]
+struct Assembly {
+    /// `.NAME.swarm-partial` beside `out`.
+    partial: PathBuf,
+    out: PathBuf,
+    file: File,
+    /// SHA-256 state over chunks `0..cursor`, in order.
+    whole: Sha256,
+    /// The first chunk not yet fed to `whole`.
+    cursor: u32,
+    buf: Vec<u8>,
+}
+
+impl Assembly {
+    /// Feeds `whole` every held chunk from `cursor` on, reading each back
+    /// from the output file (from the page cache, as it was just written).
+    fn advance(&mut self, store: &Store) -> Result<()> {
+        let layout = store.layout();
+        while let Some(id) = layout.chunk_id(self.cursor) {
+            if !store.has(id) {
+                break;
+            }
+            self.buf.resize(layout.chunk_len(id), 0);
+            self.file
+                .read_exact_at(&mut self.buf, layout.offset(id))
+                .map_err(|e| Error::io_path("read", &self.partial, e))?;
+            self.whole.update(&self.buf);
+            self.cursor += 1;
+        }
+        Ok(())
+    }
 }
 
 /// The summary file's state: whether it lags behind the held set.
@@ -272,6 +309,7 @@ impl Store {
                 dirty: true,
                 written: None,
             }),
+            assembly: Mutex::new(None),
         };
         store.flush_summary()?;
         Ok(store)
@@ -392,12 +430,30 @@ impl Store {
         }
         // Chunk files are not fsynced: a restart re-hashes every one.
         write_atomic(&chunk_path(&self.dir, id), data, false)?;
+        // Lock order: assembly, then inner. Holding the assembly lock from
+        // the write into the output until the chunk is listed as held
+        // means begin_assembly copies every chunk exactly once.
+        let mut assembly = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = assembly.as_mut() {
+            a.file
+                .write_all_at(data, self.layout().offset(id))
+                .map_err(|e| Error::io_path("write", &a.partial, e))?;
+        }
         let mut inner = self.lock();
         if !inner.have.insert(id) {
             return Ok(Put::Duplicate);
         }
         inner.subscribers.retain(|tx| tx.send(id).is_ok());
         drop(inner);
+        if let Some(a) = assembly.as_mut() {
+            if a.cursor == id.get() {
+                // The next chunk in file order: hash it from memory.
+                a.whole.update(data);
+                a.cursor += 1;
+            }
+            a.advance(self)?;
+        }
+        drop(assembly);
         self.summary_changed();
         Ok(Put::Stored)
     }
@@ -455,14 +511,16 @@ impl Store {
         self.summary_changed();
     }
 
-    /// Joins every chunk into `out`, checking the whole-file SHA-256.
+    /// Starts building the output file `out` as chunks arrive.
     ///
-    /// The file is written as `.NAME.swarm-partial` beside `out`, flushed
-    /// to disk and renamed, so `out` appears only whole and verified. If
-    /// the digest is wrong, every chunk file is re-checked, the bad ones
-    /// are dropped (they will be fetched again) and an error is returned.
-    pub fn assemble(&self, out: &Path) -> Result<Digest> {
-        let layout = *self.layout();
+    /// The file is written as `.NAME.swarm-partial` beside `out`: every
+    /// chunk held now is copied in, and every chunk stored from now on is
+    /// written at its offset as it is stored. The whole-file SHA-256 is
+    /// fed in order as the held prefix grows, so when the last chunk
+    /// lands only the tail remains to hash. [`Store::finish_assembly`]
+    /// checks it and renames the file into place.
+    pub fn begin_assembly(&self, out: &Path) -> Result<()> {
+        let mut slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -471,33 +529,97 @@ impl Store {
         let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_else(|| self.manifest.name().to_string());
         let partial = parent.join(format!(".{name}.swarm-partial"));
-        let mut file = File::create(&partial).map_err(|e| Error::io_path("create", &partial, e))?;
-        let mut whole = Sha256::new();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(|e| Error::io_path("create", &partial, e))?;
+        let layout = *self.layout();
+        file.set_len(layout.file_len())
+            .map_err(|e| Error::io_path("size", &partial, e))?;
         let mut buf = Vec::with_capacity(layout.chunk_size() as usize);
-        for id in layout.ids() {
+        for id in self.snapshot().iter(&layout) {
             self.read_chunk(id, &mut buf)?;
-            whole.update(&buf);
-            file.write_all(&buf)
+            file.write_all_at(&buf, layout.offset(id))
                 .map_err(|e| Error::io_path("write", &partial, e))?;
         }
-        let digest: Digest = whole.finalize().into();
+        let mut assembly = Assembly {
+            partial,
+            out: out.to_path_buf(),
+            file,
+            whole: Sha256::new(),
+            cursor: 0,
+            buf,
+        };
+        assembly.advance(self)?;
+        *slot = Some(assembly);
+        Ok(())
+    }
+
+    /// Checks the whole-file SHA-256 of the assembled file, flushes it to
+    /// disk and renames it to its final name, so that name only ever holds
+    /// the whole verified file. Every chunk must be held.
+    ///
+    /// If the digest is wrong, every chunk file is re-checked, the bad ones
+    /// are dropped (to be fetched again), assembly starts over and an
+    /// error is returned.
+    pub fn finish_assembly(&self) -> Result<Digest> {
+        let mut slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut assembly) = slot.take() else {
+            return Err(Error::Bug("finish_assembly without begin_assembly".into()));
+        };
+        assembly.advance(self)?;
+        if assembly.cursor != self.layout().count() {
+            let msg = format!(
+                "assembly stopped at chunk {} of {}",
+                assembly.cursor,
+                self.layout().count()
+            );
+            *slot = Some(assembly);
+            return Err(Error::Bug(msg));
+        }
+        let digest: Digest = assembly.whole.finalize_reset().into();
+        let partial = assembly.partial.clone();
         if digest != *self.manifest.file_hash() {
-            drop(file);
-            let _ = fs::remove_file(&partial);
+            let out = assembly.out.clone();
+            drop(assembly);
             let dropped = self.recheck();
+            drop(slot);
+            self.begin_assembly(&out)?;
             return Err(Error::Integrity(format!(
-                "the joined file's SHA-256 is {} instead of {}; dropped {} \
-                 damaged chunks",
+                "the joined file's SHA-256 is {} instead of {}; dropped {dropped} damaged chunks",
                 manifest::to_hex(&digest),
                 manifest::to_hex(self.manifest.file_hash()),
-                dropped
             )));
         }
-        file.sync_all()
+        assembly
+            .file
+            .sync_all()
             .map_err(|e| Error::io_path("flush", &partial, e))?;
-        drop(file);
-        fs::rename(&partial, out).map_err(|e| Error::io_path("rename to", out, e))?;
+        fs::rename(&partial, &assembly.out)
+            .map_err(|e| Error::io_path("rename to", &assembly.out, e))?;
         Ok(digest)
+    }
+
+    /// Starts writing the assembled part of the output to disk, so the
+    /// flush at the end has little left to do. Called about once a second;
+    /// the flush runs on a second handle, without holding any lock.
+    pub fn sync_partial(&self) {
+        let handle = {
+            let slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
+            slot.as_ref().and_then(|a| a.file.try_clone().ok())
+        };
+        if let Some(file) = handle {
+            let _ = file.sync_data();
+        }
+    }
+
+    /// Assembles a store that holds every chunk into `out` in one go.
+    pub fn assemble(&self, out: &Path) -> Result<Digest> {
+        self.begin_assembly(out)?;
+        self.finish_assembly()
     }
 
     /// Re-hashes every held chunk and drops the bad ones; returns how
@@ -645,8 +767,43 @@ mod tests {
         assert!(err.contains("dropped 1 damaged chunks"), "{err}");
         assert!(!out2.exists());
         assert!(!owner.has(id1));
-        let leftovers: Vec<_> = fs::read_dir(dir.join("out")).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no partial file is left behind");
+        let mut left: Vec<_> = fs::read_dir(dir.join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        // Assembly starts over; the only new file is clearly partial.
+        assert_eq!(left, [".copy2.bin.swarm-partial", "copy.bin"]);
+    }
+
+    #[test]
+    fn assembly_grows_as_chunks_arrive_in_any_order() {
+        let (dir, data, owner) = split_sample(5000);
+        let m = owner.manifest().clone();
+        let l = *m.layout();
+        let peer = Store::open(&dir.join("peer"), m).unwrap();
+        let put = |i: u32| {
+            let id = l.chunk_id(i).unwrap();
+            let at = l.offset(id) as usize;
+            assert_eq!(
+                peer.put(id, &data[at..at + l.chunk_len(id)]).unwrap(),
+                Put::Stored
+            );
+        };
+        // One chunk before assembly starts, the rest out of order after.
+        put(3);
+        let out = dir.join("got.bin");
+        peer.begin_assembly(&out).unwrap();
+        for i in [4, 1, 0, 2] {
+            put(i);
+        }
+        assert!(
+            !out.exists(),
+            "nothing under the final name before the check"
+        );
+        assert_eq!(peer.finish_assembly().unwrap(), manifest::sha256(&data));
+        assert_eq!(fs::read(&out).unwrap(), data);
+        assert!(!dir.join(".got.bin.swarm-partial").exists());
     }
 
     #[test]

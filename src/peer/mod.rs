@@ -175,6 +175,14 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         None => wait_for_store(&event_rx, args.wait)?,
     };
 
+    // The output grows as chunks arrive, so little is left to do at the
+    // end; it takes its final name only once whole and verified.
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.dir.join(store.manifest().name()));
+    store.begin_assembly(&out)?;
+
     let stopper = Stopper::new(local);
     let up = upload::Upload {
         listener,
@@ -294,6 +302,9 @@ fn coordinate(
                 if let Err(e) = store.flush_summary() {
                     log::warn!("{name}: {e}");
                 }
+                if report.is_none() {
+                    store.sync_partial();
+                }
                 if report.is_none() && store.held() != held {
                     held = store.held();
                     progress_at = Instant::now();
@@ -334,7 +345,7 @@ fn percent(held: u32, total: u32) -> f64 {
 fn finish(store: &Store, shared: &Shared, out: &std::path::Path) -> Result<Report> {
     let name = &shared.name;
     store.flush_summary()?;
-    let digest = store.assemble(out)?;
+    let digest = store.finish_assembly()?;
     let elapsed = shared.started.elapsed();
     let from_owner = shared.from_owner.load(Ordering::Relaxed);
     let from_ring = shared.from_ring.load(Ordering::Relaxed);
