@@ -1,16 +1,23 @@
 //! The file owner: splits the file, then seeds and serves peers.
 //!
 //! [`Owner::bind`] listens first (so a taken port fails at once), then
-//! splits the file into chunk files. [`Owner::run`] accepts peers until
-//! stopped, serving each on its own thread: handshake, manifest, the
-//! peer's share of seeded chunks, then any chunk the peer asks for.
+//! indexes the file (one read that hashes every chunk) and writes the
+//! chunk files on a thread of its own: peers are served from the moment
+//! the manifest exists, from chunk files once written and from the file
+//! itself (verified) before. [`Owner::run`] accepts peers until stopped,
+//! serving each on its own thread: handshake, manifest, the peer's share
+//! of seeded chunks, then any chunk the peer asks for.
 //!
 //! Seeding hands each peer about 1/N of the chunks, choosing the chunks
 //! handed out least so far ([`Seeder`]), so the first N peers between them
 //! hold every chunk and the ring can finish even without the owner.
 
+use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Instant;
 
 use crate::chunks::ChunkSet;
@@ -58,7 +65,7 @@ impl Seeder {
     }
 }
 
-/// A bound, split, ready owner.
+/// A bound, indexed owner, ready to serve.
 #[derive(Debug)]
 pub struct Owner {
     listener: TcpListener,
@@ -70,41 +77,87 @@ pub struct Owner {
 #[derive(Debug)]
 struct Shared {
     store: Store,
+    /// The file being served; chunks not yet split are read from here.
+    source: PathBuf,
     file_id: [u8; 32],
     seeder: Mutex<Seeder>,
 }
 
+impl Shared {
+    /// Sends chunk `id`: from its chunk file once split, else straight
+    /// from the source file, verified first like everything else sent.
+    fn send_chunk(&self, id: ChunkId, stream: &mut TcpStream) -> Result<()> {
+        if self.store.has(id) {
+            self.store.send_chunk(id, stream)?;
+            return Ok(());
+        }
+        let layout = self.store.layout();
+        let mut data = vec![0u8; layout.chunk_len(id)];
+        File::open(&self.source)
+            .and_then(|f| f.read_exact_at(&mut data, layout.offset(id)))
+            .map_err(|e| Error::io_path("read", &self.source, e))?;
+        if !self.store.manifest().verify(id, &data) {
+            return Err(Error::Integrity(format!(
+                "{} changed since it was indexed (chunk {id}); restart the owner",
+                self.source.display()
+            )));
+        }
+        wire::send(stream, &Message::Chunk { id, data: &data })
+            .map_err(|e| Error::io("send chunk", e))
+    }
+}
+
 impl Owner {
-    /// Listens on `args.listen`, then splits `args.file` into `args.dir`.
+    /// Listens on `args.listen`, indexes `args.file` (one read, hashing
+    /// every chunk) and starts writing its chunk files into `args.dir` on
+    /// a thread of their own, so peers are served from the start.
     pub fn bind(args: &OwnerArgs) -> Result<Owner> {
         let listener = net::listen(args.listen)?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
         let started = Instant::now();
-        let (store, kept) = store::split(&args.file, &args.dir, args.chunk_size)?;
-        let m = store.manifest();
+        let manifest = store::index(&args.file, args.chunk_size)?;
+        let m = &manifest;
         log::info!(
-            "owner: split {} ({} bytes) into {} chunks of {} bytes under {} in {:.2} s \
-             (reused {kept} unchanged chunk files); sha256 {}",
+            "owner: indexed {} ({} bytes, {} chunks of {} bytes) in {:.2} s; sha256 {}",
             m.name(),
             m.layout().file_len(),
             m.layout().count(),
             m.layout().chunk_size(),
-            args.dir.display(),
             started.elapsed().as_secs_f64(),
             crate::manifest::to_hex(m.file_hash()),
         );
         let seeder = Seeder::new(m.layout().count(), args.peers);
         let file_id = m.id();
+        let store = Store::open_owner(&args.dir, manifest)?;
+        let shared = Arc::new(Shared {
+            store,
+            source: args.file.clone(),
+            file_id,
+            seeder: Mutex::new(seeder),
+        });
+        let splitter = Arc::clone(&shared);
+        let dir = args.dir.clone();
+        thread::Builder::new()
+            .name("split".into())
+            .spawn(move || {
+                let started = Instant::now();
+                match splitter.store.split_from(&splitter.source) {
+                    Ok(kept) => log::info!(
+                        "owner: wrote {} chunk files under {} in {:.2} s (reused {kept} unchanged chunk files)",
+                        splitter.store.layout().count(),
+                        dir.display(),
+                        started.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => log::error!("owner: splitting stopped: {e}"),
+                }
+            })
+            .map_err(|e| Error::io("start the split thread", e))?;
         Ok(Owner {
             listener,
             addr,
-            shared: Arc::new(Shared {
-                store,
-                file_id,
-                seeder: Mutex::new(seeder),
-            }),
+            shared,
             stopper: Stopper::new(addr),
         })
     }
@@ -191,8 +244,8 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
         .choose(&layout, &peer_has);
     log::info!("owner: seeding {} chunks to {who}", seeds.len());
     for id in seeds {
-        store.send_chunk(id, &mut stream)?;
-        log::info!("owner: sent chunk {id} to {who}");
+        shared.send_chunk(id, &mut stream)?;
+        log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
     }
     wire::send(&mut stream, &Message::SeedDone).map_err(|e| fail(e.into()))?;
 
@@ -219,9 +272,9 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
         }
         match dec.message().map_err(fail)? {
             Message::Request(id) => {
-                log::info!("owner: received request for chunk {id} from {who}");
-                store.send_chunk(id, &mut stream)?;
-                log::info!("owner: sent chunk {id} to {who}");
+                log::info!(target: "swarm::chunk", "owner: received request for chunk {id} from {who}");
+                shared.send_chunk(id, &mut stream)?;
+                log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
             }
             Message::KeepAlive => {}
             other => return Err(fail(wire::Error::Unexpected(other.name()))),

@@ -167,12 +167,9 @@ fn create_dirs(dir: &Path) -> Result<()> {
     fs::create_dir_all(&chunks).map_err(|e| Error::io_path("create directory", chunks, e))
 }
 
-/// Splits `file` into chunk files under `dir` and writes its manifest,
-/// reading the file once, a chunk at a time. A chunk file already there
-/// with exactly the right bytes (an owner restarted on an unchanged file)
-/// is kept rather than written again; any other is replaced. Returns the
-/// store and how many chunk files were kept.
-pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<(Store, u32)> {
+/// Reads `file` once, a chunk at a time, and returns its manifest. Memory
+/// stays at one chunk whatever the file's size.
+pub fn index(file: &Path, chunk_size: u32) -> Result<Manifest> {
     let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
     let meta = input
         .metadata()
@@ -187,49 +184,34 @@ pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<(Store, u32)> {
     let layout = Layout::new(meta.len(), chunk_size)?;
     let raw_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
     let name = manifest::plain_name(raw_name.as_deref().unwrap_or(""));
-    create_dirs(dir)?;
-    remove_stale_chunks(dir, &layout)?;
     let mut whole = Sha256::new();
     let mut hashes = Vec::with_capacity(layout.count() as usize);
     let mut buf = vec![0u8; chunk_size as usize];
-    let mut old = Vec::with_capacity(chunk_size as usize);
-    let mut kept = 0;
     for id in layout.ids() {
         let data = &mut buf[..layout.chunk_len(id)];
-        input.read_exact(data).map_err(|e| {
-            let e = if e.kind() == io::ErrorKind::UnexpectedEof {
-                io::Error::other("file shrank while being split")
-            } else {
-                e
-            };
-            Error::io_path("read", file, e)
-        })?;
+        input.read_exact(data).map_err(|e| read_error(file, e))?;
         whole.update(&*data);
         hashes.push(manifest::sha256(data));
-        let path = chunk_path(dir, id);
-        old.clear();
-        let same = fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64)
-            && File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut old))
-                .is_ok()
-            && old == *data;
-        if same {
-            kept += 1;
-        } else {
-            write_atomic(&path, data, false)?;
-        }
     }
-    let manifest = Manifest::new(name, layout, whole.finalize().into(), hashes)?;
-    let text = manifest.to_text();
-    let path = dir.join(MANIFEST_FILE);
-    if fs::read_to_string(&path).ok().as_deref() != Some(&text) {
-        write_atomic(&path, text.as_bytes(), true)?;
-    }
-    let mut have = ChunkSet::new(layout.count());
-    layout.ids().for_each(|id| {
-        have.insert(id);
-    });
-    Ok((Store::with_set(dir, manifest, have)?, kept))
+    Manifest::new(name, layout, whole.finalize().into(), hashes)
+}
+
+fn read_error(file: &Path, e: io::Error) -> Error {
+    let e = if e.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::other("file shrank while being read")
+    } else {
+        e
+    };
+    Error::io_path("read", file, e)
+}
+
+/// Splits `file` into chunk files under `dir` in one go; see
+/// [`index`], [`Store::open_owner`] and [`Store::split_from`]. Returns
+/// the store and how many chunk files were kept.
+pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<(Store, u32)> {
+    let store = Store::open_owner(dir, index(file, chunk_size)?)?;
+    let kept = store.split_from(file)?;
+    Ok((store, kept))
 }
 
 /// Deletes chunk files that a different, earlier file left in `dir`
@@ -295,6 +277,72 @@ impl Store {
             }
         }
         Store::with_set(dir, manifest, have)
+    }
+
+    /// Opens `dir` for the owner of `manifest`: caches the manifest and
+    /// deletes chunk files an earlier, longer file left beyond the chunk
+    /// count. It holds no chunk until [`Store::split_from`] writes them.
+    pub fn open_owner(dir: &Path, manifest: Manifest) -> Result<Store> {
+        create_dirs(dir)?;
+        remove_stale_chunks(dir, manifest.layout())?;
+        let text = manifest.to_text();
+        let path = dir.join(MANIFEST_FILE);
+        if fs::read_to_string(&path).ok().as_deref() != Some(&text) {
+            write_atomic(&path, text.as_bytes(), true)?;
+        }
+        let have = ChunkSet::new(manifest.layout().count());
+        Store::with_set(dir, manifest, have)
+    }
+
+    /// Writes the chunk files of `file`, which must still match the
+    /// manifest, and lists each as held as soon as it is on disk. A chunk
+    /// file already there with exactly the right bytes (an owner
+    /// restarted on an unchanged file) is kept rather than written again.
+    /// Returns how many were kept.
+    pub fn split_from(&self, file: &Path) -> Result<u32> {
+        let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
+        let layout = *self.layout();
+        let mut buf = vec![0u8; layout.chunk_size() as usize];
+        let mut old = Vec::with_capacity(layout.chunk_size() as usize);
+        let mut kept = 0;
+        for id in layout.ids() {
+            let data = &mut buf[..layout.chunk_len(id)];
+            input.read_exact(data).map_err(|e| read_error(file, e))?;
+            if !self.manifest.verify(id, data) {
+                return Err(Error::Integrity(format!(
+                    "{} changed while being split (chunk {id}); restart the owner",
+                    file.display()
+                )));
+            }
+            let path = chunk_path(&self.dir, id);
+            old.clear();
+            let same = fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64)
+                && File::open(&path)
+                    .and_then(|mut f| f.read_to_end(&mut old))
+                    .is_ok()
+                && old == *data;
+            if same {
+                kept += 1;
+            } else {
+                write_atomic(&path, data, false)?;
+            }
+            self.mark_held(id);
+        }
+        self.flush_summary()?;
+        Ok(kept)
+    }
+
+    /// Lists `id` as held and tells the subscribers; returns whether it
+    /// was new.
+    fn mark_held(&self, id: ChunkId) -> bool {
+        let mut inner = self.lock();
+        if !inner.have.insert(id) {
+            return false;
+        }
+        inner.subscribers.retain(|tx| tx.send(id).is_ok());
+        drop(inner);
+        self.summary_changed();
+        true
     }
 
     fn with_set(dir: &Path, manifest: Manifest, have: ChunkSet) -> Result<Store> {
@@ -439,12 +487,9 @@ impl Store {
                 .write_all_at(data, self.layout().offset(id))
                 .map_err(|e| Error::io_path("write", &a.partial, e))?;
         }
-        let mut inner = self.lock();
-        if !inner.have.insert(id) {
+        if !self.mark_held(id) {
             return Ok(Put::Duplicate);
         }
-        inner.subscribers.retain(|tx| tx.send(id).is_ok());
-        drop(inner);
         if let Some(a) = assembly.as_mut() {
             if a.cursor == id.get() {
                 // The next chunk in file order: hash it from memory.
@@ -453,8 +498,6 @@ impl Store {
             }
             a.advance(self)?;
         }
-        drop(assembly);
-        self.summary_changed();
         Ok(Put::Stored)
     }
 
