@@ -146,6 +146,9 @@ impl Download {
         let name = &self.shared.name;
         let store = &self.store;
         let mut stream = net::connect(self.addr).map_err(|e| Error::io("connect", e))?;
+        stream
+            .set_read_timeout(Some(net::FAST_TICK))
+            .map_err(|e| Error::io("configure connection", e))?;
         let addr = self.addr.to_string();
         let file_id = store.manifest().id();
         let hello = Message::Hello {
