@@ -2,8 +2,11 @@
 //!
 //! One thread connects (retrying with backoff while the neighbour is not
 //! up), reads the neighbour's chunk-ID list and its HAVE updates, and keeps
-//! up to [`request_window`](super::request_window) requests in flight for
-//! chunks the neighbour has and this peer lacks. Every chunk is verified
+//! requests in flight for chunks the neighbour has and this peer lacks.
+//! How many is measured, not fixed ([`Pacer`]): enough to cover the
+//! round trip, and no more, because every chunk queued at the neighbour
+//! delays the chunks behind it, and in a ring that delay adds up hop
+//! after hop. Every chunk is verified
 //! by the store before it is kept; a bad one is discarded and asked for
 //! again. Once the store holds every chunk it sends COMPLETE and ends.
 //!
@@ -13,6 +16,7 @@
 //! neighbour delivers again. A neighbour that sends [`MAX_BAD_CHUNKS`]
 //! corrupt chunks is dropped and left alone for a while.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +27,7 @@ use super::Shared;
 use super::upload::id_list;
 use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
+use crate::manifest::ChunkId;
 use crate::net::{self, Backoff};
 use crate::store::{Put, Store};
 use crate::wire::{self, Decoder, Message};
@@ -189,7 +194,7 @@ impl Download {
             who,
             offered: ChunkSet::new(store.layout().count()),
             in_flight: ChunkSet::new(store.layout().count()),
-            window: super::request_window(store.layout().chunk_size()),
+            pacer: Pacer::new(super::request_window(store.layout().chunk_size())),
             last_sent: Instant::now(),
             buf: Vec::with_capacity(256),
             bad: 0,
@@ -252,6 +257,7 @@ impl Download {
                     }
                 }
                 Message::Chunk { id, data } => {
+                    link.pacer.arrived(id);
                     if !link.in_flight.remove(id) {
                         return Err(fail(wire::Error::Unexpected("unrequested chunk")).into());
                     }
@@ -299,7 +305,7 @@ struct Link {
     offered: ChunkSet,
     /// Requested and not yet received.
     in_flight: ChunkSet,
-    window: usize,
+    pacer: Pacer,
     last_sent: Instant,
     buf: Vec<u8>,
     /// Corrupt chunks received in this session.
@@ -315,7 +321,10 @@ impl Link {
 
     /// Tops the in-flight requests up to the window, in one write.
     fn request_more(&mut self, store: &Store, name: &str) -> Result<()> {
-        let room = self.window.saturating_sub(self.in_flight.len() as usize);
+        let room = self
+            .pacer
+            .window()
+            .saturating_sub(self.in_flight.len() as usize);
         if room == 0 {
             return Ok(());
         }
@@ -326,6 +335,7 @@ impl Link {
         self.buf.clear();
         for &id in &ids {
             self.in_flight.insert(id);
+            self.pacer.requested(id);
             wire::encode(&Message::Request(id), &mut self.buf);
         }
         std::io::Write::write_all(&mut self.stream, &self.buf)
@@ -333,5 +343,104 @@ impl Link {
         self.last_sent = Instant::now();
         log::info!(target: "swarm::chunk", "{name}: requested {} from {}", id_list(&ids), self.who);
         Ok(())
+    }
+}
+
+/// Sizes the request window from what the link shows.
+///
+/// A chunk asked for on an idle link arrives after a round trip plus its
+/// own transmission; on a busy link, chunks arrive one transmission time
+/// apart. Keeping `round trip / transmission + 1` requests in flight keeps
+/// the link busy with at most about one chunk waiting at the sender.
+#[derive(Debug)]
+struct Pacer {
+    /// Outstanding requests, oldest first, with when they were sent.
+    sent: VecDeque<(ChunkId, Instant)>,
+    /// The fastest request-to-chunk time seen: round trip plus one
+    /// transmission, with nothing queued ahead.
+    min_latency: Option<Duration>,
+    /// Smoothed gap between chunks while the link was busy: one
+    /// transmission time.
+    gap: Option<Duration>,
+    last_arrival: Option<Instant>,
+    /// Whether requests were still outstanding after the last arrival,
+    /// which makes the next gap a transmission time, not idle time.
+    busy: bool,
+    max: usize,
+}
+
+impl Pacer {
+    /// The fewest requests in flight: one arriving while one is sent.
+    const MIN: usize = 2;
+
+    fn new(max: usize) -> Pacer {
+        Pacer {
+            sent: VecDeque::new(),
+            min_latency: None,
+            gap: None,
+            last_arrival: None,
+            busy: false,
+            max,
+        }
+    }
+
+    fn requested(&mut self, id: ChunkId) {
+        self.sent.push_back((id, Instant::now()));
+    }
+
+    fn arrived(&mut self, id: ChunkId) {
+        let now = Instant::now();
+        if let Some(at) = self.sent.iter().position(|&(i, _)| i == id) {
+            let (_, sent) = self.sent.remove(at).unwrap_or((id, now));
+            let latency = now - sent;
+            self.min_latency = Some(self.min_latency.map_or(latency, |m| m.min(latency)));
+        }
+        if let (true, Some(last)) = (self.busy, self.last_arrival) {
+            let gap = now - last;
+            self.gap = Some(self.gap.map_or(gap, |g| (g * 7 + gap) / 8));
+        }
+        self.last_arrival = Some(now);
+        self.busy = !self.sent.is_empty();
+    }
+
+    /// How many requests may be in flight now.
+    fn window(&self) -> usize {
+        match (self.min_latency, self.gap) {
+            (Some(latency), Some(gap)) if !gap.is_zero() => {
+                let cover = latency.as_secs_f64() / gap.as_secs_f64();
+                (cover.ceil() as usize + 1).clamp(Self::MIN, self.max)
+            }
+            // Nothing measured yet: start modestly.
+            _ => 4.min(self.max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Layout;
+
+    fn pace(latency_ms: u64, gap_ms: u64) -> usize {
+        let mut p = Pacer::new(40);
+        let l = Layout::new(1 << 20, 1024).unwrap();
+        let id = |i| l.chunk_id(i).unwrap();
+        p.min_latency = Some(Duration::from_millis(latency_ms));
+        p.gap = Some(Duration::from_millis(gap_ms));
+        p.requested(id(0));
+        assert_eq!(p.sent.len(), 1);
+        p.window()
+    }
+
+    #[test]
+    fn window_covers_the_round_trip_and_no_more() {
+        // A LAN: the round trip is small next to a chunk's transmission.
+        assert_eq!(pace(34, 33), 3);
+        assert_eq!(pace(33, 33), 2);
+        // A long fat link: 100 ms round trip, 8 ms per chunk.
+        assert_eq!(pace(108, 8), 15);
+        // Never past the byte cap.
+        assert_eq!(pace(1000, 1), 40);
+        assert_eq!(Pacer::new(40).window(), 4);
     }
 }

@@ -107,8 +107,9 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-/// How many chunk requests may be in flight: about 4 MiB worth, so a
-/// link stays busy across a round trip, and at least 4.
+/// The most chunk requests one link may have in flight: about 4 MiB
+/// worth, at least 4. Within it the download side sizes its window to
+/// the link it measures.
 pub fn request_window(chunk_size: u32) -> usize {
     ((4 << 20) / chunk_size as usize).clamp(4, 64)
 }
