@@ -5,9 +5,9 @@
 //! ```
 //!
 //! Reads the CSV that `scripts/bench.sh` writes and plots its `netbed`
-//! rows: one line per tool and link rate, plus the two ideals, S/B for
-//! swarm (the owner's link carries the file once) and N × S/B for unicast
-//! (it carries the file N times). Both axes are logarithmic, so unicast's
+//! rows: one line per tool (swarm, unicast and the one-stream floor) and
+//! link rate, plus the two ideals, S/B for swarm (the owner's link carries
+//! the file once) and N × S/B for unicast (it carries the file N times). Both axes are logarithmic, so unicast's
 //! ideal is a straight diagonal and a flat swarm line means it scales.
 //! Failed runs have no ratio and are left out. No dependencies: the SVG is
 //! written by hand.
@@ -209,8 +209,10 @@ fn draw(pts: &[Point]) -> String {
         let color = match (tool.as_str(), i % 2) {
             ("swarm", 0) => "#1f6fd1",
             ("swarm", _) => "#12a0a0",
-            (_, 0) => "#d1521f",
-            _ => "#a0461a",
+            ("unicast", 0) => "#d1521f",
+            ("unicast", _) => "#a0461a",
+            (_, 0) => "#3a9a3a",
+            _ => "#7a9a2a",
         };
         let dash = if rate >= 100 { "none" } else { "8 3" };
         let coords: Vec<String> = line
@@ -229,7 +231,12 @@ fn draw(pts: &[Point]) -> String {
                 r#"<circle cx="{cx}" cy="{cy}" r="4" fill="{color}"><title>{tool} at {rate} Mbit/s: {r:.2}</title></circle>"#
             );
         }
-        legend.push((format!("{tool}, {rate} Mbit/s"), color.into(), dash));
+        let label = if tool == "floor" {
+            "floor (1 stream)"
+        } else {
+            &tool
+        };
+        legend.push((format!("{label}, {rate} Mbit/s"), color.into(), dash));
     }
     for (i, (label, color, dash)) in legend.iter().enumerate() {
         let y = TOP + 10.0 + 22.0 * i as f64;
