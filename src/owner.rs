@@ -36,8 +36,14 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub struct Seeder {
     /// How many times each chunk has been handed out.
     handed: Vec<u32>,
-    /// Chunks per peer: `ceil(count / N)`.
-    share: usize,
+    /// Chunks per peer: `count / N`, and one more for the first
+    /// `count % N` of every N peers, so N shares add up to the file
+    /// exactly (every extra chunk costs the owner's link, the one link
+    /// every byte must cross).
+    base: usize,
+    extra: usize,
+    peers: usize,
+    joined: usize,
 }
 
 impl Seeder {
@@ -45,7 +51,10 @@ impl Seeder {
     pub fn new(count: u32, peers: u32) -> Seeder {
         Seeder {
             handed: vec![0; count as usize],
-            share: count.div_ceil(peers.max(1)) as usize,
+            base: (count / peers.max(1)) as usize,
+            extra: (count % peers.max(1)) as usize,
+            peers: peers.max(1) as usize,
+            joined: 0,
         }
     }
 
@@ -56,7 +65,9 @@ impl Seeder {
         let mut candidates: Vec<ChunkId> =
             layout.ids().filter(|&id| !peer_has.contains(id)).collect();
         candidates.sort_by_key(|id| (self.handed[id.index()], *id));
-        candidates.truncate(self.share);
+        let share = self.base + usize::from(self.joined % self.peers < self.extra);
+        self.joined += 1;
+        candidates.truncate(share);
         candidates.sort();
         for id in &candidates {
             self.handed[id.index()] += 1;
@@ -333,16 +344,19 @@ mod tests {
         let mut seeder = Seeder::new(11, 5);
         let empty = ChunkSet::new(11);
         let shares: Vec<_> = (0..5).map(|_| raw(&seeder.choose(&l, &empty))).collect();
+        // 11 chunks for 5 peers: 3 + 2 + 2 + 2 + 2, each chunk once.
         assert_eq!(
             shares,
             vec![
                 vec![0, 1, 2],
-                vec![3, 4, 5],
-                vec![6, 7, 8],
-                vec![0, 9, 10],
-                vec![1, 2, 3]
+                vec![3, 4],
+                vec![5, 6],
+                vec![7, 8],
+                vec![9, 10]
             ]
         );
+        // A sixth peer starts the next round.
+        assert_eq!(raw(&seeder.choose(&l, &empty)), vec![0, 1, 2]);
     }
 
     #[test]
@@ -365,12 +379,16 @@ mod tests {
     }
 
     #[test]
-    fn more_peers_than_chunks_still_gives_each_one() {
+    fn more_peers_than_chunks_seeds_each_chunk_once_per_round() {
         let l = layout(2);
         let mut seeder = Seeder::new(2, 5);
         let empty = ChunkSet::new(2);
-        let shares: Vec<_> = (0..4).map(|_| raw(&seeder.choose(&l, &empty))).collect();
-        assert_eq!(shares, vec![vec![0], vec![1], vec![0], vec![1]]);
+        let shares: Vec<_> = (0..6).map(|_| raw(&seeder.choose(&l, &empty))).collect();
+        // The ring carries chunks 0 and 1 to the three peers seeded none.
+        assert_eq!(
+            shares,
+            vec![vec![0], vec![1], vec![], vec![], vec![], vec![0]]
+        );
         assert!(
             Seeder::new(0, 5)
                 .choose(&Layout::new(0, 1024).unwrap(), &ChunkSet::new(0))
