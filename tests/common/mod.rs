@@ -57,24 +57,26 @@ impl Drop for TestDir {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago and that no other test in this
+/// process has been given. Ports come from below the kernel's ephemeral
+/// range (32768 and up), so no outgoing connection can take one between
+/// this call and the process that binds it; each test binary starts at its
+/// own offset.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let offset = (std::process::id() as usize % 100) * 200;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + (offset + n) % 22_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `n` distinct free ports.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    (0..n).map(|_| free_port()).collect()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), different per `seed`.
