@@ -30,6 +30,11 @@ impl ChunkSet {
         self.len
     }
 
+    /// How many chunks the file has.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0

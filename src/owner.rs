@@ -16,9 +16,10 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::chunks::ChunkSet;
 use crate::cli::OwnerArgs;
@@ -29,7 +30,10 @@ use crate::store::{self, Store};
 use crate::wire::{self, Decoder, Message};
 
 /// Connections served at once; more are refused with a REFUSE message.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Each peer keeps one open until it is complete.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a request waits while other peers are still being seeded.
+const REQUEST_DEFER: Duration = Duration::from_secs(2);
 
 /// Chooses which chunks to seed to each joining peer.
 #[derive(Debug)]
@@ -92,6 +96,10 @@ struct Shared {
     source: PathBuf,
     file_id: [u8; 32],
     seeder: Mutex<Seeder>,
+    /// Connections still sending their seeds. Requests wait for them: a
+    /// seed is a chunk no peer has yet, worth more on the owner's link
+    /// than one the ring would bring anyway.
+    seeding: AtomicUsize,
 }
 
 impl Shared {
@@ -147,6 +155,7 @@ impl Owner {
             source: args.file.clone(),
             file_id,
             seeder: Mutex::new(seeder),
+            seeding: AtomicUsize::new(0),
         });
         let splitter = Arc::clone(&shared);
         let dir = args.dir.clone();
@@ -254,10 +263,10 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
         .unwrap_or_else(|p| p.into_inner())
         .choose(&layout, &peer_has);
     log::info!("owner: seeding {} chunks to {who}", seeds.len());
-    for id in seeds {
-        shared.send_chunk(id, &mut stream)?;
-        log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
-    }
+    shared.seeding.fetch_add(1, Ordering::SeqCst);
+    let seeded = seed(shared, &mut stream, &seeds, &who);
+    shared.seeding.fetch_sub(1, Ordering::SeqCst);
+    seeded?;
     wire::send(&mut stream, &Message::SeedDone).map_err(|e| fail(e.into()))?;
 
     // 5. Answer requests until the peer leaves.
@@ -283,6 +292,10 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
         }
         match dec.message().map_err(fail)? {
             Message::Request(id) => {
+                let asked = Instant::now();
+                while shared.seeding.load(Ordering::SeqCst) > 0 && asked.elapsed() < REQUEST_DEFER {
+                    thread::sleep(Duration::from_millis(5));
+                }
                 log::info!(target: "swarm::chunk", "owner: received request for chunk {id} from {who}");
                 shared.send_chunk(id, &mut stream)?;
                 log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
@@ -291,6 +304,15 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
             other => return Err(fail(wire::Error::Unexpected(other.name()))),
         }
     }
+}
+
+/// Sends a peer its seeded chunks.
+fn seed(shared: &Shared, stream: &mut TcpStream, seeds: &[ChunkId], who: &str) -> Result<()> {
+    for &id in seeds {
+        shared.send_chunk(id, stream)?;
+        log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
+    }
+    Ok(())
 }
 
 /// Sends MANIFEST and the HASHES frames that cover every chunk.

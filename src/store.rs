@@ -71,6 +71,8 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     have: ChunkSet,
+    /// Requested from some link and not yet put: see `claim_missing`.
+    claimed: ChunkSet,
     subscribers: Vec<Sender<ChunkId>>,
 }
 
@@ -350,6 +352,7 @@ impl Store {
             dir: dir.to_path_buf(),
             manifest,
             inner: Mutex::new(Inner {
+                claimed: ChunkSet::new(have.capacity()),
                 have,
                 subscribers: Vec::new(),
             }),
@@ -454,22 +457,39 @@ impl Store {
         (inner.have.clone(), rx)
     }
 
-    /// Up to `max` chunks in `offered` that are neither held nor in
-    /// `exclude`, lowest first.
-    pub fn pick_missing(&self, offered: &ChunkSet, exclude: &ChunkSet, max: usize) -> Vec<ChunkId> {
-        let inner = self.lock();
-        offered.pick_missing(&[&inner.have, exclude], self.layout(), max)
+    /// Claims up to `max` chunks that are neither held nor claimed by
+    /// another link, marking them claimed: with `offered`, chunks from that
+    /// set, lowest first (the ring); without, any missing chunk, highest
+    /// first (the owner, working from the other end). A claim lasts until
+    /// the chunk is put or [`Store::release`]d, so two links never fetch
+    /// the same chunk at once.
+    pub fn claim_missing(&self, offered: Option<&ChunkSet>, max: usize) -> Vec<ChunkId> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let ids = match offered {
+            Some(set) => set.pick_missing(&[&inner.have, &inner.claimed], self.layout(), max),
+            None => inner
+                .have
+                .pick_absent_from_end(&inner.claimed, self.layout(), max),
+        };
+        for &id in &ids {
+            inner.claimed.insert(id);
+        }
+        ids
     }
 
-    /// Up to `max` chunks neither held nor in `exclude`, highest first.
-    pub fn pick_missing_from_end(&self, exclude: &ChunkSet, max: usize) -> Vec<ChunkId> {
-        self.lock()
-            .have
-            .pick_absent_from_end(exclude, self.layout(), max)
+    /// Gives up claims on chunks that will not arrive (a link went down).
+    pub fn release(&self, ids: impl IntoIterator<Item = ChunkId>) {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.claimed.remove(id);
+        }
     }
 
     /// Verifies `data` as chunk `id` and stores it.
     pub fn put(&self, id: ChunkId, data: &[u8]) -> Result<Put> {
+        // Whatever happens to it, this chunk is no longer on its way.
+        self.release([id]);
         if self.has(id) {
             return Ok(Put::Duplicate);
         }

@@ -132,9 +132,10 @@ fn a_ring_with_a_peer_killed_for_good_still_completes() {
     // --linger.
     ring.expect_identical_copies();
     let log1 = ring.peer(1).log_text();
+    let from_owner = log1.matches("from the owner\n").count();
     assert!(
-        log1.contains("fetching missing chunks from the owner"),
-        "{log1}"
+        from_owner > 6,
+        "peer 1 got only its 6 seeds from the owner:\n{log1}"
     );
     let log3 = ring.peer(3).log_text();
     assert!(
@@ -164,11 +165,12 @@ fn the_ring_completes_after_the_owner_dies_once_everything_is_seeded() {
         signal(ring.peer(i).pid(), "CONT");
     }
     ring.expect_all_identical();
+    // Whatever the owner sent before it died, the ring carried the rest.
     for i in 0..4 {
         let log = ring.peer(i).log_text();
         assert!(
-            log.contains("0.98 MiB from the owner"),
-            "peer{i} got more than its seeds: {log}"
+            !log.contains(" 0.00 MiB from the download neighbour"),
+            "peer{i}: {log}"
         );
     }
 }

@@ -199,7 +199,10 @@ impl Download {
             buf: Vec::with_capacity(256),
             bad: 0,
         };
-        self.pull(&mut link, &mut dec, last_delivery)
+        let result = self.pull(&mut link, &mut dec, last_delivery);
+        // Whatever was asked for and not received may come from elsewhere.
+        store.release(link.in_flight.iter(store.layout()).collect::<Vec<_>>());
+        result
     }
 
     /// The request loop of one connected session.
@@ -328,7 +331,7 @@ impl Link {
         if room == 0 {
             return Ok(());
         }
-        let ids = store.pick_missing(&self.offered, &self.in_flight, room);
+        let ids = store.claim_missing(Some(&self.offered), room);
         if ids.is_empty() {
             return Ok(());
         }

@@ -4,11 +4,13 @@
 //! Connects (retrying with backoff while the owner is not up), checks the
 //! manifest against the file ID the owner announced and against the one
 //! cached in `--dir`, opens the store, tells the owner what is already
-//! held and stores each seeded chunk after verifying it. Then it hangs up,
-//! and comes back whenever the download side reports a stall: it asks the
-//! owner for missing chunks (from the highest ID down, while the ring asks
-//! from the lowest up) until the neighbour delivers again or every chunk
-//! is held.
+//! held and stores each seeded chunk after verifying it. Then it stays
+//! for the end game: once no more chunks are missing than the owner
+//! seeded, it asks the owner for a couple at a time, from the highest ID
+//! down while the ring works from the lowest up, so the owner's link,
+//! idle once seeding is done, shortens the ring's tail. While the download
+//! side reports a stall it asks for a full window. Chunks are claimed in the store, so the ring and the owner
+//! never fetch the same one at once.
 //!
 //! Before the manifest is known, `--wait` without reaching the owner is
 //! fatal; after, an unreachable owner only earns a warning, since the ring
@@ -29,6 +31,10 @@ use crate::manifest::{self, Layout, Manifest};
 use crate::net::{self, Backoff};
 use crate::store::{Put, Store};
 use crate::wire::{self, Decoder, Message};
+
+/// Requests in flight to the owner in the end game: enough to keep a
+/// chunk coming, few enough not to take chunks the ring is about to bring.
+const ENDGAME_WINDOW: usize = 2;
 
 /// Everything the owner link thread needs.
 pub(crate) struct OwnerLink {
@@ -105,8 +111,8 @@ impl OwnerLink {
     }
 
     /// One connection to the owner, as the wire module's "owner session"
-    /// describes. Returns `Ok` once seeding is done and no stall needs the
-    /// owner any more.
+    /// describes. Returns `Ok` once every chunk is held (or the peer is
+    /// leaving).
     fn session(&mut self, last_ok: &mut Instant) -> Result<()> {
         let name = self.shared.name.clone();
         let owner = format!("owner at {}", self.addr);
@@ -150,25 +156,57 @@ impl OwnerLink {
             last_heard: Instant::now(),
             last_sent: Instant::now(),
         };
-        let window = super::request_window(store.layout().chunk_size());
+        let result = self.fetch(&mut stream, &mut dec, &store, &mut link, last_ok, &owner);
+        // What was asked for and not received may come from the ring.
+        store.release(link.in_flight.iter(store.layout()).collect::<Vec<_>>());
+        result
+    }
+
+    /// Receives the seeded chunks, then asks the owner for missing chunks
+    /// until the store is complete: a few at a time from the highest ID
+    /// down (the end game: the owner's link is idle once seeding is done,
+    /// and the ring works from the lowest ID up), or a full window while
+    /// the download neighbour is stalled.
+    fn fetch(
+        &self,
+        stream: &mut TcpStream,
+        dec: &mut Decoder,
+        store: &Store,
+        link: &mut Fetch,
+        last_ok: &mut Instant,
+        owner: &str,
+    ) -> Result<()> {
+        let name = &self.shared.name;
+        let fail = |err| Error::wire(owner, err);
+        let full_window = super::request_window(store.layout().chunk_size());
         loop {
             if self.shared.stopping() {
                 return Ok(());
             }
-            let wanted = !link.seeding && self.shared.stalled() && !store.is_complete();
-            if !link.seeding && !wanted && link.in_flight.is_empty() {
-                net::close_gracefully(&mut stream, net::READ_TICK);
+            if !link.seeding && store.is_complete() {
+                net::close_gracefully(stream, net::READ_TICK);
                 return Ok(());
             }
-            if wanted {
-                link.request_more(&mut stream, &store, window, &name)
+            if !link.seeding {
+                // The end game begins once what is missing is no more than
+                // the owner seeded us: the tail, which would otherwise cross
+                // the most hops of the ring while the owner's link idles.
+                let missing = store.layout().count() - store.held();
+                let window = if self.shared.stalled() {
+                    full_window
+                } else if missing <= link.seeded.max(ENDGAME_WINDOW as u32) {
+                    ENDGAME_WINDOW
+                } else {
+                    0
+                };
+                link.request_more(stream, store, window, name)
                     .map_err(fail)?;
             }
             if link.last_sent.elapsed() >= net::KEEPALIVE_EVERY {
-                wire::send(&mut stream, &Message::KeepAlive).map_err(|e| fail(e.into()))?;
+                wire::send(stream, &Message::KeepAlive).map_err(|e| fail(e.into()))?;
                 link.last_sent = Instant::now();
             }
-            match dec.fill(&mut stream) {
+            match dec.fill(stream) {
                 Ok(true) => {
                     link.last_heard = Instant::now();
                     *last_ok = link.last_heard;
@@ -254,7 +292,7 @@ impl Fetch {
         if room == 0 {
             return Ok(());
         }
-        let ids = store.pick_missing_from_end(&self.in_flight, room);
+        let ids = store.claim_missing(None, room);
         if ids.is_empty() {
             return Ok(());
         }
