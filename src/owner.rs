@@ -271,7 +271,14 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
 
     // 5. Answer requests until the peer leaves.
     let mut last_heard = Instant::now();
+    let mut last_sent = Instant::now();
     loop {
+        // A peer waiting for its end game sends only keepalives; answer in
+        // kind so its idle timeout does not drop and re-seed it.
+        if last_sent.elapsed() >= net::KEEPALIVE_EVERY {
+            wire::send(&mut stream, &Message::KeepAlive).map_err(|e| fail(e.into()))?;
+            last_sent = Instant::now();
+        }
         match dec.fill(&mut stream) {
             Ok(true) => last_heard = Instant::now(),
             Ok(false) => {
@@ -298,6 +305,7 @@ fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
                 }
                 log::info!(target: "swarm::chunk", "owner: received request for chunk {id} from {who}");
                 shared.send_chunk(id, &mut stream)?;
+                last_sent = Instant::now();
                 log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
             }
             Message::KeepAlive => {}
