@@ -76,43 +76,44 @@ impl ChunkSet {
         layout.ids().filter(|&id| self.contains(id))
     }
 
-    /// Up to `max` chunks, lowest first, that are in `self` but in none of
-    /// `exclude`: "what the neighbour has that we lack and have not yet
-    /// asked for". Works a word (64 chunks) at a time.
-    pub fn pick_missing(&self, exclude: &[&ChunkSet], layout: &Layout, max: usize) -> Vec<ChunkId> {
+    /// Up to `max` chunks that are in `include` (every chunk of the file
+    /// when `None`) and in none of `exclude`, lowest first or, with
+    /// `from_top`, highest first. Works a word (64 chunks) at a time.
+    pub fn pick(
+        layout: &Layout,
+        include: Option<&ChunkSet>,
+        exclude: &[&ChunkSet],
+        max: usize,
+        from_top: bool,
+    ) -> Vec<ChunkId> {
+        let words = layout.count().div_ceil(64) as usize;
         let mut out = Vec::new();
-        for (w, &word) in self.words.iter().enumerate() {
+        let order: Box<dyn Iterator<Item = usize>> = if from_top {
+            Box::new((0..words).rev())
+        } else {
+            Box::new(0..words)
+        };
+        for w in order {
             if out.len() >= max {
                 break;
             }
-            let mut bits = exclude.iter().fold(word, |acc, e| acc & !e.words[w]);
-            while bits != 0 && out.len() < max {
-                let bit = bits.trailing_zeros();
-                bits &= bits - 1;
-                if let Some(id) = layout.chunk_id(w as u32 * 64 + bit) {
-                    out.push(id);
-                }
+            let mut bits = include.map_or(!0, |set| set.words[w]);
+            for e in exclude {
+                bits &= !e.words[w];
             }
-        }
-        out
-    }
-
-    /// Up to `max` chunks in neither `self` nor `exclude`, highest first:
-    /// "what we still lack, asked for from the other end than the ring".
-    pub fn pick_absent_from_end(
-        &self,
-        exclude: &ChunkSet,
-        layout: &Layout,
-        max: usize,
-    ) -> Vec<ChunkId> {
-        let mut out = Vec::new();
-        for w in (0..self.words.len()).rev() {
-            let mut bits = !(self.words[w] | exclude.words[w]);
+            // Bits past the last chunk are in no set; without `include`
+            // they would look wanted.
+            let spare = layout.count() % 64;
+            if w + 1 == words && spare != 0 {
+                bits &= (1u64 << spare) - 1;
+            }
             while bits != 0 && out.len() < max {
-                let bit = 63 - bits.leading_zeros();
+                let bit = if from_top {
+                    63 - bits.leading_zeros()
+                } else {
+                    bits.trailing_zeros()
+                };
                 bits &= !(1u64 << bit);
-                // Bits past the last chunk are never set, so they show up
-                // here as absent; the layout filters them out.
                 if let Some(id) = layout.chunk_id(w as u32 * 64 + bit) {
                     out.push(id);
                 }
@@ -208,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn pick_missing_skips_excluded_and_stops_at_max() {
+    fn pick_skips_excluded_and_stops_at_max() {
         let l = layout(200);
         let id = |i| l.chunk_id(i).unwrap();
         let mut theirs = ChunkSet::new(200);
@@ -219,25 +220,27 @@ mod tests {
         }
         ours.insert(id(2));
         asked.insert(id(70));
-        let got = theirs.pick_missing(&[&ours, &asked], &l, 10);
-        assert_eq!(got, vec![id(1), id(3), id(150), id(199)]);
-        let got = theirs.pick_missing(&[&ours, &asked], &l, 2);
-        assert_eq!(got, vec![id(1), id(3)]);
+        let pick = |max, top| ChunkSet::pick(&l, Some(&theirs), &[&ours, &asked], max, top);
+        assert_eq!(pick(10, false), vec![id(1), id(3), id(150), id(199)]);
+        assert_eq!(pick(2, false), vec![id(1), id(3)]);
+        assert_eq!(pick(2, true), vec![id(199), id(150)]);
     }
 
     #[test]
-    fn pick_absent_from_end_goes_downwards_and_skips_spare_bits() {
+    fn pick_from_everything_goes_downwards_and_skips_spare_bits() {
         let l = layout(130);
         let id = |i| l.chunk_id(i).unwrap();
         let mut ours = ChunkSet::new(130);
         let mut asked = ChunkSet::new(130);
         ours.insert(id(129));
         asked.insert(id(127));
-        let got = ours.pick_absent_from_end(&asked, &l, 3);
+        let got = ChunkSet::pick(&l, None, &[&ours, &asked], 3, true);
         assert_eq!(got, vec![id(128), id(126), id(125)]);
+        let got = ChunkSet::pick(&l, None, &[&ours, &asked], 2, false);
+        assert_eq!(got, vec![id(0), id(1)]);
         for i in 0..130 {
             ours.insert(id(i));
         }
-        assert!(ours.pick_absent_from_end(&asked, &l, 3).is_empty());
+        assert!(ChunkSet::pick(&l, None, &[&ours], 3, true).is_empty());
     }
 }

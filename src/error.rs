@@ -4,6 +4,8 @@
 //! single `swarm: ...` line. Messages are short lowercase sentences that
 //! name the step that failed (`cannot read chunk 12 ...`, `cannot connect to
 //! owner at ...`), so a user knows where to look without a backtrace.
+//! A full disk gets a variant of its own, [`Error::NoSpace`], so callers
+//! can stop at once instead of retrying a write that cannot succeed.
 
 use std::fmt;
 use std::io;
@@ -34,6 +36,8 @@ pub enum Error {
     Integrity(String),
     /// A bounded wait ran out.
     Timeout(String),
+    /// The file system holding this path is full; retrying will not help.
+    NoSpace(PathBuf),
     /// A broken internal invariant; reported rather than panicking.
     Bug(String),
 }
@@ -55,6 +59,23 @@ impl Error {
             path: Some(path.into()),
             err,
         }
+    }
+
+    /// A failed write to `path` (creating, writing, sizing, flushing or
+    /// renaming it): [`Error::NoSpace`] when the file system is full,
+    /// otherwise an [`Error::Io`] naming the step `what`.
+    pub fn io_write(what: impl Into<String>, path: impl Into<PathBuf>, err: io::Error) -> Error {
+        if is_no_space(&err) {
+            Error::NoSpace(path.into())
+        } else {
+            Error::io_path(what, path, err)
+        }
+    }
+
+    /// Whether this error means the disk cannot take more data, so the
+    /// process should stop rather than fetch and write again.
+    pub fn is_fatal_storage(&self) -> bool {
+        matches!(self, Error::NoSpace(_))
     }
 
     /// A protocol error on the connection with `peer`.
@@ -96,12 +117,20 @@ impl fmt::Display for Error {
             Error::Manifest(msg) => write!(f, "bad manifest: {msg}"),
             Error::Integrity(msg) => write!(f, "integrity check failed: {msg}"),
             Error::Timeout(msg) => write!(f, "timed out: {msg}"),
+            Error::NoSpace(path) => {
+                write!(f, "no space left on device writing {}", path.display())
+            }
             Error::Bug(msg) => write!(f, "bug: {msg}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// Whether `err` says the file system is full (ENOSPC).
+fn is_no_space(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ENOSPC) || err.kind() == io::ErrorKind::StorageFull
+}
 
 /// An `io::Error` as a lowercase phrase without the "(os error 2)" tail.
 pub fn plain(err: &io::Error) -> String {
@@ -130,5 +159,30 @@ mod tests {
         );
         assert_eq!(err.exit_code(), 1);
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+    }
+
+    #[test]
+    fn a_full_disk_is_no_space_and_other_write_errors_stay_io() {
+        let path = "/data/dir/chunks/00000007.chunk";
+        for full in [
+            io::Error::from_raw_os_error(libc::ENOSPC),
+            io::Error::from(io::ErrorKind::StorageFull),
+        ] {
+            let err = Error::io_write("write", path, full);
+            assert!(matches!(&err, Error::NoSpace(p) if p.as_os_str() == path));
+            assert_eq!(
+                err.to_string(),
+                "no space left on device writing /data/dir/chunks/00000007.chunk"
+            );
+            assert!(err.is_fatal_storage());
+            assert_eq!(err.exit_code(), 1);
+        }
+        let denied = Error::io_write("write", path, io::Error::from_raw_os_error(libc::EACCES));
+        assert!(matches!(denied, Error::Io { .. }));
+        assert!(!denied.is_fatal_storage());
+        assert_eq!(
+            denied.to_string(),
+            "cannot write /data/dir/chunks/00000007.chunk: permission denied"
+        );
     }
 }

@@ -8,6 +8,8 @@
 pub mod chunks;
 /// The command line, parsed by hand.
 pub mod cli;
+/// One connection, whatever its role: handshake, reader, writer, inbox.
+pub mod conn;
 /// The one error type.
 pub mod error;
 /// File layout, chunk IDs, digests and the manifest.
@@ -18,6 +20,8 @@ pub mod net;
 pub mod owner;
 /// A ring peer: fetch, trade, reassemble, verify.
 pub mod peer;
+/// Which chunk is held, wanted, requested from whom and since when.
+pub mod scheduler;
 /// Chunk files on disk, verified before they are kept.
 pub mod store;
 /// The wire protocol: one message enum, one encoder, one decoder.

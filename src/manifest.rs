@@ -38,6 +38,11 @@ pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
 pub const MAX_CHUNKS: u32 = 1 << 22;
 /// The longest file name, in bytes, that a manifest may carry.
 pub const MAX_NAME_LEN: usize = 255;
+/// The longest text form a valid manifest can have, in bytes: a header of
+/// at most 512 (411 with a 255-byte name and the largest numbers) and one
+/// line of at most 73 bytes per chunk. A cached manifest is read no
+/// further than this, whatever the file claims to hold.
+pub const MAX_TEXT_LEN: u64 = 512 + 73 * MAX_CHUNKS as u64;
 
 /// The SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> Digest {
@@ -403,6 +408,32 @@ mod tests {
         assert_eq!(plain_name(".."), "file");
         assert_eq!(plain_name("dir/"), "file");
         assert_eq!(plain_name(&"é".repeat(200)).len(), 254);
+    }
+
+    #[test]
+    fn max_text_len_bounds_the_longest_manifest() {
+        // A 255-byte name and one chunk; only the digits of the size and
+        // chunk-count lines, and the number of chunk lines, can grow.
+        let one = Layout::new(1, MAX_CHUNK_SIZE).unwrap();
+        let name = "n".repeat(MAX_NAME_LEN);
+        let small = Manifest::new(name, one, [0xff; 32], vec![[0xff; 32]]).unwrap();
+        let text = small.to_text();
+        let first_line = format!("0 {}\n", to_hex(&[0xff; 32]));
+        assert!(text.ends_with(&first_line));
+        let header = text.len() - first_line.len();
+        let biggest = Layout::new(
+            u64::from(MAX_CHUNKS) * u64::from(MAX_CHUNK_SIZE),
+            MAX_CHUNK_SIZE,
+        )
+        .unwrap();
+        assert_eq!(biggest.count(), MAX_CHUNKS);
+        let grow =
+            (biggest.file_len().to_string().len() - 1) + (biggest.count().to_string().len() - 1);
+        let last_line = format!("{} {}\n", MAX_CHUNKS - 1, to_hex(&[0xff; 32]));
+        let worst = (header + grow) as u64 + u64::from(MAX_CHUNKS) * last_line.len() as u64;
+        assert!(header + grow <= 512, "header of {} bytes", header + grow);
+        assert!(worst <= MAX_TEXT_LEN, "{worst} > {MAX_TEXT_LEN}");
+        assert!(MAX_TEXT_LEN - worst < 512, "the bound stays tight");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -116,17 +116,192 @@ pub fn listen(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))
 }
 
+/// What a connection has done, for choosing which one to close when a
+/// listener is full and for the peer's exit rule. Written by the
+/// connection's threads, read by others; every field is atomic.
+#[derive(Debug)]
+pub struct Stats {
+    opened: Instant,
+    /// Chunks sent or received on this connection.
+    useful: AtomicU64,
+    /// Milliseconds after `opened` of the last chunk sent or received.
+    last_useful: AtomicU64,
+    /// Milliseconds after `opened` of the last frame received.
+    last_heard: AtomicU64,
+    /// Milliseconds after `opened`, plus one, when the writer began the
+    /// frame it is writing; 0 while it writes nothing.
+    writing_since: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            opened: Instant::now(),
+            useful: AtomicU64::new(0),
+            last_useful: AtomicU64::new(0),
+            last_heard: AtomicU64::new(0),
+            writing_since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stats {
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.opened + Duration::from_millis(ms)
+    }
+
+    /// Counts a chunk sent or received.
+    pub fn chunk_moved(&self) {
+        self.useful.fetch_add(1, Ordering::Relaxed);
+        self.last_useful.fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Notes that a frame arrived.
+    pub fn heard(&self) {
+        self.last_heard.fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Notes that the writer began (`true`) or finished (`false`) a frame.
+    pub fn writing(&self, busy: bool) {
+        let v = if busy { self.now_ms() + 1 } else { 0 };
+        self.writing_since.store(v, Ordering::Relaxed);
+    }
+
+    /// Chunks sent or received so far.
+    pub fn chunks(&self) -> u64 {
+        self.useful.load(Ordering::Relaxed)
+    }
+
+    /// When a chunk last moved, if one ever did.
+    pub fn last_chunk(&self) -> Option<Instant> {
+        (self.chunks() > 0).then(|| self.at(self.last_useful.load(Ordering::Relaxed)))
+    }
+
+    /// When the last frame arrived (the opening time before any did).
+    pub fn last_heard(&self) -> Instant {
+        self.at(self.last_heard.load(Ordering::Relaxed))
+    }
+
+    /// When the frame being written was begun, if one is.
+    pub fn writing_since(&self) -> Option<Instant> {
+        match self.writing_since.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(self.at(v - 1)),
+        }
+    }
+
+    /// When the connection was opened.
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+}
+
+/// The connections a listener serves at once, and the rule for making
+/// room when it is full: slots go to connections that do useful work.
+#[derive(Debug)]
+struct Slots {
+    max: usize,
+    next: u64,
+    live: Vec<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    stats: Arc<Stats>,
+    /// A second handle on the socket, to shut it down from here.
+    stream: TcpStream,
+}
+
+impl Slots {
+    /// Takes a slot for a new connection, closing the connection that has
+    /// done least if every slot is taken: one that never moved a chunk
+    /// (oldest first), else one whose last chunk is older than
+    /// [`IDLE_TIMEOUT`] (idle longest first). When every connection is
+    /// doing work the newcomer is turned away. Returns the slot's ID and
+    /// the victim's description, if one was closed.
+    fn admit(
+        &mut self,
+        stats: &Arc<Stats>,
+        stream: &TcpStream,
+        now: Instant,
+    ) -> std::result::Result<(u64, Option<String>), ()> {
+        let mut victim = None;
+        if self.live.len() >= self.max {
+            let candidate = self
+                .live
+                .iter()
+                .enumerate()
+                .filter_map(|(i, slot)| match slot.stats.last_chunk() {
+                    None => Some((i, (false, slot.stats.opened()))),
+                    Some(at) if now.saturating_duration_since(at) > IDLE_TIMEOUT => {
+                        Some((i, (true, at)))
+                    }
+                    Some(_) => None,
+                })
+                .min_by_key(|&(_, key)| key);
+            let Some((i, (worked, _))) = candidate else {
+                return Err(());
+            };
+            let slot = self.live.swap_remove(i);
+            let _ = slot.stream.shutdown(std::net::Shutdown::Both);
+            let who = slot
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+            victim = Some(if worked {
+                format!("{who}, idle for more than {} s", IDLE_TIMEOUT.as_secs())
+            } else {
+                format!("{who}, which never sent or received a chunk")
+            });
+        }
+        let clone = stream.try_clone().map_err(|_| ())?;
+        self.next += 1;
+        self.live.push(Slot {
+            id: self.next,
+            stats: Arc::clone(stats),
+            stream: clone,
+        });
+        Ok((self.next, victim))
+    }
+}
+
+/// Holds a slot for as long as its connection lives.
+struct SlotGuard {
+    slots: Arc<Mutex<Slots>>,
+    id: u64,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.live.retain(|slot| slot.id != self.id);
+    }
+}
+
 /// Accepts connections until `stopper` fires, serving each on its own
-/// thread with `serve(stream, remote_address)`, so one slow or hostile
-/// connection never holds up another. Past `max` connections at once, a
-/// new one is sent REFUSE and closed. `name` prefixes the warnings logged
-/// when a connection ends in an error.
+/// thread with `serve(stream, remote_address, stats)`, so one slow or
+/// hostile connection never holds up another. At most `max` connections
+/// are served at once; when a new one arrives at the cap, the one that
+/// has done least is closed to make room (see [`Slots::admit`]), and only
+/// when every connection is moving chunks is the newcomer sent REFUSE.
+/// There is no limit per source address: a ring of hundreds of peers on
+/// one host must work. `name` prefixes the warnings logged when a
+/// connection ends in an error.
 pub fn accept_loop<F>(listener: &TcpListener, stopper: &Stopper, name: &str, max: usize, serve: F)
 where
-    F: Fn(TcpStream, &str) -> Result<()> + Send + Sync + 'static,
+    F: Fn(TcpStream, &str, Arc<Stats>) -> Result<()> + Send + Sync + 'static,
 {
     let serve = Arc::new(serve);
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Mutex::new(Slots {
+        max,
+        next: 0,
+        live: Vec::new(),
+    }));
     for conn in listener.incoming() {
         if stopper.stopped() {
             return;
@@ -142,23 +317,34 @@ where
         let addr = stream
             .peer_addr()
             .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-        let busy = active.fetch_add(1, Ordering::SeqCst);
-        let (serve, count, name2) = (Arc::clone(&serve), Arc::clone(&active), name.to_string());
+        let stats = Arc::new(Stats::default());
+        let admitted =
+            slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(&stats, &stream, Instant::now());
+        if let Ok((_, Some(victim))) = &admitted {
+            log::warn!("{name}: {max} connections open; closed {victim} to make room for {addr}");
+        }
+        // Frees the slot when the connection's thread ends, or at once if
+        // it cannot start.
+        let guard = admitted.map(|(id, _)| SlotGuard {
+            slots: Arc::clone(&slots),
+            id,
+        });
+        let (serve, name2) = (Arc::clone(&serve), name.to_string());
         let spawned = thread::Builder::new()
             .name(format!("{name} {addr}"))
             .spawn(move || {
-                let result = if busy >= max {
-                    refuse(stream, "too many connections; try again later", &addr)
-                } else {
-                    serve(stream, &addr)
+                let result = match guard {
+                    Ok(_guard) => serve(stream, &addr, stats),
+                    Err(()) => refuse(stream, "too many connections; try again later", &addr),
                 };
-                count.fetch_sub(1, Ordering::SeqCst);
                 if let Err(e) = result {
                     log::warn!("{name2}: {e}; connection closed");
                 }
             });
         if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::SeqCst);
             log::warn!("{name}: cannot start a connection thread: {e}");
         }
     }

@@ -12,28 +12,27 @@
 //! handed out least so far ([`Seeder`]), so the first N peers between them
 //! hold every chunk and the ring can finish even without the owner.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::chunks::ChunkSet;
 use crate::cli::OwnerArgs;
+use crate::conn::{self, ChunkSource, Conn, ConnId, Handle, Outgoing, Role, SendError, Setup};
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Layout, Manifest};
-use crate::net::{self, Stopper};
+use crate::net::{self, Stats, Stopper};
 use crate::store::{self, Store};
-use crate::wire::{self, Decoder, Message};
+use crate::wire::{self, Decoder, Kind, Kinds, Message};
 
-/// Connections served at once; more are refused with a REFUSE message.
-/// Each peer keeps one open until it is complete.
+/// Connections served at once; past it, the one that has done least is
+/// closed to make room. Each peer keeps one open while it needs the owner.
 pub const MAX_CONNECTIONS: usize = 256;
-/// How long a request waits while other peers are still being seeded.
-const REQUEST_DEFER: Duration = Duration::from_secs(2);
 
 /// Chooses which chunks to seed to each joining peer.
 #[derive(Debug)]
@@ -95,19 +94,44 @@ struct Shared {
     /// The file being served; chunks not yet split are read from here.
     source: PathBuf,
     file_id: [u8; 32],
+    /// MANIFEST and HASHES, encoded once for every session.
+    manifest_frames: Arc<[u8]>,
     seeder: Mutex<Seeder>,
-    /// Connections still sending their seeds. Requests wait for them: a
-    /// seed is a chunk no peer has yet, worth more on the owner's link
-    /// than one the ring would bring anyway.
-    seeding: AtomicUsize,
+    /// Live sessions, to tell each why the owner stops.
+    sessions: Mutex<HashMap<ConnId, Handle>>,
+    /// Why the owner must stop, once it must.
+    fatal: Mutex<Option<Error>>,
+    stopper: Stopper,
 }
 
 impl Shared {
+    /// Stops the owner with `err` (the first such error wins).
+    fn fail(&self, err: Error) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if fatal.is_none() {
+            log::error!("owner: {err}");
+            *fatal = Some(err);
+            self.stopper.stop();
+        }
+    }
+
+    fn changed(&self, id: ChunkId) -> Error {
+        Error::Integrity(format!(
+            "{} changed while being shared (chunk {id} no longer matches its digest); \
+             restart the owner to share the new version",
+            self.source.display()
+        ))
+    }
+}
+
+impl ChunkSource for Shared {
     /// Sends chunk `id`: from its chunk file once split, else straight
-    /// from the source file, verified first like everything else sent.
-    fn send_chunk(&self, id: ChunkId, stream: &mut TcpStream) -> Result<()> {
+    /// from the source file, verified first like everything else sent. A
+    /// source file that no longer matches stops the owner: it has nothing
+    /// right to serve.
+    fn write_chunk(&self, id: ChunkId, w: &mut TcpStream) -> Result<()> {
         if self.store.has(id) {
-            self.store.send_chunk(id, stream)?;
+            self.store.send_chunk(id, w)?;
             return Ok(());
         }
         let layout = self.store.layout();
@@ -116,13 +140,12 @@ impl Shared {
             .and_then(|f| f.read_exact_at(&mut data, layout.offset(id)))
             .map_err(|e| Error::io_path("read", &self.source, e))?;
         if !self.store.manifest().verify(id, &data) {
-            return Err(Error::Integrity(format!(
-                "{} changed since it was indexed (chunk {id}); restart the owner",
-                self.source.display()
-            )));
+            let err = self.changed(id);
+            let text = err.to_string();
+            self.fail(err);
+            return Err(Error::Integrity(text));
         }
-        wire::send(stream, &Message::Chunk { id, data: &data })
-            .map_err(|e| Error::io("send chunk", e))
+        wire::send(w, &Message::Chunk { id, data: &data }).map_err(|e| Error::io("send chunk", e))
     }
 }
 
@@ -149,13 +172,18 @@ impl Owner {
         );
         let seeder = Seeder::new(m.layout().count(), args.peers);
         let file_id = m.id();
+        let manifest_frames = encode_manifest(m).into();
         let store = Store::open_owner(&args.dir, manifest)?;
+        let stopper = Stopper::new(addr);
         let shared = Arc::new(Shared {
             store,
             source: args.file.clone(),
             file_id,
+            manifest_frames,
             seeder: Mutex::new(seeder),
-            seeding: AtomicUsize::new(0),
+            sessions: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+            stopper: stopper.clone(),
         });
         let splitter = Arc::clone(&shared);
         let dir = args.dir.clone();
@@ -170,7 +198,15 @@ impl Owner {
                         dir.display(),
                         started.elapsed().as_secs_f64()
                     ),
-                    Err(e) => log::error!("owner: splitting stopped: {e}"),
+                    Err(Error::Integrity(_)) => {
+                        let id = splitter.store.layout().chunk_id(splitter.store.held());
+                        let err = match id {
+                            Some(id) => splitter.changed(id),
+                            None => Error::Bug("split failed past the last chunk".into()),
+                        };
+                        splitter.fail(err);
+                    }
+                    Err(e) => splitter.fail(e),
                 }
             })
             .map_err(|e| Error::io("start the split thread", e))?;
@@ -178,7 +214,7 @@ impl Owner {
             listener,
             addr,
             shared,
-            stopper: Stopper::new(addr),
+            stopper,
         })
     }
 
@@ -197,136 +233,158 @@ impl Owner {
         self.stopper.clone()
     }
 
-    /// Accepts and serves peers until stopped.
+    /// Accepts and serves peers until stopped. Returns the error that
+    /// stopped it, if one did, after telling every connected peer why.
     pub fn run(self) -> Result<()> {
         log::info!("owner: listening on {}", self.addr);
-        let shared = self.shared;
+        let shared = Arc::clone(&self.shared);
         net::accept_loop(
             &self.listener,
             &self.stopper,
             "owner",
             MAX_CONNECTIONS,
-            move |s, who| serve(&shared, s, who),
+            move |s, who, stats| serve(&shared, s, who, stats),
         );
-        log::info!("owner: stopped");
+        let fatal = self
+            .shared
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(err) = fatal else {
+            log::info!("owner: stopped");
+            return Ok(());
+        };
+        let sessions: Vec<Handle> = {
+            let map = self
+                .shared
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            map.values().cloned().collect()
+        };
+        for handle in &sessions {
+            let _ = handle.send(Outgoing::Refuse(STOPPED.into()));
+        }
+        // Give the REFUSEs a moment to leave before the process exits.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && sessions.iter().any(|h| !h.is_closed()) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        Err(err)
+    }
+}
+
+/// What peers are told when the owner stops because its file changed.
+const STOPPED: &str = "the owner's file changed while being shared; the owner has stopped";
+
+/// One peer's session, as the wire module's "owner session" describes.
+fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Stats>) -> Result<()> {
+    let store = &shared.store;
+    net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
+    let mut dec = Decoder::new();
+    let hello = conn::read_hello(&mut stream, &mut dec, addr)?;
+    let who = hello.name;
+    conn::send_hello(&mut stream, shared.file_id, "owner")
+        .map_err(|e| Error::wire(who.as_str(), e.into()))?;
+    dec.set_layout(*store.layout());
+    let source: Arc<dyn ChunkSource> = Arc::clone(shared) as Arc<dyn ChunkSource>;
+    let conn = Conn::start(
+        stream,
+        dec,
+        Setup {
+            name: "owner".into(),
+            who: who.clone(),
+            source: Some(source),
+            announce: None,
+            stats: Some(stats),
+        },
+    )?;
+    let handle = conn.handle().clone();
+    let _ = handle.send(Outgoing::Shared(Arc::clone(&shared.manifest_frames)));
+    shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(handle.id(), handle.clone());
+    let mut role = Session {
+        shared: Arc::clone(shared),
+        seeded: false,
+    };
+    let result = conn.run(&mut role);
+    shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&handle.id());
+    if result.is_ok() {
+        log::info!("owner: {who} disconnected");
+    }
+    result
+}
+
+/// What the owner does with one peer's messages: seed it once its
+/// chunk-ID list is in, then answer its requests. Its writer serves both
+/// in order; no session ever waits on another.
+struct Session {
+    shared: Arc<Shared>,
+    seeded: bool,
+}
+
+impl Role for Session {
+    fn accepts(&self) -> Kinds {
+        const BEFORE: Kinds = Kinds::of(&[Kind::ChunkList, Kind::KeepAlive]);
+        const AFTER: Kinds = Kinds::of(&[Kind::Request, Kind::KeepAlive]);
+        if self.seeded { AFTER } else { BEFORE }
+    }
+
+    fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
+        let who = conn.who();
+        match msg {
+            Message::ChunkList(peer_has) => {
+                let layout = *self.shared.store.layout();
+                log::info!(
+                    "owner: received chunk-ID list from {who} ({} of {} chunks)",
+                    peer_has.len(),
+                    layout.count()
+                );
+                let seeds = self
+                    .shared
+                    .seeder
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .choose(&layout, &peer_has);
+                log::info!("owner: seeding {} chunks to {who}", seeds.len());
+                self.seeded = true;
+                let mut done = Vec::new();
+                wire::encode(&Message::SeedDone, &mut done);
+                let queued = conn
+                    .send(Outgoing::Chunks(seeds))
+                    .and_then(|()| conn.send(Outgoing::Frames(done)));
+                if queued.is_err() {
+                    conn.close();
+                }
+            }
+            Message::Request(id) => {
+                log::info!(target: "swarm::chunk", "owner: received request for chunk {id} from {who}");
+                match conn.send(Outgoing::Chunk(id)) {
+                    Ok(()) | Err(SendError::Closed) => {}
+                    Err(SendError::Full) => {
+                        return Err(Error::wire(who, wire::Error::Flood(conn::INBOX)));
+                    }
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
 
-/// One peer's session, as the wire module's "owner session" describes.
-fn serve(shared: &Shared, mut stream: TcpStream, addr: &str) -> Result<()> {
-    let store = &shared.store;
-    let layout = *store.layout();
-    net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
-    let mut dec = Decoder::new();
-    let fail = |err| Error::wire(addr, err);
-
-    // 1. Hello both ways.
-    net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
-    let who = match dec.message().map_err(fail)? {
-        Message::Hello { name, .. } => name.to_string(),
-        other => return Err(fail(wire::Error::Unexpected(other.name()))),
-    };
-    let who = if who.is_empty() {
-        addr.to_string()
-    } else {
-        who
-    };
-    let fail = |err| Error::wire(who.as_str(), err);
-    let hello = Message::Hello {
-        version: wire::VERSION,
-        file_id: shared.file_id,
-        name: "owner",
-    };
-    wire::send(&mut stream, &hello).map_err(|e| fail(e.into()))?;
-
-    // 2. Manifest and chunk digests.
-    send_manifest(store.manifest(), &mut stream).map_err(|e| fail(e.into()))?;
-    dec.set_layout(layout);
-
-    // 3. What the peer already holds.
-    net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
-    let peer_has = match dec.message().map_err(fail)? {
-        Message::ChunkList(set) => set,
-        other => return Err(fail(wire::Error::Unexpected(other.name()))),
-    };
-    log::info!(
-        "owner: received chunk-ID list from {who} ({} of {} chunks)",
-        peer_has.len(),
-        layout.count()
-    );
-
-    // 4. Seed its share.
-    let seeds = shared
-        .seeder
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .choose(&layout, &peer_has);
-    log::info!("owner: seeding {} chunks to {who}", seeds.len());
-    shared.seeding.fetch_add(1, Ordering::SeqCst);
-    let seeded = seed(shared, &mut stream, &seeds, &who);
-    shared.seeding.fetch_sub(1, Ordering::SeqCst);
-    seeded?;
-    wire::send(&mut stream, &Message::SeedDone).map_err(|e| fail(e.into()))?;
-
-    // 5. Answer requests until the peer leaves.
-    let mut last_heard = Instant::now();
-    let mut last_sent = Instant::now();
-    loop {
-        // A peer waiting for its end game sends only keepalives; answer in
-        // kind so its idle timeout does not drop and re-seed it.
-        if last_sent.elapsed() >= net::KEEPALIVE_EVERY {
-            wire::send(&mut stream, &Message::KeepAlive).map_err(|e| fail(e.into()))?;
-            last_sent = Instant::now();
-        }
-        match dec.fill(&mut stream) {
-            Ok(true) => last_heard = Instant::now(),
-            Ok(false) => {
-                if last_heard.elapsed() > net::IDLE_TIMEOUT {
-                    log::info!(
-                        "owner: {who} idle for {} s; closing",
-                        net::IDLE_TIMEOUT.as_secs()
-                    );
-                    return Ok(());
-                }
-                continue;
-            }
-            Err(wire::Error::Closed) => {
-                log::info!("owner: {who} disconnected");
-                return Ok(());
-            }
-            Err(e) => return Err(fail(e)),
-        }
-        match dec.message().map_err(fail)? {
-            Message::Request(id) => {
-                let asked = Instant::now();
-                while shared.seeding.load(Ordering::SeqCst) > 0 && asked.elapsed() < REQUEST_DEFER {
-                    thread::sleep(Duration::from_millis(5));
-                }
-                log::info!(target: "swarm::chunk", "owner: received request for chunk {id} from {who}");
-                shared.send_chunk(id, &mut stream)?;
-                last_sent = Instant::now();
-                log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
-            }
-            Message::KeepAlive => {}
-            other => return Err(fail(wire::Error::Unexpected(other.name()))),
-        }
-    }
-}
-
-/// Sends a peer its seeded chunks.
-fn seed(shared: &Shared, stream: &mut TcpStream, seeds: &[ChunkId], who: &str) -> Result<()> {
-    for &id in seeds {
-        shared.send_chunk(id, stream)?;
-        log::info!(target: "swarm::chunk", "owner: sent chunk {id} to {who}");
-    }
-    Ok(())
-}
-
-/// Sends MANIFEST and the HASHES frames that cover every chunk.
-pub fn send_manifest(m: &Manifest, stream: &mut TcpStream) -> std::io::Result<()> {
+/// MANIFEST and the HASHES frames that cover every chunk, each within the
+/// frame limit.
+pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     let layout = m.layout();
-    let mut buf = Vec::with_capacity(layout.frame_limit());
+    let mut buf = Vec::new();
     wire::encode(
         &Message::Manifest {
             file_len: layout.file_len(),
@@ -348,12 +406,8 @@ pub fn send_manifest(m: &Manifest, stream: &mut TcpStream) -> std::io::Result<()
             },
             &mut buf,
         );
-        if buf.len() >= 256 * 1024 {
-            std::io::Write::write_all(stream, &buf)?;
-            buf.clear();
-        }
     }
-    std::io::Write::write_all(stream, &buf)
+    buf
 }
 
 #[cfg(test)]

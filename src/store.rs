@@ -8,6 +8,8 @@
 //!                            DIR/chunks/*` gives the file back
 //! DIR/summary.txt            the chunk IDs this side holds, one a line,
 //!                            rewritten (atomically) at most every 200 ms
+//! DIR/files/NAME             a peer's output when NAME is one of the
+//!                            names above (see [`default_output`])
 //! ```
 //!
 //! Nothing unverified is ever stored: [`Store::put`] checks a chunk's
@@ -18,10 +20,21 @@
 //! chunk. The in-memory set of held chunks sits behind one briefly held
 //! lock; threads that want to hear about new chunks subscribe to a
 //! channel instead of polling.
+//!
+//! Nothing found in the directory is trusted either. Every file read from
+//! it is opened without following a symlink or blocking on a FIFO, must
+//! be a regular file of the expected size and is read no further than
+//! that; anything else counts as damaged. Every file written is created
+//! afresh (`O_EXCL`) under a temporary name of at most 255 bytes and
+//! renamed into place, so a link planted in the directory is replaced,
+//! never written through. A full disk is reported as [`Error::NoSpace`].
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::ops::RangeInclusive;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -44,6 +57,11 @@ pub const SUMMARY_FILE: &str = "summary.txt";
 const SUMMARY_EVERY: Duration = Duration::from_millis(200);
 /// The folder of chunk files inside a swarm directory.
 pub const CHUNKS_DIR: &str = "chunks";
+/// The folder inside a swarm directory that takes a peer's output when the
+/// file's name is one the directory itself uses (see [`default_output`]).
+pub const FILES_DIR: &str = "files";
+/// The longest file name, in bytes, that Linux file systems accept.
+const NAME_MAX: usize = 255;
 
 /// What [`Store::put`] did with a chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,18 +86,18 @@ pub struct Store {
     assembly: Mutex<Option<Assembly>>,
 }
 
+/// The chunks on disk and who to tell about new ones. (Which chunks are
+/// wanted and asked of whom is the peer's scheduler's business.)
 #[derive(Debug)]
 struct Inner {
     have: ChunkSet,
-    /// Requested from some link and not yet put: see `claim_missing`.
-    claimed: ChunkSet,
     subscribers: Vec<Sender<ChunkId>>,
 }
 
 /// The output file while it is being built.
 #[derive(Debug)]
 struct Assembly {
-    /// `.NAME.swarm-partial` beside `out`.
+    /// `.NAME.swarm-partial` beside `out` (see [`side_name`]).
     partial: PathBuf,
     out: PathBuf,
     file: File,
@@ -122,16 +140,159 @@ pub fn chunk_path(dir: &Path, id: ChunkId) -> PathBuf {
     dir.join(CHUNKS_DIR).join(format!("{:08}.chunk", id.get()))
 }
 
+/// Where a peer writes the file called `name` (a plain name) when no
+/// `--out` is given: `DIR/<name>`, except for names the directory itself
+/// uses, which would overwrite its bookkeeping or collide with it. Those
+/// are `manifest`, `summary.txt`, `chunks`, `files`, and any name that
+/// starts with `.` and ends with `.tmp` (the temporary files of
+/// [`write_atomic`]); such a file goes to `DIR/files/<name>` instead.
+pub fn default_output(dir: &Path, name: &str) -> PathBuf {
+    let reserved = [MANIFEST_FILE, SUMMARY_FILE, CHUNKS_DIR, FILES_DIR].contains(&name)
+        || (name.starts_with('.') && name.ends_with(".tmp"));
+    if reserved {
+        dir.join(FILES_DIR).join(name)
+    } else {
+        dir.join(name)
+    }
+}
+
+/// The name `prefix + name + suffix` for a file kept beside `name`, if it
+/// fits in [`NAME_MAX`] bytes. Otherwise `name` is cut (at a UTF-8 char
+/// boundary) and `~` plus 16 hex digits of its SHA-256 are added, so the
+/// result fits and two long names never get the same one.
+fn side_name(name: &OsStr, prefix: &str, suffix: &str) -> OsString {
+    let bytes = name.as_bytes();
+    let mut out = prefix.as_bytes().to_vec();
+    if prefix.len() + bytes.len() + suffix.len() <= NAME_MAX {
+        out.extend_from_slice(bytes);
+    } else {
+        let tag = format!("~{}", &manifest::to_hex(&manifest::sha256(bytes))[..16]);
+        let room = NAME_MAX.saturating_sub(prefix.len() + tag.len() + suffix.len());
+        // `room < bytes.len()` here, as the whole name did not fit.
+        let mut cut = room.min(bytes.len());
+        while cut > 0 && cut < bytes.len() && bytes[cut] & 0xC0 == 0x80 {
+            cut -= 1;
+        }
+        out.extend_from_slice(&bytes[..cut]);
+        out.extend_from_slice(tag.as_bytes());
+    }
+    out.extend_from_slice(suffix.as_bytes());
+    OsString::from_vec(out)
+}
+
+/// Removes whatever `path` names, without following it: a symlink itself
+/// (never its target), a file, or a directory and what it holds. A
+/// missing entry is not an error.
+fn remove_entry(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes `path` a real directory (its parent must exist): anything else
+/// there, a symlink in particular, is removed first, so nothing is ever
+/// written into a link's target.
+fn real_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => {
+            log::warn!("replacing {} with a directory", path.display());
+            fs::remove_file(path).map_err(|e| Error::io_path("remove", path, e))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io_path("inspect", path, e)),
+    }
+    fs::create_dir(path).map_err(|e| Error::io_write("create directory", path, e))
+}
+
+/// What kind of thing a non-regular directory entry is, for messages.
+fn kind_name(kind: fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a file of a swarm directory for reading, trusting nothing about
+/// it: a symlink is not followed and a FIFO does not block the open
+/// (`O_NOFOLLOW | O_NONBLOCK`); then it must be a regular file whose size
+/// is within `len`. Returns the file and its size. Every read of the
+/// directory's files goes through here.
+fn open_checked(path: &Path, len: RangeInclusive<u64>) -> io::Result<(File, u64)> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::other("is a symbolic link, which is not followed")
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(format!(
+            "is {}, not a regular file",
+            kind_name(meta.file_type())
+        )));
+    }
+    let size = meta.len();
+    if !len.contains(&size) {
+        let want = if len.start() == len.end() {
+            format!(" instead of {}", len.end())
+        } else {
+            format!(", more than the {} allowed", len.end())
+        };
+        return Err(io::Error::other(format!("holds {size} bytes{want}")));
+    }
+    Ok((file, size))
+}
+
+/// Reads a file of a swarm directory into `buf` (replacing its contents)
+/// through [`open_checked`], never more than its checked size.
+fn read_checked(path: &Path, len: RangeInclusive<u64>, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let (file, size) = open_checked(path, len)?;
+    buf.reserve(usize::try_from(size).map_err(io::Error::other)?);
+    file.take(size).read_to_end(buf)?;
+    if buf.len() as u64 != size {
+        return Err(io::Error::other("shrank while being read"));
+    }
+    Ok(())
+}
+
 /// Writes `data` to `path` through a temporary file and a rename, so
 /// `path` never holds a partial write. `sync` also flushes it to disk
-/// first, for files that are not re-checked on restart.
+/// first, for files that are not re-checked on restart. The temporary
+/// file is created afresh, never opened through a link; a link at `path`
+/// is replaced by the rename. A full disk is [`Error::NoSpace`].
 pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()));
+    let name = path.file_name().unwrap_or(OsStr::new("file"));
+    let suffix = format!(".{}-{n}.tmp", std::process::id());
+    let tmp = path.with_file_name(side_name(name, ".", &suffix));
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        // A leftover of that name (a reused pid) would make create_new fail.
+        remove_entry(&tmp)?;
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         file.write_all(data)?;
         if sync {
             file.sync_all()?;
@@ -140,22 +301,30 @@ pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        Error::io_path("write", path, e)
+        Error::io_write("write", path, e)
     })
 }
 
-/// Reads the cached manifest of `dir`, if there is one.
+/// Reads the cached manifest of `dir`, if there is one. A manifest that
+/// is not a regular file of at most [`manifest::MAX_TEXT_LEN`] bytes is
+/// an error, found without reading it.
 pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     let path = dir.join(MANIFEST_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => Manifest::from_text(&text)
-            .map(Some)
-            .map_err(|e| Error::Manifest(format!("{}: {}", path.display(), inner_text(&e)))),
+    let mut buf = Vec::new();
+    match read_checked(&path, 0..=manifest::MAX_TEXT_LEN, &mut buf) {
+        Ok(()) => {
+            let text = String::from_utf8(buf)
+                .map_err(|_| Error::Manifest(format!("{}: not UTF-8 text", path.display())))?;
+            Manifest::from_text(&text)
+                .map(Some)
+                .map_err(|e| Error::Manifest(format!("{}: {}", path.display(), inner_text(&e))))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io_path("read", path, e)),
     }
 }
 
+/// The message of a manifest error without its "bad manifest" prefix.
 fn inner_text(err: &Error) -> String {
     match err {
         Error::Manifest(msg) => msg.clone(),
@@ -163,10 +332,25 @@ fn inner_text(err: &Error) -> String {
     }
 }
 
-/// Creates `dir` and its chunk folder.
+/// Writes `manifest` to `DIR/manifest` unless that already holds exactly
+/// its text (an unchanged restart then writes and syncs nothing).
+fn cache_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let text = manifest.to_text();
+    let path = dir.join(MANIFEST_FILE);
+    let len = text.len() as u64;
+    let mut old = Vec::new();
+    let same = read_checked(&path, len..=len, &mut old).is_ok() && old == text.as_bytes();
+    if !same {
+        write_atomic(&path, text.as_bytes(), true)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its chunk folder; a chunk folder that is a symlink
+/// (or anything but a directory) is replaced by a real one.
 fn create_dirs(dir: &Path) -> Result<()> {
-    let chunks = dir.join(CHUNKS_DIR);
-    fs::create_dir_all(&chunks).map_err(|e| Error::io_path("create directory", chunks, e))
+    fs::create_dir_all(dir).map_err(|e| Error::io_write("create directory", dir, e))?;
+    real_dir(&dir.join(CHUNKS_DIR))
 }
 
 /// Reads `file` once, a chunk at a time, and returns its manifest. Memory
@@ -198,6 +382,8 @@ pub fn index(file: &Path, chunk_size: u32) -> Result<Manifest> {
     Manifest::new(name, layout, whole.finalize().into(), hashes)
 }
 
+/// A read error on the owner's source file; running out early means the
+/// file shrank after it was measured.
 fn read_error(file: &Path, e: io::Error) -> Error {
     let e = if e.kind() == io::ErrorKind::UnexpectedEof {
         io::Error::other("file shrank while being read")
@@ -216,18 +402,22 @@ pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<(Store, u32)> {
     Ok((store, kept))
 }
 
-/// Deletes chunk files that a different, earlier file left in `dir`
-/// beyond the new chunk count, so `cat DIR/chunks/*` stays right.
+/// Deletes entries of `DIR/chunks` that cannot be chunk files of
+/// `layout`: names beyond the new chunk count (a different, earlier file
+/// left them; `cat DIR/chunks/*` must stay right), foreign names, and
+/// anything that is not a regular file (a chunk file's rename could not
+/// replace a directory).
 fn remove_stale_chunks(dir: &Path, layout: &Layout) -> Result<()> {
     for (path, id) in list_chunk_files(dir)? {
-        if id.is_none_or(|raw| layout.chunk_id(raw).is_none()) {
-            let _ = fs::remove_file(path);
+        let regular = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        if !regular || id.is_none_or(|raw| layout.chunk_id(raw).is_none()) {
+            let _ = remove_entry(&path);
         }
     }
     Ok(())
 }
 
-/// Every file in `DIR/chunks` with the chunk index its name gives, or
+/// Every entry in `DIR/chunks` with the chunk index its name gives, or
 /// `None` for temporary and foreign files.
 fn list_chunk_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u32>)>> {
     let chunks = dir.join(CHUNKS_DIR);
@@ -246,36 +436,37 @@ fn list_chunk_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u32>)>> {
     Ok(out)
 }
 
+/// The exact size chunk `id` must have on disk, as a range for
+/// [`open_checked`].
+fn chunk_len_range(layout: &Layout, id: ChunkId) -> RangeInclusive<u64> {
+    let len = layout.chunk_len(id) as u64;
+    len..=len
+}
+
 impl Store {
     /// Opens `dir` for `manifest`: creates it if needed, caches the
     /// manifest, re-hashes every chunk file already there (keeping the
-    /// good ones, deleting the rest) and rewrites the summary.
+    /// good ones, deleting the rest, including anything that is not a
+    /// regular file of the chunk's length) and rewrites the summary.
     pub fn open(dir: &Path, manifest: Manifest) -> Result<Store> {
         create_dirs(dir)?;
-        let text = manifest.to_text();
-        let path = dir.join(MANIFEST_FILE);
-        if fs::read_to_string(&path).ok().as_deref() != Some(&text) {
-            write_atomic(&path, text.as_bytes(), true)?;
-        }
+        cache_manifest(dir, &manifest)?;
         let layout = *manifest.layout();
         let mut have = ChunkSet::new(layout.count());
         let mut buf = Vec::new();
         for (path, raw) in list_chunk_files(dir)? {
             let Some(id) = raw.and_then(|raw| layout.chunk_id(raw)) else {
                 // A temporary file from an interrupted write, or junk.
-                let _ = fs::remove_file(&path);
+                let _ = remove_entry(&path);
                 continue;
             };
-            buf.clear();
-            let good = File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut buf))
-                .is_ok()
+            let good = read_checked(&path, chunk_len_range(&layout, id), &mut buf).is_ok()
                 && manifest.verify(id, &buf);
             if good {
                 have.insert(id);
             } else {
                 log::warn!("dropping damaged chunk file {}", path.display());
-                let _ = fs::remove_file(&path);
+                let _ = remove_entry(&path);
             }
         }
         Store::with_set(dir, manifest, have)
@@ -287,11 +478,7 @@ impl Store {
     pub fn open_owner(dir: &Path, manifest: Manifest) -> Result<Store> {
         create_dirs(dir)?;
         remove_stale_chunks(dir, manifest.layout())?;
-        let text = manifest.to_text();
-        let path = dir.join(MANIFEST_FILE);
-        if fs::read_to_string(&path).ok().as_deref() != Some(&text) {
-            write_atomic(&path, text.as_bytes(), true)?;
-        }
+        cache_manifest(dir, &manifest)?;
         let have = ChunkSet::new(manifest.layout().count());
         Store::with_set(dir, manifest, have)
     }
@@ -317,12 +504,8 @@ impl Store {
                 )));
             }
             let path = chunk_path(&self.dir, id);
-            old.clear();
-            let same = fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64)
-                && File::open(&path)
-                    .and_then(|mut f| f.read_to_end(&mut old))
-                    .is_ok()
-                && old == *data;
+            let same =
+                read_checked(&path, chunk_len_range(&layout, id), &mut old).is_ok() && old == *data;
             if same {
                 kept += 1;
             } else {
@@ -347,12 +530,12 @@ impl Store {
         true
     }
 
+    /// The store for `dir` holding `have`, with its summary written.
     fn with_set(dir: &Path, manifest: Manifest, have: ChunkSet) -> Result<Store> {
         let store = Store {
             dir: dir.to_path_buf(),
             manifest,
             inner: Mutex::new(Inner {
-                claimed: ChunkSet::new(have.capacity()),
                 have,
                 subscribers: Vec::new(),
             }),
@@ -367,7 +550,8 @@ impl Store {
     }
 
     /// Rewrites the summary file if chunks were gained or dropped since
-    /// it was last written.
+    /// it was last written. On a full disk this returns
+    /// [`Error::NoSpace`], so a caller can stop.
     pub fn flush_summary(&self) -> Result<()> {
         let mut summary = self.summary.lock().unwrap_or_else(|p| p.into_inner());
         if summary.dirty {
@@ -394,6 +578,8 @@ impl Store {
         }
     }
 
+    /// Rewrites the summary file from the held set; a full disk is
+    /// [`Error::NoSpace`], and the summary stays dirty for the next try.
     fn write_summary(&self, summary: &mut Summary) -> Result<()> {
         let have = self.snapshot();
         let mut text = String::with_capacity(have.len() as usize * 8);
@@ -406,6 +592,7 @@ impl Store {
         Ok(())
     }
 
+    /// The held set and subscribers, locked.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere must not take the store down with it: the
         // set is updated in single steps, so it is consistent.
@@ -457,39 +644,9 @@ impl Store {
         (inner.have.clone(), rx)
     }
 
-    /// Claims up to `max` chunks that are neither held nor claimed by
-    /// another link, marking them claimed: with `offered`, chunks from that
-    /// set, lowest first (the ring); without, any missing chunk, highest
-    /// first (the owner, working from the other end). A claim lasts until
-    /// the chunk is put or [`Store::release`]d, so two links never fetch
-    /// the same chunk at once.
-    pub fn claim_missing(&self, offered: Option<&ChunkSet>, max: usize) -> Vec<ChunkId> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let ids = match offered {
-            Some(set) => set.pick_missing(&[&inner.have, &inner.claimed], self.layout(), max),
-            None => inner
-                .have
-                .pick_absent_from_end(&inner.claimed, self.layout(), max),
-        };
-        for &id in &ids {
-            inner.claimed.insert(id);
-        }
-        ids
-    }
-
-    /// Gives up claims on chunks that will not arrive (a link went down).
-    pub fn release(&self, ids: impl IntoIterator<Item = ChunkId>) {
-        let mut inner = self.lock();
-        for id in ids {
-            inner.claimed.remove(id);
-        }
-    }
-
-    /// Verifies `data` as chunk `id` and stores it.
+    /// Verifies `data` as chunk `id` and stores it. A full disk is
+    /// [`Error::NoSpace`]: the caller should stop, not fetch again.
     pub fn put(&self, id: ChunkId, data: &[u8]) -> Result<Put> {
-        // Whatever happens to it, this chunk is no longer on its way.
-        self.release([id]);
         if self.has(id) {
             return Ok(Put::Duplicate);
         }
@@ -505,7 +662,7 @@ impl Store {
         if let Some(a) = assembly.as_mut() {
             a.file
                 .write_all_at(data, self.layout().offset(id))
-                .map_err(|e| Error::io_path("write", &a.partial, e))?;
+                .map_err(|e| Error::io_write("write", &a.partial, e))?;
         }
         if !self.mark_held(id) {
             return Ok(Put::Duplicate);
@@ -521,10 +678,14 @@ impl Store {
         Ok(Put::Stored)
     }
 
-    /// Opens chunk `id` for reading. The caller must hold it.
+    /// Opens chunk `id` for reading. The caller must hold it. The chunk
+    /// file must be a regular file of exactly the chunk's length.
     pub fn open_chunk(&self, id: ChunkId) -> Result<File> {
         let path = chunk_path(&self.dir, id);
-        File::open(&path).map_err(|e| Error::io_path("open", path, e))
+        match open_checked(&path, chunk_len_range(self.layout(), id)) {
+            Ok((file, _)) => Ok(file),
+            Err(e) => Err(Error::io_path("open", path, e)),
+        }
     }
 
     /// Writes chunk `id` to `w` as one CHUNK frame; the chunk's bytes go
@@ -532,23 +693,14 @@ impl Store {
     /// (`io::copy` uses sendfile there). Returns the bytes of data sent.
     pub fn send_chunk<W: Write>(&self, id: ChunkId, w: &mut W) -> Result<u64> {
         let len = self.layout().chunk_len(id) as u64;
-        let path = chunk_path(&self.dir, id);
+        // Checked to be exactly `len` bytes: anything else would break
+        // the frame (a restart re-checks it).
         let file = self.open_chunk(id)?;
-        let on_disk = file
-            .metadata()
-            .map_err(|e| Error::io_path("read", &path, e))?;
-        if on_disk.len() != len {
-            // Sending it would break the frame; a restart re-checks it.
-            return Err(Error::Integrity(format!(
-                "chunk file {} holds {} bytes instead of {len}",
-                path.display(),
-                on_disk.len()
-            )));
-        }
         w.write_all(&wire::chunk_header(id, len as usize))
             .map_err(|e| Error::io("send chunk", e))?;
         let sent = io::copy(&mut file.take(len), w).map_err(|e| Error::io("send chunk", e))?;
         if sent != len {
+            let path = chunk_path(&self.dir, id);
             return Err(Error::io(
                 "send chunk",
                 io::Error::other(format!("chunk file {} shrank", path.display())),
@@ -557,68 +709,99 @@ impl Store {
         Ok(len)
     }
 
-    /// Reads chunk `id` into `buf`, replacing its contents.
+    /// Reads chunk `id` into `buf`, replacing its contents. The chunk file
+    /// must be a regular file of exactly the chunk's length.
     pub fn read_chunk(&self, id: ChunkId, buf: &mut Vec<u8>) -> Result<()> {
-        buf.clear();
         let path = chunk_path(&self.dir, id);
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(buf))
-            .map_err(|e| Error::io_path("read", &path, e))?;
-        Ok(())
+        read_checked(&path, chunk_len_range(self.layout(), id), buf)
+            .map_err(|e| Error::io_path("read", &path, e))
     }
 
     /// Forgets chunk `id` and deletes its file, after it was found bad.
     fn drop_chunk(&self, id: ChunkId) {
         self.lock().have.remove(id);
-        let _ = fs::remove_file(chunk_path(&self.dir, id));
+        let _ = remove_entry(&chunk_path(&self.dir, id));
         self.summary_changed();
     }
 
     /// Starts building the output file `out` as chunks arrive.
     ///
-    /// The file is written as `.NAME.swarm-partial` beside `out`: every
-    /// chunk held now is copied in, and every chunk stored from now on is
-    /// written at its offset as it is stored. The whole-file SHA-256 is
-    /// fed in order as the held prefix grows, so when the last chunk
-    /// lands only the tail remains to hash. [`Store::finish_assembly`]
-    /// checks it and renames the file into place.
+    /// The file is written as `.NAME.swarm-partial` beside `out` (a name
+    /// too long for that gets a cut one with a hash of the full name, so
+    /// it fits in 255 bytes): every chunk held now
+    /// is copied in, and every chunk stored from now on is written at its
+    /// offset as it is stored. The whole-file SHA-256 is fed in order as
+    /// the held prefix grows, so when the last chunk lands only the tail
+    /// remains to hash. [`Store::finish_assembly`] checks it and renames
+    /// the file into place. Whatever sat at the partial name (a symlink
+    /// included) is removed and the file created afresh.
     pub fn begin_assembly(&self, out: &Path) -> Result<()> {
         let mut slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
+        // An earlier assembly's partial file may be the one replaced
+        // below; its state would no longer match any file.
+        *slot = None;
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&parent).map_err(|e| Error::io_path("create directory", &parent, e))?;
-        let name = out.file_name().map(|n| n.to_string_lossy().into_owned());
-        let name = name.unwrap_or_else(|| self.manifest.name().to_string());
-        let partial = parent.join(format!(".{name}.swarm-partial"));
+        if parent == self.dir.join(FILES_DIR) {
+            // Inside DIR, like DIR/chunks: never write into a link's target.
+            real_dir(&parent)?;
+        } else {
+            fs::create_dir_all(&parent)
+                .map_err(|e| Error::io_write("create directory", &parent, e))?;
+        }
+        let name = match out.file_name() {
+            Some(name) => name.to_os_string(),
+            None => OsString::from(self.manifest.name()),
+        };
+        let partial = parent.join(side_name(&name, ".", ".swarm-partial"));
+        remove_entry(&partial).map_err(|e| Error::io_path("remove", &partial, e))?;
         let file = File::options()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&partial)
-            .map_err(|e| Error::io_path("create", &partial, e))?;
-        let layout = *self.layout();
-        file.set_len(layout.file_len())
-            .map_err(|e| Error::io_path("size", &partial, e))?;
-        let mut buf = Vec::with_capacity(layout.chunk_size() as usize);
-        for id in self.snapshot().iter(&layout) {
-            self.read_chunk(id, &mut buf)?;
-            file.write_all_at(&buf, layout.offset(id))
-                .map_err(|e| Error::io_path("write", &partial, e))?;
-        }
+            .map_err(|e| Error::io_write("create", &partial, e))?;
         let mut assembly = Assembly {
             partial,
             out: out.to_path_buf(),
             file,
             whole: Sha256::new(),
             cursor: 0,
-            buf,
+            buf: Vec::with_capacity(self.layout().chunk_size() as usize),
         };
-        assembly.advance(self)?;
-        *slot = Some(assembly);
-        Ok(())
+        match self.fill(&mut assembly) {
+            Ok(()) => {
+                *slot = Some(assembly);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&assembly.partial);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sizes a new assembly's file, copies in every chunk held now and
+    /// hashes the held prefix. The caller holds the assembly lock.
+    fn fill(&self, assembly: &mut Assembly) -> Result<()> {
+        let layout = *self.layout();
+        let partial = &assembly.partial;
+        assembly
+            .file
+            .set_len(layout.file_len())
+            .map_err(|e| Error::io_write("size", partial, e))?;
+        let mut buf = Vec::with_capacity(layout.chunk_size() as usize);
+        for id in self.snapshot().iter(&layout) {
+            self.read_chunk(id, &mut buf)?;
+            assembly
+                .file
+                .write_all_at(&buf, layout.offset(id))
+                .map_err(|e| Error::io_write("write", partial, e))?;
+        }
+        assembly.advance(self)
     }
 
     /// Checks the whole-file SHA-256 of the assembled file, flushes it to
@@ -627,27 +810,28 @@ impl Store {
     ///
     /// If the digest is wrong, every chunk file is re-checked, the bad ones
     /// are dropped (to be fetched again), assembly starts over and an
-    /// error is returned.
+    /// error is returned. On any other error the assembly stays as it
+    /// was, so a later call can try again.
     pub fn finish_assembly(&self) -> Result<Digest> {
         let mut slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut assembly) = slot.take() else {
+        // Worked on in place, never taken out, so every early return
+        // leaves it in its slot.
+        let Some(assembly) = slot.as_mut() else {
             return Err(Error::Bug("finish_assembly without begin_assembly".into()));
         };
         assembly.advance(self)?;
         if assembly.cursor != self.layout().count() {
-            let msg = format!(
+            return Err(Error::Bug(format!(
                 "assembly stopped at chunk {} of {}",
                 assembly.cursor,
                 self.layout().count()
-            );
-            *slot = Some(assembly);
-            return Err(Error::Bug(msg));
+            )));
         }
-        let digest: Digest = assembly.whole.finalize_reset().into();
-        let partial = assembly.partial.clone();
+        // A copy: the state must survive a failed flush or rename.
+        let digest: Digest = assembly.whole.clone().finalize().into();
         if digest != *self.manifest.file_hash() {
             let out = assembly.out.clone();
-            drop(assembly);
+            *slot = None;
             let dropped = self.recheck();
             drop(slot);
             self.begin_assembly(&out)?;
@@ -660,9 +844,10 @@ impl Store {
         assembly
             .file
             .sync_all()
-            .map_err(|e| Error::io_path("flush", &partial, e))?;
-        fs::rename(&partial, &assembly.out)
-            .map_err(|e| Error::io_path("rename to", &assembly.out, e))?;
+            .map_err(|e| Error::io_write("flush", &assembly.partial, e))?;
+        fs::rename(&assembly.partial, &assembly.out)
+            .map_err(|e| Error::io_write("rename to", &assembly.out, e))?;
+        *slot = None;
         Ok(digest)
     }
 
@@ -685,8 +870,9 @@ impl Store {
         self.finish_assembly()
     }
 
-    /// Re-hashes every held chunk and drops the bad ones; returns how
-    /// many were dropped.
+    /// Re-hashes every held chunk and drops the bad ones (a chunk file
+    /// that is not a regular file of the chunk's length among them);
+    /// returns how many were dropped.
     pub fn recheck(&self) -> usize {
         let mut buf = Vec::new();
         let mut dropped = 0;
@@ -705,7 +891,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, mpsc};
+    use std::thread;
 
     /// A fresh directory under the system temp dir.
     fn temp_dir(name: &str) -> PathBuf {
@@ -910,5 +1101,453 @@ mod tests {
         );
         let err = split(&dir, &dir.join("o"), 1024).unwrap_err();
         assert!(err.to_string().ends_with("not a regular file"), "{err}");
+    }
+
+    /// Runs `f` on a thread and fails the test if it takes over 10 s: a
+    /// hang (a FIFO opened for reading) must fail, not stall the suite.
+    fn quickly<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what} hung"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what} was slow"
+        );
+        out
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the whole call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+    }
+
+    /// The names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Puts chunk `i` of `data` into `store`.
+    fn put_chunk(store: &Store, data: &[u8], i: u32) -> Result<Put> {
+        let l = *store.layout();
+        let id = l.chunk_id(i).unwrap();
+        let at = l.offset(id) as usize;
+        store.put(id, &data[at..at + l.chunk_len(id)])
+    }
+
+    #[test]
+    fn open_drops_links_fifos_directories_and_wrong_sizes_posing_as_chunks() {
+        let (dir, data, owner) = split_sample(7 * 1024);
+        let m = owner.manifest().clone();
+        let l = *m.layout();
+        let peer_dir = dir.join("peer");
+        fs::create_dir_all(peer_dir.join(CHUNKS_DIR)).unwrap();
+        let at = |i: u32| chunk_path(&peer_dir, l.chunk_id(i).unwrap());
+        // A valid chunk file outside the directory, linked to.
+        let outside = dir.join("outside.chunk");
+        fs::write(&outside, &data[2048..3072]).unwrap();
+        symlink("/dev/zero", at(0)).unwrap();
+        mkfifo(&at(1));
+        symlink(&outside, at(2)).unwrap();
+        fs::create_dir(at(3)).unwrap();
+        fs::write(at(3).join("inside"), b"x").unwrap();
+        fs::write(at(4), &data[4096..5120]).unwrap();
+        // An oversized stray: sparse, so it costs no disk, but reading it
+        // whole would take 1 TiB of memory (or hours).
+        File::create(at(5)).unwrap().set_len(1 << 40).unwrap();
+        fs::write(at(6), &data[6144..7000]).unwrap();
+
+        let open_dir = peer_dir.clone();
+        let peer = quickly("Store::open", move || Store::open(&open_dir, m).unwrap());
+        let held: Vec<u32> = peer.snapshot().iter(&l).map(ChunkId::get).collect();
+        assert_eq!(held, [4], "only the good chunk file is kept");
+        for i in [0, 1, 2, 3, 5, 6] {
+            assert!(fs::symlink_metadata(at(i)).is_err(), "chunk {i} dropped");
+        }
+        assert_eq!(fs::read(&outside).unwrap(), &data[2048..3072]);
+        assert!(
+            fs::metadata("/dev/zero")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+        // The dropped chunks are fetched again into real files.
+        for i in 0..7 {
+            put_chunk(&peer, &data, i).unwrap();
+        }
+        assert!(peer.is_complete());
+        assert!(fs::symlink_metadata(at(2)).unwrap().is_file());
+        assert_eq!(fs::read(&outside).unwrap(), &data[2048..3072]);
+    }
+
+    #[test]
+    fn reads_of_held_chunks_refuse_links_and_wrong_sizes() {
+        let (dir, data, owner) = split_sample(3000);
+        let owner = Arc::new(owner);
+        let id1 = owner.layout().chunk_id(1).unwrap();
+        let path = chunk_path(owner.dir(), id1);
+        let victim = dir.join("victim");
+        fs::write(&victim, &data[1024..2048]).unwrap();
+        fs::remove_file(&path).unwrap();
+        symlink(&victim, &path).unwrap();
+        let mut buf = Vec::new();
+        let err = owner.read_chunk(id1, &mut buf).unwrap_err().to_string();
+        let want = format!("cannot read {}: is a symbolic link", path.display());
+        assert!(err.starts_with(&want), "{err}");
+        let err = owner
+            .send_chunk(id1, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&*path.to_string_lossy()), "{err}");
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, vec![0u8; 2000]).unwrap();
+        let err = owner.open_chunk(id1).unwrap_err().to_string();
+        assert!(err.ends_with("holds 2000 bytes instead of 1024"), "{err}");
+        fs::remove_file(&path).unwrap();
+        mkfifo(&path);
+        let err = quickly("send_chunk on a FIFO", {
+            let owner = Arc::clone(&owner);
+            move || {
+                let err = owner.send_chunk(id1, &mut Vec::new()).unwrap_err();
+                err.to_string()
+            }
+        });
+        assert!(err.ends_with("is a FIFO, not a regular file"), "{err}");
+        fs::remove_file(&path).unwrap();
+        symlink(&victim, &path).unwrap();
+        assert_eq!(owner.recheck(), 1);
+        assert!(!owner.has(id1));
+        assert!(fs::symlink_metadata(&path).is_err(), "the link is removed");
+        assert_eq!(fs::read(&victim).unwrap(), &data[1024..2048]);
+    }
+
+    #[test]
+    fn a_chunks_folder_that_is_a_link_is_replaced_by_a_real_one() {
+        let (dir, data, owner) = split_sample(2500);
+        let elsewhere = dir.join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("keep.txt"), b"mine").unwrap();
+        let peer_dir = dir.join("peer");
+        fs::create_dir(&peer_dir).unwrap();
+        symlink(&elsewhere, peer_dir.join(CHUNKS_DIR)).unwrap();
+        let peer = Store::open(&peer_dir, owner.manifest().clone()).unwrap();
+        for i in 0..3 {
+            assert_eq!(put_chunk(&peer, &data, i).unwrap(), Put::Stored);
+        }
+        let chunks = fs::symlink_metadata(peer_dir.join(CHUNKS_DIR)).unwrap();
+        assert!(chunks.is_dir() && !chunks.is_symlink());
+        assert_eq!(names_in(&elsewhere), ["keep.txt"]);
+        assert_eq!(fs::read(elsewhere.join("keep.txt")).unwrap(), b"mine");
+        assert_eq!(names_in(&peer_dir.join(CHUNKS_DIR)).len(), 3);
+    }
+
+    #[test]
+    fn a_partial_file_planted_as_a_link_is_replaced_not_written_through() {
+        let (dir, data, owner) = split_sample(2100);
+        let out_dir = dir.join("out");
+        fs::create_dir(&out_dir).unwrap();
+        let victim = dir.join("victim.txt");
+        fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, out_dir.join(".copy.bin.swarm-partial")).unwrap();
+        // The output's own name as a link: the rename replaces the link.
+        let other = dir.join("other.txt");
+        fs::write(&other, b"also precious").unwrap();
+        symlink(&other, out_dir.join("copy.bin")).unwrap();
+        let out = out_dir.join("copy.bin");
+        assert_eq!(owner.assemble(&out).unwrap(), manifest::sha256(&data));
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&other).unwrap(), b"also precious");
+        assert!(!fs::symlink_metadata(&out).unwrap().is_symlink());
+        assert_eq!(fs::read(&out).unwrap(), data);
+        assert_eq!(names_in(&out_dir), ["copy.bin"]);
+    }
+
+    #[test]
+    fn read_manifest_refuses_links_fifos_and_oversized_files_quickly() {
+        let (dir, _, owner) = split_sample(2000);
+        let path = owner.dir().join(MANIFEST_FILE);
+        let read = |what: &str| {
+            let d = owner.dir().to_path_buf();
+            quickly(what, move || read_manifest(&d).unwrap_err().to_string())
+        };
+        fs::remove_file(&path).unwrap();
+        symlink("/dev/zero", &path).unwrap();
+        let err = read("read_manifest of a link to /dev/zero");
+        let want = format!("cannot read {}: is a symbolic link", path.display());
+        assert!(err.starts_with(&want), "{err}");
+        fs::remove_file(&path).unwrap();
+        mkfifo(&path);
+        let err = read("read_manifest of a FIFO");
+        assert!(err.ends_with("is a FIFO, not a regular file"), "{err}");
+        fs::remove_file(&path).unwrap();
+        File::create(&path)
+            .unwrap()
+            .set_len(manifest::MAX_TEXT_LEN + 1)
+            .unwrap();
+        let err = read("read_manifest of a huge sparse file");
+        let want = format!("bytes, more than the {} allowed", manifest::MAX_TEXT_LEN);
+        assert!(err.ends_with(&want), "{err}");
+        // Store::open replaces whatever is there with the real manifest.
+        fs::remove_file(&path).unwrap();
+        symlink(dir.join("input.bin"), &path).unwrap();
+        let again = Store::open(owner.dir(), owner.manifest().clone()).unwrap();
+        assert!(!fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(
+            read_manifest(again.dir()).unwrap().unwrap(),
+            *owner.manifest()
+        );
+        assert_eq!(fs::read(dir.join("input.bin")).unwrap(), pattern(2000));
+    }
+
+    #[test]
+    fn write_atomic_replaces_a_link_instead_of_writing_through_it() {
+        let dir = temp_dir("link");
+        let target = dir.join("target");
+        fs::write(&target, b"untouched").unwrap();
+        let path = dir.join("file");
+        symlink(&target, &path).unwrap();
+        write_atomic(&path, b"new", true).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"untouched");
+        assert!(!fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(names_in(&dir), ["file", "target"]);
+    }
+
+    #[test]
+    fn default_output_moves_the_directory_s_own_names_into_files() {
+        let dir = Path::new("/d");
+        for name in [
+            "manifest",
+            "summary.txt",
+            "chunks",
+            "files",
+            ".summary.txt.123-4.tmp",
+            ".manifest.1-1.tmp",
+            "..tmp",
+        ] {
+            assert_eq!(
+                default_output(dir, name),
+                Path::new("/d/files").join(name),
+                "{name}"
+            );
+        }
+        for name in ["movie.mkv", "manifest.txt", "x.tmp", ".hidden", "Chunks"] {
+            assert_eq!(default_output(dir, name), dir.join(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn reserved_names_download_and_resume() {
+        for name in ["manifest", "summary.txt", "chunks", ".summary.txt.1-2.tmp"] {
+            let dir = temp_dir("reserved");
+            let data = pattern(3000);
+            let file = dir.join(name);
+            fs::write(&file, &data).unwrap();
+            let (owner, _) = split(&file, &dir.join("owner"), 1024).unwrap();
+            let peer_dir = dir.join("peer");
+            let peer = Store::open(&peer_dir, owner.manifest().clone()).unwrap();
+            for i in 0..3 {
+                put_chunk(&peer, &data, i).unwrap();
+            }
+            let out = default_output(&peer_dir, name);
+            assert_eq!(peer.assemble(&out).unwrap(), manifest::sha256(&data));
+            assert_eq!(fs::read(&out).unwrap(), data, "{name}");
+            drop(peer);
+            // Resume: the bookkeeping survived the output.
+            let m = read_manifest(&peer_dir).unwrap().unwrap();
+            let again = Store::open(&peer_dir, m).unwrap();
+            assert!(again.is_complete(), "{name}");
+        }
+    }
+
+    #[test]
+    fn side_names_fit_in_255_bytes_and_stay_distinct() {
+        let short = side_name(OsStr::new("a.bin"), ".", ".swarm-partial");
+        assert_eq!(short, ".a.bin.swarm-partial");
+        let fits = "f".repeat(240);
+        let name = side_name(OsStr::new(&fits), ".", ".swarm-partial");
+        assert_eq!(name.len(), 255);
+        assert_eq!(name, OsString::from(format!(".{fits}.swarm-partial")));
+        let a = format!("{}a", "x".repeat(254));
+        let b = format!("{}b", "x".repeat(254));
+        let (pa, pb) = (
+            side_name(OsStr::new(&a), ".", ".swarm-partial"),
+            side_name(OsStr::new(&b), ".", ".swarm-partial"),
+        );
+        assert_ne!(pa, pb);
+        assert!(pa.len() <= 255 && pb.len() <= 255);
+        let wide = "é".repeat(127);
+        let p = side_name(OsStr::new(&wide), ".", ".123456-99.tmp");
+        assert!(p.len() <= 255);
+        let text = p.to_str().expect("cut at a char boundary");
+        assert!(text.starts_with(".éé") && text.ends_with(".123456-99.tmp"));
+    }
+
+    #[test]
+    fn names_of_up_to_255_bytes_assemble_under_their_full_name() {
+        let ascii = "a".repeat(255);
+        let wide = "é".repeat(127);
+        assert_eq!((ascii.len(), wide.len()), (255, 254));
+        for name in [ascii, wide] {
+            let dir = temp_dir("long");
+            let data = pattern(2500);
+            let file = dir.join(&name);
+            fs::write(&file, &data).unwrap();
+            let (owner, _) = split(&file, &dir.join("owner"), 1024).unwrap();
+            assert_eq!(owner.manifest().name(), name);
+            let out_dir = dir.join("out");
+            let out = out_dir.join(&name);
+            let peer = Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap();
+            put_chunk(&peer, &data, 1).unwrap();
+            peer.begin_assembly(&out).unwrap();
+            put_chunk(&peer, &data, 0).unwrap();
+            put_chunk(&peer, &data, 2).unwrap();
+            assert_eq!(peer.finish_assembly().unwrap(), manifest::sha256(&data));
+            assert_eq!(fs::read(&out).unwrap(), data);
+            assert_eq!(
+                names_in(&out_dir),
+                vec![name.clone()],
+                "nothing left behind"
+            );
+            // write_atomic's temporary name fits as well.
+            write_atomic(&out, b"again", false).unwrap();
+            assert_eq!(names_in(&out_dir), vec![name.clone()]);
+        }
+    }
+
+    #[test]
+    fn finish_assembly_keeps_its_state_after_io_errors() {
+        let (dir, data, owner) = split_sample(3000);
+        let out_dir = dir.join("out");
+        let out = out_dir.join("copy.bin");
+        owner.begin_assembly(&out).unwrap();
+        let partial = out_dir.join(".copy.bin.swarm-partial");
+        // Rewind the hash and make reading back fail: a write-only handle.
+        {
+            let mut slot = owner.assembly.lock().unwrap();
+            let a = slot.as_mut().unwrap();
+            a.cursor = 0;
+            a.whole = Sha256::new();
+            a.file = File::options().write(true).open(&partial).unwrap();
+        }
+        let err = owner.finish_assembly().unwrap_err().to_string();
+        assert!(err.starts_with("cannot read "), "{err}");
+        assert!(
+            owner.assembly.lock().unwrap().is_some(),
+            "kept after a read error"
+        );
+        owner.assembly.lock().unwrap().as_mut().unwrap().file = File::options()
+            .read(true)
+            .write(true)
+            .open(&partial)
+            .unwrap();
+        // A directory in the way of the rename.
+        fs::create_dir_all(out.join("in-the-way")).unwrap();
+        let err = owner.finish_assembly().unwrap_err().to_string();
+        assert!(err.starts_with("cannot rename to "), "{err}");
+        assert!(
+            owner.assembly.lock().unwrap().is_some(),
+            "kept after a rename error"
+        );
+        fs::remove_dir_all(&out).unwrap();
+        assert_eq!(owner.finish_assembly().unwrap(), manifest::sha256(&data));
+        assert_eq!(fs::read(&out).unwrap(), data);
+        assert!(owner.assembly.lock().unwrap().is_none());
+        let err = owner.finish_assembly().unwrap_err().to_string();
+        assert!(err.contains("without begin_assembly"), "{err}");
+    }
+
+    /// Unmounts a test's tmpfs even when the test fails.
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_no_space_and_leaves_only_whole_chunk_files() {
+        let mnt = temp_dir("tmpfs");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipping the full-disk test: cannot mount a tmpfs (not root?)");
+            return;
+        }
+        let _guard = Mounted(mnt.clone());
+        // 1 KiB chunks each take a 4 KiB page: 256 KiB holds fewer than
+        // 64 of the 200.
+        let data = pattern(200 * 1024);
+        let layout = Layout::new(data.len() as u64, 1024).unwrap();
+        let hashes = data.chunks(1024).map(manifest::sha256).collect();
+        let m = Manifest::new("big.bin".into(), layout, manifest::sha256(&data), hashes).unwrap();
+        let peer = Store::open(&mnt.join("peer"), m.clone()).unwrap();
+        let mut failed = None;
+        for i in 0..layout.count() {
+            if let Err(e) = put_chunk(&peer, &data, i) {
+                failed = Some((i, e));
+                break;
+            }
+        }
+        let (i, err) = failed.expect("the tmpfs fills up");
+        assert!(i > 10, "failed early, at chunk {i}: {err}");
+        let path = chunk_path(peer.dir(), layout.chunk_id(i).unwrap());
+        assert!(err.is_fatal_storage());
+        assert_eq!(
+            err.to_string(),
+            format!("no space left on device writing {}", path.display())
+        );
+        // Every chunk file on disk is whole and verified; no temporary
+        // file is left.
+        let mut on_disk = 0;
+        for (file, raw) in list_chunk_files(peer.dir()).unwrap() {
+            let id = raw
+                .and_then(|r| layout.chunk_id(r))
+                .expect("a chunk file name");
+            assert!(
+                m.verify(id, &fs::read(&file).unwrap()),
+                "{}",
+                file.display()
+            );
+            on_disk += 1;
+        }
+        assert_eq!(on_disk, i);
+        assert_eq!(peer.held(), i);
+        // The summary cannot be rewritten either, and flush says why.
+        peer.summary.lock().unwrap().dirty = true;
+        let err = peer.flush_summary().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no space left on device writing {}",
+                peer.dir().join(SUMMARY_FILE).display()
+            )
+        );
+        // Nor can the output be assembled on the same file system.
+        let out = mnt.join("out").join("big.bin");
+        let err = peer.begin_assembly(&out).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no space left on device writing {}",
+                mnt.join("out").join(".big.bin.swarm-partial").display()
+            )
+        );
+        assert_eq!(names_in(&mnt.join("out")), Vec::<String>::new());
     }
 }

@@ -104,8 +104,61 @@ const KIND_COMPLETE: u8 = 9;
 const KIND_KEEPALIVE: u8 = 10;
 const KIND_REFUSE: u8 = 11;
 
+/// A message kind: the byte after the length field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Hello = KIND_HELLO,
+    Manifest = KIND_MANIFEST,
+    Hashes = KIND_HASHES,
+    ChunkList = KIND_CHUNK_LIST,
+    Have = KIND_HAVE,
+    Request = KIND_REQUEST,
+    Chunk = KIND_CHUNK,
+    SeedDone = KIND_SEED_DONE,
+    Complete = KIND_COMPLETE,
+    KeepAlive = KIND_KEEPALIVE,
+    Refuse = KIND_REFUSE,
+}
+
+impl Kind {
+    /// The kind's name for logs and errors.
+    pub fn name(self) -> &'static str {
+        kind_name(self as u8)
+    }
+}
+
+/// The kinds a connection accepts in its current state. A frame of any
+/// other kind is refused from its five header bytes, before a buffer is
+/// sized for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kinds(u16);
+
+impl Kinds {
+    /// Every kind: what a bare [`Decoder`] accepts.
+    pub const ALL: Kinds = Kinds(0x0FFE);
+
+    /// The set of `kinds`.
+    pub const fn of(kinds: &[Kind]) -> Kinds {
+        let mut bits = 0u16;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= 1 << kinds[i] as u8;
+            i += 1;
+        }
+        Kinds(bits)
+    }
+
+    /// Whether the kind byte `kind` is in the set.
+    pub fn contains(self, kind: u8) -> bool {
+        kind < 16 && self.0 & (1 << kind) != 0
+    }
+}
+
 /// Bytes before the payload: the length and the kind.
 const HEADER_LEN: usize = 5;
+/// How much the frame buffer grows by at least when bytes arrive.
+const GROW_STEP: usize = 64 * 1024;
 const HELLO_FIXED: usize = 4 + 2 + 32;
 const MANIFEST_FIXED: usize = 8 + 4 + 32;
 
@@ -230,6 +283,10 @@ pub enum Error {
     Refused(String),
     /// The other side queued more requests than any honest peer would.
     Flood(usize),
+    /// Nothing arrived for this many seconds.
+    Silent(u64),
+    /// The other side took longer than this many seconds to read one frame.
+    SlowReader(u64),
 }
 
 impl fmt::Display for Error {
@@ -269,6 +326,10 @@ impl fmt::Display for Error {
             Error::Unexpected(kind) => write!(f, "unexpected {kind} message"),
             Error::Refused(reason) => write!(f, "refused: {reason}"),
             Error::Flood(n) => write!(f, "more than {n} requests queued (request flood)"),
+            Error::Silent(secs) => write!(f, "nothing received for {secs} s"),
+            Error::SlowReader(secs) => {
+                write!(f, "took more than {secs} s to read one frame (too slow)")
+            }
         }
     }
 }
@@ -357,6 +418,20 @@ pub fn chunk_header(id: ChunkId, data_len: usize) -> [u8; 9] {
     out
 }
 
+/// The most chunk IDs one HAVE frame may carry for `layout`: the frame
+/// must fit the receiver's frame limit like any other.
+pub fn max_have_ids(layout: &Layout) -> usize {
+    (layout.frame_limit() - 1) / 4
+}
+
+/// Appends `ids` as HAVE frames, as many as it takes for each to fit
+/// within [`max_have_ids`].
+pub fn encode_have(ids: &[ChunkId], layout: &Layout, out: &mut Vec<u8>) {
+    for part in ids.chunks(max_have_ids(layout)) {
+        encode(&Message::Have(part.to_vec()), out);
+    }
+}
+
 /// Encodes `msg` and writes it with one call.
 pub fn send(w: &mut impl Write, msg: &Message<'_>) -> io::Result<()> {
     let mut buf = Vec::with_capacity(64);
@@ -405,6 +480,7 @@ pub struct Decoder {
     filled: usize,
     ready: bool,
     layout: Option<Layout>,
+    accepts: Kinds,
 }
 
 impl Default for Decoder {
@@ -421,6 +497,7 @@ impl Decoder {
             filled: 0,
             ready: false,
             layout: None,
+            accepts: Kinds::ALL,
         }
     }
 
@@ -428,6 +505,17 @@ impl Decoder {
     /// chunk messages are accepted and checked against `layout`.
     pub fn set_layout(&mut self, layout: Layout) {
         self.layout = Some(layout);
+    }
+
+    /// The layout frames are checked against, once known.
+    pub fn layout(&self) -> Option<&Layout> {
+        self.layout.as_ref()
+    }
+
+    /// Restricts the kinds accepted from the next frame on; any other
+    /// kind fails with [`Error::Unexpected`] from the frame's header.
+    pub fn set_accepts(&mut self, kinds: Kinds) {
+        self.accepts = kinds;
     }
 
     /// Bytes the decoder's buffer holds allocated; never more than the
@@ -459,7 +547,15 @@ impl Decoder {
                 self.ready = true;
                 return Ok(true);
             }
-            match r.read(&mut self.buf[self.filled..wanted]) {
+            if self.buf.len() <= self.filled {
+                // The buffer grows with the bytes that actually arrive, at
+                // most doubling, so a header that claims a large frame
+                // costs nothing until its bytes come.
+                let grow = self.filled.max(GROW_STEP);
+                self.buf.resize((self.filled + grow).min(wanted), 0);
+            }
+            let end = self.buf.len().min(wanted);
+            match r.read(&mut self.buf[self.filled..end]) {
                 Ok(0) if self.filled == 0 => return Err(Error::Closed),
                 Ok(0) => {
                     return Err(Error::Truncated {
@@ -470,14 +566,9 @@ impl Decoder {
                 Ok(n) => {
                     self.filled += n;
                     if self.filled == HEADER_LEN {
-                        // The header is complete: check it before the
-                        // buffer grows to the length it claims.
+                        // The header is complete: check it before reading
+                        // anything of the payload.
                         self.check_header()?;
-                        let total = 4 + self.header_len();
-                        // Exactly what the checked length needs: memory
-                        // stays bounded by the frame limit.
-                        self.buf.reserve_exact(total.saturating_sub(self.buf.len()));
-                        self.buf.resize(total, 0);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -518,6 +609,9 @@ impl Decoder {
         }
         let kind = self.buf[4];
         let (min, max) = length_bounds(kind, self.layout.as_ref())?;
+        if !self.accepts.contains(kind) {
+            return Err(Error::Unexpected(kind_name(kind)));
+        }
         if len < min || len > max {
             return Err(Error::BadLength {
                 kind: kind_name(kind),

@@ -1,25 +1,28 @@
 //! A peer of the ring: fetch, trade, reassemble, verify, leave.
 //!
-//! [`run`] is the coordinator. It binds the upload port first (a taken
-//! port fails at once), resumes from a cached manifest and chunk files if
-//! `--dir` has them, and starts three kinds of thread:
+//! [`run`] binds the upload port first (a taken port fails at once),
+//! resumes from a cached manifest and chunk files if `--dir` has them,
+//! and starts one thread per side, each running [`crate::conn`]
+//! connections with a role of its own:
 //!
 //! - the owner link ([`owner_link`]) fetches the manifest and this peer's
-//!   seeded chunks;
-//! - the upload side ([`upload`]) serves the upload neighbour;
-//! - the download side ([`download`]) pulls from the download neighbour.
+//!   seeded chunks, and stays on as a source the coordinator may ask;
+//! - the upload side ([`upload`]) serves whoever downloads from this peer;
+//! - the download side ([`download`]) connects to the download neighbour.
 //!
-//! They share the [`Store`] (whose lock is held only for bookkeeping) and
-//! report to the coordinator on one channel of [`Event`]s. The
-//! coordinator prints progress, reassembles the file once every chunk is
-//! held, and decides when to exit: the file is verified and the upload
-//! neighbour holds every chunk, or no upload neighbour has been in
-//! contact for `--linger`.
+//! Connections store the chunks they receive (the store verifies each
+//! one first) and report everything to the coordinator on one channel of
+//! [`Event`]s. The coordinator alone owns the [`Scheduler`]: it decides
+//! which source is asked for which chunk, lets requests that are not
+//! answered in time lapse so another source can be asked, calls in the
+//! owner for the tail of the file (the end game) or while the ring stalls,
+//! reassembles and verifies the file, and decides when to leave.
 
 mod download;
 mod owner_link;
 mod upload;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,67 +31,97 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use crate::chunks::ChunkSet;
 use crate::cli::PeerArgs;
+use crate::conn::{ConnId, Handle, Outgoing, id_list};
 use crate::error::{Error, Result};
-use crate::manifest::{Digest, to_hex};
+use crate::manifest::{ChunkId, Digest, to_hex};
 use crate::net::{self, Stopper};
-use crate::store::{self, Store};
+use crate::scheduler::{Arrival, Order, Scheduler, SourceId, SourceKind};
+use crate::store::{self, Put, Store};
+use crate::wire::{self, Message};
+
+/// Corrupt chunks a source may send before it is dropped.
+pub const MAX_BAD_CHUNKS: u32 = 3;
+
+/// Requests in flight to the owner in the end game: enough to keep a
+/// chunk coming, few enough not to take chunks the ring is about to bring.
+const ENDGAME_WINDOW: usize = 2;
+
+/// How often the coordinator checks deadlines.
+const TICK: Duration = Duration::from_millis(100);
 
 /// What the peer's threads tell the coordinator.
 #[derive(Debug)]
 pub(crate) enum Event {
     /// The manifest is known and the store is open.
     Store(Arc<Store>),
-    /// The named upload neighbour holds every chunk.
-    UploadNeighbourComplete(String),
+    /// A connection to a source (the download neighbour, the owner) is up.
+    SourceUp(SourceKind, Handle),
+    /// A source listed every chunk it holds.
+    Offered(ConnId, ChunkSet),
+    /// A source gained chunks.
+    Have(ConnId, Vec<ChunkId>),
+    /// A chunk arrived from a source and the store dealt with it.
+    Received {
+        from: ConnId,
+        id: ChunkId,
+        put: Put,
+        bytes: u64,
+    },
+    /// The owner has sent every seed.
+    SeedDone(ConnId),
+    /// A source's connection ended.
+    SourceDown(ConnId),
+    /// An upload connection asked for a chunk: it downloads from us.
+    Downloader(Handle),
+    /// A downloader reports it holds every chunk.
+    DownloaderComplete(ConnId),
+    /// A downloader's connection ended.
+    DownloaderGone(ConnId),
     /// A thread hit an error the peer cannot get past.
     Fatal(Error),
 }
 
-/// State the peer's threads share: counters, the event channel and the
-/// stop flag. Nothing here needs a lock.
+/// State the peer's threads share: flags and counters, and the event
+/// channel. Nothing here needs a lock.
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// This peer's name in logs, "peer PORT".
     pub name: String,
     started: Instant,
-    /// Chunk bytes stored from the owner.
-    pub from_owner: AtomicU64,
-    /// Chunk bytes stored from the download neighbour.
-    pub from_ring: AtomicU64,
-    /// Milliseconds after `started` of the last frame from any upload
-    /// neighbour.
-    last_upload_contact: AtomicU64,
     /// Set when the peer is leaving; every loop checks it.
     stop: AtomicBool,
-    /// Set by the download side while the download neighbour delivers
-    /// nothing; the owner link then fetches missing chunks itself.
-    pub stalled: AtomicBool,
+    /// Set once the file is verified; the dialers then only deliver
+    /// COMPLETE.
+    verified: AtomicBool,
+    /// Set while the coordinator wants the owner as a source (the end
+    /// game, or a stalled ring): the owner link reconnects only then.
+    need_owner: AtomicBool,
+    /// Milliseconds after `started` before which the download side must
+    /// not reconnect (its neighbour sent corrupt chunks).
+    shun_until: AtomicU64,
     pub events: Sender<Event>,
 }
 
 impl Shared {
-    /// Notes that an upload neighbour was heard from.
-    pub fn upload_contact(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_upload_contact.fetch_max(now, Ordering::Relaxed);
-    }
-
     /// Whether the peer is leaving.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Whether the owner should stand in for the download neighbour.
-    pub fn stalled(&self) -> bool {
-        self.stalled.load(Ordering::Relaxed)
+    /// Whether the file is verified.
+    pub fn verified(&self) -> bool {
+        self.verified.load(Ordering::Relaxed)
     }
 
-    fn since_upload_contact(&self) -> Duration {
-        let last = self.last_upload_contact.load(Ordering::Relaxed);
-        self.started
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last))
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Tells the coordinator; it is gone only when the peer is leaving.
+    pub fn report(&self, event: Event) {
+        let _ = self.events.send(event);
     }
 }
 
@@ -108,8 +141,8 @@ pub struct Report {
 }
 
 /// The most chunk requests one link may have in flight: about 4 MiB
-/// worth, at least 4. Within it the download side sizes its window to
-/// the link it measures.
+/// worth, at least 4. Within it each source's window is sized to the
+/// link it shows.
 pub fn request_window(chunk_size: u32) -> usize {
     ((4 << 20) / chunk_size as usize).clamp(4, 64)
 }
@@ -124,11 +157,10 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
     let shared = Arc::new(Shared {
         name: format!("peer {}", local.port()),
         started: Instant::now(),
-        from_owner: AtomicU64::new(0),
-        from_ring: AtomicU64::new(0),
-        last_upload_contact: AtomicU64::new(0),
         stop: AtomicBool::new(false),
-        stalled: AtomicBool::new(false),
+        verified: AtomicBool::new(false),
+        need_owner: AtomicBool::new(false),
+        shun_until: AtomicU64::new(0),
         events,
     });
     let name = shared.name.clone();
@@ -159,6 +191,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         store = Some(s);
     }
 
+    let mut threads = Vec::new();
     let link = owner_link::OwnerLink {
         addr: args.owner,
         dir: args.dir.clone(),
@@ -166,10 +199,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         shared: Arc::clone(&shared),
         wait: args.wait,
     };
-    thread::Builder::new()
-        .name("owner link".into())
-        .spawn(move || link.run())
-        .map_err(|e| Error::io("start the owner link thread", e))?;
+    threads.push(spawn("owner link", move || link.run())?);
 
     let store = match store {
         Some(s) => s,
@@ -178,10 +208,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
 
     // The output grows as chunks arrive, so little is left to do at the
     // end; it takes its final name only once whole and verified.
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.dir.join(store.manifest().name()));
+    let out = output_path(args, &store);
     store.begin_assembly(&out)?;
 
     let stopper = Stopper::new(local);
@@ -191,34 +218,57 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         shared: Arc::clone(&shared),
         stopper: stopper.clone(),
     };
-    thread::Builder::new()
-        .name("upload".into())
-        .spawn(move || up.run())
-        .map_err(|e| Error::io("start the upload thread", e))?;
+    threads.push(spawn("upload", move || up.run())?);
     let down = download::Download {
         addr: args.download_neighbor,
         store: Arc::clone(&store),
         shared: Arc::clone(&shared),
-        stall_timeout: args.stall_timeout,
     };
-    let download = thread::Builder::new()
-        .name("download".into())
-        .spawn(move || down.run())
-        .map_err(|e| Error::io("start the download thread", e))?;
+    threads.push(spawn("download", move || down.run())?);
 
-    let result = coordinate(args, &store, &shared, &event_rx);
+    let mut coordinator = Coordinator::new(args, Arc::clone(&store), &shared, out);
+    let result = coordinator.run(&event_rx);
     if result.is_ok() {
-        // Let the download side tell its neighbour we are complete
-        // before the process exit resets the connection; that neighbour
-        // may be waiting for exactly that message to leave.
-        let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
-        while !download.is_finished() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
+        // Let the download side deliver COMPLETE before the process exit
+        // resets the connection; that neighbour may be waiting for
+        // exactly that message to leave.
+        coordinator.await_complete_delivered(&event_rx);
     }
     shared.stop.store(true, Ordering::Relaxed);
+    coordinator.close_all();
     stopper.stop();
+    drop(coordinator);
+    join_within(threads, Duration::from_secs(1));
     result
+}
+
+/// Joins the threads that end within `grace`; a dialer stuck in a
+/// connect or handshake is left to end on its own timeout.
+fn join_within(threads: Vec<thread::JoinHandle<()>>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    for thread in threads {
+        while !thread.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map_err(|e| Error::io(format!("start the {name} thread"), e))
+}
+
+/// Where the verified file goes: `--out`, or the store's default place
+/// for the file's name inside `--dir`.
+fn output_path(args: &PeerArgs, store: &Store) -> PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| store::default_output(&args.dir, store.manifest().name()))
 }
 
 /// Waits for the owner link to open the store.
@@ -230,7 +280,7 @@ fn wait_for_store(events: &Receiver<Event>, wait: Duration) -> Result<Arc<Store>
         match events.recv_timeout(deadline) {
             Ok(Event::Store(store)) => return Ok(store),
             Ok(Event::Fatal(e)) => return Err(e),
-            Ok(Event::UploadNeighbourComplete(_)) => {}
+            Ok(_) => {}
             Err(_) => {
                 return Err(Error::Timeout("no manifest from the owner".into()));
             }
@@ -238,98 +288,549 @@ fn wait_for_store(events: &Receiver<Event>, wait: Duration) -> Result<Arc<Store>
     }
 }
 
-/// The coordinator loop: progress, reassembly and the exit rule.
-fn coordinate(
-    args: &PeerArgs,
-    store: &Arc<Store>,
-    shared: &Shared,
-    events: &Receiver<Event>,
-) -> Result<Report> {
-    let name = &shared.name;
-    let (_, stored) = store.subscribe();
-    let ticker = crossbeam_channel::tick(Duration::from_secs(1));
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.dir.join(store.manifest().name()));
-    let total = store.layout().count();
-    let mut report: Option<Report> = None;
-    let mut upload_done = false;
-    let mut last_bytes = 0u64;
-    let mut last_tick = Instant::now();
-    let mut completed_at = None;
-    let mut held = store.held();
-    let mut progress_at = Instant::now();
-    loop {
-        if report.is_none() && store.is_complete() {
-            match finish(store, shared, &out) {
-                Ok(r) => {
-                    completed_at = Some(Instant::now());
-                    report = Some(r);
-                }
-                // Damaged chunks were dropped; the ring fetches them again.
-                Err(Error::Integrity(msg)) => log::warn!("{name}: {msg}"),
-                Err(e) => return Err(e),
-            }
+/// A connection that downloads from this peer.
+struct Downloader {
+    handle: Handle,
+    /// It reported holding every chunk.
+    complete: bool,
+}
+
+/// The one thread that owns the scheduler and every decision.
+struct Coordinator<'a> {
+    args: &'a PeerArgs,
+    store: Arc<Store>,
+    shared: &'a Shared,
+    out: PathBuf,
+    sched: Scheduler,
+    /// Live source connections.
+    sources: HashMap<ConnId, (SourceKind, Handle)>,
+    downloaders: HashMap<ConnId, Downloader>,
+    from_owner: u64,
+    from_ring: u64,
+    /// Chunks the owner pushed as seeds in this run.
+    seeded: u32,
+    /// When the ring last delivered a chunk (or the coordinator started).
+    ring_progress: Instant,
+    stalled: bool,
+    report: Option<Report>,
+    verified_at: Option<Instant>,
+    /// When a chunk last arrived from anyone, for `--wait`.
+    progress_at: Instant,
+    last_held: u32,
+    last_bytes: u64,
+    last_line: Instant,
+}
+
+impl<'a> Coordinator<'a> {
+    fn new(args: &'a PeerArgs, store: Arc<Store>, shared: &'a Shared, out: PathBuf) -> Self {
+        let now = Instant::now();
+        let sched = Scheduler::new(*store.layout(), store.snapshot(), args.stall_timeout);
+        let last_held = sched.held().len();
+        Coordinator {
+            args,
+            store,
+            shared,
+            out,
+            sched,
+            sources: HashMap::new(),
+            downloaders: HashMap::new(),
+            from_owner: 0,
+            from_ring: 0,
+            seeded: 0,
+            ring_progress: now,
+            stalled: false,
+            report: None,
+            verified_at: None,
+            progress_at: now,
+            last_held,
+            last_bytes: 0,
+            last_line: now,
         }
-        if let (Some(r), Some(at)) = (&report, completed_at) {
-            if upload_done {
-                log::info!("{name}: upload neighbour holds every chunk; exiting");
-                return Ok(r.clone());
+    }
+
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The coordinator loop: events, deadlines, progress and the exit rule.
+    fn run(&mut self, events: &Receiver<Event>) -> Result<Report> {
+        let ticker = crossbeam_channel::tick(TICK);
+        let mut second = Instant::now();
+        loop {
+            if self.report.is_none() && self.sched.is_complete() {
+                self.finish()?;
             }
-            let quiet = shared.since_upload_contact().min(at.elapsed());
-            if quiet >= args.linger {
+            if let Some(report) = self.may_leave() {
+                return Ok(report);
+            }
+            select! {
+                recv(events) -> ev => match ev {
+                    Ok(ev) => self.on_event(ev)?,
+                    Err(_) => return Err(Error::Bug("the event channel closed".into())),
+                },
+                recv(ticker) -> _ => {
+                    let now = Instant::now();
+                    self.expire(now);
+                    if second.elapsed() >= Duration::from_secs(1) {
+                        second = now;
+                        self.every_second()?;
+                    }
+                }
+            }
+            self.refill();
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<()> {
+        let now = Instant::now();
+        match ev {
+            Event::Store(_) => {}
+            Event::SourceUp(kind, handle) => {
+                let max = request_window(self.store.layout().chunk_size());
+                self.sched.add_source(source(handle.id()), kind, max);
+                if kind == SourceKind::Ring {
+                    self.ring_progress = self.ring_progress.max(now);
+                }
+                if self.report.is_some() {
+                    self.tell_complete(kind, &handle);
+                }
+                self.sources.insert(handle.id(), (kind, handle));
+            }
+            Event::Offered(from, set) => {
+                let who = self.who(from);
                 log::info!(
-                    "{name}: no upload neighbour in contact for {} s; exiting",
-                    args.linger.as_secs()
+                    target: "swarm::chunk",
+                    "{}: received chunk-ID list from {who} ({} chunks)",
+                    self.name(),
+                    set.len()
                 );
-                return Ok(r.clone());
+                self.sched.offer(source(from), set);
             }
-        }
-        select! {
-            recv(events) -> ev => match ev {
-                Ok(Event::UploadNeighbourComplete(who)) => {
-                    log::info!("{name}: {who} reports it holds every chunk");
-                    upload_done = true;
-                }
-                Ok(Event::Fatal(e)) => return Err(e),
-                Ok(Event::Store(_)) | Err(_) => {}
-            },
-            recv(stored) -> _ => {
-                // Drain the burst; completion is checked at the top.
-                while stored.try_recv().is_ok() {}
+            Event::Have(from, ids) => {
+                log::info!(
+                    target: "swarm::chunk",
+                    "{}: received chunk-ID update from {}: {}",
+                    self.name(),
+                    self.who(from),
+                    id_list(&ids)
+                );
+                self.sched.offer_more(source(from), &ids);
             }
-            recv(ticker) -> _ => {
-                if let Err(e) = store.flush_summary() {
-                    log::warn!("{name}: {e}");
-                }
-                if report.is_none() {
-                    store.sync_partial();
-                }
-                if report.is_none() && store.held() != held {
-                    held = store.held();
-                    progress_at = Instant::now();
-                } else if report.is_none() && progress_at.elapsed() >= args.wait {
-                    return Err(Error::Timeout(format!(
-                        "no chunk arrived from the owner or the download neighbour for {} s",
-                        args.wait.as_secs()
-                    )));
-                }
-                if report.is_none() {
-                    let bytes = shared.from_owner.load(Ordering::Relaxed)
-                        + shared.from_ring.load(Ordering::Relaxed);
-                    let secs = last_tick.elapsed().as_secs_f64().max(1e-3);
+            Event::Received {
+                from,
+                id,
+                put,
+                bytes,
+            } => self.on_received(from, id, put, bytes, now),
+            Event::SeedDone(from) => {
+                self.sched.stop_pushing(source(from));
+                log::info!("{}: the owner seeded {} chunks", self.name(), self.seeded);
+            }
+            Event::SourceDown(from) => {
+                self.sched.remove_source(source(from));
+                self.sources.remove(&from);
+            }
+            Event::Downloader(handle) => {
+                self.downloaders.insert(
+                    handle.id(),
+                    Downloader {
+                        handle,
+                        complete: false,
+                    },
+                );
+            }
+            Event::DownloaderComplete(from) => {
+                if let Some(d) = self.downloaders.get_mut(&from) {
+                    d.complete = true;
                     log::info!(
-                        "{name}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
-                        percent(held, total),
-                        (bytes - last_bytes) as f64 / secs / MIB,
-                        );
-                    last_bytes = bytes;
-                    last_tick = Instant::now();
+                        "{}: {} reports it holds every chunk",
+                        self.shared.name,
+                        d.handle.who()
+                    );
+                }
+            }
+            Event::DownloaderGone(from) => {
+                if self.downloaders.get(&from).is_some_and(|d| !d.complete) {
+                    self.downloaders.remove(&from);
+                }
+            }
+            Event::Fatal(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn who(&self, from: ConnId) -> String {
+        self.sources.get(&from).map_or_else(
+            || "a closed connection".into(),
+            |(_, h)| h.who().to_string(),
+        )
+    }
+
+    fn on_received(&mut self, from: ConnId, id: ChunkId, put: Put, bytes: u64, now: Instant) {
+        let Some((kind, handle)) = self.sources.get(&from).cloned() else {
+            // Its connection is gone; whatever the store kept is held.
+            if put != Put::Corrupt {
+                self.sched.on_chunk(source(from), id, now);
+            }
+            return;
+        };
+        let src = source(from);
+        let name = self.shared.name.clone();
+        if put == Put::Corrupt {
+            let bad = self.sched.on_bad_chunk(src, id, now);
+            if bad >= MAX_BAD_CHUNKS {
+                log::warn!(
+                    "{name}: chunk {id} from {} failed its SHA-256 check; \
+                     {MAX_BAD_CHUNKS} bad chunks from it; disconnecting",
+                    handle.who()
+                );
+                handle.close();
+                if kind == SourceKind::Ring {
+                    self.shun_ring();
+                }
+            } else {
+                log::warn!(
+                    "{name}: chunk {id} from {} failed its SHA-256 check; discarded, asking again",
+                    handle.who()
+                );
+            }
+            return;
+        }
+        let pushing = self.sched.is_pushing(src);
+        match self.sched.on_chunk(src, id, now) {
+            Arrival::Unasked => {
+                log::warn!(
+                    "{name}: {} sent chunk {id}, which was not asked of it; disconnecting",
+                    handle.who()
+                );
+                handle.close();
+                return;
+            }
+            Arrival::Late => {}
+            Arrival::Fresh => {}
+        }
+        if put == Put::Stored {
+            self.progress_at = now;
+            match kind {
+                SourceKind::Owner => {
+                    self.from_owner += bytes;
+                    self.seeded += u32::from(pushing);
+                }
+                SourceKind::Ring => {
+                    self.from_ring += bytes;
+                    self.ring_progress = now;
                 }
             }
         }
     }
+
+    /// Keeps the download side away for a while and calls in the owner.
+    fn shun_ring(&mut self) {
+        let until = self.shared.now_ms() + 3 * self.args.stall_timeout.as_millis() as u64;
+        self.shared.shun_until.store(until, Ordering::Relaxed);
+        self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
+    }
+
+    /// Lets lapsed requests go back to wanted, so another source is asked.
+    fn expire(&mut self, now: Instant) {
+        let lapsed = self.sched.expire(now);
+        let mut told = Vec::new();
+        for (id, src) in lapsed {
+            let Some((kind, handle)) = self.sources.get(&ConnId::from_raw(src.0)) else {
+                continue;
+            };
+            if !told.contains(&src) {
+                told.push(src);
+                log::warn!(
+                    "{}: {} did not deliver chunk {id} within {} s; asking elsewhere",
+                    self.shared.name,
+                    handle.who(),
+                    self.args.stall_timeout.as_secs()
+                );
+            }
+            if *kind == SourceKind::Ring {
+                let why = format!(
+                    "did not answer a request within {} s",
+                    self.args.stall_timeout.as_secs()
+                );
+                self.set_stalled(true, &why);
+            }
+        }
+    }
+
+    /// Whether the ring should have the owner's help now: no ring source
+    /// delivered for `--stall-timeout`, or one let a request lapse within
+    /// that time.
+    fn ring_stalled(&self, now: Instant) -> bool {
+        let limit = self.args.stall_timeout;
+        if now.saturating_duration_since(self.ring_progress) >= limit {
+            return true;
+        }
+        self.sched
+            .sources(SourceKind::Ring)
+            .filter_map(|s| self.sched.last_expiry(s))
+            .any(|at| now.saturating_duration_since(at) < limit)
+    }
+
+    fn set_stalled(&mut self, stalled: bool, why: &str) {
+        let name = &self.shared.name;
+        let addr = self.args.download_neighbor;
+        match (self.stalled, stalled) {
+            (false, true) => log::warn!(
+                "{name}: the download neighbour at {addr} {why}; fetching missing chunks from the owner"
+            ),
+            (true, false) => {
+                log::info!(
+                    "{name}: the download neighbour at {addr} is delivering again; back to the ring"
+                )
+            }
+            _ => {}
+        }
+        self.stalled = stalled;
+    }
+
+    /// Tops up every source's requests: ring sources from the lowest ID
+    /// up, within the window their link shows; the owner from the highest
+    /// ID down, two at a time in the end game and a full window while the
+    /// ring stalls.
+    fn refill(&mut self) {
+        if self.sched.is_complete() {
+            self.shared.need_owner.store(false, Ordering::Relaxed);
+            return;
+        }
+        let now = Instant::now();
+        let stalled = self.ring_stalled(now);
+        if stalled != self.stalled {
+            let why = format!(
+                "delivered nothing for {} s",
+                self.args.stall_timeout.as_secs()
+            );
+            self.set_stalled(stalled, &why);
+        }
+        // The end game begins once what is missing is no more than the
+        // owner seeded us: the tail, which would otherwise cross the most
+        // hops of the ring while the owner's link idles.
+        let endgame = self.sched.missing() <= self.seeded.max(ENDGAME_WINDOW as u32);
+        let full = request_window(self.store.layout().chunk_size());
+        let owner_window = if stalled {
+            full
+        } else if endgame {
+            ENDGAME_WINDOW
+        } else {
+            0
+        };
+        self.shared
+            .need_owner
+            .store(owner_window > 0, Ordering::Relaxed);
+        let links: Vec<(SourceKind, Handle)> = self.sources.values().cloned().collect();
+        for (kind, handle) in links {
+            let src = source(handle.id());
+            let (room, order) = match kind {
+                SourceKind::Ring => (self.sched.room(src), Order::Lowest),
+                SourceKind::Owner if self.sched.is_pushing(src) => continue,
+                SourceKind::Owner => {
+                    let policy = owner_window.saturating_sub(self.sched.outstanding(src));
+                    (self.sched.room(src).min(policy), Order::Highest)
+                }
+            };
+            let ids = self.sched.reserve(src, room, order, now);
+            if ids.is_empty() {
+                continue;
+            }
+            let mut buf = Vec::with_capacity(9 * ids.len());
+            for &id in &ids {
+                wire::encode(&Message::Request(id), &mut buf);
+            }
+            log::info!(
+                target: "swarm::chunk",
+                "{}: requested {} from {}",
+                self.shared.name,
+                id_list(&ids),
+                handle.who()
+            );
+            if handle.send(Outgoing::Frames(buf)).is_err() {
+                // The connection is closing; its SourceDown releases them.
+                handle.close();
+            }
+        }
+    }
+
+    /// Progress line, summary, output flush and the `--wait` watchdog.
+    fn every_second(&mut self) -> Result<()> {
+        if let Err(e) = self.store.flush_summary() {
+            if matches!(e, Error::NoSpace(_)) {
+                return Err(e);
+            }
+            log::warn!("{}: {e}", self.shared.name);
+        }
+        if self.report.is_some() {
+            return Ok(());
+        }
+        self.store.sync_partial();
+        let held = self.sched.held().len();
+        if held != self.last_held {
+            self.last_held = held;
+        } else if self.progress_at.elapsed() >= self.args.wait {
+            return Err(Error::Timeout(format!(
+                "no chunk arrived from the owner or the download neighbour for {} s",
+                self.args.wait.as_secs()
+            )));
+        }
+        let total = self.store.layout().count();
+        let bytes = self.from_owner + self.from_ring;
+        let secs = self.last_line.elapsed().as_secs_f64().max(1e-3);
+        log::info!(
+            "{}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
+            self.shared.name,
+            percent(held, total),
+            (bytes - self.last_bytes) as f64 / secs / MIB,
+        );
+        self.last_bytes = bytes;
+        self.last_line = Instant::now();
+        Ok(())
+    }
+
+    /// Reassembles and verifies the file and prints the closing lines;
+    /// on a whole-file mismatch the damaged chunks are fetched again.
+    fn finish(&mut self) -> Result<()> {
+        let name = self.shared.name.clone();
+        self.store.flush_summary()?;
+        let digest = match self.store.finish_assembly() {
+            Ok(digest) => digest,
+            Err(Error::Integrity(msg)) => {
+                log::warn!("{name}: {msg}");
+                // The store dropped the damaged chunks: want them again.
+                let on_disk = self.store.snapshot();
+                let dropped: Vec<ChunkId> = self
+                    .sched
+                    .held()
+                    .iter(self.store.layout())
+                    .filter(|&id| !on_disk.contains(id))
+                    .collect();
+                self.sched.drop_held(&dropped);
+                self.progress_at = Instant::now();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let elapsed = self.shared.started.elapsed();
+        log::info!(
+            "{name}: complete in {:.2} s: {:.2} MiB from the owner, {:.2} MiB from the download neighbour",
+            elapsed.as_secs_f64(),
+            self.from_owner as f64 / MIB,
+            self.from_ring as f64 / MIB,
+        );
+        log::info!(
+            "{name}: verified sha256 {}  {}",
+            to_hex(&digest),
+            self.out.display()
+        );
+        self.report = Some(Report {
+            path: self.out.clone(),
+            digest,
+            from_owner: self.from_owner,
+            from_ring: self.from_ring,
+            elapsed,
+        });
+        self.verified_at = Some(Instant::now());
+        self.shared.verified.store(true, Ordering::Relaxed);
+        self.shared.need_owner.store(false, Ordering::Relaxed);
+        let links: Vec<(SourceKind, Handle)> = self.sources.values().cloned().collect();
+        for (kind, handle) in links {
+            self.tell_complete(kind, &handle);
+        }
+        Ok(())
+    }
+
+    /// Tells a download neighbour we hold every chunk, or lets the owner go.
+    fn tell_complete(&self, kind: SourceKind, handle: &Handle) {
+        if kind == SourceKind::Ring {
+            let _ = handle.send_message(&Message::Complete);
+            log::info!(
+                "{}: holds every chunk; told {}",
+                self.shared.name,
+                handle.who()
+            );
+        }
+        let _ = handle.send(Outgoing::Finish);
+    }
+
+    /// The exit rule: the file is verified, and either a peer that
+    /// downloaded from this one reports holding every chunk while no other
+    /// downloader still needs us, or no downloader has asked for anything
+    /// for `--linger`. A connection that never asked for a chunk counts
+    /// for neither: a stranger can neither release nor hold a peer.
+    fn may_leave(&self) -> Option<Report> {
+        let report = self.report.as_ref()?;
+        let verified_at = self.verified_at?;
+        let now = Instant::now();
+        let linger = self.args.linger;
+        let last_request = |d: &Downloader| d.handle.stats().last_chunk().unwrap_or(verified_at);
+        let any_complete = self.downloaders.values().any(|d| d.complete);
+        let still_served = self.downloaders.values().any(|d| {
+            !d.complete
+                && !d.handle.is_closed()
+                && now.saturating_duration_since(last_request(d)) < linger
+        });
+        if any_complete && !still_served {
+            log::info!(
+                "{}: upload neighbour holds every chunk; exiting",
+                self.shared.name
+            );
+            return Some(report.clone());
+        }
+        let contact = self
+            .downloaders
+            .values()
+            .map(last_request)
+            .fold(verified_at, Instant::max);
+        if now.saturating_duration_since(contact) >= linger {
+            log::info!(
+                "{}: no upload neighbour in contact for {} s; exiting",
+                self.shared.name,
+                linger.as_secs()
+            );
+            return Some(report.clone());
+        }
+        None
+    }
+
+    /// After leaving is decided: waits a little for the download side to
+    /// deliver COMPLETE and end its connection in order.
+    fn await_complete_delivered(&mut self, events: &Receiver<Event>) {
+        let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
+        while self
+            .sources
+            .values()
+            .any(|(kind, h)| *kind == SourceKind::Ring && !h.is_closed())
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(left.min(TICK)) {
+                Ok(Event::SourceDown(from)) => {
+                    self.sources.remove(&from);
+                }
+                Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(_) => return,
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+
+    /// Closes every connection the coordinator knows of.
+    fn close_all(&self) {
+        for (_, handle) in self.sources.values() {
+            handle.close();
+        }
+        for d in self.downloaders.values() {
+            d.handle.close();
+        }
+    }
+}
+
+fn source(id: ConnId) -> SourceId {
+    SourceId(id.get())
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -340,34 +841,6 @@ fn percent(held: u32, total: u32) -> f64 {
     } else {
         100.0 * f64::from(held) / f64::from(total)
     }
-}
-
-/// Reassembles and verifies the file and prints the closing lines.
-fn finish(store: &Store, shared: &Shared, out: &std::path::Path) -> Result<Report> {
-    let name = &shared.name;
-    store.flush_summary()?;
-    let digest = store.finish_assembly()?;
-    let elapsed = shared.started.elapsed();
-    let from_owner = shared.from_owner.load(Ordering::Relaxed);
-    let from_ring = shared.from_ring.load(Ordering::Relaxed);
-    log::info!(
-        "{name}: complete in {:.2} s: {:.2} MiB from the owner, {:.2} MiB from the download neighbour",
-        elapsed.as_secs_f64(),
-        from_owner as f64 / MIB,
-        from_ring as f64 / MIB,
-    );
-    log::info!(
-        "{name}: verified sha256 {}  {}",
-        to_hex(&digest),
-        out.display()
-    );
-    Ok(Report {
-        path: out.to_path_buf(),
-        digest,
-        from_owner,
-        from_ring,
-        elapsed,
-    })
 }
 
 #[cfg(test)]

@@ -1,40 +1,34 @@
-//! The peer's link to the owner: manifest, seeded chunks, and a stand-in
-//! for a download neighbour that has stalled.
+//! The peer's link to the owner: manifest, seeded chunks, and a source
+//! the coordinator may ask for missing chunks.
 //!
 //! Connects (retrying with backoff while the owner is not up), checks the
 //! manifest against the file ID the owner announced and against the one
-//! cached in `--dir`, opens the store, tells the owner what is already
-//! held and stores each seeded chunk after verifying it. Then it stays
-//! for the end game: once no more chunks are missing than the owner
-//! seeded, it asks the owner for a couple at a time, from the highest ID
-//! down while the ring works from the lowest up, so the owner's link,
-//! idle once seeding is done, shortens the ring's tail. While the download
-//! side reports a stall it asks for a full window. Chunks are claimed in the store, so the ring and the owner
-//! never fetch the same one at once.
+//! cached in `--dir`, opens the store and tells the owner what is already
+//! held. Then the connection runs with [`OwnerRole`]: seeded chunks are
+//! verified and stored as they come, and later the chunks the
+//! coordinator asks the owner for. After the first session the link
+//! reconnects only while the coordinator wants the owner (the end game, a
+//! stalled ring), since every new session is seeded again.
 //!
 //! Before the manifest is known, `--wait` without reaching the owner is
 //! fatal; after, an unreachable owner only earns a warning, since the ring
 //! may still finish without it.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::upload::id_list;
 use super::{Event, Shared};
-use crate::chunks::ChunkSet;
+use crate::conn::{self, Conn, Handle, Role, Setup};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Layout, Manifest};
 use crate::net::{self, Backoff};
-use crate::store::{Put, Store};
-use crate::wire::{self, Decoder, Message};
-
-/// Requests in flight to the owner in the end game: enough to keep a
-/// chunk coming, few enough not to take chunks the ring is about to bring.
-const ENDGAME_WINDOW: usize = 2;
+use crate::scheduler::SourceKind;
+use crate::store::Store;
+use crate::wire::{self, Decoder, Kind, Kinds, Message};
 
 /// Everything the owner link thread needs.
 pub(crate) struct OwnerLink {
@@ -53,21 +47,24 @@ impl OwnerLink {
         let mut backoff = Backoff::default();
         let mut last_ok = Instant::now();
         let mut failures = 0u32;
+        let mut sessions = 0u32;
         loop {
             if self.done() {
                 return;
             }
+            if sessions > 0 && !self.shared.need_owner.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
             match self.session(&mut last_ok) {
                 Ok(()) => {
+                    sessions += 1;
                     failures = 0;
                     backoff.reset();
-                    if !self.wait_for_stall() {
-                        return;
-                    }
                     continue;
                 }
                 Err(e @ (Error::Manifest(_) | Error::Integrity(_))) => {
-                    let _ = self.shared.events.send(Event::Fatal(e));
+                    self.shared.report(Event::Fatal(e));
                     return;
                 }
                 Err(e) => {
@@ -85,7 +82,7 @@ impl OwnerLink {
                     self.addr,
                     self.wait.as_secs()
                 );
-                let _ = self.shared.events.send(Event::Fatal(Error::Timeout(msg)));
+                self.shared.report(Event::Fatal(Error::Timeout(msg)));
                 return;
             }
             thread::sleep(backoff.next_delay());
@@ -93,48 +90,20 @@ impl OwnerLink {
     }
 
     fn done(&self) -> bool {
-        self.shared.stopping() || self.store.as_ref().is_some_and(|s| s.is_complete())
-    }
-
-    /// Waits until the download side reports a stall (true) or there is
-    /// nothing left to do (false).
-    fn wait_for_stall(&self) -> bool {
-        loop {
-            if self.done() {
-                return false;
-            }
-            if self.shared.stalled() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        self.shared.stopping() || self.shared.verified()
     }
 
     /// One connection to the owner, as the wire module's "owner session"
-    /// describes. Returns `Ok` once every chunk is held (or the peer is
-    /// leaving).
+    /// describes. Returns `Ok` when it ended in order.
     fn session(&mut self, last_ok: &mut Instant) -> Result<()> {
         let name = self.shared.name.clone();
         let owner = format!("owner at {}", self.addr);
-        let mut stream = net::connect(self.addr).map_err(|e| Error::io("connect", e))?;
-        let fail = |err| Error::wire(owner.as_str(), err);
         let cached_id = self.store.as_ref().map(|s| s.manifest().id());
-        let hello = Message::Hello {
-            version: wire::VERSION,
-            file_id: cached_id.unwrap_or([0; 32]),
-            name: &name,
-        };
-        wire::send(&mut stream, &hello).map_err(|e| fail(e.into()))?;
-        let mut dec = Decoder::new();
-        net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
-        let file_id = match dec.message().map_err(fail)? {
-            Message::Hello { file_id, .. } => file_id,
-            Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
-            other => return Err(fail(wire::Error::Unexpected(other.name()))),
-        };
+        let (mut stream, mut dec, hello) =
+            conn::dial(self.addr, cached_id.unwrap_or([0; 32]), &name)?;
         *last_ok = Instant::now();
         let manifest = receive_manifest(&mut dec, &mut stream, &owner)?;
-        if manifest.id() != file_id {
+        if manifest.id() != hello.file_id {
             return Err(Error::Manifest(format!(
                 "the manifest from the owner at {} does not match the file ID it announced",
                 self.addr
@@ -143,105 +112,35 @@ impl OwnerLink {
         let store = self.adopt(manifest)?;
         dec.set_layout(*store.layout());
         let held = store.snapshot();
-        wire::send(&mut stream, &Message::ChunkList(held.clone())).map_err(|e| fail(e.into()))?;
+        wire::send(&mut stream, &Message::ChunkList(held.clone()))
+            .map_err(|e| Error::wire(owner.as_str(), e.into()))?;
         log::info!(
             "{name}: sent chunk-ID list to the owner ({} chunks)",
             held.len()
         );
-
-        let mut link = Fetch {
-            in_flight: ChunkSet::new(store.layout().count()),
-            seeding: true,
-            seeded: 0,
-            last_heard: Instant::now(),
-            last_sent: Instant::now(),
+        let conn = Conn::start(
+            stream,
+            dec,
+            Setup {
+                name: name.clone(),
+                who: "the owner".into(),
+                ..Setup::default()
+            },
+        )?;
+        let id = conn.handle().id();
+        self.shared
+            .report(Event::SourceUp(SourceKind::Owner, conn.handle().clone()));
+        let mut role = OwnerRole {
+            store,
+            shared: Arc::clone(&self.shared),
         };
-        let result = self.fetch(&mut stream, &mut dec, &store, &mut link, last_ok, &owner);
-        // What was asked for and not received may come from the ring.
-        store.release(link.in_flight.iter(store.layout()).collect::<Vec<_>>());
-        result
-    }
-
-    /// Receives the seeded chunks, then asks the owner for missing chunks
-    /// until the store is complete: a few at a time from the highest ID
-    /// down (the end game: the owner's link is idle once seeding is done,
-    /// and the ring works from the lowest ID up), or a full window while
-    /// the download neighbour is stalled.
-    fn fetch(
-        &self,
-        stream: &mut TcpStream,
-        dec: &mut Decoder,
-        store: &Store,
-        link: &mut Fetch,
-        last_ok: &mut Instant,
-        owner: &str,
-    ) -> Result<()> {
-        let name = &self.shared.name;
-        let fail = |err| Error::wire(owner, err);
-        let full_window = super::request_window(store.layout().chunk_size());
-        loop {
-            if self.shared.stopping() {
-                return Ok(());
-            }
-            if !link.seeding && store.is_complete() {
-                net::close_gracefully(stream, net::READ_TICK);
-                return Ok(());
-            }
-            if !link.seeding {
-                // The end game begins once what is missing is no more than
-                // the owner seeded us: the tail, which would otherwise cross
-                // the most hops of the ring while the owner's link idles.
-                let missing = store.layout().count() - store.held();
-                let window = if self.shared.stalled() {
-                    full_window
-                } else if missing <= link.seeded.max(ENDGAME_WINDOW as u32) {
-                    ENDGAME_WINDOW
-                } else {
-                    0
-                };
-                link.request_more(stream, store, window, name)
-                    .map_err(fail)?;
-            }
-            if link.last_sent.elapsed() >= net::KEEPALIVE_EVERY {
-                wire::send(stream, &Message::KeepAlive).map_err(|e| fail(e.into()))?;
-                link.last_sent = Instant::now();
-            }
-            match dec.fill(stream) {
-                Ok(true) => {
-                    link.last_heard = Instant::now();
-                    *last_ok = link.last_heard;
-                }
-                Ok(false) if link.last_heard.elapsed() < net::IDLE_TIMEOUT => continue,
-                Ok(false) => {
-                    return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into())));
-                }
-                Err(e) => return Err(fail(e)),
-            }
-            match dec.message().map_err(fail)? {
-                Message::Chunk { id, data } => {
-                    link.in_flight.remove(id);
-                    match store.put(id, data)? {
-                        Put::Stored => {
-                            link.seeded += u32::from(link.seeding);
-                            self.shared
-                                .from_owner
-                                .fetch_add(data.len() as u64, Ordering::Relaxed);
-                            log::info!(target: "swarm::chunk", "{name}: received chunk {id} from the owner");
-                        }
-                        Put::Duplicate => {}
-                        Put::Corrupt => log::warn!(
-                            "{name}: chunk {id} from the owner failed its SHA-256 check; discarded"
-                        ),
-                    }
-                }
-                Message::SeedDone => {
-                    log::info!("{name}: the owner seeded {} chunks", link.seeded);
-                    link.seeding = false;
-                }
-                Message::KeepAlive => {}
-                other => return Err(fail(wire::Error::Unexpected(other.name()))),
-            }
-        }
+        let result = conn.run(&mut role);
+        self.shared.report(Event::SourceDown(id));
+        result.map_err(|e| match e {
+            // The owner's reason is the message; keep it whole.
+            Error::Wire { err, .. } => Error::wire(owner, err),
+            other => other,
+        })
     }
 
     /// Opens the store for the owner's manifest, or checks it against the
@@ -265,56 +164,52 @@ impl OwnerLink {
             store.layout().file_len(),
             store.layout().count()
         );
-        let _ = self.shared.events.send(Event::Store(Arc::clone(&store)));
+        self.shared.report(Event::Store(Arc::clone(&store)));
         self.store = Some(Arc::clone(&store));
         Ok(store)
     }
 }
 
-/// Requests to the owner while it stands in for the ring.
-struct Fetch {
-    in_flight: ChunkSet,
-    seeding: bool,
-    seeded: u32,
-    last_heard: Instant,
-    last_sent: Instant,
+/// What the peer does with the owner's messages once the manifest is in:
+/// store each chunk (seeded or asked for) and report it.
+struct OwnerRole {
+    store: Arc<Store>,
+    shared: Arc<Shared>,
 }
 
-impl Fetch {
-    fn request_more(
-        &mut self,
-        stream: &mut TcpStream,
-        store: &Store,
-        window: usize,
-        name: &str,
-    ) -> std::result::Result<(), wire::Error> {
-        let room = window.saturating_sub(self.in_flight.len() as usize);
-        if room == 0 {
-            return Ok(());
+impl Role for OwnerRole {
+    fn accepts(&self) -> Kinds {
+        const KINDS: Kinds =
+            Kinds::of(&[Kind::Chunk, Kind::SeedDone, Kind::KeepAlive, Kind::Refuse]);
+        KINDS
+    }
+
+    fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
+        match msg {
+            Message::Chunk { id, data } => {
+                super::download::store_chunk(&self.store, &self.shared, conn, id, data)
+            }
+            Message::SeedDone => {
+                self.shared.report(Event::SeedDone(conn.id()));
+                Ok(())
+            }
+            Message::Refuse(why) => Err(Error::wire(
+                conn.who(),
+                wire::Error::Refused(why.to_string()),
+            )),
+            _ => Ok(()),
         }
-        let ids = store.claim_missing(None, room);
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(9 * ids.len());
-        for &id in &ids {
-            self.in_flight.insert(id);
-            wire::encode(&Message::Request(id), &mut buf);
-        }
-        std::io::Write::write_all(stream, &buf)?;
-        if self.last_heard.elapsed() > net::IDLE_TIMEOUT {
-            // Nothing was in flight; the silence so far was ours.
-            self.last_heard = Instant::now();
-        }
-        self.last_sent = Instant::now();
-        log::info!(target: "swarm::chunk", "{name}: requested {} from the owner", id_list(&ids));
-        Ok(())
     }
 }
 
 /// Reads MANIFEST and the HASHES frames that follow it into a manifest.
-fn receive_manifest(dec: &mut Decoder, stream: &mut TcpStream, owner: &str) -> Result<Manifest> {
+fn receive_manifest(
+    dec: &mut Decoder,
+    stream: &mut std::net::TcpStream,
+    owner: &str,
+) -> Result<Manifest> {
     let fail = |err| Error::wire(owner, err);
+    dec.set_accepts(Kinds::of(&[Kind::Manifest, Kind::Refuse]));
     net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
     let (file_len, chunk_size, file_hash, raw_name) = match dec.message().map_err(fail)? {
         Message::Manifest {
@@ -323,6 +218,7 @@ fn receive_manifest(dec: &mut Decoder, stream: &mut TcpStream, owner: &str) -> R
             file_hash,
             name,
         } => (file_len, chunk_size, file_hash, name.to_string()),
+        Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
         other => return Err(fail(wire::Error::Unexpected(other.name()))),
     };
     let layout = Layout::new(file_len, chunk_size)?;
@@ -331,7 +227,9 @@ fn receive_manifest(dec: &mut Decoder, stream: &mut TcpStream, owner: &str) -> R
         log::warn!("the owner's file name {raw_name:?} is not a plain name; using {name:?}");
     }
     dec.set_layout(layout);
-    let mut hashes = Vec::with_capacity(layout.count() as usize);
+    dec.set_accepts(Kinds::of(&[Kind::Hashes]));
+    // Grown as digests arrive, not sized from what the owner claims.
+    let mut hashes = Vec::new();
     while hashes.len() < layout.count() as usize {
         net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
         match dec.message().map_err(fail)? {

@@ -1,32 +1,33 @@
-//! The upload side: serves the peer's upload neighbour.
+//! The upload side: serves whoever downloads from this peer.
 //!
-//! An accept loop hands each connection to its own thread, so a stray or
-//! hostile connection never holds up the real neighbour. Per connection,
-//! the reading half takes REQUEST, COMPLETE and KEEPALIVE; the writing
-//! half (a second thread) sends the chunk-ID list, then HAVE as the store
-//! gains chunks and CHUNK for each request, straight from the chunk file.
+//! An accept loop hands each connection to its own thread (a stray or
+//! hostile connection never holds up the real neighbour; when all slots
+//! are taken the connection that has done least makes room). After the
+//! HELLO exchange this side sends its chunk-ID list, then the connection
+//! runs with [`UploadRole`]: each REQUEST queues the chunk for the writer,
+//! which reads it from disk only when sending it, and every chunk the
+//! store gains goes out as HAVE.
+//!
+//! A connection becomes a *downloader* with its first REQUEST; only a
+//! downloader's COMPLETE can let this peer leave, and only a downloader's
+//! requests count as contact. A stranger can neither release a peer nor
+//! hold it.
 
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::thread;
-use std::time::Instant;
-
-use crossbeam_channel::{Receiver, select};
 
 use super::{Event, Shared};
-use crate::chunks::ChunkSet;
+use crate::conn::{self, ChunkSource, Conn, Handle, INBOX, Outgoing, Role, SendError, Setup};
 use crate::error::{Error, Result};
 use crate::manifest::ChunkId;
-use crate::net::{self, Stopper};
+use crate::net::{self, Stats, Stopper};
 use crate::store::Store;
-use crate::wire::{self, Decoder, Message};
+use crate::wire::{self, Decoder, Kind, Kinds, Message};
 
-/// Connections served at once; more are refused with a REFUSE message.
+/// Connections served at once; past it, the one that has done least is
+/// closed to make room.
 pub const MAX_CONNECTIONS: usize = 16;
-/// Requests one connection may have queued. An honest downloader keeps
-/// at most a window (64) in flight; more is a flood, and the connection
-/// is dropped rather than letting the queue grow.
-pub const MAX_QUEUED_REQUESTS: usize = 256;
 
 /// Everything the upload thread needs.
 pub(crate) struct Upload {
@@ -46,8 +47,14 @@ impl Upload {
             &self.stopper,
             &name,
             MAX_CONNECTIONS,
-            move |s, who| serve(s, &store, &shared, who),
+            move |s, addr, stats| serve(s, &store, &shared, addr, stats),
         );
+    }
+}
+
+impl ChunkSource for Store {
+    fn write_chunk(&self, id: ChunkId, w: &mut TcpStream) -> Result<()> {
+        self.send_chunk(id, w).map(|_| ())
     }
 }
 
@@ -57,188 +64,112 @@ fn serve(
     store: &Arc<Store>,
     shared: &Arc<Shared>,
     addr: &str,
+    stats: Arc<Stats>,
 ) -> Result<()> {
     net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
     let name = &shared.name;
     let mut dec = Decoder::new();
-    net::fill_within(&mut dec, &mut stream, net::HANDSHAKE_TIMEOUT)
-        .map_err(|e| Error::wire(addr, e))?;
-    let (file_id, who) = match dec.message().map_err(|e| Error::wire(addr, e))? {
-        Message::Hello { file_id, name, .. } if !name.is_empty() => (file_id, name.to_string()),
-        Message::Hello { file_id, .. } => (file_id, addr.to_string()),
-        other => return Err(Error::wire(addr, wire::Error::Unexpected(other.name()))),
-    };
-    if file_id != store.manifest().id() {
+    let hello = conn::read_hello(&mut stream, &mut dec, addr)?;
+    let who = hello.name;
+    let file_id = store.manifest().id();
+    if hello.file_id != file_id {
         return net::refuse(stream, "this peer is sharing a different file", &who);
     }
-    let hello = Message::Hello {
-        version: wire::VERSION,
-        file_id,
-        name,
-    };
-    wire::send(&mut stream, &hello).map_err(|e| Error::wire(&who, e.into()))?;
+    let fail = |e: std::io::Error| Error::wire(who.as_str(), e.into());
+    conn::send_hello(&mut stream, file_id, name).map_err(fail)?;
     dec.set_layout(*store.layout());
-    shared.upload_contact();
-    log::info!("{name}: upload neighbour {who} connected from {addr}");
-
+    // The list and the feed of chunks gained after it, taken at one
+    // instant so no chunk falls between the two.
     let (held, gained) = store.subscribe();
-    let (requests, request_rx) = crossbeam_channel::bounded(MAX_QUEUED_REQUESTS);
-    let writer = Writer {
-        stream: stream
-            .try_clone()
-            .map_err(|e| Error::io("clone connection", e))?,
+    let mut list = Vec::new();
+    wire::encode(&Message::ChunkList(held), &mut list);
+    stream.write_all(&list).map_err(fail)?;
+    drop(list);
+    log::info!("{name}: upload neighbour {who} connected from {addr}; sent chunk-ID list");
+    let source: Arc<dyn ChunkSource> = Arc::clone(store) as Arc<dyn ChunkSource>;
+    let conn = Conn::start(
+        stream,
+        dec,
+        Setup {
+            name: name.clone(),
+            who: who.clone(),
+            source: Some(source),
+            announce: Some(gained),
+            stats: Some(stats),
+        },
+    )?;
+    let id = conn.handle().id();
+    let mut role = UploadRole {
         store: Arc::clone(store),
         shared: Arc::clone(shared),
-        who: who.clone(),
+        downloading: false,
     };
-    let writer = thread::Builder::new()
-        .name(format!("upload writer {who}"))
-        .spawn(move || writer.run(held, gained, request_rx))
-        .map_err(|e| Error::io("start an upload writer thread", e))?;
-
-    let result = read_loop(&mut stream, &mut dec, store, shared, &who, &requests);
-    drop(requests);
-    let _ = stream.shutdown(Shutdown::Both);
-    let written = writer
-        .join()
-        .unwrap_or_else(|_| Err(Error::Bug("upload writer panicked".into())));
-    match result {
-        // The neighbour has everything and hangs up; a write cut short by
-        // that is no error.
-        Ok(true) => Ok(()),
-        Ok(false) => written,
-        Err(e) => Err(e),
+    let result = conn.run(&mut role);
+    if role.downloading {
+        shared.report(Event::DownloaderGone(id));
     }
+    if result.is_ok() {
+        log::info!("{name}: upload neighbour {who} disconnected");
+    }
+    result
 }
 
-fn read_loop(
-    stream: &mut TcpStream,
-    dec: &mut Decoder,
-    store: &Store,
-    shared: &Shared,
-    who: &str,
-    requests: &crossbeam_channel::Sender<ChunkId>,
-) -> Result<bool> {
-    // Returns whether the neighbour reported that it holds every chunk.
-    let name = &shared.name;
-    let fail = |err| Error::wire(who, err);
-    let mut last_heard = Instant::now();
-    loop {
-        if shared.stopping() {
-            return Ok(false);
-        }
-        match dec.fill(stream) {
-            Ok(true) => {
-                last_heard = Instant::now();
-                shared.upload_contact();
-            }
-            Ok(false) if last_heard.elapsed() < net::IDLE_TIMEOUT => continue,
-            Ok(false) => return Err(fail(wire::Error::Io(std::io::ErrorKind::TimedOut.into()))),
-            Err(wire::Error::Closed) => {
-                log::info!("{name}: upload neighbour {who} disconnected");
-                return Ok(false);
-            }
-            Err(e) => return Err(fail(e)),
-        }
-        match dec.message().map_err(fail)? {
-            Message::Request(id) => {
-                if !store.has(id) {
-                    return Err(fail(wire::Error::Unexpected(
-                        "request for an unlisted chunk",
-                    )));
-                }
-                log::info!(target: "swarm::chunk", "{name}: received request for chunk {id} from {who}");
-                match requests.try_send(id) {
-                    Ok(()) => {}
-                    Err(crossbeam_channel::TrySendError::Full(_)) => {
-                        return Err(fail(wire::Error::Flood(MAX_QUEUED_REQUESTS)));
-                    }
-                    // The writer stopped; its error says why.
-                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Ok(false),
-                }
-            }
-            Message::Complete => {
-                let _ = shared
-                    .events
-                    .send(Event::UploadNeighbourComplete(who.to_string()));
-                return Ok(true);
-            }
-            Message::KeepAlive => {}
-            other => return Err(fail(wire::Error::Unexpected(other.name()))),
-        }
-    }
-}
-
-/// The writing half of an upload connection.
-struct Writer {
-    stream: TcpStream,
+/// What the peer does with the messages of a connection it serves.
+struct UploadRole {
     store: Arc<Store>,
     shared: Arc<Shared>,
-    who: String,
+    /// Whether the other side has asked for a chunk.
+    downloading: bool,
 }
 
-impl Writer {
-    fn run(
-        mut self,
-        held: ChunkSet,
-        gained: Receiver<ChunkId>,
-        requests: Receiver<ChunkId>,
-    ) -> Result<()> {
-        let result = self.serve(held, gained, requests);
-        // Wake the reading half so the connection ends as one.
-        let _ = self.stream.shutdown(Shutdown::Both);
-        result
+impl Role for UploadRole {
+    fn accepts(&self) -> Kinds {
+        const KINDS: Kinds = Kinds::of(&[Kind::Request, Kind::Complete, Kind::KeepAlive]);
+        KINDS
     }
 
-    fn serve(
-        &mut self,
-        held: ChunkSet,
-        gained: Receiver<ChunkId>,
-        requests: Receiver<ChunkId>,
-    ) -> Result<()> {
-        let name = self.shared.name.clone();
-        let who = self.who.clone();
-        let count = held.len();
-        self.send(&Message::ChunkList(held))?;
-        log::info!("{name}: sent chunk-ID list to {who} ({count} chunks)");
-        loop {
-            if self.shared.stopping() {
-                return Ok(());
-            }
-            select! {
-                recv(requests) -> id => {
-                    let Ok(id) = id else { return Ok(()) };
-                    self.store.send_chunk(id, &mut self.stream)?;
-                    log::info!(target: "swarm::chunk", "{name}: sent chunk {id} to {who}");
-                }
-                recv(gained) -> id => {
-                    let Ok(id) = id else { return Ok(()) };
-                    let mut ids = vec![id];
-                    ids.extend(gained.try_iter());
-                    ids.sort();
-                    log::info!(
-                        target: "swarm::chunk",
-                        "{name}: sent chunk-ID update to {who}: {}",
-                        id_list(&ids)
+    fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
+        let name = &self.shared.name;
+        match msg {
+            Message::Request(id) => {
+                log::info!(
+                    target: "swarm::chunk",
+                    "{name}: received request for chunk {id} from {}",
+                    conn.who()
+                );
+                if !self.store.has(id) {
+                    // Listed once and dropped since (it failed the
+                    // whole-file check), or never listed: the requester's
+                    // deadline sends it elsewhere.
+                    log::debug!(
+                        "{name}: {} asked for chunk {id}, which is not held",
+                        conn.who()
                     );
-                    self.send(&Message::Have(ids))?;
+                    return Ok(());
                 }
-                default(net::KEEPALIVE_EVERY) => self.send(&Message::KeepAlive)?,
+                match conn.send(Outgoing::Chunk(id)) {
+                    Ok(()) | Err(SendError::Closed) => {}
+                    Err(SendError::Full) => {
+                        return Err(Error::wire(conn.who(), wire::Error::Flood(INBOX)));
+                    }
+                }
+                if !self.downloading {
+                    self.downloading = true;
+                    self.shared.report(Event::Downloader(conn.clone()));
+                }
             }
+            Message::Complete if self.downloading => {
+                self.shared.report(Event::DownloaderComplete(conn.id()));
+            }
+            Message::Complete => {
+                log::info!(
+                    "{name}: ignoring COMPLETE from {}: it has not downloaded from this peer",
+                    conn.who()
+                );
+                conn.close();
+            }
+            _ => {}
         }
+        Ok(())
     }
-
-    fn send(&mut self, msg: &Message<'_>) -> Result<()> {
-        wire::send(&mut self.stream, msg).map_err(|e| Error::wire(self.who.as_str(), e.into()))
-    }
-}
-
-/// "chunk 7" or "3 chunks (4, 5, 9)", eliding long lists.
-pub(crate) fn id_list(ids: &[ChunkId]) -> String {
-    if let [one] = ids {
-        return format!("chunk {one}");
-    }
-    let shown: Vec<String> = ids.iter().take(8).map(|id| id.to_string()).collect();
-    let more = if ids.len() > 8 { ", ..." } else { "" };
-    format!("{} chunks ({}{more})", ids.len(), shown.join(", "))
 }

@@ -1,0 +1,534 @@
+//! One connection, whatever its role.
+//!
+//! Every swarm connection has the same shape, so the owner's sessions,
+//! the peer's owner link, its upload side and its download side each
+//! supply only what they do with a message (a [`Role`]):
+//!
+//! - the HELLO exchange, under the handshake deadline ([`dial`],
+//!   [`read_hello`], [`send_hello`]);
+//! - a reader, on the caller's thread ([`Conn::run`]): it checks each
+//!   frame's kind against what the role accepts in its current state and
+//!   its length against the kind's bounds from the five header bytes,
+//!   before a buffer is sized, then hands the message to the role; a
+//!   connection silent for [`net::IDLE_TIMEOUT`] or whose writer has been
+//!   stuck on one frame past its deadline is closed;
+//! - a writer thread fed by a bounded inbox ([`Handle::send`]), which
+//!   other threads use too; it reads a chunk from disk only when the chunk
+//!   is about to be sent, turns the store's new chunks into HAVE frames
+//!   that fit the frame limit, and sends KEEPALIVE when it has been idle
+//!   for [`net::KEEPALIVE_EVERY`];
+//! - one idempotent close ([`Handle::close`]) that ends both.
+//!
+//! Nothing here knows what a chunk is for; that is the roles' business.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
+
+use crate::error::{Error, Result};
+use crate::manifest::{ChunkId, Digest, Layout};
+use crate::net::{self, Stats};
+use crate::wire::{self, Decoder, Kinds, Message};
+
+/// Items a connection's inbox holds at most. A full inbox is an error for
+/// the sender (a request flood, or a connection that stopped reading), not
+/// a reason to block.
+pub const INBOX: usize = 256;
+
+/// How fast, at the least, the other side must take a frame we write: a
+/// frame gets [`net::WRITE_TIMEOUT`] plus its size at this rate.
+const MIN_READ_RATE: u64 = 16 * 1024;
+
+/// How often the reader wakes while nothing arrives, to check deadlines.
+const READ_TICK: Duration = Duration::from_secs(1);
+
+/// Identifies one connection for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    /// The number behind the ID.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The ID whose number is `raw`.
+    pub fn from_raw(raw: u64) -> ConnId {
+        ConnId(raw)
+    }
+
+    fn next() -> ConnId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// What a connection's writer sends, in inbox order.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Frames already encoded.
+    Frames(Vec<u8>),
+    /// Encoded frames shared by many connections (the owner's manifest).
+    Shared(Arc<[u8]>),
+    /// One chunk, read from the connection's [`ChunkSource`] when sent.
+    Chunk(ChunkId),
+    /// Chunks in order (the owner's seeds).
+    Chunks(Vec<ChunkId>),
+    /// REFUSE with this reason, then close.
+    Refuse(String),
+    /// Everything queued before it, then stop writing; the reader goes on
+    /// until the other side closes too, so the last frames are not lost
+    /// to a reset.
+    Finish,
+}
+
+/// Where a writer gets the chunks it sends.
+pub trait ChunkSource: Send + Sync {
+    /// Writes chunk `id` to `w` as one CHUNK frame.
+    fn write_chunk(&self, id: ChunkId, w: &mut TcpStream) -> Result<()>;
+}
+
+/// What a role does with the messages of one connection.
+pub trait Role {
+    /// The kinds acceptable in the current state; any other kind ends
+    /// the connection from its header.
+    fn accepts(&self) -> Kinds;
+    /// Handles one message. An error ends the connection.
+    fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()>;
+}
+
+/// Why a send into a connection's inbox failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The inbox is full: the writer is far behind.
+    Full,
+    /// The connection is closed.
+    Closed,
+}
+
+/// The other side's HELLO.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    /// The file it shares, or zeros if it knows none yet.
+    pub file_id: Digest,
+    /// Its name for logs; the remote address if it gave none.
+    pub name: String,
+}
+
+/// Sends our HELLO.
+pub fn send_hello(stream: &mut TcpStream, file_id: Digest, name: &str) -> std::io::Result<()> {
+    let hello = Message::Hello {
+        version: wire::VERSION,
+        file_id,
+        name,
+    };
+    wire::send(stream, &hello)
+}
+
+/// Reads the HELLO that opens a session, within the handshake deadline.
+/// `addr` names the other side in errors.
+pub fn read_hello(stream: &mut TcpStream, dec: &mut Decoder, addr: &str) -> Result<Hello> {
+    let fail = |err| Error::wire(addr, err);
+    net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
+    match dec.message().map_err(fail)? {
+        Message::Hello { file_id, name, .. } => Ok(Hello {
+            file_id,
+            name: if name.is_empty() {
+                addr.to_string()
+            } else {
+                name.to_string()
+            },
+        }),
+        Message::Refuse(why) => Err(fail(wire::Error::Refused(why.into()))),
+        other => Err(fail(wire::Error::Unexpected(other.name()))),
+    }
+}
+
+/// Connects to `addr` and exchanges HELLOs, ours first.
+pub fn dial(addr: SocketAddr, file_id: Digest, name: &str) -> Result<(TcpStream, Decoder, Hello)> {
+    let mut stream = net::connect(addr).map_err(|e| Error::io("connect", e))?;
+    let who = addr.to_string();
+    send_hello(&mut stream, file_id, name).map_err(|e| Error::wire(&who, e.into()))?;
+    let mut dec = Decoder::new();
+    let hello = read_hello(&mut stream, &mut dec, &who)?;
+    Ok((stream, dec, hello))
+}
+
+/// What a connection needs besides its socket.
+#[derive(Default)]
+pub struct Setup {
+    /// This side's name for logs ("peer 9001", "owner").
+    pub name: String,
+    /// The other side's name for logs.
+    pub who: String,
+    /// Where chunks to send come from; `None` if this side sends none.
+    pub source: Option<Arc<dyn ChunkSource>>,
+    /// Chunks this side gains, to announce as HAVE; `None` for none.
+    pub announce: Option<Receiver<ChunkId>>,
+    /// Activity counters, shared with an accept loop's slot if any.
+    pub stats: Option<Arc<Stats>>,
+}
+
+/// A handle on a connection that any thread may hold: send into its
+/// inbox, read its counters, close it.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: ConnId,
+    who: String,
+    tx: Sender<Outgoing>,
+    /// A second handle on the socket, to shut it down.
+    stream: TcpStream,
+    closed: AtomicBool,
+    /// Dropped on close, which wakes the writer.
+    wake: Mutex<Option<Sender<()>>>,
+    /// When the writer stopped, if it has.
+    finished: Mutex<Option<Instant>>,
+    stats: Arc<Stats>,
+}
+
+impl Handle {
+    /// This connection's ID.
+    pub fn id(&self) -> ConnId {
+        self.inner.id
+    }
+
+    /// The other side's name for logs.
+    pub fn who(&self) -> &str {
+        &self.inner.who
+    }
+
+    /// The connection's activity counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Queues `out` for the writer without blocking.
+    pub fn send(&self, out: Outgoing) -> std::result::Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        self.inner.tx.try_send(out).map_err(|e| match e {
+            TrySendError::Full(_) => SendError::Full,
+            TrySendError::Disconnected(_) => SendError::Closed,
+        })
+    }
+
+    /// Encodes and queues one message.
+    pub fn send_message(&self, msg: &Message<'_>) -> std::result::Result<(), SendError> {
+        let mut buf = Vec::with_capacity(16);
+        wire::encode(msg, &mut buf);
+        self.send(Outgoing::Frames(buf))
+    }
+
+    /// Closes the connection: both threads stop, and the other side sees
+    /// the socket close. Closing twice does nothing.
+    pub fn close(&self) {
+        if !self.inner.closed.swap(true, Ordering::SeqCst) {
+            let _ = self.inner.stream.shutdown(Shutdown::Both);
+            self.inner
+                .wake
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+    }
+
+    /// Notes that this side has stopped writing.
+    fn finishing(&self) {
+        let mut at = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        at.get_or_insert_with(Instant::now);
+    }
+
+    fn finished_at(&self) -> Option<Instant> {
+        *self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether [`Handle::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// A connection after its HELLO exchange: [`Conn::run`] reads on the
+/// caller's thread while a writer thread drains the inbox.
+pub struct Conn {
+    stream: TcpStream,
+    dec: Decoder,
+    handle: Handle,
+    writer: JoinHandle<Result<()>>,
+}
+
+impl Conn {
+    /// Starts the writer thread. `dec` must be the decoder that read the
+    /// handshake, with the file's layout set if it is known.
+    pub fn start(stream: TcpStream, dec: Decoder, setup: Setup) -> Result<Conn> {
+        let fail = |e| Error::io("set up connection", e);
+        stream.set_read_timeout(Some(READ_TICK)).map_err(fail)?;
+        let (tx, rx) = crossbeam_channel::bounded(INBOX);
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(0);
+        let stats = setup.stats.unwrap_or_default();
+        let handle = Handle {
+            inner: Arc::new(Inner {
+                id: ConnId::next(),
+                who: setup.who.clone(),
+                tx,
+                stream: stream.try_clone().map_err(fail)?,
+                closed: AtomicBool::new(false),
+                wake: Mutex::new(Some(wake_tx)),
+                finished: Mutex::new(None),
+                stats: Arc::clone(&stats),
+            }),
+        };
+        let writer = Writer {
+            stream: stream.try_clone().map_err(fail)?,
+            name: setup.name,
+            who: setup.who,
+            layout: dec.layout().copied(),
+            source: setup.source,
+            stats,
+            handle: handle.clone(),
+        };
+        let announce = setup.announce.unwrap_or_else(crossbeam_channel::never);
+        let writer = thread::Builder::new()
+            .name(format!("writer {}", handle.who()))
+            .spawn(move || writer.run(rx, wake_rx, announce))
+            .map_err(|e| Error::io("start a writer thread", e))?;
+        Ok(Conn {
+            stream,
+            dec,
+            handle,
+            writer,
+        })
+    }
+
+    /// A handle on this connection.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Reads and dispatches messages until the connection ends, then
+    /// closes it and waits for the writer. Returns `Ok` when either side
+    /// closed it in order, and the first error otherwise.
+    pub fn run(mut self, role: &mut dyn Role) -> Result<()> {
+        let result = self.read_loop(role);
+        self.handle.close();
+        let written = self
+            .writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Bug("a connection writer panicked".into())));
+        match result {
+            // The reader saw the close; a write error usually says why.
+            Ok(()) => written,
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_loop(&mut self, role: &mut dyn Role) -> Result<()> {
+        let who = self.handle.who().to_string();
+        let fail = |err| Error::wire(who.as_str(), err);
+        let stats = Arc::clone(&self.handle.inner.stats);
+        loop {
+            self.dec.set_accepts(role.accepts());
+            match self.dec.fill(&mut self.stream) {
+                Ok(true) => {
+                    stats.heard();
+                    let msg = self.dec.message().map_err(fail)?;
+                    if matches!(msg, Message::Chunk { .. }) {
+                        stats.chunk_moved();
+                    }
+                    role.on_message(msg, &self.handle)?;
+                }
+                Ok(false) => {
+                    let lingered = self
+                        .handle
+                        .finished_at()
+                        .is_some_and(|at| at.elapsed() >= net::HANDSHAKE_TIMEOUT);
+                    if self.handle.is_closed() || lingered {
+                        return Ok(());
+                    }
+                    self.check_deadlines(&stats).map_err(fail)?;
+                }
+                // A close from either side between frames is an orderly end.
+                Err(wire::Error::Closed) => return Ok(()),
+                Err(_) if self.handle.is_closed() => return Ok(()),
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+
+    /// Fails a connection that has been silent too long, or whose other
+    /// side takes a frame we write far too slowly.
+    fn check_deadlines(&self, stats: &Stats) -> std::result::Result<(), wire::Error> {
+        let now = Instant::now();
+        if now.saturating_duration_since(stats.last_heard()) >= net::IDLE_TIMEOUT {
+            return Err(wire::Error::Silent(net::IDLE_TIMEOUT.as_secs()));
+        }
+        if let Some(since) = stats.writing_since() {
+            let limit = frame_deadline(self.dec.limit());
+            if now.saturating_duration_since(since) > limit {
+                return Err(wire::Error::SlowReader(limit.as_secs()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long writing one frame of up to `len` bytes may take.
+fn frame_deadline(len: usize) -> Duration {
+    net::WRITE_TIMEOUT + Duration::from_secs(len as u64 / MIN_READ_RATE)
+}
+
+/// The writing half of a connection.
+struct Writer {
+    stream: TcpStream,
+    name: String,
+    who: String,
+    layout: Option<Layout>,
+    source: Option<Arc<dyn ChunkSource>>,
+    stats: Arc<Stats>,
+    handle: Handle,
+}
+
+impl Writer {
+    fn run(
+        mut self,
+        inbox: Receiver<Outgoing>,
+        wake: Receiver<()>,
+        announce: Receiver<ChunkId>,
+    ) -> Result<()> {
+        let result = self.serve(&inbox, &wake, &announce);
+        match &result {
+            // Wake the reader so the connection ends as one.
+            Err(_) => self.handle.close(),
+            // After REFUSE or FINISH the reader waits for the other side
+            // to close, but not for ever.
+            Ok(()) => self.handle.finishing(),
+        }
+        result
+    }
+
+    fn serve(
+        &mut self,
+        inbox: &Receiver<Outgoing>,
+        wake: &Receiver<()>,
+        announce: &Receiver<ChunkId>,
+    ) -> Result<()> {
+        loop {
+            select! {
+                recv(inbox) -> out => {
+                    let Ok(out) = out else { return Ok(()) };
+                    if !self.write(out)? {
+                        return Ok(());
+                    }
+                }
+                recv(announce) -> id => {
+                    let Ok(id) = id else { return Ok(()) };
+                    self.announce(id, announce)?;
+                }
+                recv(wake) -> _ => return Ok(()),
+                default(net::KEEPALIVE_EVERY) => {
+                    self.frame(|buf| wire::encode(&Message::KeepAlive, buf))?;
+                }
+            }
+        }
+    }
+
+    /// Writes one inbox item; returns whether to go on writing.
+    fn write(&mut self, out: Outgoing) -> Result<bool> {
+        match out {
+            Outgoing::Frames(buf) => self.bytes(&buf)?,
+            Outgoing::Shared(buf) => self.bytes(&buf)?,
+            Outgoing::Chunk(id) => self.chunk(id)?,
+            Outgoing::Chunks(ids) => {
+                for id in ids {
+                    self.chunk(id)?;
+                }
+            }
+            Outgoing::Refuse(why) => {
+                self.frame(|buf| wire::encode(&Message::Refuse(&why), buf))?;
+                let _ = self.stream.shutdown(Shutdown::Write);
+                return Ok(false);
+            }
+            Outgoing::Finish => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn chunk(&mut self, id: ChunkId) -> Result<()> {
+        let Some(source) = self.source.as_ref() else {
+            return Err(Error::Bug(
+                "a chunk queued on a connection that sends none".into(),
+            ));
+        };
+        self.stats.writing(true);
+        let sent = source.write_chunk(id, &mut self.stream);
+        self.stats.writing(false);
+        sent?;
+        self.stats.chunk_moved();
+        log::info!(target: "swarm::chunk", "{}: sent chunk {id} to {}", self.name, self.who);
+        Ok(())
+    }
+
+    /// Sends HAVE for `first` and every other chunk already announced,
+    /// in frames that fit the frame limit.
+    fn announce(&mut self, first: ChunkId, announce: &Receiver<ChunkId>) -> Result<()> {
+        let Some(layout) = self.layout else {
+            return Err(Error::Bug("HAVE on a connection without a layout".into()));
+        };
+        let mut ids = vec![first];
+        ids.extend(announce.try_iter());
+        ids.sort();
+        log::info!(
+            target: "swarm::chunk",
+            "{}: sent chunk-ID update to {}: {}",
+            self.name,
+            self.who,
+            id_list(&ids)
+        );
+        self.frame(|buf| wire::encode_have(&ids, &layout, buf))
+    }
+
+    fn frame(&mut self, fill: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        let mut buf = Vec::with_capacity(64);
+        fill(&mut buf);
+        self.bytes(&buf)
+    }
+
+    fn bytes(&mut self, buf: &[u8]) -> Result<()> {
+        self.stats.writing(true);
+        let written = self.stream.write_all(buf);
+        self.stats.writing(false);
+        written.map_err(|e| Error::wire(self.who.as_str(), e.into()))
+    }
+}
+
+/// "chunk 7" or "3 chunks (4, 5, 9)", eliding long lists.
+pub fn id_list(ids: &[ChunkId]) -> String {
+    if let [one] = ids {
+        return format!("chunk {one}");
+    }
+    let shown: Vec<String> = ids.iter().take(8).map(|id| id.to_string()).collect();
+    let more = if ids.len() > 8 { ", ..." } else { "" };
+    format!("{} chunks ({}{more})", ids.len(), shown.join(", "))
+}

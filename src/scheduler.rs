@@ -1,0 +1,687 @@
+//! Which chunk is held, wanted, requested from whom and since when.
+//!
+//! [`Scheduler`] is a peer's one picture of its chunks and of the sources
+//! it can get them from (its download neighbour, the owner). It does no
+//! I/O and takes the time as an argument; the peer's coordinator thread
+//! owns it and is its only user, so every change is serialized there and
+//! policy (who is asked for what) is a question of which source
+//! [`Scheduler::reserve`] is called for, not of plumbing.
+//!
+//! Invariants:
+//!
+//! - Every chunk is in exactly one of three states: **held** (verified and
+//!   stored), **claimed** (requested from one source, which has until its
+//!   deadline to deliver it) or **wanted** (free for any source).
+//! - A source's *outstanding* list holds every request sent to it and not
+//!   yet answered, oldest first. A claim that passes its deadline returns
+//!   the chunk to wanted ([`Scheduler::expire`]) but stays outstanding at
+//!   its source: the reply may still come, and is accepted then. So a
+//!   chunk may be outstanding at several sources, but claimed by at most
+//!   one, and never asked of the same source twice.
+//! - Outstanding requests, expired or not, count against a source's
+//!   window: a source that does not answer is asked for nothing more.
+//! - `offers[i]` is how many live sources offer chunk `i`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::chunks::ChunkSet;
+use crate::manifest::{ChunkId, Layout};
+
+/// A source of chunks: one connection to a download neighbour or the
+/// owner, named by its connection's number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId(pub u64);
+
+/// What kind of source it is; policies treat the owner apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A download neighbour: offers what it lists.
+    Ring,
+    /// The owner: offers every chunk, and pushes its seeds unasked.
+    Owner,
+}
+
+/// Where [`Scheduler::reserve`] starts looking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Lowest ID first: the ring's order.
+    Lowest,
+    /// Highest ID first: the owner's, so the two meet in the middle.
+    Highest,
+}
+
+/// How a chunk that arrived fits what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Asked of this source (or pushed by it), and new.
+    Fresh,
+    /// Asked of this source, but already held: a late reply.
+    Late,
+    /// Never asked of this source: a protocol violation.
+    Unasked,
+}
+
+#[derive(Debug)]
+struct Source {
+    kind: SourceKind,
+    /// What it offers; `None` means every chunk.
+    offered: Option<ChunkSet>,
+    /// Whether it may send chunks unasked (the owner while seeding).
+    pushing: bool,
+    /// Requests sent and not answered, oldest first, with when sent.
+    outstanding: VecDeque<(ChunkId, Instant)>,
+    /// The same chunks as `outstanding`, for word-wise exclusion.
+    asked: ChunkSet,
+    pacer: Pacer,
+    /// Chunks that failed their SHA-256 check.
+    bad: u32,
+    last_delivery: Option<Instant>,
+    last_expiry: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    source: SourceId,
+    deadline: Instant,
+}
+
+/// The state of every chunk and every source; see the module docs.
+#[derive(Debug)]
+pub struct Scheduler {
+    layout: Layout,
+    held: ChunkSet,
+    /// The chunks in `claims`, for word-wise exclusion.
+    claimed: ChunkSet,
+    claims: HashMap<ChunkId, Claim>,
+    sources: BTreeMap<SourceId, Source>,
+    offers: Vec<u16>,
+    /// How long a source has to answer a request before its claim lapses.
+    timeout: Duration,
+}
+
+impl Scheduler {
+    /// A scheduler for `layout` that already holds `held`; a request
+    /// lapses after `timeout`.
+    pub fn new(layout: Layout, held: ChunkSet, timeout: Duration) -> Scheduler {
+        Scheduler {
+            claimed: ChunkSet::new(layout.count()),
+            offers: vec![0; layout.count() as usize],
+            layout,
+            held,
+            claims: HashMap::new(),
+            sources: BTreeMap::new(),
+            timeout,
+        }
+    }
+
+    /// Adds a source that keeps at most `max_window` requests in flight.
+    /// The owner offers every chunk and starts out pushing its seeds.
+    pub fn add_source(&mut self, id: SourceId, kind: SourceKind, max_window: usize) {
+        self.remove_source(id);
+        let owner = kind == SourceKind::Owner;
+        if owner {
+            self.offers
+                .iter_mut()
+                .for_each(|n| *n = n.saturating_add(1));
+        }
+        self.sources.insert(
+            id,
+            Source {
+                kind,
+                offered: (!owner).then(|| ChunkSet::new(self.layout.count())),
+                pushing: owner,
+                outstanding: VecDeque::new(),
+                asked: ChunkSet::new(self.layout.count()),
+                pacer: Pacer::new(max_window),
+                bad: 0,
+                last_delivery: None,
+                last_expiry: None,
+            },
+        );
+    }
+
+    /// Removes a source (its connection ended): its claims go back to
+    /// wanted and its offers are forgotten. Returns how many claims it
+    /// held.
+    pub fn remove_source(&mut self, id: SourceId) -> usize {
+        let Some(source) = self.sources.remove(&id) else {
+            return 0;
+        };
+        match &source.offered {
+            Some(set) => {
+                for chunk in set.iter(&self.layout) {
+                    self.offers[chunk.index()] -= 1;
+                }
+            }
+            None => self.offers.iter_mut().for_each(|n| *n -= 1),
+        }
+        let mut released = 0;
+        for &(chunk, _) in &source.outstanding {
+            if self.claims.get(&chunk).is_some_and(|c| c.source == id) {
+                self.unclaim(chunk);
+                released += 1;
+            }
+        }
+        released
+    }
+
+    /// Replaces what a ring source offers with its full list.
+    pub fn offer(&mut self, id: SourceId, set: ChunkSet) {
+        let Some(source) = self.sources.get_mut(&id) else {
+            return;
+        };
+        let Some(old) = source.offered.as_mut() else {
+            return;
+        };
+        for chunk in old.iter(&self.layout) {
+            self.offers[chunk.index()] -= 1;
+        }
+        for chunk in set.iter(&self.layout) {
+            self.offers[chunk.index()] += 1;
+        }
+        *old = set;
+    }
+
+    /// Adds chunks a ring source announced it gained.
+    pub fn offer_more(&mut self, id: SourceId, chunks: &[ChunkId]) {
+        let Some(set) = self.sources.get_mut(&id).and_then(|s| s.offered.as_mut()) else {
+            return;
+        };
+        for &chunk in chunks {
+            if set.insert(chunk) {
+                self.offers[chunk.index()] += 1;
+            }
+        }
+    }
+
+    /// The owner has sent all its seeds: from now on it sends only what
+    /// it is asked for.
+    pub fn stop_pushing(&mut self, id: SourceId) {
+        if let Some(source) = self.sources.get_mut(&id) {
+            source.pushing = false;
+        }
+    }
+
+    /// Claims up to `max` wanted chunks that source `id` offers and has
+    /// not been asked for, in `order`, and records them as requested from
+    /// it at `now`. The caller sends the requests.
+    pub fn reserve(
+        &mut self,
+        id: SourceId,
+        max: usize,
+        order: Order,
+        now: Instant,
+    ) -> Vec<ChunkId> {
+        let Some(source) = self.sources.get_mut(&id) else {
+            return Vec::new();
+        };
+        if max == 0 {
+            return Vec::new();
+        }
+        let chunks = ChunkSet::pick(
+            &self.layout,
+            source.offered.as_ref(),
+            &[&self.held, &self.claimed, &source.asked],
+            max,
+            order == Order::Highest,
+        );
+        let deadline = now + self.timeout;
+        for &chunk in &chunks {
+            source.outstanding.push_back((chunk, now));
+            source.asked.insert(chunk);
+            self.claimed.insert(chunk);
+            self.claims.insert(
+                chunk,
+                Claim {
+                    source: id,
+                    deadline,
+                },
+            );
+        }
+        chunks
+    }
+
+    /// A verified chunk arrived from source `id` and is stored.
+    pub fn on_chunk(&mut self, id: SourceId, chunk: ChunkId, now: Instant) -> Arrival {
+        let Some(source) = self.sources.get_mut(&id) else {
+            // The source was removed while the chunk was on its way; the
+            // chunk is stored all the same.
+            return self.hold(chunk);
+        };
+        if !take_outstanding(source, chunk, now) && !source.pushing {
+            return Arrival::Unasked;
+        }
+        source.last_delivery = Some(now);
+        self.hold(chunk)
+    }
+
+    /// A chunk from source `id` failed its SHA-256 check: it is wanted
+    /// again. Returns how many bad chunks the source has sent.
+    pub fn on_bad_chunk(&mut self, id: SourceId, chunk: ChunkId, now: Instant) -> u32 {
+        let Some(source) = self.sources.get_mut(&id) else {
+            return 0;
+        };
+        take_outstanding(source, chunk, now);
+        source.bad += 1;
+        let bad = source.bad;
+        if self.claims.get(&chunk).is_some_and(|c| c.source == id) {
+            self.unclaim(chunk);
+        }
+        bad
+    }
+
+    /// Lets every claim past its deadline lapse: the chunk is wanted
+    /// again, for another source to be asked, while the request stays
+    /// outstanding at its source. Returns the lapsed chunks and sources.
+    pub fn expire(&mut self, now: Instant) -> Vec<(ChunkId, SourceId)> {
+        let mut lapsed: Vec<(ChunkId, SourceId)> = self
+            .claims
+            .iter()
+            .filter(|(_, claim)| claim.deadline <= now)
+            .map(|(&chunk, claim)| (chunk, claim.source))
+            .collect();
+        lapsed.sort();
+        for &(chunk, source) in &lapsed {
+            self.unclaim(chunk);
+            if let Some(s) = self.sources.get_mut(&source) {
+                s.last_expiry = Some(now);
+            }
+        }
+        lapsed
+    }
+
+    /// Makes chunks that were held wanted again (they failed the
+    /// whole-file check and were dropped from disk).
+    pub fn drop_held(&mut self, chunks: &[ChunkId]) {
+        for &chunk in chunks {
+            self.held.remove(chunk);
+        }
+    }
+
+    fn hold(&mut self, chunk: ChunkId) -> Arrival {
+        if self.claims.contains_key(&chunk) {
+            self.unclaim(chunk);
+        }
+        if self.held.insert(chunk) {
+            Arrival::Fresh
+        } else {
+            Arrival::Late
+        }
+    }
+
+    fn unclaim(&mut self, chunk: ChunkId) {
+        self.claims.remove(&chunk);
+        self.claimed.remove(chunk);
+    }
+
+    /// The file's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The chunks held.
+    pub fn held(&self) -> &ChunkSet {
+        &self.held
+    }
+
+    /// How many chunks are not held.
+    pub fn missing(&self) -> u32 {
+        self.layout.count() - self.held.len()
+    }
+
+    /// Whether every chunk is held.
+    pub fn is_complete(&self) -> bool {
+        self.held.is_full()
+    }
+
+    /// Whether chunk `id` is claimed by some source now.
+    pub fn is_claimed(&self, chunk: ChunkId) -> bool {
+        self.claimed.contains(chunk)
+    }
+
+    /// How many sources offer chunk `id`.
+    pub fn offer_count(&self, chunk: ChunkId) -> u16 {
+        self.offers[chunk.index()]
+    }
+
+    /// How many more requests source `id` may be sent now: its window,
+    /// sized to the link it has shown, less what is outstanding there.
+    pub fn room(&self, id: SourceId) -> usize {
+        self.sources
+            .get(&id)
+            .map_or(0, |s| s.pacer.window().saturating_sub(s.outstanding.len()))
+    }
+
+    /// Requests sent to source `id` and not answered.
+    pub fn outstanding(&self, id: SourceId) -> usize {
+        self.sources.get(&id).map_or(0, |s| s.outstanding.len())
+    }
+
+    /// Whether source `id` holds a chunk this side lacks.
+    pub fn offers_wanted(&self, id: SourceId) -> bool {
+        self.sources.get(&id).is_some_and(|s| match &s.offered {
+            Some(set) => {
+                !ChunkSet::pick(&self.layout, Some(set), &[&self.held], 1, false).is_empty()
+            }
+            None => !self.is_complete(),
+        })
+    }
+
+    /// When source `id` last delivered a chunk.
+    pub fn last_delivery(&self, id: SourceId) -> Option<Instant> {
+        self.sources.get(&id).and_then(|s| s.last_delivery)
+    }
+
+    /// When a claim of source `id` last lapsed.
+    pub fn last_expiry(&self, id: SourceId) -> Option<Instant> {
+        self.sources.get(&id).and_then(|s| s.last_expiry)
+    }
+
+    /// The live sources of `kind`.
+    pub fn sources(&self, kind: SourceKind) -> impl Iterator<Item = SourceId> + '_ {
+        self.sources
+            .iter()
+            .filter(move |(_, s)| s.kind == kind)
+            .map(|(&id, _)| id)
+    }
+
+    /// Whether source `id` is still pushing seeds.
+    pub fn is_pushing(&self, id: SourceId) -> bool {
+        self.sources.get(&id).is_some_and(|s| s.pushing)
+    }
+}
+
+/// Removes `chunk` from the source's outstanding requests and feeds the
+/// pacer; returns whether it was outstanding.
+fn take_outstanding(source: &mut Source, chunk: ChunkId, now: Instant) -> bool {
+    if !source.asked.remove(chunk) {
+        return false;
+    }
+    if let Some(at) = source.outstanding.iter().position(|&(c, _)| c == chunk)
+        && let Some((_, sent)) = source.outstanding.remove(at)
+    {
+        let busy = !source.outstanding.is_empty();
+        source
+            .pacer
+            .arrived(now.saturating_duration_since(sent), now, busy);
+    }
+    true
+}
+
+/// Sizes a source's request window from what its link shows.
+///
+/// A chunk asked for on an idle link arrives after a round trip plus its
+/// own transmission; on a busy link, chunks arrive one transmission time
+/// apart. Keeping `round trip / transmission + 1` requests in flight keeps
+/// the link busy with at most about one chunk waiting at the sender,
+/// because in a ring every chunk queued at a sender delays the chunks
+/// behind it, hop after hop.
+#[derive(Debug)]
+struct Pacer {
+    /// The fastest request-to-chunk time seen: round trip plus one
+    /// transmission, with nothing queued ahead.
+    min_latency: Option<Duration>,
+    /// Smoothed gap between chunks while the link was busy: one
+    /// transmission time.
+    gap: Option<Duration>,
+    last_arrival: Option<Instant>,
+    /// Whether requests were still outstanding after the last arrival,
+    /// which makes the next gap a transmission time, not idle time.
+    busy: bool,
+    max: usize,
+}
+
+impl Pacer {
+    /// The fewest requests in flight: one arriving while one is sent.
+    const MIN: usize = 2;
+
+    fn new(max: usize) -> Pacer {
+        Pacer {
+            min_latency: None,
+            gap: None,
+            last_arrival: None,
+            busy: false,
+            max,
+        }
+    }
+
+    fn arrived(&mut self, latency: Duration, now: Instant, still_busy: bool) {
+        self.min_latency = Some(self.min_latency.map_or(latency, |m| m.min(latency)));
+        if let (true, Some(last)) = (self.busy, self.last_arrival) {
+            let gap = now.saturating_duration_since(last);
+            self.gap = Some(self.gap.map_or(gap, |g| (g * 7 + gap) / 8));
+        }
+        self.last_arrival = Some(now);
+        self.busy = still_busy;
+    }
+
+    /// How many requests may be in flight.
+    fn window(&self) -> usize {
+        match (self.min_latency, self.gap) {
+            (Some(latency), Some(gap)) if !gap.is_zero() => {
+                let cover = latency.as_secs_f64() / gap.as_secs_f64();
+                (cover.ceil() as usize + 1).clamp(Self::MIN.min(self.max), self.max)
+            }
+            // Nothing measured yet: start modestly.
+            _ => 4.min(self.max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RING: SourceId = SourceId(1);
+    const OWNER: SourceId = SourceId(2);
+    const OTHER: SourceId = SourceId(3);
+
+    fn layout(count: u32) -> Layout {
+        Layout::new(u64::from(count) * 1024, 1024).unwrap()
+    }
+
+    fn ids(l: &Layout, raw: &[u32]) -> Vec<ChunkId> {
+        raw.iter().map(|&i| l.chunk_id(i).unwrap()).collect()
+    }
+
+    fn all(l: &Layout) -> ChunkSet {
+        let mut set = ChunkSet::new(l.count());
+        l.ids().for_each(|id| {
+            set.insert(id);
+        });
+        set
+    }
+
+    fn sched(count: u32) -> (Scheduler, Layout, Instant) {
+        let l = layout(count);
+        let s = Scheduler::new(l, ChunkSet::new(count), Duration::from_secs(3));
+        (s, l, Instant::now())
+    }
+
+    /// Checks the three-state invariant by brute force.
+    fn check(s: &Scheduler) {
+        for id in s.layout.ids() {
+            let held = s.held.contains(id);
+            let claimed = s.claims.contains_key(&id);
+            assert!(!(held && claimed), "chunk {id} is both held and claimed");
+            assert_eq!(claimed, s.claimed.contains(id), "chunk {id}");
+        }
+        for (sid, src) in &s.sources {
+            assert_eq!(src.asked.len() as usize, src.outstanding.len(), "{sid:?}");
+        }
+    }
+
+    #[test]
+    fn the_ring_and_the_owner_never_claim_the_same_chunk() {
+        let (mut s, l, now) = sched(10);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        s.offer(RING, all(&l));
+        assert_eq!(
+            s.reserve(RING, 4, Order::Lowest, now),
+            ids(&l, &[0, 1, 2, 3])
+        );
+        assert_eq!(s.reserve(OWNER, 2, Order::Highest, now), ids(&l, &[9, 8]));
+        assert_eq!(
+            s.reserve(RING, 10, Order::Lowest, now),
+            ids(&l, &[4, 5, 6, 7])
+        );
+        assert!(s.reserve(OWNER, 2, Order::Highest, now).is_empty());
+        check(&s);
+    }
+
+    #[test]
+    fn a_ring_source_is_asked_only_for_what_it_offers() {
+        let (mut s, l, now) = sched(10);
+        s.add_source(RING, SourceKind::Ring, 40);
+        assert!(s.reserve(RING, 4, Order::Lowest, now).is_empty());
+        assert!(!s.offers_wanted(RING));
+        s.offer_more(RING, &ids(&l, &[7, 3]));
+        assert!(s.offers_wanted(RING));
+        assert_eq!(s.offer_count(l.chunk_id(7).unwrap()), 1);
+        assert_eq!(s.reserve(RING, 4, Order::Lowest, now), ids(&l, &[3, 7]));
+    }
+
+    #[test]
+    fn chunks_arrive_fresh_late_or_unasked() {
+        let (mut s, l, now) = sched(4);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        s.offer(RING, all(&l));
+        let c = ids(&l, &[0, 1, 2, 3]);
+        // The owner pushes seeds unasked until it says it is done.
+        assert_eq!(s.on_chunk(OWNER, c[3], now), Arrival::Fresh);
+        s.stop_pushing(OWNER);
+        assert_eq!(s.on_chunk(OWNER, c[2], now), Arrival::Unasked);
+        assert_eq!(s.on_chunk(RING, c[2], now), Arrival::Unasked);
+        s.reserve(RING, 2, Order::Lowest, now);
+        assert_eq!(s.on_chunk(RING, c[0], now), Arrival::Fresh);
+        assert_eq!(
+            s.on_chunk(RING, c[0], now),
+            Arrival::Unasked,
+            "asked once, answered once"
+        );
+        assert_eq!(s.missing(), 2);
+        check(&s);
+    }
+
+    #[test]
+    fn a_lapsed_claim_goes_to_another_source_and_a_late_reply_is_accepted() {
+        let (mut s, l, now) = sched(4);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        s.offer(RING, all(&l));
+        s.stop_pushing(OWNER);
+        assert_eq!(s.reserve(RING, 2, Order::Lowest, now), ids(&l, &[0, 1]));
+        assert!(s.expire(now + Duration::from_secs(2)).is_empty());
+        let later = now + Duration::from_secs(3);
+        assert_eq!(
+            s.expire(later),
+            vec![
+                (l.chunk_id(0).unwrap(), RING),
+                (l.chunk_id(1).unwrap(), RING)
+            ]
+        );
+        assert_eq!(s.last_expiry(RING), Some(later));
+        // Still outstanding at the ring: it gets nothing it was already
+        // asked for, and its window stays full of what it owes.
+        assert_eq!(s.outstanding(RING), 2);
+        assert_eq!(s.reserve(RING, 10, Order::Lowest, later), ids(&l, &[2, 3]));
+        // The owner may now take the lapsed chunks.
+        assert_eq!(s.reserve(OWNER, 10, Order::Lowest, later), ids(&l, &[0, 1]));
+        assert_eq!(
+            s.on_chunk(OWNER, l.chunk_id(0).unwrap(), later),
+            Arrival::Fresh
+        );
+        // The ring's late reply is no violation.
+        assert_eq!(
+            s.on_chunk(RING, l.chunk_id(0).unwrap(), later),
+            Arrival::Late
+        );
+        // And a late reply before the other source's wins the chunk.
+        assert_eq!(
+            s.on_chunk(RING, l.chunk_id(1).unwrap(), later),
+            Arrival::Fresh
+        );
+        assert!(!s.is_claimed(l.chunk_id(1).unwrap()));
+        assert_eq!(
+            s.on_chunk(OWNER, l.chunk_id(1).unwrap(), later),
+            Arrival::Late
+        );
+        check(&s);
+    }
+
+    #[test]
+    fn a_removed_source_releases_its_claims_and_offers() {
+        let (mut s, l, now) = sched(6);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OTHER, SourceKind::Ring, 40);
+        s.offer(RING, all(&l));
+        s.offer(OTHER, all(&l));
+        assert_eq!(s.offer_count(l.chunk_id(5).unwrap()), 2);
+        s.reserve(RING, 3, Order::Lowest, now);
+        assert_eq!(s.remove_source(RING), 3);
+        assert_eq!(s.offer_count(l.chunk_id(5).unwrap()), 1);
+        assert_eq!(s.reserve(OTHER, 10, Order::Lowest, now).len(), 6);
+        check(&s);
+    }
+
+    #[test]
+    fn a_bad_chunk_is_wanted_again_and_counted() {
+        let (mut s, l, now) = sched(3);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.offer(RING, all(&l));
+        s.reserve(RING, 1, Order::Lowest, now);
+        let c0 = l.chunk_id(0).unwrap();
+        assert_eq!(s.on_bad_chunk(RING, c0, now), 1);
+        assert!(!s.is_claimed(c0) && !s.held().contains(c0));
+        assert_eq!(s.reserve(RING, 1, Order::Lowest, now), vec![c0]);
+        check(&s);
+    }
+
+    #[test]
+    fn dropped_chunks_are_wanted_again() {
+        let (mut s, l, now) = sched(3);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        for c in l.ids() {
+            s.on_chunk(OWNER, c, now);
+        }
+        assert!(s.is_complete());
+        s.drop_held(&ids(&l, &[1]));
+        s.stop_pushing(OWNER);
+        assert_eq!(s.reserve(OWNER, 5, Order::Highest, now), ids(&l, &[1]));
+    }
+
+    #[test]
+    fn the_window_covers_the_round_trip_and_no_more() {
+        let pace = |latency_ms, gap_ms| {
+            let mut p = Pacer::new(40);
+            p.min_latency = Some(Duration::from_millis(latency_ms));
+            p.gap = Some(Duration::from_millis(gap_ms));
+            p.window()
+        };
+        // A LAN: the round trip is small next to a chunk's transmission.
+        assert_eq!(pace(34, 33), 3);
+        assert_eq!(pace(33, 33), 2);
+        // A long fat link: 100 ms round trip, 8 ms per chunk.
+        assert_eq!(pace(108, 8), 15);
+        // Never past the byte cap.
+        assert_eq!(pace(1000, 1), 40);
+        assert_eq!(Pacer::new(40).window(), 4);
+        assert_eq!(Pacer::new(2).window(), 2);
+    }
+
+    #[test]
+    fn the_window_shrinks_by_what_is_outstanding() {
+        let (mut s, l, now) = sched(10);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.offer(RING, all(&l));
+        assert_eq!(s.room(RING), 4);
+        s.reserve(RING, 3, Order::Lowest, now);
+        assert_eq!(s.room(RING), 1);
+        // Lapsed requests still count: a silent source gets no more.
+        s.expire(now + Duration::from_secs(10));
+        assert_eq!(s.room(RING), 1);
+    }
+}
