@@ -44,6 +44,8 @@ pub const MAX_NAME_LEN: usize = 255;
 /// further than this, whatever the file claims to hold.
 pub const MAX_TEXT_LEN: u64 = 512 + 73 * MAX_CHUNKS as u64;
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// The SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> Digest {
     Sha256::digest(data).into()
@@ -188,6 +190,9 @@ pub struct Manifest {
     layout: Layout,
     file_hash: Digest,
     chunk_hashes: Vec<Digest>,
+    /// The SHA-256 of the text form, computed once: every HELLO carries
+    /// it, and the text of a large manifest is hundreds of MiB.
+    id: Digest,
 }
 
 impl Manifest {
@@ -211,12 +216,17 @@ impl Manifest {
                 layout.count()
             )));
         }
-        Ok(Manifest {
+        let mut m = Manifest {
             name,
             layout,
             file_hash,
             chunk_hashes,
-        })
+            id: [0; 32],
+        };
+        let mut hasher = Sha256::new();
+        m.write_text(|part| hasher.update(part));
+        m.id = hasher.finalize().into();
+        Ok(m)
     }
 
     /// The original file's name, a plain name.
@@ -252,22 +262,41 @@ impl Manifest {
     /// Identifies this exact manifest: peers exchange it in their hello
     /// so that two peers never trade chunks of different files.
     pub fn id(&self) -> Digest {
-        sha256(self.to_text().as_bytes())
+        self.id
     }
 
     /// The text form described in the module documentation.
     pub fn to_text(&self) -> String {
-        let mut out = String::with_capacity(200 + 70 * self.chunk_hashes.len());
-        out.push_str("swarm manifest 1\n");
-        out.push_str(&format!("name {}\n", self.name));
-        out.push_str(&format!("size {}\n", self.layout.file_len));
-        out.push_str(&format!("chunk-size {}\n", self.layout.chunk_size));
-        out.push_str(&format!("chunks {}\n", self.layout.count));
-        out.push_str(&format!("sha256 {}\n", to_hex(&self.file_hash)));
+        let mut out = Vec::with_capacity(200 + 73 * self.chunk_hashes.len());
+        self.write_text(|part| out.extend_from_slice(part));
+        // Every part is ASCII but the name, which is a `String`.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Hands the text form to `emit` a line at a time, so the ID can be
+    /// hashed without building the whole text.
+    fn write_text(&self, mut emit: impl FnMut(&[u8])) {
+        emit(format!(
+            "swarm manifest 1\nname {}\nsize {}\nchunk-size {}\nchunks {}\nsha256 {}\n",
+            self.name,
+            self.layout.file_len,
+            self.layout.chunk_size,
+            self.layout.count,
+            to_hex(&self.file_hash)
+        )
+        .as_bytes());
+        let mut line = Vec::with_capacity(80);
         for (i, hash) in self.chunk_hashes.iter().enumerate() {
-            out.push_str(&format!("{i} {}\n", to_hex(hash)));
+            line.clear();
+            line.extend_from_slice(i.to_string().as_bytes());
+            line.push(b' ');
+            for b in hash {
+                line.push(HEX[usize::from(b >> 4)]);
+                line.push(HEX[usize::from(b & 15)]);
+            }
+            line.push(b'\n');
+            emit(&line);
         }
-        out
     }
 
     /// Parses and validates the text form.
@@ -370,6 +399,7 @@ mod tests {
             let back = Manifest::from_text(&m.to_text()).unwrap();
             assert_eq!(back, m);
             assert_eq!(back.id(), m.id());
+            assert_eq!(m.id(), sha256(m.to_text().as_bytes()), "the ID hashes the text");
         }
     }
 
