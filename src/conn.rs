@@ -77,7 +77,7 @@ pub enum Outgoing {
     Shared(Arc<[u8]>),
     /// One chunk, read from the connection's [`ChunkSource`] when sent.
     Chunk(ChunkId),
-    /// Chunks in order (the owner's seeds).
+    /// Chunks in order, unasked (the owner's seeds).
     Chunks(Vec<ChunkId>),
     /// REFUSE with this reason, then close.
     Refuse(String),
@@ -352,7 +352,7 @@ impl Conn {
                     stats.heard();
                     let msg = self.dec.message().map_err(fail)?;
                     if matches!(msg, Message::Chunk { .. }) {
-                        stats.chunk_moved();
+                        stats.chunk_moved(true);
                     }
                     role.on_message(msg, &self.handle)?;
                 }
@@ -456,10 +456,10 @@ impl Writer {
         match out {
             Outgoing::Frames(buf) => self.bytes(&buf)?,
             Outgoing::Shared(buf) => self.bytes(&buf)?,
-            Outgoing::Chunk(id) => self.chunk(id)?,
+            Outgoing::Chunk(id) => self.chunk(id, true)?,
             Outgoing::Chunks(ids) => {
                 for id in ids {
-                    self.chunk(id)?;
+                    self.chunk(id, false)?;
                 }
             }
             Outgoing::Refuse(why) => {
@@ -475,7 +475,8 @@ impl Writer {
         Ok(true)
     }
 
-    fn chunk(&mut self, id: ChunkId) -> Result<()> {
+    /// Sends one chunk; `asked` when it answers a request.
+    fn chunk(&mut self, id: ChunkId, asked: bool) -> Result<()> {
         let Some(source) = self.source.as_ref() else {
             return Err(Error::Bug(
                 "a chunk queued on a connection that sends none".into(),
@@ -485,7 +486,7 @@ impl Writer {
         let sent = source.write_chunk(id, &mut self.stream);
         self.stats.writing(false);
         sent?;
-        self.stats.chunk_moved();
+        self.stats.chunk_moved(asked);
         log::info!(target: "swarm::chunk", "{}: sent chunk {id} to {}", self.name, self.who);
         Ok(())
     }

@@ -276,15 +276,17 @@ impl Manifest {
     /// Hands the text form to `emit` a line at a time, so the ID can be
     /// hashed without building the whole text.
     fn write_text(&self, mut emit: impl FnMut(&[u8])) {
-        emit(format!(
-            "swarm manifest 1\nname {}\nsize {}\nchunk-size {}\nchunks {}\nsha256 {}\n",
-            self.name,
-            self.layout.file_len,
-            self.layout.chunk_size,
-            self.layout.count,
-            to_hex(&self.file_hash)
-        )
-        .as_bytes());
+        emit(
+            format!(
+                "swarm manifest 1\nname {}\nsize {}\nchunk-size {}\nchunks {}\nsha256 {}\n",
+                self.name,
+                self.layout.file_len,
+                self.layout.chunk_size,
+                self.layout.count,
+                to_hex(&self.file_hash)
+            )
+            .as_bytes(),
+        );
         let mut line = Vec::with_capacity(80);
         for (i, hash) in self.chunk_hashes.iter().enumerate() {
             line.clear();
@@ -399,7 +401,11 @@ mod tests {
             let back = Manifest::from_text(&m.to_text()).unwrap();
             assert_eq!(back, m);
             assert_eq!(back.id(), m.id());
-            assert_eq!(m.id(), sha256(m.to_text().as_bytes()), "the ID hashes the text");
+            assert_eq!(
+                m.id(),
+                sha256(m.to_text().as_bytes()),
+                "the ID hashes the text"
+            );
         }
     }
 

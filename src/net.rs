@@ -122,10 +122,13 @@ pub fn listen(addr: SocketAddr) -> Result<TcpListener> {
 #[derive(Debug)]
 pub struct Stats {
     opened: Instant,
-    /// Chunks sent or received on this connection.
-    useful: AtomicU64,
-    /// Milliseconds after `opened` of the last chunk sent or received.
-    last_useful: AtomicU64,
+    /// Chunks sent in answer to a request, or received.
+    asked: AtomicU64,
+    /// Milliseconds after `opened` of the last such chunk.
+    last_asked: AtomicU64,
+    /// Milliseconds after `opened` of the last chunk moved at all,
+    /// including seeds the owner pushed unasked.
+    last_moved: AtomicU64,
     /// Milliseconds after `opened` of the last frame received.
     last_heard: AtomicU64,
     /// Milliseconds after `opened`, plus one, when the writer began the
@@ -137,8 +140,9 @@ impl Default for Stats {
     fn default() -> Stats {
         Stats {
             opened: Instant::now(),
-            useful: AtomicU64::new(0),
-            last_useful: AtomicU64::new(0),
+            asked: AtomicU64::new(0),
+            last_asked: AtomicU64::new(0),
+            last_moved: AtomicU64::new(0),
             last_heard: AtomicU64::new(0),
             writing_since: AtomicU64::new(0),
         }
@@ -154,10 +158,15 @@ impl Stats {
         self.opened + Duration::from_millis(ms)
     }
 
-    /// Counts a chunk sent or received.
-    pub fn chunk_moved(&self) {
-        self.useful.fetch_add(1, Ordering::Relaxed);
-        self.last_useful.fetch_max(self.now_ms(), Ordering::Relaxed);
+    /// Counts a chunk sent or received; `asked` when it answered a
+    /// request (or was received), not when it was pushed unasked.
+    pub fn chunk_moved(&self, asked: bool) {
+        let now = self.now_ms();
+        if asked {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            self.last_asked.fetch_max(now, Ordering::Relaxed);
+        }
+        self.last_moved.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Notes that a frame arrived.
@@ -171,14 +180,15 @@ impl Stats {
         self.writing_since.store(v, Ordering::Relaxed);
     }
 
-    /// Chunks sent or received so far.
-    pub fn chunks(&self) -> u64 {
-        self.useful.load(Ordering::Relaxed)
+    /// When a chunk was last asked for and moved, if one ever was.
+    pub fn last_asked(&self) -> Option<Instant> {
+        (self.asked.load(Ordering::Relaxed) > 0)
+            .then(|| self.at(self.last_asked.load(Ordering::Relaxed)))
     }
 
-    /// When a chunk last moved, if one ever did.
-    pub fn last_chunk(&self) -> Option<Instant> {
-        (self.chunks() > 0).then(|| self.at(self.last_useful.load(Ordering::Relaxed)))
+    /// When a chunk last moved either way, or the opening time.
+    pub fn last_moved(&self) -> Instant {
+        self.at(self.last_moved.load(Ordering::Relaxed))
     }
 
     /// When the last frame arrived (the opening time before any did).
@@ -192,11 +202,6 @@ impl Stats {
             0 => None,
             v => Some(self.at(v - 1)),
         }
-    }
-
-    /// When the connection was opened.
-    pub fn opened(&self) -> Instant {
-        self.opened
     }
 }
 
@@ -219,9 +224,10 @@ struct Slot {
 
 impl Slots {
     /// Takes a slot for a new connection, closing the connection that has
-    /// done least if every slot is taken: one that never moved a chunk
-    /// (oldest first), else one whose last chunk is older than
-    /// [`IDLE_TIMEOUT`] (idle longest first). When every connection is
+    /// done least if every slot is taken: one that never asked for or
+    /// delivered a chunk (the one idle longest first; seeds pushed to it
+    /// count as activity, not as work it asked for), else one whose last
+    /// such chunk is older than [`IDLE_TIMEOUT`]. When every connection is
     /// doing work the newcomer is turned away. Returns the slot's ID and
     /// the victim's description, if one was closed.
     fn admit(
@@ -236,8 +242,8 @@ impl Slots {
                 .live
                 .iter()
                 .enumerate()
-                .filter_map(|(i, slot)| match slot.stats.last_chunk() {
-                    None => Some((i, (false, slot.stats.opened()))),
+                .filter_map(|(i, slot)| match slot.stats.last_asked() {
+                    None => Some((i, (false, slot.stats.last_moved()))),
                     Some(at) if now.saturating_duration_since(at) > IDLE_TIMEOUT => {
                         Some((i, (true, at)))
                     }

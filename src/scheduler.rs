@@ -242,6 +242,56 @@ impl Scheduler {
         chunks
     }
 
+    /// Takes over up to `max` chunks claimed by sources for which
+    /// `from` holds, oldest claim first, for source `id`: each is claimed
+    /// by `id` from `now` and recorded as asked of it. It stays
+    /// outstanding at its old source, whose late reply is accepted. For a
+    /// source that stalls: its claims would otherwise block the chunks
+    /// until their deadline.
+    pub fn steal(
+        &mut self,
+        id: SourceId,
+        max: usize,
+        now: Instant,
+        from: impl Fn(SourceId) -> bool,
+    ) -> Vec<ChunkId> {
+        let Some(source) = self.sources.get(&id) else {
+            return Vec::new();
+        };
+        let mut victims: Vec<(Instant, ChunkId)> = self
+            .claims
+            .iter()
+            .filter(|(chunk, claim)| {
+                claim.source != id
+                    && from(claim.source)
+                    && !source.asked.contains(**chunk)
+                    && source
+                        .offered
+                        .as_ref()
+                        .is_none_or(|set| set.contains(**chunk))
+            })
+            .map(|(&chunk, claim)| (claim.deadline, chunk))
+            .collect();
+        victims.sort();
+        victims.truncate(max);
+        let deadline = now + self.timeout;
+        let source = self.sources.get_mut(&id).expect("checked above");
+        let mut chunks = Vec::with_capacity(victims.len());
+        for (_, chunk) in victims {
+            source.outstanding.push_back((chunk, now));
+            source.asked.insert(chunk);
+            self.claims.insert(
+                chunk,
+                Claim {
+                    source: id,
+                    deadline,
+                },
+            );
+            chunks.push(chunk);
+        }
+        chunks
+    }
+
     /// A verified chunk arrived from source `id` and is stored.
     pub fn on_chunk(&mut self, id: SourceId, chunk: ChunkId, now: Instant) -> Arrival {
         let Some(source) = self.sources.get_mut(&id) else {
@@ -368,6 +418,14 @@ impl Scheduler {
         })
     }
 
+    /// The time source `id` takes per chunk while it has requests to
+    /// answer, once at least three gaps between chunks were seen: its
+    /// delivery rate, whatever its round trip.
+    pub fn chunk_time(&self, id: SourceId) -> Option<Duration> {
+        let s = self.sources.get(&id)?;
+        (s.pacer.gaps >= 3).then_some(s.pacer.gap?)
+    }
+
     /// When source `id` last delivered a chunk.
     pub fn last_delivery(&self, id: SourceId) -> Option<Instant> {
         self.sources.get(&id).and_then(|s| s.last_delivery)
@@ -429,6 +487,8 @@ struct Pacer {
     /// Whether requests were still outstanding after the last arrival,
     /// which makes the next gap a transmission time, not idle time.
     busy: bool,
+    /// How many gaps `gap` has seen.
+    gaps: u32,
     max: usize,
 }
 
@@ -442,6 +502,7 @@ impl Pacer {
             gap: None,
             last_arrival: None,
             busy: false,
+            gaps: 0,
             max,
         }
     }
@@ -451,6 +512,7 @@ impl Pacer {
         if let (true, Some(last)) = (self.busy, self.last_arrival) {
             let gap = now.saturating_duration_since(last);
             self.gap = Some(self.gap.map_or(gap, |g| (g * 7 + gap) / 8));
+            self.gaps += 1;
         }
         self.last_arrival = Some(now);
         self.busy = still_busy;
@@ -605,6 +667,43 @@ mod tests {
             Arrival::Fresh
         );
         assert!(!s.is_claimed(l.chunk_id(1).unwrap()));
+        assert_eq!(
+            s.on_chunk(OWNER, l.chunk_id(1).unwrap(), later),
+            Arrival::Late
+        );
+        check(&s);
+    }
+
+    #[test]
+    fn a_stalling_source_s_claims_can_be_taken_over() {
+        let (mut s, l, now) = sched(6);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        s.offer(RING, all(&l));
+        s.stop_pushing(OWNER);
+        assert_eq!(s.reserve(RING, 2, Order::Lowest, now), ids(&l, &[0, 1]));
+        let later = now + Duration::from_secs(1);
+        assert_eq!(s.reserve(RING, 1, Order::Lowest, later), ids(&l, &[2]));
+        // Only sources the caller names are stolen from, oldest first.
+        assert!(s.steal(OWNER, 5, later, |src| src == OTHER).is_empty());
+        assert_eq!(
+            s.steal(OWNER, 2, later, |src| src == RING),
+            ids(&l, &[0, 1])
+        );
+        assert_eq!(s.steal(OWNER, 5, later, |src| src == RING), ids(&l, &[2]));
+        // The ring's replies are late, not unasked; the owner's are fresh.
+        assert_eq!(
+            s.on_chunk(OWNER, l.chunk_id(0).unwrap(), later),
+            Arrival::Fresh
+        );
+        assert_eq!(
+            s.on_chunk(RING, l.chunk_id(0).unwrap(), later),
+            Arrival::Late
+        );
+        assert_eq!(
+            s.on_chunk(RING, l.chunk_id(1).unwrap(), later),
+            Arrival::Fresh
+        );
         assert_eq!(
             s.on_chunk(OWNER, l.chunk_id(1).unwrap(), later),
             Arrival::Late

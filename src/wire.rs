@@ -15,11 +15,14 @@
 //! ```
 //!
 //! `length` counts the kind byte and the payload, so it is at least 1. A
-//! receiver checks `length` against the kind's allowed sizes (table below)
-//! and against its frame limit *before* it reads or allocates the payload,
-//! and closes the connection on any violation. The frame limit is 1024
-//! until the manifest is known, then `64 + max(chunk_size, ceil(chunks /
-//! 8))`.
+//! receiver checks, from these five header bytes alone and before it
+//! reads or allocates the payload, that the kind is one it accepts in the
+//! session's current state (tables below), that `length` is within the
+//! kind's allowed sizes, and that it is within its frame limit; it closes
+//! the connection on any violation. The frame limit is 1024 until the
+//! manifest is known, then `64 + max(chunk_size, ceil(chunks / 8))`. A
+//! receiver's buffer grows with the bytes that actually arrive, not with
+//! what `length` claims.
 //!
 //! # Messages
 //!
@@ -43,12 +46,18 @@
 //! range, a wrong length or a message that is out of place ends the
 //! connection.
 //!
+//! Every list a sender builds must fit the receiver's frame limit: HASHES
+//! carry at most `(limit - 64) / 32` digests and HAVE at most
+//! `(limit - 1) / 4` IDs per frame; longer lists are split over several
+//! frames ([`encode_have`]).
+//!
 //! # Sessions
 //!
 //! The connecting side speaks first. `version` is 1; a HELLO with another
 //! magic or version is refused. `file_id` is the SHA-256 of the manifest's
 //! text form (see `manifest.rs`), or 32 zero bytes from a peer that has no
-//! manifest yet; `name` names the sender in logs (`"peer 9001"`).
+//! manifest yet; `name` names the sender in logs (`"peer 9001"`). The
+//! answering side has 10 s to receive the opening HELLO.
 //!
 //! Owner session (peer connects to the owner):
 //!
@@ -58,22 +67,55 @@
 //!    it rebuilt, and, if its own HELLO carried a non-zero `file_id`,
 //!    that the two are equal.
 //! 3. peer → CHUNK_LIST of the chunks it already holds.
-//! 4. owner → CHUNK for each chunk it seeds to this peer, then SEED_DONE.
-//! 5. From then on the peer may send REQUEST for any chunk and the owner
-//!    answers with CHUNK, until the peer closes.
+//! 4. owner → CHUNK for each chunk it seeds to this peer, unasked, then
+//!    SEED_DONE.
+//! 5. From step 3 on the peer may send REQUEST for any chunk; the owner
+//!    answers each with CHUNK, in order, after the seeds. The session lasts
+//!    until the peer closes. An owner that must stop (its file changed)
+//!    sends REFUSE with the reason.
 //!
-//! Ring session (a peer's download side connects to its download
-//! neighbour's listening port):
+//! | state (receiver)               | kinds accepted                            |
+//! |--------------------------------|-------------------------------------------|
+//! | owner, before CHUNK_LIST       | CHUNK_LIST, KEEPALIVE                      |
+//! | owner, after CHUNK_LIST        | REQUEST, KEEPALIVE                         |
+//! | peer, before the manifest      | MANIFEST (then HASHES until complete), REFUSE |
+//! | peer, after the manifest       | CHUNK, SEED_DONE, KEEPALIVE, REFUSE        |
+//!
+//! Ring session (a downloader connects to an uploader's listening port):
 //!
 //! 1. downloader → HELLO; uploader → HELLO. Both carry the real `file_id`;
 //!    on a mismatch the uploader sends REFUSE and closes.
 //! 2. uploader → CHUNK_LIST of everything it holds, then HAVE whenever it
 //!    gains chunks, and CHUNK in answer to each REQUEST, in request order.
+//!    A REQUEST for a chunk the uploader does not hold (it may have dropped
+//!    a damaged one since listing it) goes unanswered.
 //! 3. downloader → REQUEST for chunks the uploader listed and it lacks,
-//!    several in flight at once; COMPLETE once it holds every chunk.
+//!    several in flight at once, at most 256 outstanding (more is a
+//!    flood, and the uploader closes); COMPLETE once it holds every chunk
+//!    and has checked the whole file.
 //!
-//! Either side sends KEEPALIVE when it has sent nothing for 5 s, and may
-//! close a connection that has been silent for 30 s.
+//! | state (receiver)          | kinds accepted                                 |
+//! |---------------------------|------------------------------------------------|
+//! | uploader                  | REQUEST, COMPLETE, KEEPALIVE                   |
+//! | downloader                | CHUNK_LIST, HAVE, CHUNK, KEEPALIVE, REFUSE     |
+//!
+//! A requester gives each REQUEST a deadline (the peer's
+//! `--stall-timeout`): past it, the chunk may be asked of another source,
+//! and the first copy to arrive is kept. A late CHUNK in answer to a
+//! REQUEST that was sent is no violation; a CHUNK nobody asked for (other
+//! than the owner's seeds) is, and ends the connection.
+//!
+//! An uploader counts a downloader's COMPLETE only if that connection has
+//! asked it for at least one chunk: a connection that never downloaded
+//! cannot release the uploader.
+//!
+//! Either side sends KEEPALIVE when it has sent nothing for 5 s, and
+//! closes a connection that has been silent for 30 s, or whose other side
+//! has taken more than 30 s plus one second per 16 KiB to read one frame.
+//! A listener serves a bounded number of connections (256 at the owner,
+//! 16 at a peer); when a new one arrives at the cap, the connection that
+//! has done least (never asked for or delivered a chunk, idle longest) is
+//! closed to make room.
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -41,12 +41,20 @@ use crate::scheduler::{Arrival, Order, Scheduler, SourceId, SourceKind};
 use crate::store::{self, Put, Store};
 use crate::wire::{self, Message};
 
+/// Connections the upload port serves at once; past it, the one that has
+/// done least is closed to make room.
+pub const MAX_UPLOAD_CONNECTIONS: usize = 16;
+
 /// Corrupt chunks a source may send before it is dropped.
 pub const MAX_BAD_CHUNKS: u32 = 3;
 
 /// Requests in flight to the owner in the end game: enough to keep a
 /// chunk coming, few enough not to take chunks the ring is about to bring.
 const ENDGAME_WINDOW: usize = 2;
+
+/// How many times slower per chunk than the owner a busy download
+/// neighbour may be before the owner helps out.
+const SLOW_FACTOR: u32 = 4;
 
 /// How often the coordinator checks deadlines.
 const TICK: Duration = Duration::from_millis(100);
@@ -309,6 +317,12 @@ struct Coordinator<'a> {
     from_ring: u64,
     /// Chunks the owner pushed as seeds in this run.
     seeded: u32,
+    /// When the owner link came up and when its last seed arrived, to
+    /// measure the time the owner takes per chunk.
+    owner_up: Option<Instant>,
+    last_seed: Option<Instant>,
+    /// What the owner has shown it takes per chunk, once measured.
+    owner_chunk_time: Option<Duration>,
     /// When the ring last delivered a chunk (or the coordinator started).
     ring_progress: Instant,
     stalled: bool,
@@ -316,6 +330,9 @@ struct Coordinator<'a> {
     verified_at: Option<Instant>,
     /// When a chunk last arrived from anyone, for `--wait`.
     progress_at: Instant,
+    /// When a lapse was last logged, per source, so a source that keeps
+    /// letting requests lapse is named once per `--stall-timeout`.
+    lapse_logged: HashMap<SourceId, Instant>,
     last_held: u32,
     last_bytes: u64,
     last_line: Instant,
@@ -337,11 +354,15 @@ impl<'a> Coordinator<'a> {
             from_owner: 0,
             from_ring: 0,
             seeded: 0,
+            owner_up: None,
+            last_seed: None,
+            owner_chunk_time: None,
             ring_progress: now,
             stalled: false,
             report: None,
             verified_at: None,
             progress_at: now,
+            lapse_logged: HashMap::new(),
             last_held,
             last_bytes: 0,
             last_line: now,
@@ -388,8 +409,9 @@ impl<'a> Coordinator<'a> {
             Event::SourceUp(kind, handle) => {
                 let max = request_window(self.store.layout().chunk_size());
                 self.sched.add_source(source(handle.id()), kind, max);
-                if kind == SourceKind::Ring {
-                    self.ring_progress = self.ring_progress.max(now);
+                match kind {
+                    SourceKind::Ring => self.ring_progress = self.ring_progress.max(now),
+                    SourceKind::Owner => self.owner_up = Some(now),
                 }
                 if self.report.is_some() {
                     self.tell_complete(kind, &handle);
@@ -424,6 +446,11 @@ impl<'a> Coordinator<'a> {
             } => self.on_received(from, id, put, bytes, now),
             Event::SeedDone(from) => {
                 self.sched.stop_pushing(source(from));
+                // Too few seeds say little about the owner's link.
+                if let (Some(up), Some(last), 4..) = (self.owner_up, self.last_seed, self.seeded) {
+                    let took = last.saturating_duration_since(up);
+                    self.owner_chunk_time = Some(took / self.seeded);
+                }
                 log::info!("{}: the owner seeded {} chunks", self.name(), self.seeded);
             }
             Event::SourceDown(from) => {
@@ -514,7 +541,10 @@ impl<'a> Coordinator<'a> {
             match kind {
                 SourceKind::Owner => {
                     self.from_owner += bytes;
-                    self.seeded += u32::from(pushing);
+                    if pushing {
+                        self.seeded += 1;
+                        self.last_seed = Some(now);
+                    }
                 }
                 SourceKind::Ring => {
                     self.from_ring += bytes;
@@ -531,16 +561,18 @@ impl<'a> Coordinator<'a> {
         self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
     }
 
-    /// Lets lapsed requests go back to wanted, so another source is asked.
+    /// Lets lapsed requests go back to wanted, so another source is asked
+    /// (the next refill calls in the owner if the source is in the ring).
     fn expire(&mut self, now: Instant) {
         let lapsed = self.sched.expire(now);
-        let mut told = Vec::new();
         for (id, src) in lapsed {
-            let Some((kind, handle)) = self.sources.get(&ConnId::from_raw(src.0)) else {
+            let Some((_, handle)) = self.sources.get(&ConnId::from_raw(src.0)) else {
                 continue;
             };
-            if !told.contains(&src) {
-                told.push(src);
+            let logged = self.lapse_logged.get(&src).copied();
+            if logged.is_none_or(|at| now.saturating_duration_since(at) >= self.args.stall_timeout)
+            {
+                self.lapse_logged.insert(src, now);
                 log::warn!(
                     "{}: {} did not deliver chunk {id} within {} s; asking elsewhere",
                     self.shared.name,
@@ -548,28 +580,43 @@ impl<'a> Coordinator<'a> {
                     self.args.stall_timeout.as_secs()
                 );
             }
-            if *kind == SourceKind::Ring {
-                let why = format!(
-                    "did not answer a request within {} s",
-                    self.args.stall_timeout.as_secs()
-                );
-                self.set_stalled(true, &why);
-            }
         }
     }
 
-    /// Whether the ring should have the owner's help now: no ring source
-    /// delivered for `--stall-timeout`, or one let a request lapse within
-    /// that time.
-    fn ring_stalled(&self, now: Instant) -> bool {
+    /// Whether the ring should have the owner's help now, and why: no
+    /// ring source delivered for `--stall-timeout`, one let a request
+    /// lapse within that time, or one that has requests to answer takes
+    /// far longer per chunk than the owner did (a neighbour that delivers
+    /// just enough never to lapse).
+    fn ring_stalled(&self, now: Instant) -> Option<String> {
         let limit = self.args.stall_timeout;
         if now.saturating_duration_since(self.ring_progress) >= limit {
-            return true;
+            return Some(format!("delivered nothing for {} s", limit.as_secs()));
         }
-        self.sched
-            .sources(SourceKind::Ring)
-            .filter_map(|s| self.sched.last_expiry(s))
-            .any(|at| now.saturating_duration_since(at) < limit)
+        for src in self.sched.sources(SourceKind::Ring) {
+            if self
+                .sched
+                .last_expiry(src)
+                .is_some_and(|at| now.saturating_duration_since(at) < limit)
+            {
+                return Some(format!(
+                    "did not answer a request within {} s",
+                    limit.as_secs()
+                ));
+            }
+            let (Some(ring), Some(owner)) = (self.sched.chunk_time(src), self.owner_chunk_time)
+            else {
+                continue;
+            };
+            if self.sched.outstanding(src) > 0 && ring > (owner * SLOW_FACTOR).max(limit / 10) {
+                return Some(format!(
+                    "takes {} ms per chunk where the owner took {} ms",
+                    ring.as_millis(),
+                    owner.as_millis()
+                ));
+            }
+        }
+        None
     }
 
     fn set_stalled(&mut self, stalled: bool, why: &str) {
@@ -599,13 +646,10 @@ impl<'a> Coordinator<'a> {
             return;
         }
         let now = Instant::now();
-        let stalled = self.ring_stalled(now);
+        let why = self.ring_stalled(now);
+        let stalled = why.is_some();
         if stalled != self.stalled {
-            let why = format!(
-                "delivered nothing for {} s",
-                self.args.stall_timeout.as_secs()
-            );
-            self.set_stalled(stalled, &why);
+            self.set_stalled(stalled, why.as_deref().unwrap_or(""));
         }
         // The end game begins once what is missing is no more than the
         // owner seeded us: the tail, which would otherwise cross the most
@@ -633,7 +677,14 @@ impl<'a> Coordinator<'a> {
                     (self.sched.room(src).min(policy), Order::Highest)
                 }
             };
-            let ids = self.sched.reserve(src, room, order, now);
+            let mut ids = self.sched.reserve(src, room, order, now);
+            if kind == SourceKind::Owner && stalled && ids.len() < room {
+                // What the stalling ring has claimed would otherwise wait
+                // for its deadline.
+                let ring: Vec<SourceId> = self.sched.sources(SourceKind::Ring).collect();
+                let more = room - ids.len();
+                ids.extend(self.sched.steal(src, more, now, |s| ring.contains(&s)));
+            }
             if ids.is_empty() {
                 continue;
             }
@@ -765,7 +816,7 @@ impl<'a> Coordinator<'a> {
         let verified_at = self.verified_at?;
         let now = Instant::now();
         let linger = self.args.linger;
-        let last_request = |d: &Downloader| d.handle.stats().last_chunk().unwrap_or(verified_at);
+        let last_request = |d: &Downloader| d.handle.stats().last_asked().unwrap_or(verified_at);
         let any_complete = self.downloaders.values().any(|d| d.complete);
         let still_served = self.downloaders.values().any(|d| {
             !d.complete
@@ -798,7 +849,8 @@ impl<'a> Coordinator<'a> {
     /// After leaving is decided: waits a little for the download side to
     /// deliver COMPLETE and end its connection in order.
     fn await_complete_delivered(&mut self, events: &Receiver<Event>) {
-        let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
+        // An honest neighbour closes within a round trip of reading it.
+        let deadline = Instant::now() + Duration::from_secs(2);
         while self
             .sources
             .values()

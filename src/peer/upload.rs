@@ -25,10 +25,6 @@ use crate::net::{self, Stats, Stopper};
 use crate::store::Store;
 use crate::wire::{self, Decoder, Kind, Kinds, Message};
 
-/// Connections served at once; past it, the one that has done least is
-/// closed to make room.
-pub const MAX_CONNECTIONS: usize = 16;
-
 /// Everything the upload thread needs.
 pub(crate) struct Upload {
     pub listener: TcpListener,
@@ -46,7 +42,7 @@ impl Upload {
             &self.listener,
             &self.stopper,
             &name,
-            MAX_CONNECTIONS,
+            super::MAX_UPLOAD_CONNECTIONS,
             move |s, addr, stats| serve(s, &store, &shared, addr, stats),
         );
     }

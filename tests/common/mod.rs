@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::fs::{self, File};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -298,7 +300,12 @@ impl Ring {
 
     /// Starts peer `i` (0-based), which downloads from peer `i + 1`.
     pub fn start_peer(&mut self, i: usize) {
-        let n = self.ports.len();
+        let next = self.ports[(i + 1) % self.ports.len()];
+        self.start_peer_to(i, next);
+    }
+
+    /// Starts peer `i` with `neighbour` as its download neighbour's port.
+    pub fn start_peer_to(&mut self, i: usize, neighbour: u16) {
         let mut args = vec![
             "peer".to_string(),
             "--owner".into(),
@@ -308,7 +315,7 @@ impl Ring {
             "--bind".into(),
             "127.0.0.1".into(),
             "--download-neighbor".into(),
-            self.ports[(i + 1) % n].to_string(),
+            neighbour.to_string(),
             "--dir".into(),
             format!("peer{i}"),
         ];
