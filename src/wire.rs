@@ -984,6 +984,75 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_grows_with_the_bytes_that_arrive_not_the_length_claimed() {
+        // 16 MiB chunks: a CHUNK header may claim 16 MiB.
+        let big = Layout::new(64 << 20, 16 << 20).unwrap();
+        let id = big.chunk_id(0).unwrap();
+        let mut bytes = chunk_header(id, 16 << 20).to_vec();
+        bytes.extend_from_slice(&[7; 100]);
+        let mut dec = Decoder::new();
+        dec.set_layout(big);
+        let mut r = &bytes[..];
+        assert!(matches!(dec.fill(&mut r), Err(Error::Truncated { .. })));
+        assert!(dec.allocated() <= 128 * 1024, "{}", dec.allocated());
+        // A kind the state does not accept is refused from its header.
+        let mut dec = Decoder::new();
+        dec.set_layout(big);
+        dec.set_accepts(Kinds::of(&[Kind::Request, Kind::KeepAlive]));
+        let mut r = &bytes[..];
+        let err = dec.fill(&mut r).unwrap_err();
+        assert_eq!(err.to_string(), "unexpected chunk message");
+        assert!(dec.allocated() <= 64, "{}", dec.allocated());
+        // And a whole frame still arrives whole.
+        let l = layout();
+        let data = [5u8; 1024];
+        let mut buf = Vec::new();
+        encode(
+            &Message::Chunk {
+                id: id0(),
+                data: &data,
+            },
+            &mut buf,
+        );
+        let mut dec = Decoder::new();
+        dec.set_layout(l);
+        dec.set_accepts(Kinds::of(&[Kind::Chunk]));
+        let mut r = &buf[..];
+        assert_eq!(
+            dec.read(&mut r).unwrap(),
+            Message::Chunk {
+                id: id0(),
+                data: &data
+            }
+        );
+    }
+
+    fn id0() -> ChunkId {
+        id(0)
+    }
+
+    #[test]
+    fn have_lists_are_split_to_fit_the_frame_limit() {
+        // 8192 chunks of 1 KiB: the limit is 64 + 1024 bytes.
+        let l = Layout::new(8192 * 1024, 1024).unwrap();
+        let ids: Vec<ChunkId> = l.ids().collect();
+        let mut buf = Vec::new();
+        encode_have(&ids, &l, &mut buf);
+        let mut dec = Decoder::new();
+        dec.set_layout(l);
+        let mut r = &buf[..];
+        let mut got = Vec::new();
+        while !r.is_empty() {
+            match dec.read(&mut r).unwrap() {
+                Message::Have(more) => got.extend(more),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, ids);
+        assert_eq!(max_have_ids(&l), (64 + 1024 - 1) / 4);
+    }
+
+    #[test]
     fn random_and_mutated_frames_never_panic_or_overallocate() {
         let mut x = 0x853C_49E6_748F_EA9Bu64;
         let mut next = move || {
