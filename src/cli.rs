@@ -55,13 +55,14 @@ pub struct PeerArgs {
     pub dir: PathBuf,
     /// Where the reassembled file goes; `None` means `DIR/<file name>`.
     pub out: Option<PathBuf>,
-    /// How long to wait, once complete, for an upload neighbour.
+    /// How long to stay, once complete, while no one downloads from us.
     pub linger: Duration,
     /// How long to go on without a way forward (no owner before the
     /// manifest, no chunk from anyone after) before giving up.
     pub wait: Duration,
-    /// How long the download neighbour may deliver nothing before
-    /// missing chunks are fetched from the owner instead.
+    /// How long a source has to answer a request before another is
+    /// asked, and the download neighbour to deliver anything before the
+    /// owner stands in.
     pub stall_timeout: Duration,
 }
 
@@ -115,10 +116,13 @@ Options:
   --dir DIR                        where chunks, manifest and summary go
                                    [default: swarm-peer-PORT]; a restart
                                    with the same DIR resumes
-  --out PATH                       where the file goes [default: DIR/<file name>]
-  --linger SECS                    once complete, exit after SECS without
-                                   contact from an upload neighbour [default: 30]
-  --stall-timeout SECS             fetch missing chunks from the owner while the
+  --out PATH                       where the file goes [default: DIR/<file name>,
+                                   or DIR/files/<file name> for a file named like
+                                   one of DIR's own entries]
+  --linger SECS                    once complete, exit after SECS in which no one
+                                   downloaded from this peer [default: 30]
+  --stall-timeout SECS             ask another source for a chunk not delivered
+                                   within SECS; fetch from the owner while the
                                    download neighbour has delivered nothing for
                                    SECS [default: 10]
   --wait SECS                      give up after SECS without a way forward: the

@@ -85,6 +85,18 @@ pub enum Outgoing {
     /// until the other side closes too, so the last frames are not lost
     /// to a reset.
     Finish,
+    /// Runs once everything queued before it is written (the owner
+    /// learns that a session's seeds are out).
+    Then(Then),
+}
+
+/// A closure a writer runs at its place in the inbox.
+pub struct Then(pub Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Then {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Then(..)")
+    }
 }
 
 /// Where a writer gets the chunks it sends.
@@ -471,6 +483,7 @@ impl Writer {
                 let _ = self.stream.shutdown(Shutdown::Write);
                 return Ok(false);
             }
+            Outgoing::Then(then) => (then.0)(),
         }
         Ok(true)
     }

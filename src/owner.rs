@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use crate::chunks::ChunkSet;
 use crate::cli::OwnerArgs;
-use crate::conn::{self, ChunkSource, Conn, ConnId, Handle, Outgoing, Role, SendError, Setup};
+use crate::conn::{
+    self, ChunkSource, Conn, ConnId, Handle, Outgoing, Role, SendError, Setup, Then,
+};
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Layout, Manifest};
 use crate::net::{self, Stats, Stopper};
@@ -97,8 +99,9 @@ struct Shared {
     /// MANIFEST and HASHES, encoded once for every session.
     manifest_frames: Arc<[u8]>,
     seeder: Mutex<Seeder>,
-    /// Live sessions, to tell each why the owner stops.
-    sessions: Mutex<HashMap<ConnId, Handle>>,
+    /// Live sessions: to tell each why the owner stops, and whether the
+    /// owner is seeding.
+    sessions: Mutex<Sessions>,
     /// Why the owner must stop, once it must.
     fatal: Mutex<Option<Error>>,
     stopper: Stopper,
@@ -113,6 +116,10 @@ impl Shared {
             *fatal = Some(err);
             self.stopper.stop();
         }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn changed(&self, id: ChunkId) -> Error {
@@ -181,7 +188,7 @@ impl Owner {
             file_id,
             manifest_frames,
             seeder: Mutex::new(seeder),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             fatal: Mutex::new(None),
             stopper: stopper.clone(),
         });
@@ -256,12 +263,8 @@ impl Owner {
             return Ok(());
         };
         let sessions: Vec<Handle> = {
-            let map = self
-                .shared
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            map.values().cloned().collect()
+            let all = self.shared.sessions();
+            all.live.values().map(|s| s.handle.clone()).collect()
         };
         for handle in &sessions {
             let _ = handle.send(Outgoing::Refuse(STOPPED.into()));
@@ -272,6 +275,70 @@ impl Owner {
             thread::sleep(Duration::from_millis(10));
         }
         Err(err)
+    }
+}
+
+/// The owner's sessions and which of them are being seeded.
+#[derive(Debug, Default)]
+struct Sessions {
+    live: HashMap<ConnId, Live>,
+    /// Sessions whose seeds are not all sent yet.
+    seeding: usize,
+}
+
+#[derive(Debug)]
+struct Live {
+    handle: Handle,
+    state: SeedState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeedState {
+    /// Its chunk-ID list has not arrived.
+    Waiting,
+    /// Its seeds are being sent.
+    Seeding,
+    /// Its seeds are out; it hears whether the owner is seeding.
+    Seeded,
+}
+
+impl Sessions {
+    /// Session `id` starts receiving its seeds.
+    fn seeding(&mut self, id: ConnId) {
+        if let Some(live) = self.live.get_mut(&id) {
+            live.state = SeedState::Seeding;
+            self.seeding += 1;
+            if self.seeding == 1 {
+                self.tell_seeded(true);
+            }
+        }
+    }
+
+    /// Session `id`'s seeds are out, or it ended first. Tells it whether
+    /// others are still seeding, and everyone when the last one is done.
+    fn seeds_out(&mut self, id: ConnId) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        if live.state != SeedState::Seeding {
+            return;
+        }
+        live.state = SeedState::Seeded;
+        self.seeding -= 1;
+        if self.seeding == 0 {
+            self.tell_seeded(false);
+        } else {
+            let _ = live.handle.send_message(&Message::Seeding(true));
+        }
+    }
+
+    /// Sends SEEDING to every session whose own seeds are out.
+    fn tell_seeded(&self, busy: bool) {
+        for live in self.live.values() {
+            if live.state == SeedState::Seeded {
+                let _ = live.handle.send_message(&Message::Seeding(busy));
+            }
+        }
     }
 }
 
@@ -302,21 +369,22 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
     )?;
     let handle = conn.handle().clone();
     let _ = handle.send(Outgoing::Shared(Arc::clone(&shared.manifest_frames)));
-    shared
-        .sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(handle.id(), handle.clone());
+    shared.sessions().live.insert(
+        handle.id(),
+        Live {
+            handle: handle.clone(),
+            state: SeedState::Waiting,
+        },
+    );
     let mut role = Session {
         shared: Arc::clone(shared),
         seeded: false,
     };
     let result = conn.run(&mut role);
-    shared
-        .sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&handle.id());
+    let mut sessions = shared.sessions();
+    sessions.seeds_out(handle.id());
+    sessions.live.remove(&handle.id());
+    drop(sessions);
     if result.is_ok() {
         log::info!("owner: {who} disconnected");
     }
@@ -356,11 +424,15 @@ impl Role for Session {
                     .choose(&layout, &peer_has);
                 log::info!("owner: seeding {} chunks to {who}", seeds.len());
                 self.seeded = true;
+                self.shared.sessions().seeding(conn.id());
                 let mut done = Vec::new();
                 wire::encode(&Message::SeedDone, &mut done);
+                let (shared, id) = (Arc::clone(&self.shared), conn.id());
+                let then = Then(Box::new(move || shared.sessions().seeds_out(id)));
                 let queued = conn
                     .send(Outgoing::Chunks(seeds))
-                    .and_then(|()| conn.send(Outgoing::Frames(done)));
+                    .and_then(|()| conn.send(Outgoing::Frames(done)))
+                    .and_then(|()| conn.send(Outgoing::Then(then)));
                 if queued.is_err() {
                     conn.close();
                 }

@@ -39,6 +39,7 @@
 //! | 9    | COMPLETE   | empty: the sender now holds every chunk                        |
 //! | 10   | KEEPALIVE  | empty: sent after 5 s without other traffic                    |
 //! | 11   | REFUSE     | `reason:utf8 (0..=200 bytes)`, then the sender closes          |
+//! | 12   | SEEDING    | `busy:u8`, 1 or 0: whether the owner is sending seeds to any peer now |
 //!
 //! A chunk ID is valid when it is below the manifest's chunk count, and a
 //! chunk's length is `chunk_size`, except the last chunk's, which is
@@ -53,11 +54,12 @@
 //!
 //! # Sessions
 //!
-//! The connecting side speaks first. `version` is 1; a HELLO with another
-//! magic or version is refused. `file_id` is the SHA-256 of the manifest's
-//! text form (see `manifest.rs`), or 32 zero bytes from a peer that has no
-//! manifest yet; `name` names the sender in logs (`"peer 9001"`). The
-//! answering side has 10 s to receive the opening HELLO.
+//! The connecting side speaks first. `version` is 2 (version 1 had no
+//! SEEDING); a HELLO with another magic or version is refused. `file_id` is
+//! the SHA-256 of the manifest's text form (see `manifest.rs`), or 32 zero
+//! bytes from a peer that has no manifest yet; `name` names the sender in
+//! logs (`"peer 9001"`). The answering side has 10 s to receive the opening
+//! HELLO.
 //!
 //! Owner session (peer connects to the owner):
 //!
@@ -70,16 +72,22 @@
 //! 4. owner → CHUNK for each chunk it seeds to this peer, unasked, then
 //!    SEED_DONE.
 //! 5. From step 3 on the peer may send REQUEST for any chunk; the owner
-//!    answers each with CHUNK, in order, after the seeds. The session lasts
-//!    until the peer closes. An owner that must stop (its file changed)
-//!    sends REFUSE with the reason.
+//!    answers each with CHUNK, in order, after the seeds, and never holds
+//!    a request back for another session's sake. The session lasts until
+//!    the peer closes. An owner that must stop (its file changed) sends
+//!    REFUSE with the reason.
+//! 6. After SEED_DONE the owner sends SEEDING with whether any session is
+//!    still receiving seeds, and again whenever that changes. A peer
+//!    should ask the owner for chunks the ring would bring anyway (its end
+//!    game) only while the owner is not seeding: the owner's link is the
+//!    one every byte must cross once, and seeds are chunks no peer has.
 //!
 //! | state (receiver)               | kinds accepted                            |
 //! |--------------------------------|-------------------------------------------|
 //! | owner, before CHUNK_LIST       | CHUNK_LIST, KEEPALIVE                      |
 //! | owner, after CHUNK_LIST        | REQUEST, KEEPALIVE                         |
 //! | peer, before the manifest      | MANIFEST (then HASHES until complete), REFUSE |
-//! | peer, after the manifest       | CHUNK, SEED_DONE, KEEPALIVE, REFUSE        |
+//! | peer, after the manifest       | CHUNK, SEED_DONE, SEEDING, KEEPALIVE, REFUSE |
 //!
 //! Ring session (a downloader connects to an uploader's listening port):
 //!
@@ -126,7 +134,7 @@ use crate::manifest::{ChunkId, Digest, Layout, MAX_NAME_LEN};
 /// The four bytes every HELLO starts with.
 pub const MAGIC: [u8; 4] = *b"SWRM";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// The largest `length` accepted before the manifest is known.
 pub const HANDSHAKE_LIMIT: usize = 1024;
 /// The longest name a HELLO may carry.
@@ -145,6 +153,7 @@ const KIND_SEED_DONE: u8 = 8;
 const KIND_COMPLETE: u8 = 9;
 const KIND_KEEPALIVE: u8 = 10;
 const KIND_REFUSE: u8 = 11;
+const KIND_SEEDING: u8 = 12;
 
 /// A message kind: the byte after the length field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +170,7 @@ pub enum Kind {
     Complete = KIND_COMPLETE,
     KeepAlive = KIND_KEEPALIVE,
     Refuse = KIND_REFUSE,
+    Seeding = KIND_SEEDING,
 }
 
 impl Kind {
@@ -178,7 +188,7 @@ pub struct Kinds(u16);
 
 impl Kinds {
     /// Every kind: what a bare [`Decoder`] accepts.
-    pub const ALL: Kinds = Kinds(0x0FFE);
+    pub const ALL: Kinds = Kinds(0x1FFE);
 
     /// The set of `kinds`.
     pub const fn of(kinds: &[Kind]) -> Kinds {
@@ -238,6 +248,8 @@ pub enum Message<'a> {
     KeepAlive,
     /// The sender will not serve this connection, and says why.
     Refuse(&'a str),
+    /// Whether the owner is sending seeds to any peer now.
+    Seeding(bool),
 }
 
 impl Message<'_> {
@@ -259,6 +271,7 @@ impl Message<'_> {
             Message::Complete => KIND_COMPLETE,
             Message::KeepAlive => KIND_KEEPALIVE,
             Message::Refuse(_) => KIND_REFUSE,
+            Message::Seeding(_) => KIND_SEEDING,
         }
     }
 }
@@ -276,6 +289,7 @@ fn kind_name(kind: u8) -> &'static str {
         KIND_COMPLETE => "complete",
         KIND_KEEPALIVE => "keepalive",
         KIND_REFUSE => "refuse",
+        KIND_SEEDING => "seeding",
         _ => "unknown",
     }
 }
@@ -444,6 +458,7 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         }
         Message::SeedDone | Message::Complete | Message::KeepAlive => {}
         Message::Refuse(reason) => out.extend_from_slice(reason.as_bytes()),
+        Message::Seeding(busy) => out.push(u8::from(*busy)),
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -505,6 +520,7 @@ fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Er
         KIND_CHUNK => (4 + 1, 4 + needs(layout)?.chunk_size() as usize),
         KIND_SEED_DONE | KIND_COMPLETE | KIND_KEEPALIVE => (0, 0),
         KIND_REFUSE => (0, MAX_REFUSE_LEN),
+        KIND_SEEDING => (1, 1),
         other => return Err(Error::UnknownKind(other)),
     };
     Ok((1 + payload.0, 1 + payload.1))
@@ -764,6 +780,16 @@ pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a
         KIND_COMPLETE => Message::Complete,
         KIND_KEEPALIVE => Message::KeepAlive,
         KIND_REFUSE => Message::Refuse(text(payload, "refusal reason")?),
+        KIND_SEEDING => match payload[0] {
+            0 => Message::Seeding(false),
+            1 => Message::Seeding(true),
+            _ => {
+                return Err(Error::BadLength {
+                    kind: name,
+                    len: frame.len(),
+                });
+            }
+        },
         other => return Err(Error::UnknownKind(other)),
     })
 }
@@ -822,6 +848,8 @@ mod tests {
             Message::Complete,
             Message::KeepAlive,
             Message::Refuse("too many connections"),
+            Message::Seeding(true),
+            Message::Seeding(false),
         ]
     }
 
@@ -1136,10 +1164,10 @@ mod tests {
         wrong[5] = b'X';
         assert!(matches!(decode_bytes(&wrong, None), Error::BadMagic));
         let mut wrong = hello.clone();
-        wrong[10] = 2;
+        wrong[10] = 3;
         assert_eq!(
             decode_bytes(&wrong, None).to_string(),
-            "protocol version 2 is not supported (this is version 1)"
+            "protocol version 3 is not supported (this is version 2)"
         );
         let mut wrong = hello;
         *wrong.last_mut().unwrap() = 0xFF;

@@ -79,6 +79,8 @@ pub(crate) enum Event {
     },
     /// The owner has sent every seed.
     SeedDone(ConnId),
+    /// Whether the owner is seeding any peer now.
+    OwnerSeeding(bool),
     /// A source's connection ended.
     SourceDown(ConnId),
     /// An upload connection asked for a chunk: it downloads from us.
@@ -206,6 +208,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         store: store.clone(),
         shared: Arc::clone(&shared),
         wait: args.wait,
+        seeded_once: false,
     };
     threads.push(spawn("owner link", move || link.run())?);
 
@@ -323,6 +326,9 @@ struct Coordinator<'a> {
     last_seed: Option<Instant>,
     /// What the owner has shown it takes per chunk, once measured.
     owner_chunk_time: Option<Duration>,
+    /// Whether the owner is seeding some peer (assumed until it says
+    /// otherwise): the end game waits for its link to be free.
+    owner_seeding: bool,
     /// When the ring last delivered a chunk (or the coordinator started).
     ring_progress: Instant,
     stalled: bool,
@@ -357,6 +363,7 @@ impl<'a> Coordinator<'a> {
             owner_up: None,
             last_seed: None,
             owner_chunk_time: None,
+            owner_seeding: true,
             ring_progress: now,
             stalled: false,
             report: None,
@@ -411,7 +418,10 @@ impl<'a> Coordinator<'a> {
                 self.sched.add_source(source(handle.id()), kind, max);
                 match kind {
                     SourceKind::Ring => self.ring_progress = self.ring_progress.max(now),
-                    SourceKind::Owner => self.owner_up = Some(now),
+                    SourceKind::Owner => {
+                        self.owner_up = Some(now);
+                        self.owner_seeding = true;
+                    }
                 }
                 if self.report.is_some() {
                     self.tell_complete(kind, &handle);
@@ -453,6 +463,7 @@ impl<'a> Coordinator<'a> {
                 }
                 log::info!("{}: the owner seeded {} chunks", self.name(), self.seeded);
             }
+            Event::OwnerSeeding(busy) => self.owner_seeding = busy,
             Event::SourceDown(from) => {
                 self.sched.remove_source(source(from));
                 self.sources.remove(&from);
@@ -653,8 +664,11 @@ impl<'a> Coordinator<'a> {
         }
         // The end game begins once what is missing is no more than the
         // owner seeded us: the tail, which would otherwise cross the most
-        // hops of the ring while the owner's link idles.
-        let endgame = self.sched.missing() <= self.seeded.max(ENDGAME_WINDOW as u32);
+        // hops of the ring while the owner's link idles. Only while the
+        // owner seeds no one: seeds are chunks no peer has, and a chunk
+        // asked for from the top may be one still on its way as a seed.
+        let endgame =
+            !self.owner_seeding && self.sched.missing() <= self.seeded.max(ENDGAME_WINDOW as u32);
         let full = request_window(self.store.layout().chunk_size());
         let owner_window = if stalled {
             full

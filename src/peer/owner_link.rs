@@ -38,6 +38,8 @@ pub(crate) struct OwnerLink {
     pub store: Option<Arc<Store>>,
     pub shared: Arc<Shared>,
     pub wait: Duration,
+    /// Whether a session got as far as being seeded.
+    pub seeded_once: bool,
 }
 
 impl OwnerLink {
@@ -47,18 +49,18 @@ impl OwnerLink {
         let mut backoff = Backoff::default();
         let mut last_ok = Instant::now();
         let mut failures = 0u32;
-        let mut sessions = 0u32;
         loop {
             if self.done() {
                 return;
             }
-            if sessions > 0 && !self.shared.need_owner.load(Ordering::Relaxed) {
+            // Every new session is seeded again, so after one that got
+            // that far the link reconnects only when the owner is wanted.
+            if self.seeded_once && !self.shared.need_owner.load(Ordering::Relaxed) {
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
             match self.session(&mut last_ok) {
                 Ok(()) => {
-                    sessions += 1;
                     failures = 0;
                     backoff.reset();
                     continue;
@@ -128,6 +130,7 @@ impl OwnerLink {
             },
         )?;
         let id = conn.handle().id();
+        self.seeded_once = true;
         self.shared
             .report(Event::SourceUp(SourceKind::Owner, conn.handle().clone()));
         let mut role = OwnerRole {
@@ -191,6 +194,10 @@ impl Role for OwnerRole {
             }
             Message::SeedDone => {
                 self.shared.report(Event::SeedDone(conn.id()));
+                Ok(())
+            }
+            Message::Seeding(busy) => {
+                self.shared.report(Event::OwnerSeeding(busy));
                 Ok(())
             }
             Message::Refuse(why) => Err(Error::wire(
