@@ -205,6 +205,8 @@ struct Inner {
     wake: Mutex<Option<Sender<()>>>,
     /// When the writer stopped, if it has.
     finished: Mutex<Option<Instant>>,
+    /// A REFUSE to send before anything still queued.
+    refusal: Mutex<Option<String>>,
     stats: Arc<Stats>,
 }
 
@@ -253,6 +255,22 @@ impl Handle {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
         }
+    }
+
+    /// Sends REFUSE with `reason` ahead of whatever is still queued (the
+    /// writer sends it between two frames), then closes.
+    pub fn refuse(&self, reason: &str) {
+        *self.inner.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        // Wakes an idle writer; a busy one sees the refusal between frames.
+        let _ = self.send(Outgoing::Refuse(reason.to_string()));
+    }
+
+    fn take_refusal(&self) -> Option<String> {
+        self.inner
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Notes that this side has stopped writing.
@@ -306,6 +324,7 @@ impl Conn {
                 closed: AtomicBool::new(false),
                 wake: Mutex::new(Some(wake_tx)),
                 finished: Mutex::new(None),
+                refusal: Mutex::new(None),
                 stats: Arc::clone(&stats),
             }),
         };
@@ -465,12 +484,18 @@ impl Writer {
 
     /// Writes one inbox item; returns whether to go on writing.
     fn write(&mut self, out: Outgoing) -> Result<bool> {
+        if let Some(why) = self.handle.take_refusal() {
+            return self.write(Outgoing::Refuse(why));
+        }
         match out {
             Outgoing::Frames(buf) => self.bytes(&buf)?,
             Outgoing::Shared(buf) => self.bytes(&buf)?,
             Outgoing::Chunk(id) => self.chunk(id, true)?,
             Outgoing::Chunks(ids) => {
                 for id in ids {
+                    if let Some(why) = self.handle.take_refusal() {
+                        return self.write(Outgoing::Refuse(why));
+                    }
                     self.chunk(id, false)?;
                 }
             }

@@ -147,10 +147,13 @@ impl ChunkSource for Shared {
             .and_then(|f| f.read_exact_at(&mut data, layout.offset(id)))
             .map_err(|e| Error::io_path("read", &self.source, e))?;
         if !self.store.manifest().verify(id, &data) {
-            let err = self.changed(id);
-            let text = err.to_string();
-            self.fail(err);
-            return Err(Error::Integrity(text));
+            self.fail(self.changed(id));
+            // This writer is between frames: tell the peer why at once.
+            let _ = wire::send(w, &Message::Refuse(STOPPED));
+            return Err(Error::Integrity(format!(
+                "chunk {id} of {} no longer matches its digest",
+                self.source.display()
+            )));
         }
         wire::send(w, &Message::Chunk { id, data: &data }).map_err(|e| Error::io("send chunk", e))
     }
@@ -267,7 +270,7 @@ impl Owner {
             all.live.values().map(|s| s.handle.clone()).collect()
         };
         for handle in &sessions {
-            let _ = handle.send(Outgoing::Refuse(STOPPED.into()));
+            handle.refuse(STOPPED);
         }
         // Give the REFUSEs a moment to leave before the process exits.
         let deadline = Instant::now() + Duration::from_secs(1);

@@ -131,7 +131,7 @@ fn thaw(ring: &mut Ring) {
 /// Reads until chunk `id` arrives, skipping lists and keepalives.
 fn read_chunk(c: &mut FakeConn, id: swarm::manifest::ChunkId) -> Vec<u8> {
     loop {
-        match c.dec.read(&mut c.stream).unwrap() {
+        match c.read() {
             Message::Chunk { id: got, data } if got == id => return data.to_vec(),
             Message::Chunk { id: got, .. } => panic!("asked for chunk {id}, got {got}"),
             _ => {}

@@ -44,32 +44,29 @@ pub struct FakeConn {
 
 impl FakeConn {
     /// Connects to a peer's upload port as a downloader of `manifest`
-    /// would: HELLO both ways. Reads time out after 10 s.
+    /// would: HELLO both ways.
     pub fn hello(port: u16, manifest: &Manifest, name: &str) -> FakeConn {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        send(&mut stream, &hello_msg(manifest.id(), name));
-        let mut dec = Decoder::new();
-        match dec.read(&mut stream) {
-            Ok(Message::Hello { .. }) => {}
+        FakeConn::hello_with(port, manifest.id(), *manifest.layout(), name)
+    }
+
+    /// [`FakeConn::hello`] with the file's ID and layout given apart.
+    pub fn hello_with(port: u16, file_id: [u8; 32], layout: Layout, name: &str) -> FakeConn {
+        let mut c = FakeConn::connect(port);
+        send(&mut c.stream, &hello_msg(file_id, name));
+        match c.read() {
+            Message::Hello { .. } => {}
             other => panic!("expected HELLO, got {other:?}"),
         }
-        dec.set_layout(*manifest.layout());
-        FakeConn { stream, dec }
+        c.dec.set_layout(layout);
+        c
     }
 
     /// Connects to the owner as a new peer would and reads the manifest.
     pub fn join_owner(port: u16, name: &str) -> (FakeConn, Manifest) {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        send(&mut stream, &hello_msg([0; 32], name));
-        let mut dec = Decoder::new();
-        assert!(matches!(dec.read(&mut stream), Ok(Message::Hello { .. })));
-        let (file_len, chunk_size, file_hash, fname) = match dec.read(&mut stream).unwrap() {
+        let mut c = FakeConn::connect(port);
+        send(&mut c.stream, &hello_msg([0; 32], name));
+        assert!(matches!(c.read(), Message::Hello { .. }));
+        let (file_len, chunk_size, file_hash, fname) = match c.read() {
             Message::Manifest {
                 file_len,
                 chunk_size,
@@ -79,16 +76,35 @@ impl FakeConn {
             other => panic!("expected MANIFEST, got {other:?}"),
         };
         let layout = Layout::new(file_len, chunk_size).unwrap();
-        dec.set_layout(layout);
+        c.dec.set_layout(layout);
         let mut hashes = Vec::new();
         while hashes.len() < layout.count() as usize {
-            match dec.read(&mut stream).unwrap() {
+            match c.read() {
                 Message::Hashes { hashes: more, .. } => hashes.extend(more),
                 other => panic!("expected HASHES, got {other:?}"),
             }
         }
         let m = Manifest::new(fname, layout, file_hash, hashes).unwrap();
-        (FakeConn { stream, dec }, m)
+        (c, m)
+    }
+
+    fn connect(port: u16) -> FakeConn {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        FakeConn {
+            stream,
+            dec: Decoder::new(),
+        }
+    }
+
+    /// Reads one message, failing the test if none arrives within
+    /// [`super::patience`].
+    pub fn read(&mut self) -> Message<'_> {
+        let deadline = Instant::now() + super::patience();
+        fill_by(&mut self.dec, &mut self.stream, deadline).expect("no message arrived");
+        self.dec.message().unwrap()
     }
 
     pub fn send(&mut self, msg: &Message<'_>) {
@@ -99,6 +115,21 @@ impl FakeConn {
     pub fn try_send(&mut self, msg: &Message<'_>) -> bool {
         wire::send(&mut self.stream, msg).is_ok()
     }
+}
+
+/// Reads until `dec` holds a whole frame, failing once `deadline` passes.
+/// The stream's read timeout must be short for the deadline to be kept.
+pub fn fill_by(
+    dec: &mut Decoder,
+    stream: &mut TcpStream,
+    deadline: Instant,
+) -> Result<(), wire::Error> {
+    while !dec.fill(stream)? {
+        if Instant::now() >= deadline {
+            return Err(wire::Error::Io(std::io::ErrorKind::TimedOut.into()));
+        }
+    }
+    Ok(())
 }
 
 fn hello_msg(file_id: [u8; 32], name: &str) -> Message<'_> {
