@@ -76,7 +76,6 @@ struct Source {
     pacer: Pacer,
     /// Chunks that failed their SHA-256 check.
     bad: u32,
-    last_delivery: Option<Instant>,
     last_expiry: Option<Instant>,
 }
 
@@ -135,7 +134,6 @@ impl Scheduler {
                 asked: ChunkSet::new(self.layout.count()),
                 pacer: Pacer::new(max_window),
                 bad: 0,
-                last_delivery: None,
                 last_expiry: None,
             },
         );
@@ -292,17 +290,17 @@ impl Scheduler {
         chunks
     }
 
-    /// A verified chunk arrived from source `id` and is stored.
+    /// A verified chunk arrived from source `id` and is stored. It is
+    /// held whatever the answer: even an unasked chunk was verified.
     pub fn on_chunk(&mut self, id: SourceId, chunk: ChunkId, now: Instant) -> Arrival {
         let Some(source) = self.sources.get_mut(&id) else {
-            // The source was removed while the chunk was on its way; the
-            // chunk is stored all the same.
+            // The source was removed while the chunk was on its way.
             return self.hold(chunk);
         };
         if !take_outstanding(source, chunk, now) && !source.pushing {
+            self.hold(chunk);
             return Arrival::Unasked;
         }
-        source.last_delivery = Some(now);
         self.hold(chunk)
     }
 
@@ -408,27 +406,12 @@ impl Scheduler {
         self.sources.get(&id).map_or(0, |s| s.outstanding.len())
     }
 
-    /// Whether source `id` holds a chunk this side lacks.
-    pub fn offers_wanted(&self, id: SourceId) -> bool {
-        self.sources.get(&id).is_some_and(|s| match &s.offered {
-            Some(set) => {
-                !ChunkSet::pick(&self.layout, Some(set), &[&self.held], 1, false).is_empty()
-            }
-            None => !self.is_complete(),
-        })
-    }
-
     /// The time source `id` takes per chunk while it has requests to
     /// answer, once at least three gaps between chunks were seen: its
     /// delivery rate, whatever its round trip.
     pub fn chunk_time(&self, id: SourceId) -> Option<Duration> {
         let s = self.sources.get(&id)?;
         (s.pacer.gaps >= 3).then_some(s.pacer.gap?)
-    }
-
-    /// When source `id` last delivered a chunk.
-    pub fn last_delivery(&self, id: SourceId) -> Option<Instant> {
-        self.sources.get(&id).and_then(|s| s.last_delivery)
     }
 
     /// When a claim of source `id` last lapsed.
@@ -598,9 +581,7 @@ mod tests {
         let (mut s, l, now) = sched(10);
         s.add_source(RING, SourceKind::Ring, 40);
         assert!(s.reserve(RING, 4, Order::Lowest, now).is_empty());
-        assert!(!s.offers_wanted(RING));
         s.offer_more(RING, &ids(&l, &[7, 3]));
-        assert!(s.offers_wanted(RING));
         assert_eq!(s.offer_count(l.chunk_id(7).unwrap()), 1);
         assert_eq!(s.reserve(RING, 4, Order::Lowest, now), ids(&l, &[3, 7]));
     }
@@ -624,7 +605,8 @@ mod tests {
             Arrival::Unasked,
             "asked once, answered once"
         );
-        assert_eq!(s.missing(), 2);
+        // Chunk 2 was unasked but verified, so it is held all the same.
+        assert_eq!(s.missing(), 1);
         check(&s);
     }
 
@@ -769,6 +751,22 @@ mod tests {
         assert_eq!(pace(1000, 1), 40);
         assert_eq!(Pacer::new(40).window(), 4);
         assert_eq!(Pacer::new(2).window(), 2);
+    }
+
+    #[test]
+    fn chunk_time_is_the_gap_between_chunks_while_busy() {
+        let (mut s, l, now) = sched(10);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.offer(RING, all(&l));
+        let asked = s.reserve(RING, 5, Order::Lowest, now);
+        let ms = Duration::from_millis;
+        for (n, &c) in asked.iter().enumerate().take(4) {
+            assert_eq!(s.chunk_time(RING), None, "after {n} chunks");
+            s.on_chunk(RING, c, now + ms(500 + 100 * n as u64));
+        }
+        // Three gaps of 100 ms each with requests still outstanding; the
+        // half second before the first chunk is not a gap.
+        assert_eq!(s.chunk_time(RING), Some(ms(100)));
     }
 
     #[test]

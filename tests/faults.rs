@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{Proc, Ring, TestDir, audit_chunks, chunk_files, free_ports, signal, wait_until};
+use common::{Proc, Ring, TestDir, audit_chunks, chunk_files, free_ports, wait_until};
 use swarm::manifest::{Layout, Manifest, sha256};
 use swarm::wire::{self, Decoder, Message};
 
@@ -151,19 +151,8 @@ fn the_ring_completes_after_the_owner_dies_once_everything_is_seeded() {
     // Each peer is frozen as soon as its seeds are in, so the owner dies
     // before the ring has finished; between them the four hold every
     // chunk once.
-    for i in 0..4 {
-        ring.start_peer(i);
-        wait_until("seeding", || {
-            ring.peer(i)
-                .log_text()
-                .contains("the owner seeded 10 chunks")
-        });
-        signal(ring.peer(i).pid(), "STOP");
-    }
-    ring.owner.as_mut().unwrap().kill();
-    for i in 0..4 {
-        signal(ring.peer(i).pid(), "CONT");
-    }
+    ring.orphan_after_seeding(10);
+    ring.thaw();
     ring.expect_all_identical();
     // Whatever the owner sent before it died, the ring carried the rest.
     for i in 0..4 {

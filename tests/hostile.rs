@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::fake::{Answer, FakeConn, FakeNeighbour, Squatters, manifest_of, status_kib};
-use common::{Ring, free_port, signal, wait_until};
+use common::{Ring, free_port, wait_until};
 use swarm::chunks::ChunkSet;
 use swarm::wire::{self, Message};
 
@@ -102,30 +102,14 @@ fn slow_and_silent_neighbours_cost_no_more_than_a_dead_one() {
     }
 }
 
-/// Starts a ring of three whose owner dies once each peer holds its seeds
-/// (the peers are frozen at that point, the owner killed, and the peers
-/// thawed by `thaw`), so the ring must finish on its own.
+/// A ring of three whose owner died once each peer held its seeds; the
+/// peers are frozen until [`Ring::thaw`].
 fn orphan_ring(name: &str) -> Ring {
     let mut ring = Ring::new(name, 3, 30 * CHUNK - 3);
     ring.extra = ["--linger", "5"].map(String::from).to_vec();
     ring.start_owner(&["--peers", "3"]);
-    for i in 0..3 {
-        ring.start_peer(i);
-        wait_until("seeding", || {
-            ring.peer(i)
-                .log_text()
-                .contains("the owner seeded 10 chunks")
-        });
-        signal(ring.peer(i).pid(), "STOP");
-    }
-    ring.owner.as_mut().unwrap().kill();
+    ring.orphan_after_seeding(10);
     ring
-}
-
-fn thaw(ring: &mut Ring) {
-    for i in 0..3 {
-        signal(ring.peer(i).pid(), "CONT");
-    }
 }
 
 /// Reads until chunk `id` arrives, skipping lists and keepalives.
@@ -283,7 +267,7 @@ fn squatters_at_a_peer_do_not_shut_out_its_neighbour() {
         }
     }
     let squat = Squatters::start(squatters);
-    thaw(&mut ring);
+    ring.thaw();
     ring.expect_all_identical();
     let evicted = (0..3)
         .map(|i| ring.peer(i).log_text())

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::fake::{self, Answer, FakeConn, FakeNeighbour, fill_by};
+use common::fake::{self, Answer, FakeConn, FakeNeighbour, fill_by, try_status_kib};
 use common::{Proc, Ring, TestDir, audit_chunks, chunk_files, free_port, patience, wait_until};
 use swarm::chunks::ChunkSet;
 use swarm::manifest::{ChunkId, Layout, Manifest};
@@ -72,14 +72,6 @@ fn is_listening(port: u16) -> bool {
         let fields: Vec<&str> = line.split_whitespace().collect();
         fields.len() > 3 && want.iter().any(|w| w == fields[1]) && fields[3] == "0A"
     })
-}
-
-/// A field of `/proc/PID/status` in KiB, or `None` once the process is
-/// gone (a zombie has no memory lines).
-fn try_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The last line of a log.

@@ -318,8 +318,10 @@ struct Coordinator<'a> {
     downloaders: HashMap<ConnId, Downloader>,
     from_owner: u64,
     from_ring: u64,
-    /// Chunks the owner pushed as seeds in this run.
+    /// Chunks the owner pushed as seeds in this run, and in its current
+    /// session.
     seeded: u32,
+    session_seeds: u32,
     /// When the owner link came up and when its last seed arrived, to
     /// measure the time the owner takes per chunk.
     owner_up: Option<Instant>,
@@ -360,6 +362,7 @@ impl<'a> Coordinator<'a> {
             from_owner: 0,
             from_ring: 0,
             seeded: 0,
+            session_seeds: 0,
             owner_up: None,
             last_seed: None,
             owner_chunk_time: None,
@@ -416,12 +419,13 @@ impl<'a> Coordinator<'a> {
             Event::SourceUp(kind, handle) => {
                 let max = request_window(self.store.layout().chunk_size());
                 self.sched.add_source(source(handle.id()), kind, max);
-                match kind {
-                    SourceKind::Ring => self.ring_progress = self.ring_progress.max(now),
-                    SourceKind::Owner => {
-                        self.owner_up = Some(now);
-                        self.owner_seeding = true;
-                    }
+                // (A ring source that reconnects does not reset the stall
+                // clock: one that connects and drops again and again
+                // delivers nothing all the same.)
+                if kind == SourceKind::Owner {
+                    self.owner_up = Some(now);
+                    self.session_seeds = 0;
+                    self.owner_seeding = true;
                 }
                 if self.report.is_some() {
                     self.tell_complete(kind, &handle);
@@ -457,9 +461,10 @@ impl<'a> Coordinator<'a> {
             Event::SeedDone(from) => {
                 self.sched.stop_pushing(source(from));
                 // Too few seeds say little about the owner's link.
-                if let (Some(up), Some(last), 4..) = (self.owner_up, self.last_seed, self.seeded) {
-                    let took = last.saturating_duration_since(up);
-                    self.owner_chunk_time = Some(took / self.seeded);
+                if let (Some(up), Some(last), n @ 4..) =
+                    (self.owner_up, self.last_seed, self.session_seeds)
+                {
+                    self.owner_chunk_time = Some(last.saturating_duration_since(up) / n);
                 }
                 log::info!("{}: the owner seeded {} chunks", self.name(), self.seeded);
             }
@@ -554,6 +559,7 @@ impl<'a> Coordinator<'a> {
                     self.from_owner += bytes;
                     if pushing {
                         self.seeded += 1;
+                        self.session_seeds += 1;
                         self.last_seed = Some(now);
                     }
                 }

@@ -324,6 +324,27 @@ impl Ring {
         self.peers[i] = Some(Proc::start(&name, &self.dir.path, &args));
     }
 
+    /// Starts every peer, freezing each (SIGSTOP) as soon as the owner
+    /// has seeded it `seeds` chunks, then kills the owner: the ring must
+    /// finish from what the peers hold between them. [`Ring::thaw`]
+    /// lets them go on.
+    pub fn orphan_after_seeding(&mut self, seeds: usize) {
+        let want = format!("the owner seeded {seeds} chunks");
+        for i in 0..self.peers.len() {
+            self.start_peer(i);
+            wait_until("seeding", || self.peer(i).log_text().contains(&want));
+            signal(self.peer(i).pid(), "STOP");
+        }
+        self.owner.as_mut().unwrap().kill();
+    }
+
+    /// Lets every frozen peer go on (SIGCONT).
+    pub fn thaw(&mut self) {
+        for i in 0..self.peers.len() {
+            signal(self.peer(i).pid(), "CONT");
+        }
+    }
+
     /// Kills peer `i` with SIGKILL, keeping its log as `peerI-runN.log`.
     pub fn kill_peer(&mut self, i: usize) {
         if let Some(mut p) = self.peers[i].take() {
