@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
+use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Digest, Layout};
 use crate::net::{self, Stats};
@@ -77,8 +78,8 @@ pub enum Outgoing {
     Shared(Arc<[u8]>),
     /// One chunk, read from the connection's [`ChunkSource`] when sent.
     Chunk(ChunkId),
-    /// Chunks in order, unasked (the owner's seeds).
-    Chunks(Vec<ChunkId>),
+    /// Chunks in ID order, unasked (the owner's seeds).
+    Seeds(ChunkSet),
     /// REFUSE with this reason, then close.
     Refuse(String),
     /// Everything queued before it, then stop writing; the reader goes on
@@ -376,11 +377,13 @@ impl Conn {
         let who = self.handle.who().to_string();
         let fail = |err| Error::wire(who.as_str(), err);
         let stats = Arc::clone(&self.handle.inner.stats);
+        let mut buffered = 0;
         loop {
             self.dec.set_accepts(role.accepts());
             match self.dec.fill(&mut self.stream) {
                 Ok(true) => {
                     stats.heard();
+                    buffered = 0;
                     let msg = self.dec.message().map_err(fail)?;
                     if matches!(msg, Message::Chunk { .. }) {
                         stats.chunk_moved(true);
@@ -388,6 +391,11 @@ impl Conn {
                     role.on_message(msg, &self.handle)?;
                 }
                 Ok(false) => {
+                    // Part of a frame arrived: a slow link, not silence.
+                    if self.dec.buffered() > buffered {
+                        buffered = self.dec.buffered();
+                        stats.heard();
+                    }
                     let lingered = self
                         .handle
                         .finished_at()
@@ -395,13 +403,15 @@ impl Conn {
                     if self.handle.is_closed() || lingered {
                         return Ok(());
                     }
-                    self.check_deadlines(&stats).map_err(fail)?;
                 }
                 // A close from either side between frames is an orderly end.
                 Err(wire::Error::Closed) => return Ok(()),
                 Err(_) if self.handle.is_closed() => return Ok(()),
                 Err(e) => return Err(fail(e)),
             }
+            // Checked after every frame too: a peer that sends a KEEPALIVE
+            // each second never lets a read time out.
+            self.check_deadlines(&stats).map_err(fail)?;
         }
     }
 
@@ -412,18 +422,18 @@ impl Conn {
         if now.saturating_duration_since(stats.last_heard()) >= net::IDLE_TIMEOUT {
             return Err(wire::Error::Silent(net::IDLE_TIMEOUT.as_secs()));
         }
-        if let Some(since) = stats.writing_since() {
-            let limit = frame_deadline(self.dec.limit());
-            if now.saturating_duration_since(since) > limit {
-                return Err(wire::Error::SlowReader(limit.as_secs()));
-            }
+        if let Some((since, deadline)) = stats.writing()
+            && now > deadline
+        {
+            let took = deadline.saturating_duration_since(since);
+            return Err(wire::Error::SlowReader(took.as_secs()));
         }
         Ok(())
     }
 }
 
-/// How long writing one frame of up to `len` bytes may take.
-fn frame_deadline(len: usize) -> Duration {
+/// How long writing `len` bytes may take.
+fn write_deadline(len: usize) -> Duration {
     net::WRITE_TIMEOUT + Duration::from_secs(len as u64 / MIN_READ_RATE)
 }
 
@@ -446,14 +456,22 @@ impl Writer {
         announce: Receiver<ChunkId>,
     ) -> Result<()> {
         let result = self.serve(&inbox, &wake, &announce);
-        match &result {
-            // Wake the reader so the connection ends as one.
-            Err(_) => self.handle.close(),
-            // After REFUSE or FINISH the reader waits for the other side
-            // to close, but not for ever.
-            Ok(()) => self.handle.finishing(),
+        match result {
+            // A write cut short by the connection's own close (the reader
+            // saw the other side leave) is no error.
+            Err(_) if self.handle.is_closed() => Ok(()),
+            Err(e) => {
+                // Wake the reader so the connection ends as one.
+                self.handle.close();
+                Err(e)
+            }
+            Ok(()) => {
+                // After REFUSE or FINISH the reader waits for the other
+                // side to close, but not for ever.
+                self.handle.finishing();
+                Ok(())
+            }
         }
-        result
     }
 
     fn serve(
@@ -491,8 +509,11 @@ impl Writer {
             Outgoing::Frames(buf) => self.bytes(&buf)?,
             Outgoing::Shared(buf) => self.bytes(&buf)?,
             Outgoing::Chunk(id) => self.chunk(id, true)?,
-            Outgoing::Chunks(ids) => {
-                for id in ids {
+            Outgoing::Seeds(set) => {
+                let Some(layout) = self.layout else {
+                    return Err(Error::Bug("seeds on a connection without a layout".into()));
+                };
+                for id in set.iter(&layout) {
                     if let Some(why) = self.handle.take_refusal() {
                         return self.write(Outgoing::Refuse(why));
                     }
@@ -520,9 +541,10 @@ impl Writer {
                 "a chunk queued on a connection that sends none".into(),
             ));
         };
-        self.stats.writing(true);
+        let len = self.layout.map_or(0, |l| l.chunk_size() as usize);
+        self.stats.start_writing(write_deadline(len));
         let sent = source.write_chunk(id, &mut self.stream);
-        self.stats.writing(false);
+        self.stats.done_writing();
         sent?;
         self.stats.chunk_moved(asked);
         log::info!(target: "swarm::chunk", "{}: sent chunk {id} to {}", self.name, self.who);
@@ -555,9 +577,9 @@ impl Writer {
     }
 
     fn bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.stats.writing(true);
+        self.stats.start_writing(write_deadline(buf.len()));
         let written = self.stream.write_all(buf);
-        self.stats.writing(false);
+        self.stats.done_writing();
         written.map_err(|e| Error::wire(self.who.as_str(), e.into()))
     }
 }

@@ -126,14 +126,17 @@ pub struct Stats {
     asked: AtomicU64,
     /// Milliseconds after `opened` of the last such chunk.
     last_asked: AtomicU64,
-    /// Milliseconds after `opened` of the last chunk moved at all,
-    /// including seeds the owner pushed unasked.
+    /// Chunks moved at all, including seeds the owner pushed unasked, and
+    /// milliseconds after `opened` of the last one.
+    moved: AtomicU64,
     last_moved: AtomicU64,
     /// Milliseconds after `opened` of the last frame received.
     last_heard: AtomicU64,
-    /// Milliseconds after `opened`, plus one, when the writer began the
-    /// frame it is writing; 0 while it writes nothing.
+    /// Milliseconds after `opened`, plus one, when the writer began what
+    /// it is writing; 0 while it writes nothing.
     writing_since: AtomicU64,
+    /// Milliseconds after `opened` by which that write must be done.
+    write_deadline: AtomicU64,
 }
 
 impl Default for Stats {
@@ -142,9 +145,11 @@ impl Default for Stats {
             opened: Instant::now(),
             asked: AtomicU64::new(0),
             last_asked: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
             last_moved: AtomicU64::new(0),
             last_heard: AtomicU64::new(0),
             writing_since: AtomicU64::new(0),
+            write_deadline: AtomicU64::new(0),
         }
     }
 }
@@ -166,6 +171,7 @@ impl Stats {
             self.asked.fetch_add(1, Ordering::Relaxed);
             self.last_asked.fetch_max(now, Ordering::Relaxed);
         }
+        self.moved.fetch_add(1, Ordering::Relaxed);
         self.last_moved.fetch_max(now, Ordering::Relaxed);
     }
 
@@ -174,10 +180,18 @@ impl Stats {
         self.last_heard.fetch_max(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Notes that the writer began (`true`) or finished (`false`) a frame.
-    pub fn writing(&self, busy: bool) {
-        let v = if busy { self.now_ms() + 1 } else { 0 };
-        self.writing_since.store(v, Ordering::Relaxed);
+    /// Notes that the writer began a write that must be done `within`.
+    pub fn start_writing(&self, within: Duration) {
+        let now = self.now_ms();
+        let deadline = now + within.as_millis() as u64;
+        self.write_deadline.store(deadline, Ordering::Relaxed);
+        // Release: a reader that sees the start sees its deadline.
+        self.writing_since.store(now + 1, Ordering::Release);
+    }
+
+    /// Notes that the writer finished its write.
+    pub fn done_writing(&self) {
+        self.writing_since.store(0, Ordering::Relaxed);
     }
 
     /// When a chunk was last asked for and moved, if one ever was.
@@ -186,9 +200,10 @@ impl Stats {
             .then(|| self.at(self.last_asked.load(Ordering::Relaxed)))
     }
 
-    /// When a chunk last moved either way, or the opening time.
-    pub fn last_moved(&self) -> Instant {
-        self.at(self.last_moved.load(Ordering::Relaxed))
+    /// When a chunk last moved either way, if one ever did.
+    pub fn last_moved(&self) -> Option<Instant> {
+        (self.moved.load(Ordering::Relaxed) > 0)
+            .then(|| self.at(self.last_moved.load(Ordering::Relaxed)))
     }
 
     /// When the last frame arrived (the opening time before any did).
@@ -196,11 +211,15 @@ impl Stats {
         self.at(self.last_heard.load(Ordering::Relaxed))
     }
 
-    /// When the frame being written was begun, if one is.
-    pub fn writing_since(&self) -> Option<Instant> {
-        match self.writing_since.load(Ordering::Relaxed) {
+    /// When the write under way began and by when it must be done, if
+    /// one is under way.
+    pub fn writing(&self) -> Option<(Instant, Instant)> {
+        match self.writing_since.load(Ordering::Acquire) {
             0 => None,
-            v => Some(self.at(v - 1)),
+            v => Some((
+                self.at(v - 1),
+                self.at(self.write_deadline.load(Ordering::Relaxed)),
+            )),
         }
     }
 }
@@ -224,12 +243,13 @@ struct Slot {
 
 impl Slots {
     /// Takes a slot for a new connection, closing the connection that has
-    /// done least if every slot is taken: one that never asked for or
-    /// delivered a chunk (the one idle longest first; seeds pushed to it
-    /// count as activity, not as work it asked for), else one whose last
-    /// such chunk is older than [`IDLE_TIMEOUT`]. When every connection is
-    /// doing work the newcomer is turned away. Returns the slot's ID and
-    /// the victim's description, if one was closed.
+    /// done least if every slot is taken. In that order: one that never
+    /// moved a chunk (open longest first); one that only received chunks
+    /// it did not ask for (seeds) and none for [`KEEPALIVE_EVERY`]; one
+    /// that asked for chunks but none for [`IDLE_TIMEOUT`] (idle longest
+    /// first within each). When every connection is doing work the
+    /// newcomer is turned away. Returns the slot's ID and the victim's
+    /// description, if one was closed.
     fn admit(
         &mut self,
         stats: &Arc<Stats>,
@@ -238,19 +258,27 @@ impl Slots {
     ) -> std::result::Result<(u64, Option<String>), ()> {
         let mut victim = None;
         if self.live.len() >= self.max {
+            let idle = |at: Instant, limit: Duration| now.saturating_duration_since(at) > limit;
             let candidate = self
                 .live
                 .iter()
                 .enumerate()
-                .filter_map(|(i, slot)| match slot.stats.last_asked() {
-                    None => Some((i, (false, slot.stats.last_moved()))),
-                    Some(at) if now.saturating_duration_since(at) > IDLE_TIMEOUT => {
-                        Some((i, (true, at)))
-                    }
-                    Some(_) => None,
+                .filter_map(|(i, slot)| {
+                    let s = &slot.stats;
+                    let key = match (s.last_asked(), s.last_moved()) {
+                        (Some(at), _) => (2, at),
+                        (None, Some(at)) => (1, at),
+                        (None, None) => return Some((i, (0, s.opened))),
+                    };
+                    let limit = if key.0 == 2 {
+                        IDLE_TIMEOUT
+                    } else {
+                        KEEPALIVE_EVERY
+                    };
+                    idle(key.1, limit).then_some((i, key))
                 })
                 .min_by_key(|&(_, key)| key);
-            let Some((i, (worked, _))) = candidate else {
+            let Some((i, (tier, _))) = candidate else {
                 return Err(());
             };
             let slot = self.live.swap_remove(i);
@@ -259,10 +287,10 @@ impl Slots {
                 .stream
                 .peer_addr()
                 .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-            victim = Some(if worked {
-                format!("{who}, idle for more than {} s", IDLE_TIMEOUT.as_secs())
-            } else {
-                format!("{who}, which never sent or received a chunk")
+            victim = Some(match tier {
+                0 => format!("{who}, which never sent or received a chunk"),
+                1 => format!("{who}, which asked for no chunk"),
+                _ => format!("{who}, idle for more than {} s", IDLE_TIMEOUT.as_secs()),
             });
         }
         let clone = stream.try_clone().map_err(|_| ())?;
@@ -273,6 +301,22 @@ impl Slots {
             stream: clone,
         });
         Ok((self.next, victim))
+    }
+}
+
+/// The connections an accept loop left open when it stopped.
+#[derive(Debug)]
+pub struct Open {
+    slots: Arc<Mutex<Slots>>,
+}
+
+impl Open {
+    /// Closes every one of them.
+    pub fn close_all(&self) {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        for slot in &slots.live {
+            let _ = slot.stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -298,7 +342,13 @@ impl Drop for SlotGuard {
 /// There is no limit per source address: a ring of hundreds of peers on
 /// one host must work. `name` prefixes the warnings logged when a
 /// connection ends in an error.
-pub fn accept_loop<F>(listener: &TcpListener, stopper: &Stopper, name: &str, max: usize, serve: F)
+pub fn accept_loop<F>(
+    listener: &TcpListener,
+    stopper: &Stopper,
+    name: &str,
+    max: usize,
+    serve: F,
+) -> Open
 where
     F: Fn(TcpStream, &str, Arc<Stats>) -> Result<()> + Send + Sync + 'static,
 {
@@ -310,7 +360,7 @@ where
     }));
     for conn in listener.incoming() {
         if stopper.stopped() {
-            return;
+            return Open { slots };
         }
         let stream = match conn {
             Ok(stream) => stream,
@@ -354,6 +404,8 @@ where
             log::warn!("{name}: cannot start a connection thread: {e}");
         }
     }
+    // `incoming` never ends; this is for completeness.
+    Open { slots }
 }
 
 /// Tells the other side why it will not be served, then closes.
@@ -445,6 +497,81 @@ mod tests {
             "'x' is not a port or HOST:PORT"
         );
         assert!(parse_addr("99999").is_err());
+    }
+
+    /// A connected pair of loopback sockets; the first is the server side.
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (l.accept().unwrap().0, c)
+    }
+
+    #[test]
+    fn a_full_listener_closes_the_connection_that_has_done_least() {
+        let mut slots = Slots {
+            max: 3,
+            next: 0,
+            live: Vec::new(),
+        };
+        let (squat, seeded, worker) = (pair(), pair(), pair());
+        let stats: Vec<Arc<Stats>> = (0..3).map(|_| Arc::new(Stats::default())).collect();
+        stats[1].chunk_moved(false);
+        stats[2].chunk_moved(true);
+        for (s, (server, _)) in stats.iter().zip([&squat, &seeded, &worker]) {
+            slots.admit(s, server, Instant::now()).unwrap();
+        }
+        let (late, _c) = pair();
+        let fresh = Arc::new(Stats::default());
+        let now = Instant::now();
+        // First the one that never moved a chunk, at once.
+        let (_, victim) = slots.admit(&fresh, &late, now).unwrap();
+        assert!(
+            victim
+                .unwrap()
+                .ends_with("which never sent or received a chunk")
+        );
+        // Now everyone has moved chunks and none is idle: refused.
+        fresh.chunk_moved(true);
+        assert!(
+            slots
+                .admit(&Arc::new(Stats::default()), &late, now)
+                .is_err()
+        );
+        // After a while, the one that only received seeds goes.
+        let (_, victim) = slots
+            .admit(
+                &Arc::new(Stats::default()),
+                &late,
+                now + Duration::from_secs(6),
+            )
+            .unwrap();
+        assert!(
+            victim.unwrap().ends_with("which asked for no chunk"),
+            "seeds"
+        );
+        // The one that asked for a chunk a moment ago stays: the fresh
+        // connections go first; with none left, the newcomer is refused.
+        let mut full = Slots {
+            max: 1,
+            next: 0,
+            live: Vec::new(),
+        };
+        full.admit(&stats[2], &worker.0, now).unwrap();
+        assert!(
+            full.admit(&fresh, &late, now + Duration::from_secs(6))
+                .is_err()
+        );
+        let (_, victim) = full
+            .admit(&fresh, &late, now + Duration::from_secs(31))
+            .unwrap();
+        assert!(victim.unwrap().ends_with("idle for more than 30 s"));
+        // A closed victim's other end sees the close.
+        let mut buf = [0u8; 1];
+        squat
+            .1
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(std::io::Read::read(&mut &squat.1, &mut buf).unwrap(), 0);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -65,19 +66,39 @@ impl Seeder {
 
     /// Picks this peer's share among the chunks it lacks, least handed out
     /// first (lowest ID among equals, so a share is a contiguous run when
-    /// it can be), and counts them as handed out.
-    pub fn choose(&mut self, layout: &Layout, peer_has: &ChunkSet) -> Vec<ChunkId> {
-        let mut candidates: Vec<ChunkId> =
-            layout.ids().filter(|&id| !peer_has.contains(id)).collect();
-        candidates.sort_by_key(|id| (self.handed[id.index()], *id));
+    /// it can be), and counts them as handed out. One pass over the chunks
+    /// per hand-out count in play, usually one or two, and a bitset out:
+    /// a session costs no sort and no list of IDs.
+    pub fn choose(&mut self, layout: &Layout, peer_has: &ChunkSet) -> ChunkSet {
         let share = self.base + usize::from(self.joined % self.peers < self.extra);
         self.joined += 1;
-        candidates.truncate(share);
-        candidates.sort();
-        for id in &candidates {
+        let mut chosen = ChunkSet::new(layout.count());
+        let lacking = |id: &ChunkId| !peer_has.contains(*id);
+        let mut level = layout
+            .ids()
+            .filter(lacking)
+            .map(|id| self.handed[id.index()])
+            .min();
+        while let Some(now) = level {
+            let mut next = None;
+            for id in layout.ids().filter(lacking) {
+                let handed = self.handed[id.index()];
+                if handed == now && (chosen.len() as usize) < share {
+                    chosen.insert(id);
+                } else if handed > now {
+                    next = Some(next.map_or(handed, |n: u32| n.min(handed)));
+                }
+            }
+            level = if (chosen.len() as usize) < share {
+                next
+            } else {
+                None
+            };
+        }
+        for id in chosen.iter(layout) {
             self.handed[id.index()] += 1;
         }
-        candidates
+        chosen
     }
 }
 
@@ -104,6 +125,8 @@ struct Shared {
     sessions: Mutex<Sessions>,
     /// Why the owner must stop, once it must.
     fatal: Mutex<Option<Error>>,
+    /// Bytes of chunks read from the source file and not yet sent.
+    source_reads: AtomicUsize,
     stopper: Stopper,
 }
 
@@ -137,12 +160,30 @@ impl ChunkSource for Shared {
     /// source file that no longer matches stops the owner: it has nothing
     /// right to serve.
     fn write_chunk(&self, id: ChunkId, w: &mut TcpStream) -> Result<()> {
-        if self.store.has(id) {
-            self.store.send_chunk(id, w)?;
-            return Ok(());
-        }
         let layout = self.store.layout();
-        let mut data = vec![0u8; layout.chunk_len(id)];
+        let len = layout.chunk_len(id);
+        // A chunk read from the file is held in memory until it is sent,
+        // so such reads share a budget; over it, a session waits for the
+        // split (which waits on no session) to write the chunk file.
+        let _budget = loop {
+            if self.store.has(id) {
+                self.store.send_chunk(id, w)?;
+                return Ok(());
+            }
+            if let Some(taken) = Budget::take(&self.source_reads, len) {
+                break taken;
+            }
+            if self
+                .fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
+                return Err(Error::Integrity("the owner is stopping".into()));
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let mut data = vec![0u8; len];
         File::open(&self.source)
             .and_then(|f| f.read_exact_at(&mut data, layout.offset(id)))
             .map_err(|e| Error::io_path("read", &self.source, e))?;
@@ -193,6 +234,7 @@ impl Owner {
             seeder: Mutex::new(seeder),
             sessions: Mutex::new(Sessions::default()),
             fatal: Mutex::new(None),
+            source_reads: AtomicUsize::new(0),
             stopper: stopper.clone(),
         });
         let splitter = Arc::clone(&shared);
@@ -248,7 +290,7 @@ impl Owner {
     pub fn run(self) -> Result<()> {
         log::info!("owner: listening on {}", self.addr);
         let shared = Arc::clone(&self.shared);
-        net::accept_loop(
+        let open = net::accept_loop(
             &self.listener,
             &self.stopper,
             "owner",
@@ -263,6 +305,7 @@ impl Owner {
             .take();
         let Some(err) = fatal else {
             log::info!("owner: stopped");
+            open.close_all();
             return Ok(());
         };
         let sessions: Vec<Handle> = {
@@ -277,7 +320,35 @@ impl Owner {
         while Instant::now() < deadline && sessions.iter().any(|h| !h.is_closed()) {
             thread::sleep(Duration::from_millis(10));
         }
+        open.close_all();
         Err(err)
+    }
+}
+
+/// The most bytes of chunks read from the source file (before the split
+/// has written them) held at once, whatever the number of sessions; one
+/// chunk may always be read.
+const SOURCE_READ_BUDGET: usize = 64 << 20;
+
+/// A share of [`SOURCE_READ_BUDGET`], given back when dropped.
+struct Budget<'a> {
+    used: &'a AtomicUsize,
+    len: usize,
+}
+
+impl<'a> Budget<'a> {
+    fn take(used: &'a AtomicUsize, len: usize) -> Option<Budget<'a>> {
+        used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            (now == 0 || now + len <= SOURCE_READ_BUDGET).then_some(now + len)
+        })
+        .ok()
+        .map(|_| Budget { used, len })
+    }
+}
+
+impl Drop for Budget<'_> {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.len, Ordering::AcqRel);
     }
 }
 
@@ -433,7 +504,7 @@ impl Role for Session {
                 let (shared, id) = (Arc::clone(&self.shared), conn.id());
                 let then = Then(Box::new(move || shared.sessions().seeds_out(id)));
                 let queued = conn
-                    .send(Outgoing::Chunks(seeds))
+                    .send(Outgoing::Seeds(seeds))
                     .and_then(|()| conn.send(Outgoing::Frames(done)))
                     .and_then(|()| conn.send(Outgoing::Then(then)));
                 if queued.is_err() {
@@ -493,8 +564,9 @@ mod tests {
         Layout::new(u64::from(count) * 1024 - 10, 1024).unwrap()
     }
 
-    fn raw(ids: &[ChunkId]) -> Vec<u32> {
-        ids.iter().map(|id| id.get()).collect()
+    fn raw(set: &ChunkSet) -> Vec<u32> {
+        let l = Layout::new(u64::from(set.capacity()) * 1024, 1024).unwrap();
+        set.iter(&l).map(|id| id.get()).collect()
     }
 
     #[test]

@@ -181,14 +181,24 @@ impl Scheduler {
         *old = set;
     }
 
-    /// Adds chunks a ring source announced it gained.
+    /// Adds chunks a ring source announced it gained. A chunk it was
+    /// asked for earlier, whose claim lapsed, is no longer counted as
+    /// outstanding there: it had dropped the chunk (an uploader does not
+    /// answer for a chunk it no longer holds) and may be asked again.
     pub fn offer_more(&mut self, id: SourceId, chunks: &[ChunkId]) {
-        let Some(set) = self.sources.get_mut(&id).and_then(|s| s.offered.as_mut()) else {
+        let Some(source) = self.sources.get_mut(&id) else {
+            return;
+        };
+        let Some(set) = source.offered.as_mut() else {
             return;
         };
         for &chunk in chunks {
             if set.insert(chunk) {
                 self.offers[chunk.index()] += 1;
+            }
+            let claimed_here = self.claims.get(&chunk).is_some_and(|c| c.source == id);
+            if !claimed_here && source.asked.remove(chunk) {
+                source.outstanding.retain(|&(c, _)| c != chunk);
             }
         }
     }
@@ -690,6 +700,28 @@ mod tests {
             s.on_chunk(OWNER, l.chunk_id(1).unwrap(), later),
             Arrival::Late
         );
+        check(&s);
+    }
+
+    #[test]
+    fn a_lapsed_request_for_a_chunk_announced_again_can_be_repeated() {
+        let (mut s, l, now) = sched(4);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.offer(RING, all(&l));
+        let c1 = l.chunk_id(1).unwrap();
+        assert_eq!(s.reserve(RING, 2, Order::Lowest, now), ids(&l, &[0, 1]));
+        // Chunk 0 arrives; chunk 1 never does and its claim lapses.
+        s.on_chunk(RING, l.chunk_id(0).unwrap(), now);
+        s.expire(now + Duration::from_secs(3));
+        assert_eq!(s.outstanding(RING), 1);
+        // The source announces it has chunk 1 again: ask again.
+        s.offer_more(RING, &[c1]);
+        assert_eq!(s.outstanding(RING), 0);
+        let later = now + Duration::from_secs(4);
+        assert_eq!(s.reserve(RING, 1, Order::Lowest, later), vec![c1]);
+        // A HAVE for a chunk still claimed here changes nothing.
+        s.offer_more(RING, &[c1]);
+        assert_eq!(s.outstanding(RING), 1);
         check(&s);
     }
 

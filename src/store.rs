@@ -690,12 +690,18 @@ impl Store {
 
     /// Writes chunk `id` to `w` as one CHUNK frame; the chunk's bytes go
     /// from the file to a socket without passing through user space
-    /// (`io::copy` uses sendfile there). Returns the bytes of data sent.
+    /// (`io::copy` uses sendfile there). Returns the bytes of data sent:
+    /// 0, with nothing written, if the chunk was dropped (it failed the
+    /// whole-file check) since the caller saw it held.
     pub fn send_chunk<W: Write>(&self, id: ChunkId, w: &mut W) -> Result<u64> {
         let len = self.layout().chunk_len(id) as u64;
         // Checked to be exactly `len` bytes: anything else would break
         // the frame (a restart re-checks it).
-        let file = self.open_chunk(id)?;
+        let file = match self.open_chunk(id) {
+            Ok(file) => file,
+            Err(_) if !self.has(id) => return Ok(0),
+            Err(e) => return Err(e),
+        };
         w.write_all(&wire::chunk_header(id, len as usize))
             .map_err(|e| Error::io("send chunk", e))?;
         let sent = io::copy(&mut file.take(len), w).map_err(|e| Error::io("send chunk", e))?;

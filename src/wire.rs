@@ -105,7 +105,8 @@
 //! | state (receiver)          | kinds accepted                                 |
 //! |---------------------------|------------------------------------------------|
 //! | uploader                  | REQUEST, COMPLETE, KEEPALIVE                   |
-//! | downloader                | CHUNK_LIST, HAVE, CHUNK, KEEPALIVE, REFUSE     |
+//! | downloader, before the list | CHUNK_LIST, KEEPALIVE, REFUSE                |
+//! | downloader, after it      | HAVE, CHUNK, KEEPALIVE, REFUSE                 |
 //!
 //! A requester gives each REQUEST a deadline (the peer's
 //! `--stall-timeout`): past it, the chunk may be asked of another source,
@@ -574,6 +575,11 @@ impl Decoder {
     /// kind fails with [`Error::Unexpected`] from the frame's header.
     pub fn set_accepts(&mut self, kinds: Kinds) {
         self.accepts = kinds;
+    }
+
+    /// Bytes of the frame being read that have arrived so far.
+    pub fn buffered(&self) -> usize {
+        if self.ready { 0 } else { self.filled }
     }
 
     /// Bytes the decoder's buffer holds allocated; never more than the

@@ -393,6 +393,17 @@ fn lone_peer_args(owner_port: u16, extra: &[&str]) -> Vec<String> {
 
 /// A fake owner that serves a 3000-byte file under a hostile name.
 fn hostile_owner(listener: TcpListener, raw_name: &str, data: &[u8], chunk_size: u32) {
+    lying_owner(listener, raw_name, data, chunk_size, sha256(data));
+}
+
+/// [`hostile_owner`], announcing `file_hash` as the whole file's digest.
+fn lying_owner(
+    listener: TcpListener,
+    raw_name: &str,
+    data: &[u8],
+    chunk_size: u32,
+    file_hash: swarm::manifest::Digest,
+) {
     let (mut s, _) = listener.accept().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut dec = Decoder::new();
@@ -400,7 +411,7 @@ fn hostile_owner(listener: TcpListener, raw_name: &str, data: &[u8], chunk_size:
     let layout = Layout::new(data.len() as u64, 1024).unwrap();
     let hashes: Vec<_> = data.chunks(1024).map(sha256).collect();
     let plain = swarm::manifest::plain_name(raw_name);
-    let m = Manifest::new(plain, layout, sha256(data), hashes.clone()).unwrap();
+    let m = Manifest::new(plain, layout, file_hash, hashes.clone()).unwrap();
     let hello = Message::Hello {
         version: wire::VERSION,
         file_id: m.id(),
@@ -410,7 +421,7 @@ fn hostile_owner(listener: TcpListener, raw_name: &str, data: &[u8], chunk_size:
     let manifest = Message::Manifest {
         file_len: data.len() as u64,
         chunk_size,
-        file_hash: sha256(data),
+        file_hash,
         name: raw_name,
     };
     wire::send(&mut s, &manifest).unwrap();
@@ -473,6 +484,34 @@ fn an_impossible_manifest_is_refused_with_one_line() {
         "{log}"
     );
     assert!(!dir.join("peer/manifest").exists());
+}
+
+/// An owner whose whole-file digest does not fit its chunk digests made a
+/// peer re-hash and re-join the file for ever. Once a rebuilt file fails
+/// again with every chunk intact, the peer stops with one line.
+#[test]
+fn a_manifest_whose_digests_disagree_is_refused_with_one_line() {
+    let dir = TestDir::new("inconsistent-manifest");
+    let owner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let args = lone_peer_args(owner.local_addr().unwrap().port(), &[]);
+    let data = common::random_bytes(3000, 5);
+    let fake = thread::spawn(move || lying_owner(owner, "x.bin", &data, 1024, [7; 32]));
+    let mut peer = Proc::start("peer", &dir.path, &args);
+    let status = peer
+        .wait_for(common::patience())
+        .expect("peer did not exit");
+    fake.join().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let log = peer.log_text();
+    assert_eq!(
+        log.lines().last(),
+        Some(
+            "swarm: bad manifest: the whole-file SHA-256 does not match the chunks, \
+             though every chunk matches its own"
+        ),
+        "{log}"
+    );
+    assert!(!dir.join("peer/x.bin").exists(), "no unverified output");
 }
 
 #[test]

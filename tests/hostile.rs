@@ -215,10 +215,11 @@ fn a_stranger_s_keepalives_hold_no_complete_peer() {
     drop(squat);
 }
 
-/// 256 connections that complete the handshake, take their seeds and
-/// then only send KEEPALIVEs filled the owner's every slot, and real
-/// peers could not reach it. At the cap the connection that has done
-/// least now makes room.
+/// 256 connections that complete the handshake and then only send
+/// KEEPALIVEs filled the owner's every slot, and real peers could not
+/// reach it. At the cap the connection that has done least now makes
+/// room: one that never moved a chunk first, then one that took its seeds
+/// and asked for nothing since.
 #[test]
 fn squatters_at_the_owner_make_room_for_real_peers() {
     let mut ring = Ring::new("squat-owner", 3, 20 * CHUNK + 9);
@@ -227,7 +228,10 @@ fn squatters_at_the_owner_make_room_for_real_peers() {
     let mut squatters = Vec::new();
     for n in 0..swarm::owner::MAX_CONNECTIONS {
         let (mut c, m) = FakeConn::join_owner(ring.owner_port, &format!("squatter {n}"));
-        c.send(&Message::ChunkList(ChunkSet::new(m.layout().count())));
+        // Half take their seeds too.
+        if n % 2 == 0 {
+            c.send(&Message::ChunkList(ChunkSet::new(m.layout().count())));
+        }
         squatters.push(c.stream);
     }
     let squat = Squatters::start(squatters);
@@ -240,7 +244,7 @@ fn squatters_at_the_owner_make_room_for_real_peers() {
         log.contains("256 connections open; closed") && log.contains("to make room"),
         "{log}"
     );
-    // The squatters' thread notices as it drains their seeds.
+    // The squatters' thread notices as it drains what they were sent.
     wait_until("three squatters to see their connections closed", || {
         squat.closed.load(std::sync::atomic::Ordering::Relaxed) >= 3
     });
@@ -283,18 +287,21 @@ fn squatters_at_a_peer_do_not_shut_out_its_neighbour() {
 #[test]
 fn a_slow_reader_at_the_owner_slows_no_one_else() {
     let run = |name: &str, slow_reader: bool| -> f64 {
-        // The slow reader's seeds (half the file) must outgrow what the
-        // socket buffers of a loopback connection hold, about 10 MiB.
-        let mut ring = Ring::new(name, 1, 400 * CHUNK);
+        // The slow reader's seeds (a quarter of the file) must outgrow
+        // what the socket buffers of a loopback connection hold, about
+        // 10 MiB. The stalled peer, seeded a quarter too, lacks more than
+        // it was seeded, so it needs the owner as a stand-in, not for an
+        // end game (which waits while the owner seeds the slow reader).
+        let mut ring = Ring::new(name, 1, 600 * CHUNK);
         ring.extra = ["--stall-timeout", "1", "--linger", "1"]
             .map(String::from)
             .to_vec();
-        ring.start_owner(&["--peers", "2"]);
+        ring.start_owner(&["--peers", "4"]);
         await_owner(&ring);
         let reader = slow_reader.then(|| {
             let (mut c, m) = FakeConn::join_owner(ring.owner_port, "slow reader");
             c.send(&Message::ChunkList(ChunkSet::new(m.layout().count())));
-            // Reads 4 KiB a second of its 200 seeded chunks, for as long
+            // Reads 4 KiB a second of its 150 seeded chunks, for as long
             // as the test lasts.
             thread::spawn(move || {
                 let mut buf = [0u8; 4096];

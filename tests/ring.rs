@@ -25,6 +25,14 @@ fn five_peers_share_a_multi_mib_file() {
         let want = format!("verified sha256 {}", sha256_hex(&ring.data));
         assert!(log.contains(&want), "peer{i} did not print {want}");
         assert!(!log.contains("panicked"), "peer{i} panicked");
+        // A healthy ring warns about nothing: no connection is cut, none
+        // to the owner dropped and redialled.
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert!(
+            warnings.is_empty(),
+            "peer{i} warned:\n{}",
+            warnings.join("\n")
+        );
         let summary = fs::read_to_string(ring.peer_dir(i).join("summary.txt")).unwrap();
         assert_eq!(summary.lines().count(), ring.data.len().div_ceil(CHUNK));
     }

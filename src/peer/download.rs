@@ -115,6 +115,7 @@ impl Download {
         let mut role = DownloadRole {
             store: Arc::clone(&self.store),
             shared: Arc::clone(&self.shared),
+            listed: false,
         };
         let result = conn.run(&mut role);
         self.shared.report(Event::SourceDown(id));
@@ -126,23 +127,25 @@ impl Download {
 struct DownloadRole {
     store: Arc<Store>,
     shared: Arc<Shared>,
+    /// Whether the neighbour's one chunk-ID list has arrived.
+    listed: bool,
 }
 
 impl Role for DownloadRole {
     fn accepts(&self) -> Kinds {
-        const KINDS: Kinds = Kinds::of(&[
-            Kind::ChunkList,
-            Kind::Have,
-            Kind::Chunk,
-            Kind::KeepAlive,
-            Kind::Refuse,
-        ]);
-        KINDS
+        // One list, first; after it only what changes. A list costs the
+        // coordinator time in proportion to the chunk count.
+        const FIRST: Kinds = Kinds::of(&[Kind::ChunkList, Kind::KeepAlive, Kind::Refuse]);
+        const THEN: Kinds = Kinds::of(&[Kind::Have, Kind::Chunk, Kind::KeepAlive, Kind::Refuse]);
+        if self.listed { THEN } else { FIRST }
     }
 
     fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
         match msg {
-            Message::ChunkList(set) => self.shared.report(Event::Offered(conn.id(), set)),
+            Message::ChunkList(set) => {
+                self.listed = true;
+                self.shared.report(Event::Offered(conn.id(), set));
+            }
             Message::Have(ids) => self.shared.report(Event::Have(conn.id(), ids)),
             Message::Chunk { id, data } => {
                 store_chunk(&self.store, &self.shared, conn, id, data)?;

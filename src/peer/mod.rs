@@ -56,6 +56,9 @@ const ENDGAME_WINDOW: usize = 2;
 /// neighbour may be before the owner helps out.
 const SLOW_FACTOR: u32 = 4;
 
+/// Events queued for the coordinator at most.
+const EVENTS: usize = 4096;
+
 /// How often the coordinator checks deadlines.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -163,7 +166,10 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("read the listening address", e))?;
-    let (events, event_rx) = crossbeam_channel::unbounded();
+    // Bounded: a connection that floods us with messages waits for the
+    // coordinator instead of growing the queue. Nothing the coordinator
+    // does waits on a connection, so this cannot deadlock.
+    let (events, event_rx) = crossbeam_channel::bounded(EVENTS);
     let shared = Arc::new(Shared {
         name: format!("peer {}", local.port()),
         started: Instant::now(),
@@ -299,13 +305,6 @@ fn wait_for_store(events: &Receiver<Event>, wait: Duration) -> Result<Arc<Store>
     }
 }
 
-/// A connection that downloads from this peer.
-struct Downloader {
-    handle: Handle,
-    /// It reported holding every chunk.
-    complete: bool,
-}
-
 /// The one thread that owns the scheduler and every decision.
 struct Coordinator<'a> {
     args: &'a PeerArgs,
@@ -315,7 +314,13 @@ struct Coordinator<'a> {
     sched: Scheduler,
     /// Live source connections.
     sources: HashMap<ConnId, (SourceKind, Handle)>,
-    downloaders: HashMap<ConnId, Downloader>,
+    /// Open connections that have downloaded from this peer and not
+    /// reported holding every chunk.
+    downloaders: HashMap<ConnId, Handle>,
+    /// Whether a downloader has reported holding every chunk.
+    released: bool,
+    /// When a downloader that has since gone last asked for a chunk.
+    last_contact: Option<Instant>,
     from_owner: u64,
     from_ring: u64,
     /// Chunks the owner pushed as seeds in this run, and in its current
@@ -338,6 +343,8 @@ struct Coordinator<'a> {
     verified_at: Option<Instant>,
     /// When a chunk last arrived from anyone, for `--wait`.
     progress_at: Instant,
+    /// Whole-file mismatches in a row in which no chunk was damaged.
+    clean_mismatches: u32,
     /// When a lapse was last logged, per source, so a source that keeps
     /// letting requests lapse is named once per `--stall-timeout`.
     lapse_logged: HashMap<SourceId, Instant>,
@@ -359,6 +366,8 @@ impl<'a> Coordinator<'a> {
             sched,
             sources: HashMap::new(),
             downloaders: HashMap::new(),
+            released: false,
+            last_contact: None,
             from_owner: 0,
             from_ring: 0,
             seeded: 0,
@@ -372,6 +381,7 @@ impl<'a> Coordinator<'a> {
             report: None,
             verified_at: None,
             progress_at: now,
+            clean_mismatches: 0,
             lapse_logged: HashMap::new(),
             last_held,
             last_bytes: 0,
@@ -474,32 +484,35 @@ impl<'a> Coordinator<'a> {
                 self.sources.remove(&from);
             }
             Event::Downloader(handle) => {
-                self.downloaders.insert(
-                    handle.id(),
-                    Downloader {
-                        handle,
-                        complete: false,
-                    },
-                );
+                self.downloaders.insert(handle.id(), handle);
             }
             Event::DownloaderComplete(from) => {
-                if let Some(d) = self.downloaders.get_mut(&from) {
-                    d.complete = true;
+                if let Some(handle) = self.forget_downloader(from) {
+                    self.released = true;
+                    self.last_contact = Some(now);
                     log::info!(
                         "{}: {} reports it holds every chunk",
                         self.shared.name,
-                        d.handle.who()
+                        handle.who()
                     );
                 }
             }
             Event::DownloaderGone(from) => {
-                if self.downloaders.get(&from).is_some_and(|d| !d.complete) {
-                    self.downloaders.remove(&from);
-                }
+                self.forget_downloader(from);
             }
             Event::Fatal(e) => return Err(e),
         }
         Ok(())
+    }
+
+    /// Drops a downloader's handle (its connection ended or it is
+    /// complete), keeping only when it last asked for a chunk.
+    fn forget_downloader(&mut self, from: ConnId) -> Option<Handle> {
+        let handle = self.downloaders.remove(&from)?;
+        if let Some(at) = handle.stats().last_asked() {
+            self.last_contact = self.last_contact.max(Some(at));
+        }
+        Some(handle)
     }
 
     fn who(&self, from: ConnId) -> String {
@@ -778,6 +791,22 @@ impl<'a> Coordinator<'a> {
                     .iter(self.store.layout())
                     .filter(|&id| !on_disk.contains(id))
                     .collect();
+                if dropped.is_empty() {
+                    // Every chunk file matched: the partial file was
+                    // damaged and is now rebuilt from them. If the rebuilt
+                    // one fails too, the manifest's whole-file digest does
+                    // not fit its chunk digests, and no refetch can help.
+                    self.clean_mismatches += 1;
+                    if self.clean_mismatches >= 2 {
+                        return Err(Error::Manifest(
+                            "the whole-file SHA-256 does not match the chunks, \
+                             though every chunk matches its own"
+                                .into(),
+                        ));
+                    }
+                } else {
+                    self.clean_mismatches = 0;
+                }
                 self.sched.drop_held(&dropped);
                 self.progress_at = Instant::now();
                 return Ok(());
@@ -836,14 +865,12 @@ impl<'a> Coordinator<'a> {
         let verified_at = self.verified_at?;
         let now = Instant::now();
         let linger = self.args.linger;
-        let last_request = |d: &Downloader| d.handle.stats().last_asked().unwrap_or(verified_at);
-        let any_complete = self.downloaders.values().any(|d| d.complete);
-        let still_served = self.downloaders.values().any(|d| {
-            !d.complete
-                && !d.handle.is_closed()
-                && now.saturating_duration_since(last_request(d)) < linger
-        });
-        if any_complete && !still_served {
+        let last_asked = |h: &Handle| h.stats().last_asked().unwrap_or(verified_at);
+        let still_served = self
+            .downloaders
+            .values()
+            .any(|h| !h.is_closed() && now.saturating_duration_since(last_asked(h)) < linger);
+        if self.released && !still_served {
             log::info!(
                 "{}: upload neighbour holds every chunk; exiting",
                 self.shared.name
@@ -853,7 +880,8 @@ impl<'a> Coordinator<'a> {
         let contact = self
             .downloaders
             .values()
-            .map(last_request)
+            .map(last_asked)
+            .chain(self.last_contact)
             .fold(verified_at, Instant::max);
         if now.saturating_duration_since(contact) >= linger {
             log::info!(
@@ -895,8 +923,8 @@ impl<'a> Coordinator<'a> {
         for (_, handle) in self.sources.values() {
             handle.close();
         }
-        for d in self.downloaders.values() {
-            d.handle.close();
+        for handle in self.downloaders.values() {
+            handle.close();
         }
     }
 }

@@ -74,7 +74,12 @@ impl OwnerLink {
                     // Refusals while the owner starts up are expected;
                     // say so once per streak, not every 100 ms.
                     if failures == 1 || !matches!(e, Error::Io { .. }) {
-                        log::warn!("{name}: owner at {}: {e}; retrying", self.addr);
+                        // A protocol error already names the owner.
+                        let text = match &e {
+                            Error::Wire { .. } => e.to_string(),
+                            _ => format!("owner at {}: {e}", self.addr),
+                        };
+                        log::warn!("{name}: {text}; retrying");
                     }
                 }
             }
@@ -182,8 +187,13 @@ struct OwnerRole {
 
 impl Role for OwnerRole {
     fn accepts(&self) -> Kinds {
-        const KINDS: Kinds =
-            Kinds::of(&[Kind::Chunk, Kind::SeedDone, Kind::KeepAlive, Kind::Refuse]);
+        const KINDS: Kinds = Kinds::of(&[
+            Kind::Chunk,
+            Kind::SeedDone,
+            Kind::Seeding,
+            Kind::KeepAlive,
+            Kind::Refuse,
+        ]);
         KINDS
     }
 

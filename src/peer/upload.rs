@@ -38,18 +38,22 @@ impl Upload {
     pub fn run(self) {
         let name = self.shared.name.clone();
         let (store, shared) = (self.store, self.shared);
-        net::accept_loop(
+        let open = net::accept_loop(
             &self.listener,
             &self.stopper,
             &name,
             super::MAX_UPLOAD_CONNECTIONS,
             move |s, addr, stats| serve(s, &store, &shared, addr, stats),
         );
+        // The peer is leaving: whoever is still connected goes too.
+        open.close_all();
     }
 }
 
 impl ChunkSource for Store {
     fn write_chunk(&self, id: ChunkId, w: &mut TcpStream) -> Result<()> {
+        // A chunk dropped since it was asked for goes unanswered, as any
+        // chunk not held does; the requester's deadline sends it elsewhere.
         self.send_chunk(id, w).map(|_| ())
     }
 }
@@ -156,6 +160,8 @@ impl Role for UploadRole {
             }
             Message::Complete if self.downloading => {
                 self.shared.report(Event::DownloaderComplete(conn.id()));
+                // Nothing more to send it; it closes once it has read this.
+                let _ = conn.send(Outgoing::Finish);
             }
             Message::Complete => {
                 log::info!(
