@@ -315,9 +315,10 @@ impl Owner {
         for handle in &sessions {
             handle.refuse(STOPPED);
         }
-        // Give the REFUSEs a moment to leave before the process exits.
+        // Give the REFUSEs a moment to leave, and the sessions to end,
+        // before the process exits.
         let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline && sessions.iter().any(|h| !h.is_closed()) {
+        while Instant::now() < deadline && !self.shared.sessions().live.is_empty() {
             thread::sleep(Duration::from_millis(10));
         }
         open.close_all();
@@ -455,14 +456,16 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         seeded: false,
     };
     let result = conn.run(&mut role);
+    // Logged here, before the session leaves the map, so an owner that
+    // stops has every session's last word out before its own.
+    match &result {
+        Ok(()) => log::info!("owner: {who} disconnected"),
+        Err(e) => log::warn!("owner: {e}; connection closed"),
+    }
     let mut sessions = shared.sessions();
     sessions.seeds_out(handle.id());
     sessions.live.remove(&handle.id());
-    drop(sessions);
-    if result.is_ok() {
-        log::info!("owner: {who} disconnected");
-    }
-    result
+    Ok(())
 }
 
 /// What the owner does with one peer's messages: seed it once its

@@ -283,16 +283,27 @@ pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().unwrap_or(OsStr::new("file"));
-    let suffix = format!(".{}-{n}.tmp", std::process::id());
+    // The process ID does not change; asking the kernel once is enough.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let suffix = format!(".{}-{n}.tmp", PID.get_or_init(std::process::id));
     let tmp = path.with_file_name(side_name(name, ".", &suffix));
-    let result = (|| {
-        // A leftover of that name (a reused pid) would make create_new fail.
-        remove_entry(&tmp)?;
-        let mut file = File::options()
+    let create = || {
+        File::options()
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+            .open(&tmp)
+    };
+    let result = (|| {
+        let mut file = match create() {
+            // A leftover of that name (a reused pid, a planted link) is
+            // removed, never written through; rare, so not checked first.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                remove_entry(&tmp)?;
+                create()?
+            }
+            other => other?,
+        };
         file.write_all(data)?;
         if sync {
             file.sync_all()?;
