@@ -465,12 +465,13 @@ fn a_malicious_manifest_writes_nothing_outside_the_directory() {
     );
 }
 
-#[test]
-fn an_impossible_manifest_is_refused_with_one_line() {
-    let dir = TestDir::new("bad-manifest");
+/// Runs a lone peer against the fake owner `serve` and returns its
+/// directory once it has exited 1, asserting its last line is `want`.
+fn refused(name: &str, serve: impl FnOnce(TcpListener) + Send + 'static, want: &str) -> TestDir {
+    let dir = TestDir::new(name);
     let owner = TcpListener::bind("127.0.0.1:0").unwrap();
     let args = lone_peer_args(owner.local_addr().unwrap().port(), &[]);
-    let fake = thread::spawn(move || hostile_owner(owner, "x.bin", &[1, 2, 3], 0));
+    let fake = thread::spawn(move || serve(owner));
     let mut peer = Proc::start("peer", &dir.path, &args);
     let status = peer
         .wait_for(common::patience())
@@ -478,10 +479,16 @@ fn an_impossible_manifest_is_refused_with_one_line() {
     fake.join().unwrap();
     assert_eq!(status.code(), Some(1));
     let log = peer.log_text();
-    assert_eq!(
-        log.lines().last(),
-        Some("swarm: bad manifest: chunk size 0 is outside 1024..=16777216 bytes"),
-        "{log}"
+    assert_eq!(log.lines().last(), Some(want), "{log}");
+    dir
+}
+
+#[test]
+fn an_impossible_manifest_is_refused_with_one_line() {
+    let dir = refused(
+        "bad-manifest",
+        |owner| hostile_owner(owner, "x.bin", &[1, 2, 3], 0),
+        "swarm: bad manifest: chunk size 0 is outside 1024..=16777216 bytes",
     );
     assert!(!dir.join("peer/manifest").exists());
 }
@@ -491,25 +498,12 @@ fn an_impossible_manifest_is_refused_with_one_line() {
 /// again with every chunk intact, the peer stops with one line.
 #[test]
 fn a_manifest_whose_digests_disagree_is_refused_with_one_line() {
-    let dir = TestDir::new("inconsistent-manifest");
-    let owner = TcpListener::bind("127.0.0.1:0").unwrap();
-    let args = lone_peer_args(owner.local_addr().unwrap().port(), &[]);
     let data = common::random_bytes(3000, 5);
-    let fake = thread::spawn(move || lying_owner(owner, "x.bin", &data, 1024, [7; 32]));
-    let mut peer = Proc::start("peer", &dir.path, &args);
-    let status = peer
-        .wait_for(common::patience())
-        .expect("peer did not exit");
-    fake.join().unwrap();
-    assert_eq!(status.code(), Some(1));
-    let log = peer.log_text();
-    assert_eq!(
-        log.lines().last(),
-        Some(
-            "swarm: bad manifest: the whole-file SHA-256 does not match the chunks, \
-             though every chunk matches its own"
-        ),
-        "{log}"
+    let dir = refused(
+        "inconsistent-manifest",
+        move |owner| lying_owner(owner, "x.bin", &data, 1024, [7; 32]),
+        "swarm: bad manifest: the whole-file SHA-256 does not match the chunks, \
+         though every chunk matches its own",
     );
     assert!(!dir.join("peer/x.bin").exists(), "no unverified output");
 }

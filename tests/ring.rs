@@ -25,9 +25,13 @@ fn five_peers_share_a_multi_mib_file() {
         let want = format!("verified sha256 {}", sha256_hex(&ring.data));
         assert!(log.contains(&want), "peer{i} did not print {want}");
         assert!(!log.contains("panicked"), "peer{i} panicked");
-        // A healthy ring warns about nothing: no connection is cut, none
+        // A healthy ring warns about nothing but a first connect that
+        // came before the other side listened: no connection is cut, none
         // to the owner dropped and redialled.
-        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") && !l.contains("cannot connect: connection refused"))
+            .collect();
         assert!(
             warnings.is_empty(),
             "peer{i} warned:\n{}",
