@@ -137,8 +137,10 @@ fn a_stranger_s_complete_releases_no_peer() {
     let layout = *m.layout();
     let port = ring.ports[0];
     ring.start_peer_to(0, free_port());
-    wait_until("the peer's upload port", || {
-        ring.peer(0).log_text().contains("listening on")
+    // The owner seeds it everything; a request is only answered for a
+    // chunk the peer holds.
+    wait_until("the peer's verified copy", || {
+        ring.peer(0).log_text().contains("verified sha256")
     });
     // The real downloader asks for chunk 0 now and for the rest later.
     let mut downloader = FakeConn::hello(port, &m, "downloader");
@@ -153,8 +155,10 @@ fn a_stranger_s_complete_releases_no_peer() {
     liar.send(&Message::Request(first));
     read_chunk(&mut liar, first);
     liar.send(&Message::Complete);
-    wait_until("the peer's verified copy", || {
-        ring.peer(0).log_text().contains("verified sha256")
+    wait_until("the liar's COMPLETE", || {
+        ring.peer(0)
+            .log_text()
+            .contains("liar reports it holds every chunk")
     });
     // The peer stays while its downloader still needs it.
     assert!(
