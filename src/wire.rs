@@ -118,13 +118,20 @@
 //! asked it for at least one chunk: a connection that never downloaded
 //! cannot release the uploader.
 //!
+//! A side that is done (a downloader after COMPLETE, an uploader after
+//! receiving it, a peer leaving the owner) stops writing and reads until
+//! the other side closes too, so its last message is not lost to a reset.
+//!
 //! Either side sends KEEPALIVE when it has sent nothing for 5 s, and
 //! closes a connection that has been silent for 30 s, or whose other side
-//! has taken more than 30 s plus one second per 16 KiB to read one frame.
-//! A listener serves a bounded number of connections (256 at the owner,
-//! 16 at a peer); when a new one arrives at the cap, the connection that
-//! has done least (never asked for or delivered a chunk, idle longest) is
-//! closed to make room.
+//! has taken more than 30 s plus one second per 16 KiB to read what was
+//! written to it. A listener serves a bounded number of connections (256
+//! at the owner, 16 at a peer); when a new one arrives at the cap it
+//! closes, to make room, first a connection that never sent or received a
+//! chunk, then one that received only chunks it did not ask for (seeds)
+//! and none for 5 s, then one that has asked for nothing for 30 s, the one
+//! idle longest within each; if every connection is doing work, the
+//! newcomer gets REFUSE.
 
 use std::fmt;
 use std::io::{self, Read, Write};
