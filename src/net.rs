@@ -17,14 +17,9 @@ use crate::wire::{self, Decoder, Message};
 
 /// How long a TCP connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one blocking read waits; loops use it to do periodic work
-/// (keepalives, idle checks) without a second thread.
+/// How long one blocking read waits during a handshake, and how long an
+/// accept loop rests after a failed accept.
 pub const READ_TICK: Duration = Duration::from_millis(500);
-/// The read tick of a peer's download side. Shorter than [`READ_TICK`]
-/// because that loop must notice at once when chunks from elsewhere (the
-/// owner) complete the file: its COMPLETE is what lets the neighbour, and
-/// in turn the whole ring, leave.
-pub const FAST_TICK: Duration = Duration::from_millis(20);
 /// How long a write may block before the other side counts as dead.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection may stay silent before it is dropped.
