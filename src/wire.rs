@@ -162,6 +162,15 @@ const KIND_COMPLETE: u8 = 9;
 const KIND_KEEPALIVE: u8 = 10;
 const KIND_REFUSE: u8 = 11;
 const KIND_SEEDING: u8 = 12;
+const KIND_REGISTER: u8 = 15;
+const KIND_PROGRESS: u8 = 16;
+const KIND_NEIGHBOUR: u8 = 17;
+const KIND_UNREACHABLE: u8 = 18;
+const KIND_STATUS_REQUEST: u8 = 19;
+const KIND_STATUS: u8 = 20;
+
+/// The longest address a REGISTER, NEIGHBOUR or UNREACHABLE may carry.
+pub const MAX_ADDR_LEN: usize = 255;
 
 /// A message kind: the byte after the length field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +188,12 @@ pub enum Kind {
     KeepAlive = KIND_KEEPALIVE,
     Refuse = KIND_REFUSE,
     Seeding = KIND_SEEDING,
+    Register = KIND_REGISTER,
+    Progress = KIND_PROGRESS,
+    Neighbour = KIND_NEIGHBOUR,
+    Unreachable = KIND_UNREACHABLE,
+    StatusRequest = KIND_STATUS_REQUEST,
+    Status = KIND_STATUS,
 }
 
 impl Kind {
@@ -192,15 +207,15 @@ impl Kind {
 /// other kind is refused from its five header bytes, before a buffer is
 /// sized for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Kinds(u16);
+pub struct Kinds(u32);
 
 impl Kinds {
     /// Every kind: what a bare [`Decoder`] accepts.
-    pub const ALL: Kinds = Kinds(0x1FFE);
+    pub const ALL: Kinds = Kinds(0x1F_FFFE);
 
     /// The set of `kinds`.
     pub const fn of(kinds: &[Kind]) -> Kinds {
-        let mut bits = 0u16;
+        let mut bits = 0u32;
         let mut i = 0;
         while i < kinds.len() {
             bits |= 1 << kinds[i] as u8;
@@ -211,7 +226,7 @@ impl Kinds {
 
     /// Whether the kind byte `kind` is in the set.
     pub fn contains(self, kind: u8) -> bool {
-        kind < 16 && self.0 & (1 << kind) != 0
+        kind < 32 && self.0 & (1 << kind) != 0
     }
 }
 
@@ -258,7 +273,95 @@ pub enum Message<'a> {
     Refuse(&'a str),
     /// Whether the owner is sending seeds to any peer now.
     Seeding(bool),
+    /// A peer joins the owner's registry: where its upload port is
+    /// reached (`host` empty: at the address its owner link comes from),
+    /// and whether the owner wires it into the ring.
+    Register {
+        wired: bool,
+        port: u16,
+        host: &'a str,
+        /// A hand-wired peer's download neighbour, for the registry.
+        neighbour: &'a str,
+    },
+    /// A peer's receive rate over the last second, in bytes per second.
+    Progress { rate: u64 },
+    /// The owner tells a peer whom to download from (empty: no one yet).
+    Neighbour(&'a str),
+    /// A peer cannot reach its download neighbour at this address.
+    Unreachable(&'a str),
+    /// Asks the owner for its registry.
+    StatusRequest,
+    /// Part of the owner's registry.
+    Status(Status),
 }
+
+/// One STATUS frame: entries `first..first + peers.len()` of `total`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub total: u32,
+    pub first: u32,
+    /// Chunk bytes the owner has sent in all.
+    pub sent: u64,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One registered peer as the owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub state: PeerState,
+    /// Whether the owner wires it into the ring.
+    pub wired: bool,
+    pub held: u32,
+    /// Bytes per second it last reported receiving.
+    pub rate: u64,
+    pub addr: String,
+    /// Its download neighbour, empty if none.
+    pub neighbour: String,
+}
+
+/// Where a registered peer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Connected and still missing chunks.
+    Downloading = 0,
+    /// Holds the whole verified file.
+    Complete = 1,
+    /// Its link to the owner dropped; it may come back.
+    Away = 2,
+    /// Gone without completing (dead).
+    Gone = 3,
+    /// Left after completing.
+    Left = 4,
+}
+
+impl PeerState {
+    /// The state's name in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerState::Downloading => "downloading",
+            PeerState::Complete => "complete",
+            PeerState::Away => "away",
+            PeerState::Gone => "gone",
+            PeerState::Left => "left",
+        }
+    }
+
+    fn from_u8(raw: u8) -> Option<PeerState> {
+        Some(match raw {
+            0 => PeerState::Downloading,
+            1 => PeerState::Complete,
+            2 => PeerState::Away,
+            3 => PeerState::Gone,
+            4 => PeerState::Left,
+            _ => return None,
+        })
+    }
+}
+
+/// Bytes of a STATUS frame before its entries.
+const STATUS_FIXED: usize = 4 + 4 + 8;
+/// Bytes of a STATUS entry besides its two addresses.
+const ENTRY_FIXED: usize = 1 + 1 + 4 + 8 + 1 + 1;
 
 impl Message<'_> {
     /// The message's name for logs and errors.
@@ -280,6 +383,12 @@ impl Message<'_> {
             Message::KeepAlive => KIND_KEEPALIVE,
             Message::Refuse(_) => KIND_REFUSE,
             Message::Seeding(_) => KIND_SEEDING,
+            Message::Register { .. } => KIND_REGISTER,
+            Message::Progress { .. } => KIND_PROGRESS,
+            Message::Neighbour(_) => KIND_NEIGHBOUR,
+            Message::Unreachable(_) => KIND_UNREACHABLE,
+            Message::StatusRequest => KIND_STATUS_REQUEST,
+            Message::Status(_) => KIND_STATUS,
         }
     }
 }
@@ -298,6 +407,12 @@ fn kind_name(kind: u8) -> &'static str {
         KIND_KEEPALIVE => "keepalive",
         KIND_REFUSE => "refuse",
         KIND_SEEDING => "seeding",
+        KIND_REGISTER => "register",
+        KIND_PROGRESS => "progress",
+        KIND_NEIGHBOUR => "neighbour",
+        KIND_UNREACHABLE => "unreachable",
+        KIND_STATUS_REQUEST => "status-request",
+        KIND_STATUS => "status",
         _ => "unknown",
     }
 }
@@ -467,9 +582,83 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         Message::SeedDone | Message::Complete | Message::KeepAlive => {}
         Message::Refuse(reason) => out.extend_from_slice(reason.as_bytes()),
         Message::Seeding(busy) => out.push(u8::from(*busy)),
+        Message::Register {
+            wired,
+            port,
+            host,
+            neighbour,
+        } => {
+            out.push(u8::from(*wired));
+            out.extend_from_slice(&port.to_be_bytes());
+            short_text(host, out);
+            short_text(neighbour, out);
+        }
+        Message::Progress { rate } => out.extend_from_slice(&rate.to_be_bytes()),
+        Message::Neighbour(addr) | Message::Unreachable(addr) => {
+            out.extend_from_slice(addr.as_bytes());
+        }
+        Message::StatusRequest => {}
+        Message::Status(status) => {
+            out.extend_from_slice(&status.total.to_be_bytes());
+            out.extend_from_slice(&status.first.to_be_bytes());
+            out.extend_from_slice(&status.sent.to_be_bytes());
+            for p in &status.peers {
+                out.push(p.state as u8);
+                out.push(u8::from(p.wired));
+                out.extend_from_slice(&p.held.to_be_bytes());
+                out.extend_from_slice(&p.rate.to_be_bytes());
+                short_text(&p.addr, out);
+                short_text(&p.neighbour, out);
+            }
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A length byte, then at most [`MAX_ADDR_LEN`] bytes of `text`, cut at
+/// a character boundary.
+fn short_text(text: &str, out: &mut Vec<u8>) {
+    let mut end = text.len().min(MAX_ADDR_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push(end as u8);
+    out.extend_from_slice(&text.as_bytes()[..end]);
+}
+
+/// The bytes one STATUS entry takes.
+pub fn status_entry_len(p: &PeerStatus) -> usize {
+    ENTRY_FIXED + p.addr.len().min(MAX_ADDR_LEN) + p.neighbour.len().min(MAX_ADDR_LEN)
+}
+
+/// Appends the registry as STATUS frames that each fit `limit` (at least
+/// one frame, even for no peers).
+pub fn encode_status(sent: u64, peers: &[PeerStatus], limit: usize, out: &mut Vec<u8>) {
+    let total = peers.len() as u32;
+    let room = limit.saturating_sub(1 + STATUS_FIXED);
+    let mut first = 0;
+    loop {
+        let mut used = 0;
+        let mut end = first;
+        while end < peers.len() && used + status_entry_len(&peers[end]) <= room {
+            used += status_entry_len(&peers[end]);
+            end += 1;
+        }
+        // An entry is at most 530 bytes and every limit is over 1024.
+        let end = end.max((first + 1).min(peers.len()));
+        let status = Status {
+            total,
+            first: first as u32,
+            sent,
+            peers: peers[first..end].to_vec(),
+        };
+        encode(&Message::Status(status), out);
+        first = end;
+        if first >= peers.len() {
+            return;
+        }
+    }
 }
 
 /// The bytes of a CHUNK frame that precede the chunk's data, for senders
@@ -529,6 +718,12 @@ fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Er
         KIND_SEED_DONE | KIND_COMPLETE | KIND_KEEPALIVE => (0, 0),
         KIND_REFUSE => (0, MAX_REFUSE_LEN),
         KIND_SEEDING => (1, 1),
+        KIND_REGISTER => (1 + 2 + 1 + 1, 1 + 2 + 2 * (1 + MAX_ADDR_LEN)),
+        KIND_PROGRESS => (8, 8),
+        KIND_NEIGHBOUR => (0, MAX_ADDR_LEN),
+        KIND_UNREACHABLE => (1, MAX_ADDR_LEN),
+        KIND_STATUS_REQUEST => (0, 0),
+        KIND_STATUS => (STATUS_FIXED, usize::MAX - 1),
         other => return Err(Error::UnknownKind(other)),
     };
     Ok((1 + payload.0, 1 + payload.1))
@@ -803,7 +998,87 @@ pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a
                 });
             }
         },
+        KIND_REGISTER => {
+            let bad = || Error::BadLength {
+                kind: name,
+                len: frame.len(),
+            };
+            let mut at = 3;
+            let mut field = |what| -> Result<&'a str, Error> {
+                let len = *payload.get(at).ok_or_else(bad)? as usize;
+                let bytes = payload.get(at + 1..at + 1 + len).ok_or_else(bad)?;
+                at += 1 + len;
+                text(bytes, what)
+            };
+            let host = field("registered host")?;
+            let neighbour = field("registered neighbour")?;
+            if at != payload.len() || payload[0] > 1 {
+                return Err(bad());
+            }
+            Message::Register {
+                wired: payload[0] == 1,
+                port: u16::from_be_bytes([payload[1], payload[2]]),
+                host,
+                neighbour,
+            }
+        }
+        KIND_PROGRESS => Message::Progress {
+            rate: u64::from_be_bytes(payload.try_into().unwrap()),
+        },
+        KIND_NEIGHBOUR => Message::Neighbour(text(payload, "neighbour address")?),
+        KIND_UNREACHABLE => Message::Unreachable(text(payload, "unreachable address")?),
+        KIND_STATUS_REQUEST => Message::StatusRequest,
+        KIND_STATUS => Message::Status(decode_status(payload).ok_or(Error::BadLength {
+            kind: name,
+            len: frame.len(),
+        })?),
         other => return Err(Error::UnknownKind(other)),
+    })
+}
+
+fn decode_status(payload: &[u8]) -> Option<Status> {
+    let u32_at = |at: usize| Some(u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_be_bytes(payload.get(at..at + 8)?.try_into().ok()?));
+    let total = u32_at(0)?;
+    let first = u32_at(4)?;
+    let sent = u64_at(8)?;
+    let mut at = STATUS_FIXED;
+    let mut peers = Vec::new();
+    let text = |at: &mut usize| -> Option<String> {
+        let len = *payload.get(*at)? as usize;
+        let bytes = payload.get(*at + 1..*at + 1 + len)?;
+        *at += 1 + len;
+        std::str::from_utf8(bytes).ok().map(str::to_string)
+    };
+    while at < payload.len() {
+        let state = PeerState::from_u8(*payload.get(at)?)?;
+        let wired = match *payload.get(at + 1)? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let held = u32_at(at + 2)?;
+        let rate = u64_at(at + 6)?;
+        at += 14;
+        let addr = text(&mut at)?;
+        let neighbour = text(&mut at)?;
+        peers.push(PeerStatus {
+            state,
+            wired,
+            held,
+            rate,
+            addr,
+            neighbour,
+        });
+    }
+    if u64::from(first) + peers.len() as u64 > u64::from(total) {
+        return None;
+    }
+    Some(Status {
+        total,
+        first,
+        sent,
+        peers,
     })
 }
 
@@ -863,7 +1138,105 @@ mod tests {
             Message::Refuse("too many connections"),
             Message::Seeding(true),
             Message::Seeding(false),
+            Message::Register {
+                wired: true,
+                port: 9001,
+                host: "",
+                neighbour: "",
+            },
+            Message::Register {
+                wired: false,
+                port: 65535,
+                host: "peer-7.example.org",
+                neighbour: "[::1]:9002",
+            },
+            Message::Progress { rate: u64::MAX },
+            Message::Neighbour("127.0.0.1:9002"),
+            Message::Neighbour(""),
+            Message::Unreachable("127.0.0.1:9002"),
+            Message::StatusRequest,
+            Message::Status(Status {
+                total: 0,
+                first: 0,
+                sent: 0,
+                peers: vec![],
+            }),
+            Message::Status(Status {
+                total: 3,
+                first: 1,
+                sent: 12345,
+                peers: vec![
+                    PeerStatus {
+                        state: PeerState::Downloading,
+                        wired: true,
+                        held: 2,
+                        rate: 1 << 20,
+                        addr: "127.0.0.1:9001".into(),
+                        neighbour: "127.0.0.1:9002".into(),
+                    },
+                    PeerStatus {
+                        state: PeerState::Left,
+                        wired: false,
+                        held: 3,
+                        rate: 0,
+                        addr: "h:1".into(),
+                        neighbour: String::new(),
+                    },
+                ],
+            }),
         ]
+    }
+
+    #[test]
+    fn status_splits_into_frames_that_fit_the_limit() {
+        let peers: Vec<PeerStatus> = (0..1000)
+            .map(|i| PeerStatus {
+                state: PeerState::Downloading,
+                wired: true,
+                held: i,
+                rate: 7,
+                addr: format!("127.0.0.1:{}", 10_000 + i),
+                neighbour: format!("127.0.0.1:{}", 10_001 + i),
+            })
+            .collect();
+        let l = layout();
+        let mut buf = Vec::new();
+        encode_status(99, &peers, l.frame_limit(), &mut buf);
+        let mut dec = Decoder::new();
+        dec.set_layout(l);
+        let mut got = Vec::new();
+        let mut cursor = &buf[..];
+        while !cursor.is_empty() {
+            let Message::Status(s) = dec.read(&mut cursor).unwrap() else {
+                panic!("not a status frame")
+            };
+            assert_eq!((s.total, s.first as usize, s.sent), (1000, got.len(), 99));
+            got.extend(s.peers);
+        }
+        assert_eq!(got, peers);
+        let mut one = Vec::new();
+        encode_status(0, &[], l.frame_limit(), &mut one);
+        assert_eq!(one.len(), 5 + 16);
+    }
+
+    #[test]
+    fn register_with_a_bad_field_length_is_rejected() {
+        let mut buf = Vec::new();
+        encode(
+            &Message::Register {
+                wired: true,
+                port: 1,
+                host: "ab",
+                neighbour: "",
+            },
+            &mut buf,
+        );
+        // Claim a host of 3 bytes where 2 follow.
+        buf[5 + 3] = 3;
+        assert!(matches!(
+            decode(&buf[4..], Some(&layout())),
+            Err(Error::BadLength { .. })
+        ));
     }
 
     /// Hands out bytes in pieces of at most `step`, then times out once
