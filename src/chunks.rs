@@ -71,6 +71,41 @@ impl ChunkSet {
         present
     }
 
+    /// Adds every chunk of `other` (a set for the same file).
+    pub fn union_with(&mut self, other: &ChunkSet) {
+        for (w, o) in self.words.iter_mut().zip(&other.words) {
+            *w |= o;
+        }
+        self.recount();
+    }
+
+    /// Removes every chunk of `other` (a set for the same file).
+    pub fn subtract(&mut self, other: &ChunkSet) {
+        for (w, o) in self.words.iter_mut().zip(&other.words) {
+            *w &= !o;
+        }
+        self.recount();
+    }
+
+    /// The chunks of the file not in the set.
+    pub fn complement(&self) -> ChunkSet {
+        let mut out = ChunkSet::new(self.capacity);
+        for (w, o) in out.words.iter_mut().zip(&self.words) {
+            *w = !o;
+        }
+        if !self.capacity.is_multiple_of(64)
+            && let Some(last) = out.words.last_mut()
+        {
+            *last &= (1u64 << (self.capacity % 64)) - 1;
+        }
+        out.recount();
+        out
+    }
+
+    fn recount(&mut self) {
+        self.len = self.words.iter().map(|w| w.count_ones()).sum();
+    }
+
     /// The chunks in the set, in order.
     pub fn iter<'a>(&'a self, layout: &'a Layout) -> impl Iterator<Item = ChunkId> + 'a {
         layout.ids().filter(|&id| self.contains(id))

@@ -21,6 +21,8 @@ pub enum Command {
     Owner(OwnerArgs),
     /// Join the ring and fetch the file.
     Peer(PeerArgs),
+    /// Ask the owner who is in its swarm.
+    Status(StatusArgs),
     /// Print this help text and exit 0.
     Help(&'static str),
     /// Print the version and exit 0.
@@ -40,6 +42,19 @@ pub struct OwnerArgs {
     pub peers: u32,
     /// The file to distribute.
     pub file: PathBuf,
+    /// How many peers may register at once.
+    pub max_peers: u32,
+}
+
+/// Checked arguments of `swarm status`.
+#[derive(Debug, PartialEq)]
+pub struct StatusArgs {
+    /// The owner's address.
+    pub owner: SocketAddr,
+    /// Redraw every second until the swarm is complete.
+    pub watch: bool,
+    /// One JSON object instead of a table.
+    pub json: bool,
 }
 
 /// Checked arguments of `swarm peer`.
@@ -49,8 +64,12 @@ pub struct PeerArgs {
     pub owner: SocketAddr,
     /// Where to listen for the upload neighbour.
     pub listen: SocketAddr,
-    /// The download neighbour's address.
-    pub download_neighbor: SocketAddr,
+    /// The download neighbour's address; `None` lets the owner wire the
+    /// peer into the ring.
+    pub download_neighbor: Option<SocketAddr>,
+    /// Where others reach the upload port, as HOST and PORT, if not at
+    /// the listening port of the address the owner sees us from.
+    pub advertise: Option<(String, u16)>,
     /// Where chunk files, the manifest and the summary go.
     pub dir: PathBuf,
     /// Where the reassembled file goes; `None` means `DIR/<file name>`.
@@ -72,12 +91,17 @@ swarm: get one file from its owner onto many machines, verified chunk by chunk
 
 Usage:
   swarm owner --port PORT [OPTIONS] FILE
-  swarm peer --owner [HOST:]PORT --port PORT --download-neighbor [HOST:]PORT [OPTIONS]
-  swarm --help | swarm owner --help | swarm peer --help | swarm --version
+  swarm peer --owner [HOST:]PORT --port PORT [--download-neighbor [HOST:]PORT] [OPTIONS]
+  swarm status --owner [HOST:]PORT [--watch] [--json]
+  swarm --help | swarm owner --help | swarm peer --help | swarm status --help
+  swarm --version
 
 The owner splits FILE into chunk files and seeds each peer with a share.
 Peers form a ring: each downloads from its download neighbour and uploads
 to the peer that downloads from it, until every peer holds the whole file.
+The owner is the swarm's tracker: it wires peers started without
+--download-neighbor into the ring, repairs the ring when one dies, and
+tells 'swarm status' who holds what.
 
 Set RUST_LOG=debug (or warn) to change how much is logged.
 ";
@@ -94,24 +118,47 @@ Options:
   --dir DIR            where chunk files and the manifest go
                        [default: swarm-owner-PORT]
   --chunk-size BYTES   bytes per chunk, 1024..=16777216 [default: 102400]
-  --peers N            seed each peer about 1/N of the chunks [default: 5]
+  --peers N            seed each of the first N peers about 1/N of the
+                       chunks; later peers get theirs from the ring
+                       [default: 5]
+  --max-peers N        peers registered at once, at most [default: 5000]
   -h, --help           print this help
+";
+
+/// `swarm status --help`.
+pub const STATUS_HELP: &str = "\
+Usage: swarm status --owner [HOST:]PORT [OPTIONS]
+
+Prints one line per peer the owner knows: its address, its download
+neighbour, chunks held, receive rate and state, then a total line.
+
+Options:
+  --owner [HOST:]PORT   the owner's address (required)
+  --watch               redraw every second until every peer is complete
+  --json                print one JSON object instead of the table
+  -h, --help            print this help
 ";
 
 /// `swarm peer --help`.
 pub const PEER_HELP: &str = "\
-Usage: swarm peer --owner [HOST:]PORT --port PORT --download-neighbor [HOST:]PORT [OPTIONS]
+Usage: swarm peer --owner [HOST:]PORT --port PORT [OPTIONS]
 
 Fetches the manifest and a share of the chunks from the owner, then trades
 chunks around the ring until it holds them all, writes the verified file
-and exits once its upload neighbour is complete too.
+and exits once its upload neighbour is complete too. Without
+--download-neighbor the owner places the peer in the ring and re-wires it
+when a neighbour dies.
 
 A bare PORT means 127.0.0.1:PORT.
 
 Options:
   --owner [HOST:]PORT              the owner's address (required)
   --port PORT                      TCP port to serve the upload neighbour on (required)
-  --download-neighbor [HOST:]PORT  the peer to download from (required)
+  --download-neighbor [HOST:]PORT  the peer to download from [default: the one
+                                   the owner assigns]
+  --advertise HOST:PORT            where other peers reach this one's upload
+                                   port [default: PORT at the address the
+                                   owner sees this peer connect from]
   --bind ADDR                      address to listen on [default: 0.0.0.0]
   --dir DIR                        where chunks, manifest and summary go
                                    [default: swarm-peer-PORT]; a restart
@@ -140,7 +187,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     let mut args = args.into_iter();
     let Some(first) = args.next() else {
         return Err(usage(
-            "missing subcommand: use 'owner' or 'peer' (see 'swarm --help')",
+            "missing subcommand: use 'owner', 'peer' or 'status' (see 'swarm --help')",
         ));
     };
     let first = text(first)?;
@@ -148,13 +195,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     match first.as_str() {
         "owner" => owner(Flags::parse(&rest, "owner", OWNER_HELP)?),
         "peer" => peer(Flags::parse(&rest, "peer", PEER_HELP)?),
+        "status" => status(Flags::parse(&rest, "status", STATUS_HELP)?),
         "-h" | "--help" | "help" => Ok(Command::Help(HELP)),
         "-V" | "--version" => Ok(Command::Version),
         other if other.starts_with('-') => Err(usage(format!(
             "unknown flag '{other}' (see 'swarm --help')"
         ))),
         other => Err(usage(format!(
-            "unknown subcommand '{other}': use 'owner' or 'peer' (see 'swarm --help')"
+            "unknown subcommand '{other}': use 'owner', 'peer' or 'status' (see 'swarm --help')"
         ))),
     }
 }
@@ -174,7 +222,14 @@ struct Flags {
 }
 
 /// Flags each subcommand takes; all take a value.
-const OWNER_FLAGS: &[&str] = &["--port", "--bind", "--dir", "--chunk-size", "--peers"];
+const OWNER_FLAGS: &[&str] = &[
+    "--port",
+    "--bind",
+    "--dir",
+    "--chunk-size",
+    "--peers",
+    "--max-peers",
+];
 const PEER_FLAGS: &[&str] = &[
     "--owner",
     "--port",
@@ -185,14 +240,18 @@ const PEER_FLAGS: &[&str] = &[
     "--linger",
     "--wait",
     "--stall-timeout",
+    "--advertise",
 ];
+const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json"];
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["--watch", "--json"];
 
 impl Flags {
     fn parse(args: &[String], sub: &'static str, help: &'static str) -> Result<Flags> {
-        let known = if sub == "owner" {
-            OWNER_FLAGS
-        } else {
-            PEER_FLAGS
+        let known = match sub {
+            "owner" => OWNER_FLAGS,
+            "peer" => PEER_FLAGS,
+            _ => STATUS_FLAGS,
         };
         let mut flags = Flags {
             sub,
@@ -224,6 +283,10 @@ impl Flags {
                 )));
             }
             let value = match inline {
+                Some(_) if SWITCHES.contains(&name) => {
+                    return Err(usage(format!("{name} takes no value")));
+                }
+                None if SWITCHES.contains(&name) => String::new(),
                 Some(v) => v,
                 None => iter
                     .next()
@@ -243,6 +306,10 @@ impl Flags {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    fn switch(&self, name: &str) -> bool {
+        self.get(name).is_some()
     }
 
     fn required(&self, name: &str) -> Result<&str> {
@@ -306,6 +373,7 @@ fn owner(flags: Flags) -> Result<Command> {
         u64::from(MAX_CHUNK_SIZE),
     )? as u32;
     let peers = flags.number("--peers", 5, 1, 10_000)? as u32;
+    let max_peers = flags.number("--max-peers", 5000, 1, 60_000)? as u32;
     let dir = flags.path("--dir")?;
     let file = match flags.words.as_slice() {
         [file] if !file.is_empty() => PathBuf::from(file),
@@ -321,6 +389,7 @@ fn owner(flags: Flags) -> Result<Command> {
         chunk_size,
         peers,
         file,
+        max_peers,
     }))
 }
 
@@ -333,7 +402,11 @@ fn peer(flags: Flags) -> Result<Command> {
     }
     let owner = flags.addr("--owner")?;
     let port = flags.port()?;
-    let download_neighbor = flags.addr("--download-neighbor")?;
+    let download_neighbor = match flags.get("--download-neighbor") {
+        Some(_) => Some(flags.addr("--download-neighbor")?),
+        None => None,
+    };
+    let advertise = flags.get("--advertise").map(advertised).transpose()?;
     let listen = flags.bind(port)?;
     let linger = flags.number("--linger", 30, 0, 86_400)?;
     let wait = flags.number("--wait", 60, 1, 86_400)?;
@@ -342,6 +415,7 @@ fn peer(flags: Flags) -> Result<Command> {
         owner,
         listen,
         download_neighbor,
+        advertise,
         dir: flags
             .path("--dir")?
             .unwrap_or_else(|| PathBuf::from(format!("swarm-peer-{port}"))),
@@ -349,6 +423,45 @@ fn peer(flags: Flags) -> Result<Command> {
         linger: Duration::from_secs(linger),
         wait: Duration::from_secs(wait),
         stall_timeout: Duration::from_secs(stall),
+    }))
+}
+
+/// Checks `--advertise HOST:PORT`: a host others can resolve or dial,
+/// and a port.
+fn advertised(raw: &str) -> Result<(String, u16)> {
+    let bad = || {
+        usage(format!(
+            "invalid --advertise '{raw}': expected HOST:PORT, as other peers should dial it"
+        ))
+    };
+    let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(bad)?;
+    let plain = host.trim_start_matches('[').trim_end_matches(']');
+    if plain.is_empty()
+        || host.len() > 253
+        || plain.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
+        || (host.starts_with('[') != host.ends_with(']'))
+    {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+fn status(flags: Flags) -> Result<Command> {
+    if let Some(help) = flags.help {
+        return Ok(Command::Help(help));
+    }
+    if let Some(word) = flags.words.first() {
+        return Err(usage(format!("unexpected argument '{word}'")));
+    }
+    Ok(Command::Status(StatusArgs {
+        owner: flags.addr("--owner")?,
+        watch: flags.switch("--watch"),
+        json: flags.switch("--json"),
     }))
 }
 
@@ -393,7 +506,8 @@ mod tests {
         };
         assert_eq!(a.owner.to_string(), "127.0.0.1:9000");
         assert_eq!(a.listen.to_string(), "0.0.0.0:9001");
-        assert_eq!(a.download_neighbor.to_string(), "127.0.0.1:9002");
+        assert_eq!(a.download_neighbor.unwrap().to_string(), "127.0.0.1:9002");
+        assert_eq!(a.advertise, None);
         assert_eq!(a.dir, PathBuf::from("swarm-peer-9001"));
         assert_eq!(a.out, None);
         assert_eq!(a.linger, Duration::from_secs(30));
@@ -407,6 +521,26 @@ mod tests {
         assert_eq!(a.out, Some(PathBuf::from("o.bin")));
         assert_eq!((a.linger.as_secs(), a.wait.as_secs()), (0, 5));
         assert_eq!(a.stall_timeout.as_secs(), 2);
+        let line = "peer --owner 9000 --port 9001 --advertise peer-1.lan:9101";
+        let Command::Peer(a) = run(line).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.download_neighbor, None);
+        assert_eq!(a.advertise, Some(("peer-1.lan".to_string(), 9101)));
+    }
+
+    #[test]
+    fn status_and_max_peers() {
+        let Command::Status(a) = run("status --owner 9000 --watch").unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.owner.to_string(), "127.0.0.1:9000");
+        assert!(a.watch && !a.json);
+        assert_eq!(run("status --help").unwrap(), Command::Help(STATUS_HELP));
+        let Command::Owner(a) = run("owner --port 1 f").unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.max_peers, 5000);
     }
 
     #[test]
@@ -422,11 +556,11 @@ mod tests {
         let cases = [
             (
                 "",
-                "missing subcommand: use 'owner' or 'peer' (see 'swarm --help')",
+                "missing subcommand: use 'owner', 'peer' or 'status' (see 'swarm --help')",
             ),
             (
                 "fly",
-                "unknown subcommand 'fly': use 'owner' or 'peer' (see 'swarm --help')",
+                "unknown subcommand 'fly': use 'owner', 'peer' or 'status' (see 'swarm --help')",
             ),
             ("--fast", "unknown flag '--fast' (see 'swarm --help')"),
             ("owner f", "missing --port (see 'swarm owner --help')"),
@@ -470,8 +604,18 @@ mod tests {
                 "missing --owner (see 'swarm peer --help')",
             ),
             (
-                "peer --owner 1 --port 2",
-                "missing --download-neighbor (see 'swarm peer --help')",
+                "peer --owner 1 --port 2 --advertise nowhere",
+                "invalid --advertise 'nowhere': expected HOST:PORT, as other peers should dial it",
+            ),
+            (
+                "peer --owner 1 --port 2 --advertise :9",
+                "invalid --advertise ':9': expected HOST:PORT, as other peers should dial it",
+            ),
+            ("status", "missing --owner (see 'swarm status --help')"),
+            ("status --owner 1 --watch=yes", "--watch takes no value"),
+            (
+                "owner --port 1 --max-peers 0 f",
+                "invalid --max-peers '0': expected a whole number from 1 to 60000",
             ),
             (
                 "peer --owner x --port 2 --download-neighbor 3",

@@ -22,8 +22,12 @@ pub mod owner;
 pub mod peer;
 /// Which chunk is held, wanted, requested from whom and since when.
 pub mod scheduler;
+/// `swarm status`: the owner's registry, as a table or JSON.
+pub mod status;
 /// Chunk files on disk, verified before they are kept.
 pub mod store;
+/// The owner's registry of peers and the ring it wires.
+pub mod tracker;
 /// The wire protocol: one message enum, one encoder, one decoder.
 pub mod wire;
 

@@ -24,6 +24,7 @@ fn run() -> swarm::Result<()> {
         Command::Peer(args) => {
             swarm::peer::run(&args)?;
         }
+        Command::Status(args) => swarm::status::run(&args)?,
     }
     Ok(())
 }

@@ -38,6 +38,22 @@ pub fn configure(stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Raises this process's open-file limit to its hard limit: an owner of
+/// a thousand peers holds several descriptors for each.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Reads until `dec` holds a whole frame, or fails with a timeout once
 /// `within` has passed.
 pub fn fill_within(
@@ -132,6 +148,9 @@ pub struct Stats {
     writing_since: AtomicU64,
     /// Milliseconds after `opened` by which that write must be done.
     write_deadline: AtomicU64,
+    /// Set once the connection belongs to a registered peer: a listener
+    /// never closes it to make room.
+    member: AtomicBool,
 }
 
 impl Default for Stats {
@@ -145,6 +164,7 @@ impl Default for Stats {
             last_heard: AtomicU64::new(0),
             writing_since: AtomicU64::new(0),
             write_deadline: AtomicU64::new(0),
+            member: AtomicBool::new(false),
         }
     }
 }
@@ -168,6 +188,11 @@ impl Stats {
         }
         self.moved.fetch_add(1, Ordering::Relaxed);
         self.last_moved.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Marks the connection as a registered peer's.
+    pub fn set_member(&self) {
+        self.member.store(true, Ordering::Relaxed);
     }
 
     /// Notes that a frame arrived.
@@ -260,6 +285,9 @@ impl Slots {
                 .enumerate()
                 .filter_map(|(i, slot)| {
                     let s = &slot.stats;
+                    if s.member.load(Ordering::Relaxed) {
+                        return None;
+                    }
                     let key = match (s.last_asked(), s.last_moved()) {
                         (Some(at), _) => (2, at),
                         (None, Some(at)) => (1, at),

@@ -11,13 +11,21 @@
 //! Seeding hands each peer about 1/N of the chunks, choosing the chunks
 //! handed out least so far ([`Seeder`]), so the first N peers between them
 //! hold every chunk and the ring can finish even without the owner.
+//! Peers the owner wires into the ring after those N get no seeds: the
+//! ring brings them everything.
+//!
+//! The owner is also the swarm's tracker ([`crate::tracker`]): sessions
+//! that register feed it, and the owner carries out what it decides
+//! (telling a peer its download neighbour, re-seeding chunks that died
+//! with a peer) and answers `swarm status`.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,11 +39,19 @@ use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Layout, Manifest};
 use crate::net::{self, Stats, Stopper};
 use crate::store::{self, Store};
+use crate::tracker::{self, Action, Tracker};
 use crate::wire::{self, Decoder, Kind, Kinds, Message};
 
-/// Connections served at once; past it, the one that has done least is
-/// closed to make room. Each peer keeps one open while it needs the owner.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Connections served beyond `--max-peers` (each registered peer keeps
+/// one open): room for handshakes, `swarm status` and strangers, which
+/// make room for each other but never take a registered peer's slot.
+pub const SPARE_CONNECTIONS: usize = 256;
+
+/// How often the owner logs the registry while peers are downloading.
+const TABLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Peer lines in the table the owner logs; the total line counts all.
+const TABLE_ROWS: usize = 40;
 
 /// Chooses which chunks to seed to each joining peer.
 #[derive(Debug)]
@@ -100,6 +116,12 @@ impl Seeder {
         }
         chosen
     }
+
+    /// Whether N peers have had their shares: the file has been handed
+    /// out whole once.
+    pub fn round_done(&self) -> bool {
+        self.joined >= self.peers
+    }
 }
 
 /// A bound, indexed owner, ready to serve.
@@ -109,6 +131,7 @@ pub struct Owner {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stopper: Stopper,
+    max_peers: usize,
 }
 
 #[derive(Debug)]
@@ -127,6 +150,10 @@ struct Shared {
     fatal: Mutex<Option<Error>>,
     /// Bytes of chunks read from the source file and not yet sent.
     source_reads: AtomicUsize,
+    /// Chunk bytes sent to peers, seeds and answers alike.
+    sent: AtomicU64,
+    /// The registry and the ring.
+    tracker: Mutex<Tracker>,
     stopper: Stopper,
 }
 
@@ -143,6 +170,61 @@ impl Shared {
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carries out what the tracker decided, outside its lock.
+    fn act(self: &Arc<Shared>, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Log(line) => log::info!("owner: {line}"),
+                Action::Tell { conn, addr } => {
+                    let handle = self.sessions().live.get(&conn).map(|l| l.handle.clone());
+                    if let Some(handle) = handle {
+                        let shown = if addr.is_empty() { "no one" } else { &addr };
+                        log::info!("owner: told {} to download from {shown}", handle.who());
+                        let _ = handle.send_message(&Message::Neighbour(&addr));
+                    }
+                }
+                Action::Reseed { conn, chunks } => {
+                    let handle = self.sessions().live.get(&conn).map(|l| l.handle.clone());
+                    if let Some(handle) = handle {
+                        self.push_seeds(&handle, chunks);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `seeds` on a session, then SEED_DONE, and counts the
+    /// session as seeding until they are out.
+    fn push_seeds(self: &Arc<Shared>, handle: &Handle, seeds: ChunkSet) {
+        let mut done = Vec::new();
+        wire::encode(&Message::SeedDone, &mut done);
+        if seeds.is_empty() {
+            // Nothing to seed: no reason to tell every other session that
+            // seeding starts and stops.
+            if let Some(busy) = self.sessions().seeded_nothing(handle.id()) {
+                wire::encode(&Message::Seeding(busy), &mut done);
+            }
+            if handle.send(Outgoing::Frames(done)).is_err() {
+                handle.close();
+            }
+            return;
+        }
+        self.sessions().seeding(handle.id());
+        let (shared, id) = (Arc::clone(self), handle.id());
+        let then = Then(Box::new(move || shared.sessions().seeds_out(id)));
+        let queued = handle
+            .send(Outgoing::Seeds(seeds))
+            .and_then(|()| handle.send(Outgoing::Frames(done)))
+            .and_then(|()| handle.send(Outgoing::Then(then)));
+        if queued.is_err() {
+            handle.close();
+        }
     }
 
     fn changed(&self, id: ChunkId) -> Error {
@@ -167,7 +249,9 @@ impl ChunkSource for Shared {
         // split (which waits on no session) to write the chunk file.
         let _budget = loop {
             if self.store.has(id) {
-                self.store.send_chunk(id, w)?;
+                if self.store.send_chunk(id, w)? > 0 {
+                    self.sent.fetch_add(len as u64, Ordering::Relaxed);
+                }
                 return Ok(());
             }
             if let Some(taken) = Budget::take(&self.source_reads, len) {
@@ -196,7 +280,10 @@ impl ChunkSource for Shared {
                 self.source.display()
             )));
         }
-        wire::send(w, &Message::Chunk { id, data: &data }).map_err(|e| Error::io("send chunk", e))
+        wire::send(w, &Message::Chunk { id, data: &data })
+            .map_err(|e| Error::io("send chunk", e))?;
+        self.sent.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -222,6 +309,7 @@ impl Owner {
             crate::manifest::to_hex(m.file_hash()),
         );
         let seeder = Seeder::new(m.layout().count(), args.peers);
+        let tracker = Tracker::new(m.layout().count(), args.max_peers as usize);
         let file_id = m.id();
         let manifest_frames = encode_manifest(m).into();
         let store = Store::open_owner(&args.dir, manifest)?;
@@ -235,6 +323,8 @@ impl Owner {
             sessions: Mutex::new(Sessions::default()),
             fatal: Mutex::new(None),
             source_reads: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            tracker: Mutex::new(tracker),
             stopper: stopper.clone(),
         });
         let splitter = Arc::clone(&shared);
@@ -267,6 +357,7 @@ impl Owner {
             addr,
             shared,
             stopper,
+            max_peers: args.max_peers as usize,
         })
     }
 
@@ -289,13 +380,25 @@ impl Owner {
     /// stopped it, if one did, after telling every connected peer why.
     pub fn run(self) -> Result<()> {
         log::info!("owner: listening on {}", self.addr);
+        net::raise_fd_limit();
         let shared = Arc::clone(&self.shared);
+        let ticker = Arc::clone(&self.shared);
+        thread::Builder::new()
+            .name("tracker".into())
+            .spawn(move || track(&ticker))
+            .map_err(|e| Error::io("start the tracker thread", e))?;
         let open = net::accept_loop(
             &self.listener,
             &self.stopper,
             "owner",
-            MAX_CONNECTIONS,
+            self.max_peers + SPARE_CONNECTIONS,
             move |s, who, stats| serve(&shared, s, who, stats),
+        );
+        let sent = self.shared.sent.load(Ordering::Relaxed);
+        log::info!(
+            "owner: sent {:.2} MiB of chunks in all ({:.2} x the file)",
+            sent as f64 / MIB,
+            sent as f64 / (self.shared.store.layout().file_len().max(1)) as f64
         );
         let fatal = self
             .shared
@@ -365,6 +468,8 @@ struct Sessions {
 struct Live {
     handle: Handle,
     state: SeedState,
+    /// Seed batches queued and not yet out.
+    batches: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,9 +483,13 @@ enum SeedState {
 }
 
 impl Sessions {
-    /// Session `id` starts receiving its seeds.
+    /// Session `id` starts receiving a batch of seeds.
     fn seeding(&mut self, id: ConnId) {
         if let Some(live) = self.live.get_mut(&id) {
+            live.batches += 1;
+            if live.state == SeedState::Seeding {
+                return;
+            }
             live.state = SeedState::Seeding;
             self.seeding += 1;
             if self.seeding == 1 {
@@ -389,13 +498,40 @@ impl Sessions {
         }
     }
 
-    /// Session `id`'s seeds are out, or it ended first. Tells it whether
-    /// others are still seeding, and everyone when the last one is done.
+    /// Session `id` was given no seeds. Unless a batch is under way, its
+    /// seeds are out at once; returns whether others are seeding, to
+    /// tell it, if so.
+    fn seeded_nothing(&mut self, id: ConnId) -> Option<bool> {
+        let busy = self.seeding > 0;
+        let live = self.live.get_mut(&id)?;
+        if live.state == SeedState::Seeding {
+            return None;
+        }
+        live.state = SeedState::Seeded;
+        Some(busy)
+    }
+
+    /// Session `id` ended: whatever it was being seeded is over.
+    fn ended(&mut self, id: ConnId) {
+        if let Some(live) = self.live.get_mut(&id) {
+            live.batches = live.batches.min(1);
+        }
+        self.seeds_out(id);
+        self.live.remove(&id);
+    }
+
+    /// A batch of session `id`'s seeds is out. Once all are, tells it
+    /// whether others are still seeding, and everyone when the last one
+    /// is done.
     fn seeds_out(&mut self, id: ConnId) {
         let Some(live) = self.live.get_mut(&id) else {
             return;
         };
         if live.state != SeedState::Seeding {
+            return;
+        }
+        live.batches = live.batches.saturating_sub(1);
+        if live.batches > 0 {
             return;
         }
         live.state = SeedState::Seeded;
@@ -424,6 +560,9 @@ const STOPPED: &str = "the owner's file changed while being shared; the owner ha
 fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Stats>) -> Result<()> {
     let store = &shared.store;
     net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
+    let peer_ip = stream
+        .peer_addr()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     let mut dec = Decoder::new();
     let hello = conn::read_hello(&mut stream, &mut dec, addr)?;
     let who = hello.name;
@@ -449,11 +588,14 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         Live {
             handle: handle.clone(),
             state: SeedState::Waiting,
+            batches: 0,
         },
     );
     let mut role = Session {
         shared: Arc::clone(shared),
-        seeded: false,
+        phase: Phase::Waiting,
+        peer_ip,
+        registration: None,
     };
     let result = conn.run(&mut role);
     // Logged here, before the session leaves the map, so an owner that
@@ -462,58 +604,93 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         Ok(()) => log::info!("owner: {who} disconnected"),
         Err(e) => log::warn!("owner: {e}; connection closed"),
     }
-    let mut sessions = shared.sessions();
-    sessions.seeds_out(handle.id());
-    sessions.live.remove(&handle.id());
+    shared.sessions().ended(handle.id());
+    if role.registration.is_some() {
+        let actions = shared.tracker().link_down(handle.id(), Instant::now());
+        shared.act(actions);
+    }
     Ok(())
 }
 
-/// What the owner does with one peer's messages: seed it once its
-/// chunk-ID list is in, then answer its requests. Its writer serves both
-/// in order; no session ever waits on another.
+/// Where a session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Before the peer's chunk-ID list (or a status request).
+    Waiting,
+    /// A peer: seeded, then asking and reporting.
+    Serving,
+    /// `swarm status`: asks for the registry, nothing else.
+    Status,
+}
+
+/// What a REGISTER said, until the chunk-ID list completes it.
+struct Registration {
+    addr: String,
+    wired: bool,
+    neighbour: String,
+}
+
+/// What the owner does with one peer's messages: register it, seed it
+/// once its chunk-ID list is in, then answer its requests and take its
+/// reports. Its writer serves seeds and answers in order; no session
+/// ever waits on another.
 struct Session {
     shared: Arc<Shared>,
-    seeded: bool,
+    phase: Phase,
+    /// Where the session comes from: a registration without a host means
+    /// this address.
+    peer_ip: IpAddr,
+    registration: Option<Registration>,
 }
 
 impl Role for Session {
     fn accepts(&self) -> Kinds {
-        const BEFORE: Kinds = Kinds::of(&[Kind::ChunkList, Kind::KeepAlive]);
-        const AFTER: Kinds = Kinds::of(&[Kind::Request, Kind::KeepAlive]);
-        if self.seeded { AFTER } else { BEFORE }
+        const WAITING: Kinds = Kinds::of(&[Kind::ChunkList, Kind::KeepAlive, Kind::StatusRequest]);
+        const REGISTER: Kinds = Kinds::of(&[
+            Kind::Register,
+            Kind::ChunkList,
+            Kind::KeepAlive,
+            Kind::StatusRequest,
+        ]);
+        const SERVING: Kinds = Kinds::of(&[
+            Kind::Request,
+            Kind::Have,
+            Kind::Progress,
+            Kind::Unreachable,
+            Kind::Complete,
+            Kind::KeepAlive,
+        ]);
+        const STATUS: Kinds = Kinds::of(&[Kind::StatusRequest, Kind::KeepAlive]);
+        match self.phase {
+            Phase::Waiting if self.registration.is_some() => WAITING,
+            Phase::Waiting => REGISTER,
+            Phase::Serving => SERVING,
+            Phase::Status => STATUS,
+        }
     }
 
     fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
         let who = conn.who();
+        let shared = &self.shared;
         match msg {
-            Message::ChunkList(peer_has) => {
-                let layout = *self.shared.store.layout();
-                log::info!(
-                    "owner: received chunk-ID list from {who} ({} of {} chunks)",
-                    peer_has.len(),
-                    layout.count()
-                );
-                let seeds = self
-                    .shared
-                    .seeder
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .choose(&layout, &peer_has);
-                log::info!("owner: seeding {} chunks to {who}", seeds.len());
-                self.seeded = true;
-                self.shared.sessions().seeding(conn.id());
-                let mut done = Vec::new();
-                wire::encode(&Message::SeedDone, &mut done);
-                let (shared, id) = (Arc::clone(&self.shared), conn.id());
-                let then = Then(Box::new(move || shared.sessions().seeds_out(id)));
-                let queued = conn
-                    .send(Outgoing::Seeds(seeds))
-                    .and_then(|()| conn.send(Outgoing::Frames(done)))
-                    .and_then(|()| conn.send(Outgoing::Then(then)));
-                if queued.is_err() {
-                    conn.close();
-                }
+            Message::Register {
+                wired,
+                port,
+                host,
+                neighbour,
+            } => {
+                let addr = if host.is_empty() {
+                    std::net::SocketAddr::new(self.peer_ip, port).to_string()
+                } else {
+                    format!("{host}:{port}")
+                };
+                self.registration = Some(Registration {
+                    addr,
+                    wired,
+                    neighbour: neighbour.to_string(),
+                });
             }
+            Message::ChunkList(peer_has) => self.start(peer_has, conn),
             Message::Request(id) => {
                 log::info!(target: "swarm::chunk", "owner: received request for chunk {id} from {who}");
                 match conn.send(Outgoing::Chunk(id)) {
@@ -523,11 +700,120 @@ impl Role for Session {
                     }
                 }
             }
+            Message::Have(ids) => shared.tracker().have(conn.id(), &ids),
+            Message::Progress { rate } => shared.tracker().progress(conn.id(), rate),
+            Message::Unreachable(addr) => {
+                let actions = shared.tracker().unreachable(conn.id(), addr);
+                shared.act(actions);
+            }
+            Message::Complete => {
+                let actions = shared.tracker().complete(conn.id());
+                shared.act(actions);
+            }
+            Message::StatusRequest => {
+                self.phase = Phase::Status;
+                let peers = shared.tracker().status();
+                let mut buf = Vec::new();
+                let limit = shared.store.layout().frame_limit();
+                wire::encode_status(shared.sent.load(Ordering::Relaxed), &peers, limit, &mut buf);
+                if conn.send(Outgoing::Frames(buf)) == Err(SendError::Full) {
+                    return Err(Error::wire(who, wire::Error::Flood(conn::INBOX)));
+                }
+            }
             _ => {}
         }
         Ok(())
     }
 }
+
+impl Session {
+    /// The peer's chunk-ID list is in: register it (if it registered),
+    /// choose its seeds and send them.
+    fn start(&mut self, peer_has: ChunkSet, conn: &Handle) {
+        let shared = &self.shared;
+        let who = conn.who();
+        let layout = *shared.store.layout();
+        log::info!(
+            "owner: received chunk-ID list from {who} ({} of {} chunks)",
+            peer_has.len(),
+            layout.count()
+        );
+        self.phase = Phase::Serving;
+        let mut known = false;
+        let mut wired = false;
+        let mut actions = Vec::new();
+        if let Some(reg) = &self.registration {
+            let joined = shared.tracker().register(
+                conn.id(),
+                &reg.addr,
+                reg.wired,
+                &reg.neighbour,
+                peer_has.clone(),
+            );
+            match joined {
+                Ok((joined, todo)) => {
+                    known = joined.known;
+                    wired = reg.wired;
+                    actions = todo;
+                    conn.stats().set_member();
+                }
+                Err(reason) => {
+                    log::warn!("owner: refused {who}: {reason}");
+                    conn.refuse(&reason);
+                    return;
+                }
+            }
+        }
+        let seeds = {
+            let mut seeder = shared.seeder.lock().unwrap_or_else(|p| p.into_inner());
+            // A peer the owner wires gets a share only in the first round
+            // and only once: later ones fill from the ring.
+            if wired && (known || seeder.round_done()) {
+                ChunkSet::new(layout.count())
+            } else {
+                seeder.choose(&layout, &peer_has)
+            }
+        };
+        log::info!("owner: seeding {} chunks to {who}", seeds.len());
+        shared.tracker().seeded(conn.id(), &seeds);
+        // NEIGHBOUR goes before the seeds: a peer whose seeds are in and
+        // who has no neighbour turns to the owner for the rest.
+        shared.act(actions);
+        shared.push_seeds(conn, seeds);
+    }
+}
+
+/// The tracker's clock: ends the grace of peers away too long, and logs
+/// the registry every few seconds while peers are downloading.
+fn track(shared: &Arc<Shared>) {
+    let mut last_table = Instant::now();
+    while !shared.stopper.stopped() {
+        thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        let actions = shared.tracker().tick(now);
+        shared.act(actions);
+        if now.saturating_duration_since(last_table) >= TABLE_EVERY {
+            last_table = now;
+            let (active, peers) = {
+                let t = shared.tracker();
+                (t.active(), t.status())
+            };
+            if active {
+                let layout = shared.store.layout();
+                let text = tracker::table(
+                    &peers,
+                    layout.count(),
+                    layout.chunk_size(),
+                    shared.sent.load(Ordering::Relaxed),
+                    TABLE_ROWS,
+                );
+                log::info!("owner: swarm status\n{text}");
+            }
+        }
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// MANIFEST and the HASHES frames that cover every chunk, each within the
 /// frame limit.

@@ -307,7 +307,12 @@ impl Scheduler {
             // The source was removed while the chunk was on its way.
             return self.hold(chunk);
         };
-        if !take_outstanding(source, chunk, now) && !source.pushing {
+        // The owner may push at any time: its seeds, and later the chunks
+        // that died with a peer.
+        if !take_outstanding(source, chunk, now)
+            && !source.pushing
+            && source.kind != SourceKind::Owner
+        {
             self.hold(chunk);
             return Arrival::Unasked;
         }
@@ -603,10 +608,11 @@ mod tests {
         s.add_source(OWNER, SourceKind::Owner, 40);
         s.offer(RING, all(&l));
         let c = ids(&l, &[0, 1, 2, 3]);
-        // The owner pushes seeds unasked until it says it is done.
+        // The owner pushes seeds unasked, and may push again after it
+        // said it was done (chunks that died with a peer).
         assert_eq!(s.on_chunk(OWNER, c[3], now), Arrival::Fresh);
         s.stop_pushing(OWNER);
-        assert_eq!(s.on_chunk(OWNER, c[2], now), Arrival::Unasked);
+        assert_eq!(s.on_chunk(OWNER, c[1], now), Arrival::Fresh);
         assert_eq!(s.on_chunk(RING, c[2], now), Arrival::Unasked);
         s.reserve(RING, 2, Order::Lowest, now);
         assert_eq!(s.on_chunk(RING, c[0], now), Arrival::Fresh);
@@ -616,7 +622,7 @@ mod tests {
             "asked once, answered once"
         );
         // Chunk 2 was unasked but verified, so it is held all the same.
-        assert_eq!(s.missing(), 1);
+        assert_eq!(s.missing(), 0);
         check(&s);
     }
 

@@ -1037,8 +1037,16 @@ pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a
 }
 
 fn decode_status(payload: &[u8]) -> Option<Status> {
-    let u32_at = |at: usize| Some(u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_be_bytes(payload.get(at..at + 8)?.try_into().ok()?));
+    let u32_at = |at: usize| {
+        Some(u32::from_be_bytes(
+            payload.get(at..at + 4)?.try_into().ok()?,
+        ))
+    };
+    let u64_at = |at: usize| {
+        Some(u64::from_be_bytes(
+            payload.get(at..at + 8)?.try_into().ok()?,
+        ))
+    };
     let total = u32_at(0)?;
     let first = u32_at(4)?;
     let sent = u64_at(8)?;

@@ -49,11 +49,11 @@ fn usage_errors_exit_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (
             &[],
-            "swarm: missing subcommand: use 'owner' or 'peer' (see 'swarm --help')",
+            "swarm: missing subcommand: use 'owner', 'peer' or 'status' (see 'swarm --help')",
         ),
         (
             &["seed"],
-            "swarm: unknown subcommand 'seed': use 'owner' or 'peer' (see 'swarm --help')",
+            "swarm: unknown subcommand 'seed': use 'owner', 'peer' or 'status' (see 'swarm --help')",
         ),
         (
             &["owner", "f.bin"],
@@ -76,8 +76,20 @@ fn usage_errors_exit_2_with_one_line() {
             "swarm: missing --owner (see 'swarm peer --help')",
         ),
         (
-            &["peer", "--owner", "9000", "--port", "9001"],
-            "swarm: missing --download-neighbor (see 'swarm peer --help')",
+            &[
+                "peer",
+                "--owner",
+                "9000",
+                "--port",
+                "9001",
+                "--advertise",
+                "x",
+            ],
+            "swarm: invalid --advertise 'x': expected HOST:PORT, as other peers should dial it",
+        ),
+        (
+            &["status", "--owner", "9000", "--json", "x"],
+            "swarm: unexpected argument 'x'",
         ),
         (
             &[

@@ -227,10 +227,10 @@ fn a_stranger_s_keepalives_hold_no_complete_peer() {
 #[test]
 fn squatters_at_the_owner_make_room_for_real_peers() {
     let mut ring = Ring::new("squat-owner", 3, 20 * CHUNK + 9);
-    ring.start_owner(&["--peers", "3"]);
+    ring.start_owner(&["--peers", "3", "--max-peers", "3"]);
     await_owner(&ring);
     let mut squatters = Vec::new();
-    for n in 0..swarm::owner::MAX_CONNECTIONS {
+    for n in 0..swarm::owner::SPARE_CONNECTIONS + 3 {
         let (mut c, m) = FakeConn::join_owner(ring.owner_port, &format!("squatter {n}"));
         // Half take their seeds too.
         if n % 2 == 0 {
@@ -245,7 +245,7 @@ fn squatters_at_the_owner_make_room_for_real_peers() {
     ring.expect_all_identical();
     let log = ring.owner.as_ref().unwrap().log_text();
     assert!(
-        log.contains("256 connections open; closed") && log.contains("to make room"),
+        log.contains("259 connections open; closed") && log.contains("to make room"),
         "{log}"
     );
     // The squatters' thread notices as it drains what they were sent.

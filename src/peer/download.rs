@@ -1,7 +1,9 @@
 //! The download side: the connection to the download neighbour.
 //!
-//! One thread connects (retrying with backoff while the neighbour is not
-//! up) and runs the connection with [`DownloadRole`]: the neighbour's
+//! One thread connects to the download neighbour of the moment (the one
+//! given, or the one the owner last assigned; retrying with backoff while
+//! it is not up, and telling the coordinator, which tells the owner, when
+//! it cannot be reached) and runs the connection with [`DownloadRole`]: the neighbour's
 //! chunk-ID list and HAVE updates go to the coordinator, which decides
 //! what to request; each chunk that arrives is verified and stored by the
 //! store, then reported. Once the file is verified the coordinator sends
@@ -31,7 +33,6 @@ const GIVE_UP_WHEN_COMPLETE: Duration = Duration::from_secs(3);
 
 /// Everything the download thread needs.
 pub(crate) struct Download {
-    pub addr: SocketAddr,
     pub store: Arc<Store>,
     pub shared: Arc<Shared>,
 }
@@ -49,11 +50,19 @@ impl Download {
                 return;
             }
             let shun = self.shared.shun_until.load(Ordering::Relaxed);
+            let Some(addr) = self.shared.target() else {
+                // Alone in the ring, or not yet placed: wait to be told.
+                if self.shared.verified() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            };
             if self.shared.now_ms() < shun {
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            match self.session(&mut backoff) {
+            match self.session(addr, &mut backoff) {
                 // Ended in order after the file was verified: COMPLETE
                 // went out.
                 Ok(()) if self.shared.verified() => return,
@@ -63,7 +72,11 @@ impl Download {
                     // A neighbour that is not up yet refuses many times
                     // in a row; say so once.
                     if failures == 1 || !matches!(e, Error::Io { .. }) {
-                        log::warn!("{name}: download neighbour at {}: {e}; retrying", self.addr);
+                        log::warn!("{name}: download neighbour at {addr}: {e}; retrying");
+                    }
+                    // The owner re-wires around a neighbour that is gone.
+                    if matches!(e, Error::Io { .. }) {
+                        self.shared.report(Event::Unreachable(addr));
                     }
                     if !matches!(e, Error::Io { .. }) {
                         failures = 0;
@@ -79,15 +92,22 @@ impl Download {
                     return;
                 }
             }
-            thread::sleep(backoff.next_delay());
+            // A new assignment ends the wait early.
+            let until = Instant::now() + backoff.next_delay();
+            while Instant::now() < until && self.shared.target() == Some(addr) {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if self.shared.target() != Some(addr) {
+                backoff.reset();
+            }
         }
     }
 
-    fn session(&self, backoff: &mut Backoff) -> Result<()> {
+    fn session(&self, to: SocketAddr, backoff: &mut Backoff) -> Result<()> {
         let name = &self.shared.name;
         let file_id = self.store.manifest().id();
-        let addr = self.addr.to_string();
-        let (stream, mut dec, hello) = conn::dial(self.addr, file_id, name)?;
+        let addr = to.to_string();
+        let (stream, mut dec, hello) = conn::dial(to, file_id, name)?;
         if hello.file_id != file_id {
             return Err(Error::wire(
                 &addr,

@@ -6,9 +6,13 @@
 //! connections with a role of its own:
 //!
 //! - the owner link ([`owner_link`]) fetches the manifest and this peer's
-//!   seeded chunks, and stays on as a source the coordinator may ask;
+//!   seeded chunks, registers the peer with the owner (who wires it into
+//!   the ring unless `--download-neighbor` did), and stays on as a source
+//!   the coordinator may ask and as the channel for the coordinator's
+//!   progress reports and the owner's re-wiring;
 //! - the upload side ([`upload`]) serves whoever downloads from this peer;
-//! - the download side ([`download`]) connects to the download neighbour.
+//! - the download side ([`download`]) connects to the download neighbour,
+//!   the one given or the one the owner last assigned.
 //!
 //! Connections store the chunks they receive (the store verifies each
 //! one first) and report everything to the coordinator on one channel of
@@ -22,10 +26,13 @@ mod download;
 mod owner_link;
 mod upload;
 
+pub(crate) use owner_link::receive_manifest;
+
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -55,6 +62,10 @@ const ENDGAME_WINDOW: usize = 2;
 /// How many times slower per chunk than the owner a busy download
 /// neighbour may be before the owner helps out.
 const SLOW_FACTOR: u32 = 4;
+
+/// How long a peer the owner wires waits without a download neighbour,
+/// once its seeds are in, before it fetches the rest from the owner.
+const ALONE_GRACE: Duration = Duration::from_secs(1);
 
 /// Events queued for the coordinator at most.
 const EVENTS: usize = 4096;
@@ -92,6 +103,13 @@ pub(crate) enum Event {
     DownloaderComplete(ConnId),
     /// A downloader's connection ended.
     DownloaderGone(ConnId),
+    /// The chunks the owner link listed to the owner in a new session.
+    OwnerListed(ChunkSet),
+    /// The owner assigned a download neighbour, with its address as the
+    /// owner wrote it (`None`: no one yet).
+    Neighbour(Option<(SocketAddr, String)>),
+    /// The download side cannot reach its neighbour at this address.
+    Unreachable(SocketAddr),
     /// A thread hit an error the peer cannot get past.
     Fatal(Error),
 }
@@ -114,6 +132,11 @@ pub(crate) struct Shared {
     /// Milliseconds after `started` before which the download side must
     /// not reconnect (its neighbour sent corrupt chunks).
     shun_until: AtomicU64,
+    /// Whether the owner wires this peer into the ring.
+    pub wired: bool,
+    /// The download neighbour: given, or assigned by the owner (`None`
+    /// until it is, or while the peer is alone in the ring).
+    target: Mutex<Option<SocketAddr>>,
     pub events: Sender<Event>,
 }
 
@@ -130,6 +153,15 @@ impl Shared {
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// The download neighbour now.
+    pub fn target(&self) -> Option<SocketAddr> {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_target(&self, addr: Option<SocketAddr>) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = addr;
     }
 
     /// Tells the coordinator; it is gone only when the peer is leaving.
@@ -177,14 +209,21 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         verified: AtomicBool::new(false),
         need_owner: AtomicBool::new(false),
         shun_until: AtomicU64::new(0),
+        wired: args.download_neighbor.is_none(),
+        target: Mutex::new(args.download_neighbor),
         events,
     });
     let name = shared.name.clone();
-    log::info!(
-        "{name}: listening on {local}; owner {}, download neighbour {}",
-        args.owner,
-        args.download_neighbor
-    );
+    match args.download_neighbor {
+        Some(addr) => log::info!(
+            "{name}: listening on {local}; owner {}, download neighbour {addr}",
+            args.owner
+        ),
+        None => log::info!(
+            "{name}: listening on {local}; owner {}, which assigns the download neighbour",
+            args.owner
+        ),
+    }
 
     // Resume: a cached manifest lets the ring start before the owner is
     // reachable, with every chunk file re-hashed first.
@@ -210,6 +249,10 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
     let mut threads = Vec::new();
     let link = owner_link::OwnerLink {
         addr: args.owner,
+        advertise: args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| (String::new(), local.port())),
         dir: args.dir.clone(),
         store: store.clone(),
         shared: Arc::clone(&shared),
@@ -237,7 +280,6 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
     };
     threads.push(spawn("upload", move || up.run())?);
     let down = download::Download {
-        addr: args.download_neighbor,
         store: Arc::clone(&store),
         shared: Arc::clone(&shared),
     };
@@ -351,6 +393,16 @@ struct Coordinator<'a> {
     last_held: u32,
     last_bytes: u64,
     last_line: Instant,
+    /// The live session with the owner, for reports.
+    owner_link: Option<Handle>,
+    /// Chunks the owner has been told this peer holds.
+    reported: ChunkSet,
+    /// The download neighbour as the owner named it, for UNREACHABLE.
+    assigned: Option<String>,
+    /// Whether the owner has sent all of a session's seeds.
+    seed_done: bool,
+    /// Since when this peer has had no download neighbour, if it has none.
+    alone_since: Option<Instant>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -358,6 +410,7 @@ impl<'a> Coordinator<'a> {
         let now = Instant::now();
         let sched = Scheduler::new(*store.layout(), store.snapshot(), args.stall_timeout);
         let last_held = sched.held().len();
+        let last_count = store.layout().count();
         Coordinator {
             args,
             store,
@@ -386,6 +439,11 @@ impl<'a> Coordinator<'a> {
             last_held,
             last_bytes: 0,
             last_line: now,
+            owner_link: None,
+            reported: ChunkSet::new(last_count),
+            assigned: None,
+            seed_done: false,
+            alone_since: shared.target().is_none().then_some(now),
         }
     }
 
@@ -436,6 +494,7 @@ impl<'a> Coordinator<'a> {
                     self.owner_up = Some(now);
                     self.session_seeds = 0;
                     self.owner_seeding = true;
+                    self.owner_link = Some(handle.clone());
                 }
                 if self.report.is_some() {
                     self.tell_complete(kind, &handle);
@@ -469,6 +528,7 @@ impl<'a> Coordinator<'a> {
                 bytes,
             } => self.on_received(from, id, put, bytes, now),
             Event::SeedDone(from) => {
+                self.seed_done = true;
                 self.sched.stop_pushing(source(from));
                 // Too few seeds say little about the owner's link.
                 if let (Some(up), Some(last), n @ 4..) =
@@ -482,6 +542,19 @@ impl<'a> Coordinator<'a> {
             Event::SourceDown(from) => {
                 self.sched.remove_source(source(from));
                 self.sources.remove(&from);
+                if self.owner_link.as_ref().is_some_and(|h| h.id() == from) {
+                    self.owner_link = None;
+                }
+            }
+            Event::OwnerListed(set) => self.reported = set,
+            Event::Neighbour(addr) => self.rewire(addr),
+            Event::Unreachable(addr) => {
+                if let (Some(link), Some(text)) = (&self.owner_link, &self.assigned)
+                    && self.shared.wired
+                    && self.shared.target() == Some(addr)
+                {
+                    let _ = link.send_message(&Message::Unreachable(text));
+                }
             }
             Event::Downloader(handle) => {
                 self.downloaders.insert(handle.id(), handle);
@@ -503,6 +576,50 @@ impl<'a> Coordinator<'a> {
             Event::Fatal(e) => return Err(e),
         }
         Ok(())
+    }
+
+    /// The owner assigned `addr` as the download neighbour: the ring
+    /// connection, if any, makes way for one to the new neighbour.
+    fn rewire(&mut self, assigned: Option<(SocketAddr, String)>) {
+        let name = self.shared.name.clone();
+        let addr = assigned.as_ref().map(|(a, _)| *a);
+        self.assigned = assigned.map(|(_, text)| text);
+        if addr == self.shared.target() {
+            return;
+        }
+        match addr {
+            Some(addr) => log::info!("{name}: the owner assigned download neighbour {addr}"),
+            None => log::info!("{name}: the owner has no download neighbour for this peer yet"),
+        }
+        self.shared.set_target(addr);
+        self.alone_since = addr.is_none().then(Instant::now);
+        for (kind, handle) in self.sources.values() {
+            if *kind == SourceKind::Ring {
+                handle.close();
+            }
+        }
+        // A new neighbour gets a fair start before the owner stands in.
+        self.ring_progress = Instant::now();
+    }
+
+    /// Tells the owner what this peer gained since the last report and
+    /// how fast it receives.
+    fn report_progress(&mut self, rate: u64) {
+        let Some(link) = &self.owner_link else {
+            return;
+        };
+        let mut gained = self.sched.held().clone();
+        gained.subtract(&self.reported);
+        let layout = *self.store.layout();
+        let mut buf = Vec::new();
+        if !gained.is_empty() {
+            let ids: Vec<ChunkId> = gained.iter(&layout).collect();
+            wire::encode_have(&ids, &layout, &mut buf);
+        }
+        wire::encode(&Message::Progress { rate }, &mut buf);
+        if link.send(Outgoing::Frames(buf)).is_ok() {
+            self.reported.union_with(&gained);
+        }
     }
 
     /// Drops a downloader's handle (its connection ended or it is
@@ -620,6 +737,16 @@ impl<'a> Coordinator<'a> {
     /// just enough never to lapse).
     fn ring_stalled(&self, now: Instant) -> Option<String> {
         let limit = self.args.stall_timeout;
+        if self.shared.target().is_none() {
+            // Alone in the ring: once its seeds are in, only the owner
+            // has what it lacks; a moment's grace lets the peers started
+            // beside it join first.
+            let alone = self
+                .alone_since
+                .is_some_and(|at| now.saturating_duration_since(at) >= ALONE_GRACE);
+            return (self.seed_done && alone)
+                .then(|| "is none: this peer is alone in the ring".to_string());
+        }
         if now.saturating_duration_since(self.ring_progress) >= limit {
             return Some(format!("delivered nothing for {} s", limit.as_secs()));
         }
@@ -651,14 +778,21 @@ impl<'a> Coordinator<'a> {
 
     fn set_stalled(&mut self, stalled: bool, why: &str) {
         let name = &self.shared.name;
-        let addr = self.args.download_neighbor;
+        let at = self
+            .shared
+            .target()
+            .map_or_else(String::new, |a| format!(" at {a}"));
         match (self.stalled, stalled) {
+            // Alone is no fault of a neighbour's: not worth a warning.
+            (false, true) if at.is_empty() => log::info!(
+                "{name}: the download neighbour {why}; fetching missing chunks from the owner"
+            ),
             (false, true) => log::warn!(
-                "{name}: the download neighbour at {addr} {why}; fetching missing chunks from the owner"
+                "{name}: the download neighbour{at} {why}; fetching missing chunks from the owner"
             ),
             (true, false) => {
                 log::info!(
-                    "{name}: the download neighbour at {addr} is delivering again; back to the ring"
+                    "{name}: the download neighbour{at} is delivering again; back to the ring"
                 )
             }
             _ => {}
@@ -686,8 +820,13 @@ impl<'a> Coordinator<'a> {
         // hops of the ring while the owner's link idles. Only while the
         // owner seeds no one: seeds are chunks no peer has, and a chunk
         // asked for from the top may be one still on its way as a seed.
-        let endgame =
-            !self.owner_seeding && self.sched.missing() <= self.seeded.max(ENDGAME_WINDOW as u32);
+        // A peer the owner seeded nothing (one wired in after the first
+        // N) has no tail of its own to fetch: were a thousand such peers
+        // to ask for their last chunks, the owner's link would carry
+        // them a thousand times.
+        let endgame = !self.owner_seeding
+            && self.seeded > 0
+            && self.sched.missing() <= self.seeded.max(ENDGAME_WINDOW as u32);
         let full = request_window(self.store.layout().chunk_size());
         let owner_window = if stalled {
             full
@@ -763,12 +902,14 @@ impl<'a> Coordinator<'a> {
         let total = self.store.layout().count();
         let bytes = self.from_owner + self.from_ring;
         let secs = self.last_line.elapsed().as_secs_f64().max(1e-3);
+        let rate = (bytes - self.last_bytes) as f64 / secs;
         log::info!(
             "{}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
             self.shared.name,
             percent(held, total),
-            (bytes - self.last_bytes) as f64 / secs / MIB,
+            rate / MIB,
         );
+        self.report_progress(rate as u64);
         self.last_bytes = bytes;
         self.last_line = Instant::now();
         Ok(())
@@ -842,17 +983,22 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    /// Tells a download neighbour we hold every chunk, or lets the owner go.
-    fn tell_complete(&self, kind: SourceKind, handle: &Handle) {
+    /// Tells a download neighbour we hold every chunk and lets it go;
+    /// tells the owner too, but keeps its link: the owner counts a peer
+    /// whose link drops as gone, and this one still serves the ring.
+    fn tell_complete(&mut self, kind: SourceKind, handle: &Handle) {
+        if kind == SourceKind::Owner {
+            self.report_progress(0);
+        }
+        let _ = handle.send_message(&Message::Complete);
         if kind == SourceKind::Ring {
-            let _ = handle.send_message(&Message::Complete);
             log::info!(
                 "{}: holds every chunk; told {}",
                 self.shared.name,
                 handle.who()
             );
+            let _ = handle.send(Outgoing::Finish);
         }
-        let _ = handle.send(Outgoing::Finish);
     }
 
     /// The exit rule: the file is verified, and either a peer that

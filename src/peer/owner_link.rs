@@ -6,14 +6,20 @@
 //! cached in `--dir`, opens the store and tells the owner what is already
 //! held. Then the connection runs with [`OwnerRole`]: seeded chunks are
 //! verified and stored as they come, and later the chunks the
-//! coordinator asks the owner for. After the first session the link
-//! reconnects only while the coordinator wants the owner (the end game, a
-//! stalled ring), since every new session is seeded again.
+//! coordinator asks the owner for, and the owner's NEIGHBOUR assignments.
+//! Every session registers first (REGISTER): where this peer's upload
+//! port is reached, and whether the owner wires it. A peer the owner
+//! wires keeps its link up for as long as it runs (the owner counts a
+//! peer whose link stays down as gone); a hand-wired one reconnects
+//! after its first session only while the coordinator wants the owner
+//! (the end game, a stalled ring), since each new session of it is
+//! seeded again.
 //!
 //! Before the manifest is known, `--wait` without reaching the owner is
 //! fatal; after, an unreachable owner only earns a warning, since the ring
 //! may still finish without it.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +39,9 @@ use crate::wire::{self, Decoder, Kind, Kinds, Message};
 /// Everything the owner link thread needs.
 pub(crate) struct OwnerLink {
     pub addr: SocketAddr,
+    /// Where others reach this peer's upload port: a host (empty: the
+    /// address the owner sees) and a port.
+    pub advertise: (String, u16),
     pub dir: PathBuf,
     /// The store, once a cached manifest or the owner's has opened it.
     pub store: Option<Arc<Store>>,
@@ -55,7 +64,10 @@ impl OwnerLink {
             }
             // Every new session is seeded again, so after one that got
             // that far the link reconnects only when the owner is wanted.
-            if self.seeded_once && !self.shared.need_owner.load(Ordering::Relaxed) {
+            if self.seeded_once
+                && !self.shared.wired
+                && !self.shared.need_owner.load(Ordering::Relaxed)
+            {
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -119,8 +131,25 @@ impl OwnerLink {
         let store = self.adopt(manifest)?;
         dec.set_layout(*store.layout());
         let held = store.snapshot();
-        wire::send(&mut stream, &Message::ChunkList(held.clone()))
+        let neighbour = match (self.shared.wired, self.shared.target()) {
+            (false, Some(addr)) => addr.to_string(),
+            _ => String::new(),
+        };
+        let mut buf = Vec::new();
+        wire::encode(
+            &Message::Register {
+                wired: self.shared.wired,
+                port: self.advertise.1,
+                host: &self.advertise.0,
+                neighbour: &neighbour,
+            },
+            &mut buf,
+        );
+        wire::encode(&Message::ChunkList(held.clone()), &mut buf);
+        stream
+            .write_all(&buf)
             .map_err(|e| Error::wire(owner.as_str(), e.into()))?;
+        self.shared.report(Event::OwnerListed(held.clone()));
         log::info!(
             "{name}: sent chunk-ID list to the owner ({} chunks)",
             held.len()
@@ -191,6 +220,7 @@ impl Role for OwnerRole {
             Kind::Chunk,
             Kind::SeedDone,
             Kind::Seeding,
+            Kind::Neighbour,
             Kind::KeepAlive,
             Kind::Refuse,
         ]);
@@ -210,6 +240,29 @@ impl Role for OwnerRole {
                 self.shared.report(Event::OwnerSeeding(busy));
                 Ok(())
             }
+            Message::Neighbour(text) if !self.shared.wired => {
+                log::debug!(
+                    "{}: ignoring the owner's neighbour {text:?}: hand-wired",
+                    self.shared.name
+                );
+                Ok(())
+            }
+            Message::Neighbour("") => {
+                self.shared.report(Event::Neighbour(None));
+                Ok(())
+            }
+            Message::Neighbour(text) => {
+                match net::parse_addr(text) {
+                    Ok(addr) => self
+                        .shared
+                        .report(Event::Neighbour(Some((addr, text.to_string())))),
+                    Err(why) => log::warn!(
+                        "{}: the owner assigned download neighbour {text:?}, which is not usable: {why}",
+                        self.shared.name
+                    ),
+                }
+                Ok(())
+            }
             Message::Refuse(why) => Err(Error::wire(
                 conn.who(),
                 wire::Error::Refused(why.to_string()),
@@ -220,7 +273,7 @@ impl Role for OwnerRole {
 }
 
 /// Reads MANIFEST and the HASHES frames that follow it into a manifest.
-fn receive_manifest(
+pub(crate) fn receive_manifest(
     dec: &mut Decoder,
     stream: &mut std::net::TcpStream,
     owner: &str,

@@ -1,0 +1,146 @@
+//! `swarm status`: asks the owner for its registry and prints it.
+//!
+//! The client opens an owner session like a peer does (HELLO, then the
+//! manifest it is sent), but instead of a chunk-ID list it sends
+//! STATUS_REQUEST, once or every second with `--watch`, and prints the
+//! STATUS frames it gets back as a table or, with `--json`, as one JSON
+//! object per answer. It never registers, so it is not in the table.
+
+use std::io::{IsTerminal, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use crate::cli::StatusArgs;
+use crate::conn;
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::net;
+use crate::tracker;
+use crate::wire::{self, Decoder, Kind, Kinds, Message, PeerState, PeerStatus};
+
+/// How often `--watch` asks.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Runs `swarm status`.
+pub fn run(args: &StatusArgs) -> Result<()> {
+    let owner = format!("owner at {}", args.owner);
+    let (mut stream, mut dec, _) = conn::dial(args.owner, [0; 32], "status")?;
+    let manifest = crate::peer::receive_manifest(&mut dec, &mut stream, &owner)?;
+    dec.set_layout(*manifest.layout());
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let (sent, peers) = ask(&mut stream, &mut dec, &owner)?;
+        let text = if args.json {
+            json(&manifest, sent, &peers)
+        } else {
+            let l = manifest.layout();
+            tracker::table(&peers, l.count(), l.chunk_size(), sent, usize::MAX)
+        };
+        let mut out = std::io::stdout().lock();
+        if args.watch && tty && !args.json {
+            // Home and clear: the table is redrawn in place.
+            let _ = write!(out, "\x1b[H\x1b[2J");
+        }
+        writeln!(out, "{text}").map_err(|e| Error::io("write to standard output", e))?;
+        let _ = out.flush();
+        let complete = !peers.is_empty()
+            && peers
+                .iter()
+                .all(|p| matches!(p.state, PeerState::Complete | PeerState::Left));
+        if !args.watch || complete {
+            return Ok(());
+        }
+        thread::sleep(EVERY);
+    }
+}
+
+/// One STATUS_REQUEST and the frames that answer it.
+fn ask(stream: &mut TcpStream, dec: &mut Decoder, owner: &str) -> Result<(u64, Vec<PeerStatus>)> {
+    let fail = |err| Error::wire(owner, err);
+    wire::send(stream, &Message::StatusRequest).map_err(|e| fail(e.into()))?;
+    dec.set_accepts(Kinds::of(&[Kind::Status, Kind::KeepAlive, Kind::Refuse]));
+    let mut peers = Vec::new();
+    loop {
+        net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
+        match dec.message().map_err(fail)? {
+            Message::Status(part) => {
+                if part.first as usize != peers.len() {
+                    return Err(fail(wire::Error::Unexpected("status")));
+                }
+                peers.extend(part.peers);
+                if peers.len() >= part.total as usize {
+                    return Ok((part.sent, peers));
+                }
+            }
+            Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
+            _ => {}
+        }
+    }
+}
+
+/// The registry as one JSON object.
+fn json(manifest: &Manifest, sent: u64, peers: &[PeerStatus]) -> String {
+    let count = manifest.layout().count();
+    let rows: Vec<String> = peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{{\"addr\":{},\"downloads_from\":{},\"chunks\":{},\"percent\":{:.1},\
+                 \"rate_bytes_per_sec\":{},\"state\":\"{}\",\"wired_by_owner\":{}}}",
+                quote(&p.addr),
+                quote(&p.neighbour),
+                p.held,
+                if count == 0 {
+                    100.0
+                } else {
+                    100.0 * f64::from(p.held) / f64::from(count)
+                },
+                p.rate,
+                p.state.name(),
+                p.wired
+            )
+        })
+        .collect();
+    let by = |s: PeerState| peers.iter().filter(|p| p.state == s).count();
+    format!(
+        "{{\"file\":{},\"file_bytes\":{},\"chunks\":{count},\"owner_sent_bytes\":{sent},\
+         \"peers\":[{}],\"total\":{{\"peers\":{},\"downloading\":{},\"complete\":{},\
+         \"away\":{},\"gone\":{},\"left\":{}}}}}",
+        quote(manifest.name()),
+        manifest.layout().file_len(),
+        rows.join(","),
+        peers.len(),
+        by(PeerState::Downloading),
+        by(PeerState::Complete),
+        by(PeerState::Away),
+        by(PeerState::Gone),
+        by(PeerState::Left),
+    )
+}
+
+/// A JSON string literal.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}

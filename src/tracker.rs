@@ -1,0 +1,766 @@
+//! The owner's registry of peers and the ring it wires.
+//!
+//! Every peer registers over its owner link (REGISTER, then its chunk-ID
+//! list) and reports what it gains (HAVE) and its receive rate (PROGRESS).
+//! The [`Tracker`] keeps that registry and, for peers started without a
+//! `--download-neighbor`, the ring itself: a list in data-flow order in
+//! which each member downloads from the one before it (the first from
+//! the last). A newcomer goes at the end, in front of the first member,
+//! which is told to download from it; a member that dies or leaves is
+//! taken out, and the one after it is told to download from the one
+//! before it. Hand-wired peers keep their neighbours and are only listed.
+//!
+//! A member whose link drops is *away*; it keeps its place for
+//! [`GRACE`], so a reconnect costs nothing. Past that, or at once when
+//! the member after it reports it unreachable while its link is down, it
+//! is *gone*: the ring closes over the gap, and the chunks that no live
+//! member holds or is being seeded are pushed to the member that
+//! downloaded from it, the one place they re-enter the ring.
+//!
+//! The tracker does no I/O: each call returns the [`Action`]s the owner
+//! carries out (messages to sessions), so every state change is made
+//! under one lock, in one order, and is testable without sockets.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::chunks::ChunkSet;
+use crate::conn::ConnId;
+use crate::manifest::ChunkId;
+use crate::wire::{PeerState, PeerStatus};
+
+/// How long a member whose link dropped keeps its place in the ring.
+pub const GRACE: Duration = Duration::from_secs(3);
+
+/// Gone and left members kept for `swarm status` at most, beyond the
+/// live ones.
+const KEEP_GONE: usize = 1000;
+
+/// What the owner must do after a tracker call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send NEIGHBOUR: session `conn` downloads from `addr` (empty: no one).
+    Tell { conn: ConnId, addr: String },
+    /// Push `chunks` as seeds to session `conn`: no live member holds them.
+    Reseed { conn: ConnId, chunks: ChunkSet },
+    /// Log a line about the swarm.
+    Log(String),
+}
+
+/// How a registration went.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Joined {
+    /// Whether the address was registered before (a reconnect or a
+    /// restart): such a member is not seeded again.
+    pub known: bool,
+}
+
+/// One registered peer.
+#[derive(Debug)]
+struct Member {
+    addr: String,
+    wired: bool,
+    /// A hand-wired member's own download neighbour.
+    hand_neighbour: String,
+    /// The download neighbour it was last told (wired members).
+    assigned: Option<String>,
+    /// Its live session, if any.
+    link: Option<ConnId>,
+    held: ChunkSet,
+    /// Seeds its session was given: they count as held while it lives.
+    promised: ChunkSet,
+    rate: u64,
+    complete: bool,
+    /// When its link dropped, while it is away.
+    away_since: Option<Instant>,
+    /// Gone (dead) or left (complete) for good.
+    ended: bool,
+    /// The member after it when it went, to rejoin at its old place.
+    old_successor: Option<String>,
+}
+
+impl Member {
+    fn state(&self) -> PeerState {
+        match (self.ended, self.complete, self.away_since.is_some()) {
+            (true, true, _) => PeerState::Left,
+            (true, false, _) => PeerState::Gone,
+            (false, _, true) => PeerState::Away,
+            (false, true, false) => PeerState::Complete,
+            (false, false, false) => PeerState::Downloading,
+        }
+    }
+
+    fn live(&self) -> bool {
+        !self.ended
+    }
+}
+
+/// The registry and the ring; see the module docs.
+#[derive(Debug)]
+pub struct Tracker {
+    count: u32,
+    max_peers: usize,
+    /// Members in registration order.
+    members: Vec<Member>,
+    by_addr: HashMap<String, usize>,
+    by_conn: HashMap<ConnId, usize>,
+    /// Wired, live members in data-flow order: each downloads from the
+    /// one before it.
+    ring: Vec<usize>,
+}
+
+impl Tracker {
+    /// A tracker for a file of `count` chunks and at most `max_peers`
+    /// live members.
+    pub fn new(count: u32, max_peers: usize) -> Tracker {
+        Tracker {
+            count,
+            max_peers,
+            members: Vec::new(),
+            by_addr: HashMap::new(),
+            by_conn: HashMap::new(),
+            ring: Vec::new(),
+        }
+    }
+
+    /// Live members (not gone or left).
+    pub fn live(&self) -> usize {
+        self.members.iter().filter(|m| m.live()).count()
+    }
+
+    /// Whether any live member is still downloading.
+    pub fn active(&self) -> bool {
+        self.members.iter().any(|m| m.live() && !m.complete)
+    }
+
+    /// Session `conn` registers the peer reachable at `addr`, holding
+    /// `held`. Wired members get their place in the ring. Fails with the
+    /// reason to refuse it when the swarm is full.
+    pub fn register(
+        &mut self,
+        conn: ConnId,
+        addr: &str,
+        wired: bool,
+        hand_neighbour: &str,
+        held: ChunkSet,
+    ) -> Result<(Joined, Vec<Action>), String> {
+        let mut actions = Vec::new();
+        let known = self.by_addr.get(addr).copied();
+        if let Some(i) = known {
+            // A reconnect, a restart, or the same address registering
+            // again: the new session takes over.
+            let m = &mut self.members[i];
+            if let Some(old) = m.link.replace(conn) {
+                self.by_conn.remove(&old);
+            }
+            let was_ended = m.ended;
+            if was_ended && self.live() >= self.max_peers {
+                self.members[i].link = None;
+                return Err(self.full());
+            }
+            let m = &mut self.members[i];
+            m.away_since = None;
+            m.ended = false;
+            m.complete = held.is_full();
+            m.held = held;
+            m.promised = ChunkSet::new(self.count);
+            m.wired = wired;
+            m.hand_neighbour = hand_neighbour.to_string();
+            self.by_conn.insert(conn, i);
+            let what = if was_ended { "rejoined" } else { "reconnected" };
+            actions.push(Action::Log(format!(
+                "{addr} {what} ({} of {} chunks)",
+                self.members[i].held.len(),
+                self.count
+            )));
+            if wired {
+                if was_ended || !self.ring.contains(&i) {
+                    let before = self.members[i]
+                        .old_successor
+                        .take()
+                        .filter(|_| !self.members[i].held.is_empty())
+                        .and_then(|s| self.by_addr.get(&s).copied())
+                        .and_then(|s| self.ring.iter().position(|&r| r == s));
+                    self.insert(i, before.unwrap_or(self.ring.len()), &mut actions);
+                } else {
+                    // Same place; the new session needs telling.
+                    let addr = self.members[i].assigned.clone().unwrap_or_default();
+                    actions.push(Action::Tell { conn, addr });
+                }
+            } else if let Some(at) = self.ring.iter().position(|&r| r == i) {
+                self.remove_at(at, &mut actions);
+            }
+            return Ok((Joined { known: true }, actions));
+        }
+        if self.live() >= self.max_peers {
+            return Err(self.full());
+        }
+        let i = self.members.len();
+        self.members.push(Member {
+            addr: addr.to_string(),
+            wired,
+            hand_neighbour: hand_neighbour.to_string(),
+            assigned: None,
+            link: Some(conn),
+            complete: held.is_full(),
+            held,
+            promised: ChunkSet::new(self.count),
+            rate: 0,
+            away_since: None,
+            ended: false,
+            old_successor: None,
+        });
+        self.by_addr.insert(addr.to_string(), i);
+        self.by_conn.insert(conn, i);
+        let how = if wired {
+            "wired by the owner".to_string()
+        } else {
+            format!("downloads from {hand_neighbour}")
+        };
+        actions.push(Action::Log(format!(
+            "{addr} joined ({how}; {} of {} chunks; {} peers)",
+            self.members[i].held.len(),
+            self.count,
+            self.live()
+        )));
+        if wired {
+            self.insert(i, self.ring.len(), &mut actions);
+        }
+        self.forget_old();
+        Ok((Joined { known: false }, actions))
+    }
+
+    fn full(&self) -> String {
+        format!(
+            "the swarm is full: this owner takes at most {} peers (--max-peers)",
+            self.max_peers
+        )
+    }
+
+    /// Session `conn` was given `chunks` as seeds.
+    pub fn seeded(&mut self, conn: ConnId, chunks: &ChunkSet) {
+        if let Some(&i) = self.by_conn.get(&conn) {
+            self.members[i].promised.union_with(chunks);
+        }
+    }
+
+    /// Session `conn`'s peer gained `ids`.
+    pub fn have(&mut self, conn: ConnId, ids: &[ChunkId]) {
+        if let Some(&i) = self.by_conn.get(&conn) {
+            let m = &mut self.members[i];
+            for &id in ids {
+                m.held.insert(id);
+            }
+        }
+    }
+
+    /// Session `conn`'s peer receives `rate` bytes per second.
+    pub fn progress(&mut self, conn: ConnId, rate: u64) {
+        if let Some(&i) = self.by_conn.get(&conn) {
+            self.members[i].rate = rate;
+        }
+    }
+
+    /// Session `conn`'s peer holds the whole verified file.
+    pub fn complete(&mut self, conn: ConnId) -> Vec<Action> {
+        let Some(&i) = self.by_conn.get(&conn) else {
+            return Vec::new();
+        };
+        let m = &mut self.members[i];
+        m.complete = true;
+        m.rate = 0;
+        let done = self
+            .members
+            .iter()
+            .filter(|m| m.live() && m.complete)
+            .count();
+        vec![Action::Log(format!(
+            "{} is complete ({done} of {} peers complete)",
+            self.members[i].addr,
+            self.live()
+        ))]
+    }
+
+    /// Session `conn` ended. A complete member has left; any other is
+    /// away until it reconnects or [`GRACE`] passes.
+    pub fn link_down(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
+        let Some(i) = self.by_conn.remove(&conn) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        self.members[i].link = None;
+        if self.members[i].complete {
+            actions.push(Action::Log(format!("{} left", self.members[i].addr)));
+            self.end(i, &mut actions);
+        } else {
+            self.members[i].away_since = Some(now);
+            actions.push(Action::Log(format!(
+                "{} lost its link to the owner; it keeps its place for {} s",
+                self.members[i].addr,
+                GRACE.as_secs()
+            )));
+        }
+        actions
+    }
+
+    /// Session `conn`'s peer cannot reach its download neighbour at
+    /// `addr`. Believed only if the registry agrees: that member's own
+    /// link is down too.
+    pub fn unreachable(&mut self, conn: ConnId, addr: &str) -> Vec<Action> {
+        let Some(&reporter) = self.by_conn.get(&conn) else {
+            return Vec::new();
+        };
+        let Some(&i) = self.by_addr.get(addr) else {
+            return Vec::new();
+        };
+        let m = &self.members[i];
+        if m.ended || m.link.is_some() || m.complete {
+            // Gone already (the reporter will hear its new neighbour),
+            // or alive by its own link: nothing to repair.
+            return Vec::new();
+        }
+        let mut actions = vec![Action::Log(format!(
+            "{} cannot reach {addr}, whose link to the owner is down too: it is gone",
+            self.members[reporter].addr
+        ))];
+        self.end(i, &mut actions);
+        actions
+    }
+
+    /// Ends the grace of members away too long.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let late: Vec<usize> = (0..self.members.len())
+            .filter(|&i| {
+                let m = &self.members[i];
+                m.live()
+                    && m.away_since
+                        .is_some_and(|at| now.saturating_duration_since(at) >= GRACE)
+            })
+            .collect();
+        for i in late {
+            actions.push(Action::Log(format!(
+                "{} did not come back within {} s: it is gone",
+                self.members[i].addr,
+                GRACE.as_secs()
+            )));
+            self.end(i, &mut actions);
+        }
+        actions
+    }
+
+    /// Member `i` is gone or has left: out of the ring, which closes
+    /// over the gap, and its chunks no longer count.
+    fn end(&mut self, i: usize, actions: &mut Vec<Action>) {
+        let m = &mut self.members[i];
+        m.ended = true;
+        m.away_since = None;
+        m.rate = 0;
+        m.assigned = None;
+        if let Some(conn) = m.link.take() {
+            self.by_conn.remove(&conn);
+        }
+        let Some(at) = self.ring.iter().position(|&r| r == i) else {
+            return;
+        };
+        let next = self.ring[(at + 1) % self.ring.len()];
+        self.members[i].old_successor = (next != i).then(|| self.members[next].addr.clone());
+        self.remove_at(at, actions);
+        if next == i || self.members[next].complete {
+            return;
+        }
+        // Chunks no live wired member holds or is being seeded re-enter
+        // the ring where the gap was.
+        let Some(conn) = self.members[next].link else {
+            return;
+        };
+        let mut present = ChunkSet::new(self.count);
+        for &r in &self.ring {
+            let m = &self.members[r];
+            present.union_with(&m.held);
+            if m.link.is_some() {
+                present.union_with(&m.promised);
+            }
+        }
+        let lost = present.complement();
+        if !lost.is_empty() {
+            actions.push(Action::Log(format!(
+                "{} chunks are held by no live peer; seeding them to {}",
+                lost.len(),
+                self.members[next].addr
+            )));
+            self.members[next].promised.union_with(&lost);
+            actions.push(Action::Reseed { conn, chunks: lost });
+        }
+    }
+
+    /// Puts member `i` into the ring at position `at`: it downloads from
+    /// the member before it, and the member now after it from it.
+    fn insert(&mut self, i: usize, at: usize, actions: &mut Vec<Action>) {
+        self.ring.insert(at, i);
+        let n = self.ring.len();
+        let prev = self.ring[(at + n - 1) % n];
+        let next = self.ring[(at + 1) % n];
+        self.assign(i, (prev != i).then_some(prev), actions);
+        if next != i {
+            self.assign(next, Some(i), actions);
+        }
+        let (addr, from) = (&self.members[i].addr, self.members[i].assigned.clone());
+        actions.push(Action::Log(match from {
+            Some(from) if !from.is_empty() => format!(
+                "wired {addr} into the ring: it downloads from {from}, and {} from it ({n} in the ring)",
+                self.members[next].addr
+            ),
+            _ => format!("{addr} is alone in the ring for now"),
+        }));
+    }
+
+    /// Takes the member at ring position `at` out: the one after it now
+    /// downloads from the one before it.
+    fn remove_at(&mut self, at: usize, actions: &mut Vec<Action>) {
+        self.ring.remove(at);
+        let n = self.ring.len();
+        if n == 0 {
+            return;
+        }
+        let next = self.ring[at % n];
+        let prev = self.ring[(at + n - 1) % n];
+        self.assign(next, (prev != next).then_some(prev), actions);
+        if !self.members[next].complete {
+            let from = self.members[next].assigned.clone().unwrap_or_default();
+            actions.push(Action::Log(format!(
+                "re-wired {}: it now downloads from {}",
+                self.members[next].addr,
+                if from.is_empty() { "no one" } else { &from }
+            )));
+        }
+    }
+
+    /// Tells member `i` to download from member `from` (or no one).
+    fn assign(&mut self, i: usize, from: Option<usize>, actions: &mut Vec<Action>) {
+        let addr = from
+            .map(|f| self.members[f].addr.clone())
+            .unwrap_or_default();
+        let m = &mut self.members[i];
+        if m.assigned.as_deref() == Some(addr.as_str()) {
+            return;
+        }
+        m.assigned = Some(addr.clone());
+        // A complete member downloads nothing: no need to tell it.
+        if let Some(conn) = m.link.filter(|_| !m.complete) {
+            actions.push(Action::Tell { conn, addr });
+        }
+    }
+
+    /// Drops the oldest gone and left members past [`KEEP_GONE`].
+    fn forget_old(&mut self) {
+        let ended = self.members.iter().filter(|m| m.ended).count();
+        if ended <= KEEP_GONE {
+            return;
+        }
+        let mut drop = ended - KEEP_GONE;
+        let keep: Vec<bool> = self
+            .members
+            .iter()
+            .map(|m| {
+                let gone = m.ended && drop > 0;
+                drop -= usize::from(gone);
+                !gone
+            })
+            .collect();
+        let old = std::mem::take(&mut self.members);
+        let mut map = vec![usize::MAX; old.len()];
+        for (i, m) in old.into_iter().enumerate() {
+            if keep[i] {
+                map[i] = self.members.len();
+                self.members.push(m);
+            }
+        }
+        self.by_addr = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.addr.clone(), i))
+            .collect();
+        self.by_conn = self
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.link.map(|c| (c, i)))
+            .collect();
+        for r in &mut self.ring {
+            *r = map[*r];
+        }
+    }
+
+    /// Every member as `swarm status` shows it, in registration order.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        self.members
+            .iter()
+            .map(|m| PeerStatus {
+                state: m.state(),
+                wired: m.wired,
+                held: m.held.len(),
+                rate: m.rate,
+                addr: m.addr.clone(),
+                neighbour: if m.wired {
+                    m.assigned.clone().unwrap_or_default()
+                } else {
+                    m.hand_neighbour.clone()
+                },
+            })
+            .collect()
+    }
+
+    /// The addresses in the ring, in data-flow order.
+    pub fn ring(&self) -> Vec<&str> {
+        self.ring
+            .iter()
+            .map(|&i| self.members[i].addr.as_str())
+            .collect()
+    }
+}
+
+/// The registry as a table: one line per peer, then a total line.
+/// `rows` caps the peer lines (the total line always counts them all).
+pub fn table(peers: &[PeerStatus], count: u32, chunk_size: u32, sent: u64, rows: usize) -> String {
+    let mut out = String::new();
+    let width = peers
+        .iter()
+        .map(|p| p.addr.len().max(p.neighbour.len()))
+        .max()
+        .unwrap_or(4)
+        .max(14);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<width$}  {:>15}  {:>7}  {:>11}  STATE",
+        "PEER", "DOWNLOADS FROM", "CHUNKS", "%", "RATE"
+    );
+    for p in peers.iter().take(rows) {
+        let from = if p.neighbour.is_empty() {
+            "-"
+        } else {
+            &p.neighbour
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<width$}  {:>15}  {:>6.1}%  {:>11}  {}{}",
+            p.addr,
+            from,
+            format!("{}/{count}", p.held),
+            percent(p.held, count),
+            rate(p.rate),
+            p.state.name(),
+            if p.wired { "" } else { " (hand-wired)" }
+        );
+    }
+    if peers.len() > rows {
+        let _ = writeln!(out, "... and {} more", peers.len() - rows);
+    }
+    let by = |s: PeerState| peers.iter().filter(|p| p.state == s).count();
+    let live: Vec<&PeerStatus> = peers
+        .iter()
+        .filter(|p| !matches!(p.state, PeerState::Gone | PeerState::Left))
+        .collect();
+    let held: u64 = live.iter().map(|p| u64::from(p.held)).sum();
+    let wanted = u64::from(count) * live.len() as u64;
+    let file = u64::from(count) * u64::from(chunk_size);
+    let _ = write!(
+        out,
+        "total: {} peers: {} downloading, {} complete, {} away, {} gone, {} left; \
+         {held}/{wanted} chunks ({:.1}%); {}; owner sent {:.1} MiB ({:.2} x the file)",
+        peers.len(),
+        by(PeerState::Downloading),
+        by(PeerState::Complete),
+        by(PeerState::Away),
+        by(PeerState::Gone),
+        by(PeerState::Left),
+        if wanted == 0 {
+            100.0
+        } else {
+            100.0 * held as f64 / wanted as f64
+        },
+        rate(live.iter().map(|p| p.rate).sum()),
+        sent as f64 / MIB,
+        if file == 0 {
+            0.0
+        } else {
+            sent as f64 / file as f64
+        },
+    );
+    out
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn percent(held: u32, count: u32) -> f64 {
+    if count == 0 {
+        100.0
+    } else {
+        100.0 * f64::from(held) / f64::from(count)
+    }
+}
+
+fn rate(bytes_per_sec: u64) -> String {
+    format!("{:.1} MiB/s", bytes_per_sec as f64 / MIB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Layout;
+
+    const COUNT: u32 = 10;
+
+    fn conn(n: u64) -> ConnId {
+        ConnId::from_raw(n)
+    }
+
+    fn none() -> ChunkSet {
+        ChunkSet::new(COUNT)
+    }
+
+    fn some(ids: &[u32]) -> ChunkSet {
+        let l = Layout::new(u64::from(COUNT) * 1024, 1024).unwrap();
+        let mut s = none();
+        for &i in ids {
+            s.insert(l.chunk_id(i).unwrap());
+        }
+        s
+    }
+
+    fn tells(actions: &[Action]) -> Vec<(u64, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Tell { conn, addr } => Some((conn.get(), addr.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn join(t: &mut Tracker, n: u64) -> Vec<Action> {
+        let addr = format!("h:{n}");
+        t.register(conn(n), &addr, true, "", none()).unwrap().1
+    }
+
+    #[test]
+    fn newcomers_are_spliced_in_front_of_the_first_member() {
+        let mut t = Tracker::new(COUNT, 100);
+        assert_eq!(tells(&join(&mut t, 1)), vec![(1, String::new())]);
+        assert_eq!(
+            tells(&join(&mut t, 2)),
+            vec![(2, "h:1".into()), (1, "h:2".into())]
+        );
+        // 3 goes between 2 and 1: it downloads from 2, and 1 from it.
+        assert_eq!(
+            tells(&join(&mut t, 3)),
+            vec![(3, "h:2".into()), (1, "h:3".into())]
+        );
+        assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3"]);
+    }
+
+    #[test]
+    fn a_dead_member_is_routed_around_and_its_lost_chunks_reseeded() {
+        let mut t = Tracker::new(COUNT, 100);
+        for n in 1..=4 {
+            join(&mut t, n);
+        }
+        t.have(
+            conn(1),
+            &some(&[0, 1, 2]).iter(&layout()).collect::<Vec<_>>(),
+        );
+        t.have(conn(3), &some(&[3, 4]).iter(&layout()).collect::<Vec<_>>());
+        t.seeded(conn(4), &some(&[5, 6]));
+        t.seeded(conn(2), &some(&[7, 8, 9]));
+        let now = Instant::now();
+        // 2 drops: away, nothing re-wired yet.
+        let a = t.link_down(conn(2), now);
+        assert!(tells(&a).is_empty());
+        // 3 downloads from 2 and finds it unreachable: 2 is gone, 3 now
+        // downloads from 1 and gets 2's seeds, which no one else holds.
+        let a = t.unreachable(conn(3), "h:2");
+        assert_eq!(tells(&a), vec![(3, "h:1".into())]);
+        let reseed: Vec<_> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reseed { conn, chunks } => Some((conn.get(), chunks.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reseed, vec![(3, some(&[7, 8, 9]))]);
+        assert_eq!(t.ring(), vec!["h:1", "h:3", "h:4"]);
+        // It restarts with chunks on disk: back in front of 3.
+        let (j, a) = t.register(conn(5), "h:2", true, "", some(&[7])).unwrap();
+        assert!(j.known);
+        assert_eq!(tells(&a), vec![(5, "h:1".into()), (3, "h:2".into())]);
+        assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3", "h:4"]);
+    }
+
+    fn layout() -> Layout {
+        Layout::new(u64::from(COUNT) * 1024, 1024).unwrap()
+    }
+
+    #[test]
+    fn a_member_back_within_grace_keeps_its_place() {
+        let mut t = Tracker::new(COUNT, 100);
+        for n in 1..=3 {
+            join(&mut t, n);
+        }
+        let now = Instant::now();
+        t.link_down(conn(2), now);
+        assert!(t.tick(now + Duration::from_secs(1)).is_empty());
+        // An unreachable report while its link is up again is ignored.
+        let (j, a) = t.register(conn(9), "h:2", true, "", none()).unwrap();
+        assert!(j.known);
+        assert_eq!(tells(&a), vec![(9, "h:1".into())]);
+        assert!(t.unreachable(conn(3), "h:2").is_empty());
+        assert!(t.tick(now + GRACE * 2).is_empty());
+        assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3"]);
+    }
+
+    #[test]
+    fn grace_expiry_and_leaving_close_the_ring() {
+        let mut t = Tracker::new(COUNT, 100);
+        for n in 1..=3 {
+            join(&mut t, n);
+        }
+        let now = Instant::now();
+        t.link_down(conn(3), now);
+        let a = t.tick(now + GRACE);
+        assert_eq!(tells(&a), vec![(1, "h:2".into())]);
+        // A complete member leaves: the other is alone.
+        t.complete(conn(2));
+        let a = t.link_down(conn(2), now);
+        assert_eq!(tells(&a), vec![(1, String::new())]);
+        let states: Vec<_> = t.status().iter().map(|p| p.state).collect();
+        assert_eq!(
+            states,
+            vec![PeerState::Downloading, PeerState::Left, PeerState::Gone]
+        );
+    }
+
+    #[test]
+    fn hand_wired_members_are_listed_not_wired_and_the_cap_holds() {
+        let mut t = Tracker::new(COUNT, 2);
+        let (_, a) = t.register(conn(1), "h:1", false, "h:7", none()).unwrap();
+        assert!(tells(&a).is_empty());
+        join(&mut t, 2);
+        assert_eq!(
+            t.register(conn(3), "h:3", true, "", none()).unwrap_err(),
+            "the swarm is full: this owner takes at most 2 peers (--max-peers)"
+        );
+        assert_eq!(t.ring(), vec!["h:2"]);
+        assert_eq!(t.status()[0].neighbour, "h:7");
+        let text = table(&t.status(), COUNT, 1024, 5 * 1024, 10);
+        assert!(text.contains("h:1"), "{text}");
+        assert!(
+            text.ends_with(
+                "total: 2 peers: 2 downloading, 0 complete, 0 away, 0 gone, 0 left; \
+                 0/20 chunks (0.0%); 0.0 MiB/s; owner sent 0.0 MiB (0.50 x the file)"
+            ),
+            "{text}"
+        );
+    }
+}
