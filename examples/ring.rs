@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         chunk_size: DEFAULT_CHUNK_SIZE,
         peers: peers as u32,
         file: file.clone(),
+        max_peers: 5000,
     })?;
     let want = *owner.manifest().file_hash();
     let stopper = owner.stopper();
@@ -62,7 +63,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let args = PeerArgs {
                 owner: addr(ports[0]),
                 listen: addr(ports[i]),
-                download_neighbor: addr(ports[i % peers + 1]),
+                // The owner wires each peer into the ring.
+                download_neighbor: None,
+                advertise: None,
                 dir: work.join(format!("peer{i}")),
                 out: Some(work.join(format!("copy{i}.bin"))),
                 linger: Duration::from_secs(5),
