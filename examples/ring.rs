@@ -4,7 +4,7 @@
 //!
 //! Writes a file of MIB (default 8) MiB of pseudo-random bytes, serves it
 //! from an owner on a free loopback port, runs PEERS (default 5) peers on
-//! their own threads, each downloading from the next, and checks that
+//! their own threads, wired into a ring by the owner, and checks that
 //! every copy has the owner's SHA-256.
 
 use std::net::TcpListener;

@@ -1043,13 +1043,14 @@ impl<'a> Coordinator<'a> {
     /// After leaving is decided: waits a little for the download side to
     /// deliver COMPLETE and end its connection in order.
     fn await_complete_delivered(&mut self, events: &Receiver<Event>) {
+        // The owner link ends in order too, so the owner reads COMPLETE
+        // before it sees the link drop (a drop alone reads as a death).
+        if let Some(link) = &self.owner_link {
+            let _ = link.send(Outgoing::Finish);
+        }
         // An honest neighbour closes within a round trip of reading it.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self
-            .sources
-            .values()
-            .any(|(kind, h)| *kind == SourceKind::Ring && !h.is_closed())
-        {
+        while self.sources.values().any(|(_, h)| !h.is_closed()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match events.recv_timeout(left.min(TICK)) {
                 Ok(Event::SourceDown(from)) => {
