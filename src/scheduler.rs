@@ -221,16 +221,48 @@ impl Scheduler {
         order: Order,
         now: Instant,
     ) -> Vec<ChunkId> {
+        self.reserve_except(id, max, order, now, None)
+    }
+
+    /// Like [`Scheduler::reserve`], but only chunks that no source of
+    /// `kind` offers: for the owner, the chunks the ring cannot bring yet.
+    pub fn reserve_unoffered(
+        &mut self,
+        id: SourceId,
+        max: usize,
+        order: Order,
+        now: Instant,
+        kind: SourceKind,
+    ) -> Vec<ChunkId> {
+        let mut offered = ChunkSet::new(self.layout.count());
+        for source in self.sources.values().filter(|s| s.kind == kind) {
+            if let Some(set) = &source.offered {
+                offered.union_with(set);
+            }
+        }
+        self.reserve_except(id, max, order, now, Some(&offered))
+    }
+
+    fn reserve_except(
+        &mut self,
+        id: SourceId,
+        max: usize,
+        order: Order,
+        now: Instant,
+        except: Option<&ChunkSet>,
+    ) -> Vec<ChunkId> {
         let Some(source) = self.sources.get_mut(&id) else {
             return Vec::new();
         };
         if max == 0 {
             return Vec::new();
         }
+        let mut exclude = vec![&self.held, &self.claimed, &source.asked];
+        exclude.extend(except);
         let chunks = ChunkSet::pick(
             &self.layout,
             source.offered.as_ref(),
-            &[&self.held, &self.claimed, &source.asked],
+            &exclude,
             max,
             order == Order::Highest,
         );

@@ -849,7 +849,15 @@ impl<'a> Coordinator<'a> {
                     (self.sched.room(src).min(policy), Order::Highest)
                 }
             };
-            let mut ids = self.sched.reserve(src, room, order, now);
+            // In the end game the owner is asked only for chunks the ring
+            // does not offer yet: its link stands in for what no
+            // neighbour holds, not for what is on its way.
+            let mut ids = if kind == SourceKind::Owner && !stalled {
+                self.sched
+                    .reserve_unoffered(src, room, order, now, SourceKind::Ring)
+            } else {
+                self.sched.reserve(src, room, order, now)
+            };
             if kind == SourceKind::Owner && stalled && ids.len() < room {
                 // What the stalling ring has claimed would otherwise wait
                 // for its deadline.
