@@ -44,10 +44,12 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         }
         writeln!(out, "{text}").map_err(|e| Error::io("write to standard output", e))?;
         let _ = out.flush();
+        // Done when no one is still on its way: complete, left, or gone
+        // for good.
         let complete = !peers.is_empty()
-            && peers
+            && !peers
                 .iter()
-                .all(|p| matches!(p.state, PeerState::Complete | PeerState::Left));
+                .any(|p| matches!(p.state, PeerState::Downloading | PeerState::Away));
         if !args.watch || complete {
             return Ok(());
         }
