@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use crate::auth::Secret;
 use crate::chunks::ChunkSet;
 use crate::cli::PeerArgs;
 use crate::conn::{ConnId, Handle, Outgoing, id_list};
@@ -114,6 +115,9 @@ pub(crate) struct Shared {
     /// Milliseconds after `started` before which the download side must
     /// not reconnect (its neighbour sent corrupt chunks).
     shun_until: AtomicU64,
+    /// What this peer proves, and requires, on every connection; `None`
+    /// for an open swarm.
+    pub secret: Option<Arc<Secret>>,
     pub events: Sender<Event>,
 }
 
@@ -162,6 +166,11 @@ pub fn request_window(chunk_size: u32) -> usize {
 
 /// Runs a peer until it has the verified file and may leave.
 pub fn run(args: &PeerArgs) -> Result<Report> {
+    // First, so a bad secret file fails before anything else is done.
+    let secret = match &args.secret_file {
+        Some(path) => Some(Arc::new(Secret::load(path)?)),
+        None => None,
+    };
     let listener = net::listen(args.listen)?;
     let local = listener
         .local_addr()
@@ -177,6 +186,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         verified: AtomicBool::new(false),
         need_owner: AtomicBool::new(false),
         shun_until: AtomicU64::new(0),
+        secret,
         events,
     });
     let name = shared.name.clone();
