@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         peers: peers as u32,
         file: file.clone(),
         max_peers: 5000,
+        secret_file: None,
     })?;
     let want = *owner.manifest().file_hash();
     let stopper = owner.stopper();
@@ -71,6 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 linger: Duration::from_secs(5),
                 wait: Duration::from_secs(30),
                 stall_timeout: Duration::from_secs(10),
+                secret_file: None,
             };
             thread::spawn(move || swarm::peer::run(&args))
         })

@@ -3,7 +3,9 @@
 //! [`parse`] takes the arguments after the program name and returns a
 //! [`Command`] whose fields are already checked and typed, or a usage
 //! error whose message is the one line `main` prints. It takes an
-//! iterator so tests call it without starting a process.
+//! iterator so tests call it without starting a process, and reads the
+//! environment only through [`parse_with_env`]'s lookup, so tests do not
+//! depend on the environment they run in.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +46,9 @@ pub struct OwnerArgs {
     pub file: PathBuf,
     /// How many peers may register at once.
     pub max_peers: u32,
+    /// The file holding the swarm secret every peer must prove; `None`
+    /// serves anyone who can connect.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// Checked arguments of `swarm status`.
@@ -55,6 +60,8 @@ pub struct StatusArgs {
     pub watch: bool,
     /// One JSON object instead of a table.
     pub json: bool,
+    /// The file holding the swarm secret to prove to the owner.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// Checked arguments of `swarm peer`.
@@ -83,6 +90,9 @@ pub struct PeerArgs {
     /// asked, and the download neighbour to deliver anything before the
     /// owner stands in.
     pub stall_timeout: Duration,
+    /// The file holding the swarm secret this peer proves to, and requires
+    /// of, the owner and its neighbours; `None` for an open swarm.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// `swarm --help`.
@@ -92,7 +102,7 @@ swarm: get one file from its owner onto many machines, verified chunk by chunk
 Usage:
   swarm owner --port PORT [OPTIONS] FILE
   swarm peer --owner [HOST:]PORT --port PORT [--download-neighbor [HOST:]PORT] [OPTIONS]
-  swarm status --owner [HOST:]PORT [--watch] [--json]
+  swarm status --owner [HOST:]PORT [--watch] [--json] [--secret-file PATH]
   swarm --help | swarm owner --help | swarm peer --help | swarm status --help
   swarm --version
 
@@ -102,6 +112,9 @@ to the peer that downloads from it, until every peer holds the whole file.
 The owner is the swarm's tracker: it wires peers started without
 --download-neighbor into the ring, repairs the ring when one dies, and
 tells 'swarm status' who holds what.
+
+A swarm is open to anyone who can reach the owner unless the owner and
+every peer are given the same secret (--secret-file, or SWARM_SECRET_FILE).
 
 Set RUST_LOG=debug (or warn) to change how much is logged.
 ";
@@ -122,6 +135,9 @@ Options:
                        chunks; later peers get theirs from the ring
                        [default: 5]
   --max-peers N        peers registered at once, at most [default: 5000]
+  --secret-file PATH   serve only peers that prove the secret in PATH
+                       [default: $SWARM_SECRET_FILE]; without one, anyone
+                       who can reach PORT can fetch FILE
   -h, --help           print this help
 ";
 
@@ -136,6 +152,8 @@ Options:
   --owner [HOST:]PORT   the owner's address (required)
   --watch               redraw every second until every peer is complete
   --json                print one JSON object instead of the table
+  --secret-file PATH    prove the swarm secret in PATH to the owner
+                        [default: $SWARM_SECRET_FILE]
   -h, --help            print this help
 ";
 
@@ -175,6 +193,9 @@ Options:
   --wait SECS                      give up after SECS without a way forward: the
                                    owner unreachable before the manifest, or no
                                    chunk from anyone after [default: 60]
+  --secret-file PATH               prove the swarm secret in PATH to the owner
+                                   and neighbours, and require it of them
+                                   [default: $SWARM_SECRET_FILE]
   -h, --help                       print this help
 ";
 
@@ -182,8 +203,21 @@ fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
 }
 
-/// Parses the arguments that follow the program name.
+/// The environment variable that names the secret file when
+/// `--secret-file` is not given.
+pub const SECRET_FILE_ENV: &str = "SWARM_SECRET_FILE";
+
+/// Parses the arguments that follow the program name, with the process's
+/// environment.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
+    parse_with_env(args, |name| std::env::var_os(name))
+}
+
+/// [`parse`], with `env` looking up environment variables.
+pub fn parse_with_env(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<Command> {
     let mut args = args.into_iter();
     let Some(first) = args.next() else {
         return Err(usage(
@@ -193,9 +227,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     let first = text(first)?;
     let rest = args.map(text).collect::<Result<Vec<_>>>()?;
     match first.as_str() {
-        "owner" => owner(Flags::parse(&rest, "owner", OWNER_HELP)?),
-        "peer" => peer(Flags::parse(&rest, "peer", PEER_HELP)?),
-        "status" => status(Flags::parse(&rest, "status", STATUS_HELP)?),
+        "owner" => owner(Flags::parse(&rest, "owner", OWNER_HELP)?, &env),
+        "peer" => peer(Flags::parse(&rest, "peer", PEER_HELP)?, &env),
+        "status" => status(Flags::parse(&rest, "status", STATUS_HELP)?, &env),
         "-h" | "--help" | "help" => Ok(Command::Help(HELP)),
         "-V" | "--version" => Ok(Command::Version),
         other if other.starts_with('-') => Err(usage(format!(
@@ -229,6 +263,7 @@ const OWNER_FLAGS: &[&str] = &[
     "--chunk-size",
     "--peers",
     "--max-peers",
+    "--secret-file",
 ];
 const PEER_FLAGS: &[&str] = &[
     "--owner",
@@ -241,8 +276,9 @@ const PEER_FLAGS: &[&str] = &[
     "--wait",
     "--stall-timeout",
     "--advertise",
+    "--secret-file",
 ];
-const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json"];
+const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json", "--secret-file"];
 /// Flags that take no value.
 const SWITCHES: &[&str] = &["--watch", "--json"];
 
@@ -358,9 +394,21 @@ impl Flags {
             other => Ok(other.map(PathBuf::from)),
         }
     }
+
+    /// `--secret-file`, else a non-empty `SWARM_SECRET_FILE`. Only the
+    /// path is ever an argument: a secret on the command line would be in
+    /// every process listing.
+    fn secret_file(&self, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Option<PathBuf>> {
+        if let Some(path) = self.path("--secret-file")? {
+            return Ok(Some(path));
+        }
+        Ok(env(SECRET_FILE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from))
+    }
 }
 
-fn owner(flags: Flags) -> Result<Command> {
+fn owner(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command> {
     if let Some(help) = flags.help {
         return Ok(Command::Help(help));
     }
@@ -375,6 +423,7 @@ fn owner(flags: Flags) -> Result<Command> {
     let peers = flags.number("--peers", 5, 1, 10_000)? as u32;
     let max_peers = flags.number("--max-peers", 5000, 1, 60_000)? as u32;
     let dir = flags.path("--dir")?;
+    let secret_file = flags.secret_file(env)?;
     let file = match flags.words.as_slice() {
         [file] if !file.is_empty() => PathBuf::from(file),
         [] => return Err(usage("missing FILE (see 'swarm owner --help')")),
@@ -390,10 +439,11 @@ fn owner(flags: Flags) -> Result<Command> {
         peers,
         file,
         max_peers,
+        secret_file,
     }))
 }
 
-fn peer(flags: Flags) -> Result<Command> {
+fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command> {
     if let Some(help) = flags.help {
         return Ok(Command::Help(help));
     }
@@ -423,6 +473,7 @@ fn peer(flags: Flags) -> Result<Command> {
         linger: Duration::from_secs(linger),
         wait: Duration::from_secs(wait),
         stall_timeout: Duration::from_secs(stall),
+        secret_file: flags.secret_file(env)?,
     }))
 }
 
@@ -451,7 +502,7 @@ fn advertised(raw: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-fn status(flags: Flags) -> Result<Command> {
+fn status(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command> {
     if let Some(help) = flags.help {
         return Ok(Command::Help(help));
     }
@@ -462,6 +513,7 @@ fn status(flags: Flags) -> Result<Command> {
         owner: flags.addr("--owner")?,
         watch: flags.switch("--watch"),
         json: flags.switch("--json"),
+        secret_file: flags.secret_file(env)?,
     }))
 }
 
@@ -470,7 +522,16 @@ mod tests {
     use super::*;
 
     fn run(line: &str) -> Result<Command> {
-        parse(line.split_whitespace().map(OsString::from))
+        run_env(line, None)
+    }
+
+    /// [`run`] in an environment where `SWARM_SECRET_FILE` is `secret`.
+    fn run_env(line: &str, secret: Option<&str>) -> Result<Command> {
+        let env = |name: &str| {
+            assert_eq!(name, SECRET_FILE_ENV);
+            secret.map(OsString::from)
+        };
+        parse_with_env(line.split_whitespace().map(OsString::from), env)
     }
 
     fn err(line: &str) -> String {
@@ -541,6 +602,36 @@ mod tests {
             panic!()
         };
         assert_eq!(a.max_peers, 5000);
+    }
+
+    #[test]
+    fn a_secret_file_comes_from_the_flag_else_the_environment() {
+        let owner = |line: &str, env| match run_env(line, env).unwrap() {
+            Command::Owner(a) => a.secret_file,
+            other => panic!("{other:?}"),
+        };
+        let peer = |line: &str, env| match run_env(line, env).unwrap() {
+            Command::Peer(a) => a.secret_file,
+            other => panic!("{other:?}"),
+        };
+        let path = |p: &str| Some(PathBuf::from(p));
+        assert_eq!(owner("owner --port 1 f", None), None);
+        assert_eq!(owner("owner --port 1 --secret-file s f", None), path("s"));
+        assert_eq!(owner("owner --port 1 f --secret-file=s", None), path("s"));
+        assert_eq!(owner("owner --port 1 f", Some("e")), path("e"));
+        assert_eq!(
+            owner("owner --port 1 --secret-file s f", Some("e")),
+            path("s")
+        );
+        // An empty variable is as good as none.
+        assert_eq!(owner("owner --port 1 f", Some("")), None);
+        let line = "peer --owner 1 --port 2 --download-neighbor 3";
+        assert_eq!(peer(line, None), None);
+        assert_eq!(peer(line, Some("e")), path("e"));
+        let flagged = format!("{line} --secret-file /k/s");
+        assert_eq!(peer(&flagged, Some("e")), path("/k/s"));
+        assert!(OWNER_HELP.contains("--secret-file PATH"));
+        assert!(PEER_HELP.contains("--secret-file PATH"));
     }
 
     #[test]
@@ -632,6 +723,18 @@ mod tests {
             (
                 "peer --owner 1 --port 2 --download-neighbor 3 --dir=",
                 "--dir needs a non-empty path",
+            ),
+            (
+                "owner --port 1 --secret-file= f",
+                "--secret-file needs a non-empty path",
+            ),
+            (
+                "owner --port 1 f --secret-file",
+                "--secret-file needs a value",
+            ),
+            (
+                "peer --owner 1 --port 2 --download-neighbor 3 --secret-file a --secret-file b",
+                "--secret-file is given twice",
             ),
         ];
         for (line, want) in cases {

@@ -5,7 +5,9 @@
 //! supply only what they do with a message (a [`Role`]):
 //!
 //! - the HELLO exchange, under the handshake deadline ([`dial`],
-//!   [`read_hello`], [`send_hello`]);
+//!   [`read_hello`], [`send_hello`]), after admission by the swarm secret
+//!   when there is one ([`crate::auth`]), so no role sends anything to a
+//!   side that has not proved it;
 //! - a reader, on the caller's thread ([`Conn::run`]): it checks each
 //!   frame's kind against what the role accepts in its current state and
 //!   its length against the kind's bounds from the five header bytes,
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
+use crate::auth::{self, Secret};
 use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Digest, Layout};
@@ -143,11 +146,24 @@ pub fn send_hello(stream: &mut TcpStream, file_id: Digest, name: &str) -> std::i
     wire::send(stream, &hello)
 }
 
-/// Reads the HELLO that opens a session, within the handshake deadline.
-/// `addr` names the other side in errors.
-pub fn read_hello(stream: &mut TcpStream, dec: &mut Decoder, addr: &str) -> Result<Hello> {
+/// Reads the HELLO that opens a session on an accepted connection,
+/// within the handshake deadline, once the other side has proved the
+/// swarm `secret` if there is one (it is refused otherwise, and sent
+/// nothing else). `addr` names the other side in errors.
+pub fn read_hello(
+    stream: &mut TcpStream,
+    dec: &mut Decoder,
+    addr: &str,
+    secret: Option<&Secret>,
+) -> Result<Hello> {
+    let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
+    auth::admit(stream, dec, secret, addr, deadline)?;
+    hello_in(dec, addr)
+}
+
+/// The HELLO that `dec` has read.
+fn hello_in(dec: &Decoder, addr: &str) -> Result<Hello> {
     let fail = |err| Error::wire(addr, err);
-    net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
     match dec.message().map_err(fail)? {
         Message::Hello { file_id, name, .. } => Ok(Hello {
             file_id,
@@ -157,18 +173,30 @@ pub fn read_hello(stream: &mut TcpStream, dec: &mut Decoder, addr: &str) -> Resu
                 name.to_string()
             },
         }),
-        Message::Refuse(why) => Err(fail(wire::Error::Refused(why.into()))),
+        Message::Refuse(why) => Err(auth::refused(addr, why)),
         other => Err(fail(wire::Error::Unexpected(other.name()))),
     }
 }
 
-/// Connects to `addr` and exchanges HELLOs, ours first.
-pub fn dial(addr: SocketAddr, file_id: Digest, name: &str) -> Result<(TcpStream, Decoder, Hello)> {
+/// Connects to `addr` and exchanges HELLOs, ours first; with a swarm
+/// `secret`, only once each side has proved it to the other.
+pub fn dial(
+    addr: SocketAddr,
+    file_id: Digest,
+    name: &str,
+    secret: Option<&Secret>,
+) -> Result<(TcpStream, Decoder, Hello)> {
     let mut stream = net::connect(addr).map_err(|e| Error::io("connect", e))?;
+    let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
     let who = addr.to_string();
-    send_hello(&mut stream, file_id, name).map_err(|e| Error::wire(&who, e.into()))?;
     let mut dec = Decoder::new();
-    let hello = read_hello(&mut stream, &mut dec, &who)?;
+    if let Some(secret) = secret {
+        auth::connect(&mut stream, &mut dec, secret, &who, deadline)?;
+    }
+    send_hello(&mut stream, file_id, name).map_err(|e| Error::wire(&who, e.into()))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    net::fill_within(&mut dec, &mut stream, left).map_err(|e| Error::wire(&who, e))?;
+    let hello = hello_in(&dec, &who)?;
     Ok((stream, dec, hello))
 }
 

@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::wire;
+use crate::{auth, wire};
 
 /// A `Result` whose error is swarm's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
@@ -40,6 +40,15 @@ pub enum Error {
     NoSpace(PathBuf),
     /// A broken internal invariant; reported rather than panicking.
     Bug(String),
+    /// The secret file cannot serve as a secret (`why`: "is empty", ...).
+    /// Never carries the file's content.
+    Secret { path: PathBuf, why: &'static str },
+    /// Admission by the swarm secret failed on the connection with `peer`;
+    /// trying again will not change that.
+    Admission {
+        peer: String,
+        failure: auth::Failure,
+    },
 }
 
 impl Error {
@@ -121,6 +130,8 @@ impl fmt::Display for Error {
                 write!(f, "no space left on device writing {}", path.display())
             }
             Error::Bug(msg) => write!(f, "bug: {msg}"),
+            Error::Secret { path, why } => write!(f, "secret file {} {why}", path.display()),
+            Error::Admission { peer, failure } => write!(f, "{peer}{failure}"),
         }
     }
 }

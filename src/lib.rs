@@ -4,6 +4,8 @@
 //! The binary is a thin shell over this library; the example and the
 //! tests drive the same API.
 
+/// Admission by a swarm secret: the secret, nonces, challenge-response.
+pub mod auth;
 /// Sets of chunks as bitsets.
 pub mod chunks;
 /// The command line, parsed by hand.

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::auth::Secret;
 use crate::chunks::ChunkSet;
 use crate::cli::OwnerArgs;
 use crate::conn::{
@@ -140,6 +141,9 @@ struct Shared {
     /// The file being served; chunks not yet split are read from here.
     source: PathBuf,
     file_id: [u8; 32],
+    /// What every connection must prove before it is served; `None`
+    /// serves anyone.
+    secret: Option<Arc<Secret>>,
     /// MANIFEST and HASHES, encoded once for every session.
     manifest_frames: Arc<[u8]>,
     seeder: Mutex<Seeder>,
@@ -292,6 +296,11 @@ impl Owner {
     /// every chunk) and starts writing its chunk files into `args.dir` on
     /// a thread of their own, so peers are served from the start.
     pub fn bind(args: &OwnerArgs) -> Result<Owner> {
+        // First, so a bad secret file fails before anything else is done.
+        let secret = match &args.secret_file {
+            Some(path) => Some(Arc::new(Secret::load(path)?)),
+            None => None,
+        };
         let listener = net::listen(args.listen)?;
         let addr = listener
             .local_addr()
@@ -318,6 +327,7 @@ impl Owner {
             store,
             source: args.file.clone(),
             file_id,
+            secret,
             manifest_frames,
             seeder: Mutex::new(seeder),
             sessions: Mutex::new(Sessions::default()),
@@ -381,6 +391,12 @@ impl Owner {
     pub fn run(self) -> Result<()> {
         log::info!("owner: listening on {}", self.addr);
         net::raise_fd_limit();
+        if self.shared.secret.is_none() {
+            log::warn!(
+                "owner: no --secret-file: the swarm is open to anyone who can reach port {}",
+                self.addr.port()
+            );
+        }
         let shared = Arc::clone(&self.shared);
         let ticker = Arc::clone(&self.shared);
         thread::Builder::new()
@@ -564,7 +580,7 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         .peer_addr()
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     let mut dec = Decoder::new();
-    let hello = conn::read_hello(&mut stream, &mut dec, addr)?;
+    let hello = conn::read_hello(&mut stream, &mut dec, addr, shared.secret.as_deref())?;
     let who = hello.name;
     conn::send_hello(&mut stream, shared.file_id, "owner")
         .map_err(|e| Error::wire(who.as_str(), e.into()))?;

@@ -11,6 +11,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
+use crate::auth::Secret;
 use crate::cli::StatusArgs;
 use crate::conn;
 use crate::error::{Error, Result};
@@ -25,7 +26,11 @@ const EVERY: Duration = Duration::from_secs(1);
 /// Runs `swarm status`.
 pub fn run(args: &StatusArgs) -> Result<()> {
     let owner = format!("owner at {}", args.owner);
-    let (mut stream, mut dec, _) = conn::dial(args.owner, [0; 32], "status")?;
+    let secret = match &args.secret_file {
+        Some(path) => Some(Secret::load(path)?),
+        None => None,
+    };
+    let (mut stream, mut dec, _) = conn::dial(args.owner, [0; 32], "status", secret.as_ref())?;
     let manifest = crate::peer::receive_manifest(&mut dec, &mut stream, &owner)?;
     dec.set_layout(*manifest.layout());
     let tty = std::io::stdout().is_terminal();

@@ -40,6 +40,8 @@
 //! | 10   | KEEPALIVE  | empty: sent after 5 s without other traffic                    |
 //! | 11   | REFUSE     | `reason:utf8 (0..=200 bytes)`, then the sender closes          |
 //! | 12   | SEEDING    | `busy:u8`, 1 or 0: whether the owner is sending seeds to any peer now |
+//! | 13   | CHALLENGE  | `nonce:[32]`: fresh random bytes to be proved over (see Admission) |
+//! | 14   | PROOF      | `mac:[32]`: HMAC-SHA-256 over both nonces (see Admission)      |
 //!
 //! A chunk ID is valid when it is below the manifest's chunk count, and a
 //! chunk's length is `chunk_size`, except the last chunk's, which is
@@ -52,10 +54,63 @@
 //! `(limit - 1) / 4` IDs per frame; longer lists are split over several
 //! frames ([`encode_have`]).
 //!
+//! # Admission
+//!
+//! A swarm may be closed by a secret that the owner and every peer hold
+//! (`--secret-file`). Then every connection, to the owner or between
+//! peers, opens with a mutual challenge-response before any HELLO, and a
+//! side that has not proved the secret is sent nothing of the file: no
+//! MANIFEST, no CHUNK_LIST, no CHUNK. A peer likewise takes nothing from
+//! an owner that has not proved it. Without a secret a connection opens
+//! with HELLO as below, and a swarm is open to anyone who reaches it.
+//!
+//! A is the connecting side, B the accepting side. `na` and `nb` are 32
+//! bytes from the operating system's random source, fresh for each
+//! connection. `secret` is the secret file's bytes without trailing ASCII
+//! whitespace (1 to 4096 bytes), the HMAC-SHA-256 key (RFC 2104). `||` is
+//! concatenation, and the labels are the ASCII bytes shown, without a
+//! terminator; they differ so that neither side's proof can be replayed
+//! as the other's.
+//!
+//! 1. A → CHALLENGE(`na`), its first frame.
+//! 2. B reads A's first frame. A CHALLENGE: B → CHALLENGE(`nb`), then
+//!    PROOF(`HMAC(secret, "swarm accept" || na || nb)`).
+//! 3. A checks B's PROOF in constant time. If it is wrong, or B sent
+//!    HELLO or REFUSE instead of CHALLENGE, A closes without sending its
+//!    own proof or its HELLO: B has not shown it belongs to the swarm.
+//! 4. A → PROOF(`HMAC(secret, "swarm connect" || na || nb)`), then its
+//!    HELLO, and the session goes on as below.
+//! 5. B checks A's PROOF in constant time; if it is wrong, B → REFUSE
+//!    `"wrong swarm secret"` and closes. Otherwise the next frame is A's
+//!    HELLO and the session goes on as below.
+//!
+//! A side configured differently from the other is refused, with nothing
+//! else sent: B with a secret whose first frame from A is a HELLO → REFUSE
+//! `"this swarm needs its secret: start with --secret-file"`; B without a
+//! secret whose first frame from A is a CHALLENGE → REFUSE `"this swarm has
+//! no secret; start without --secret-file"`. These three refusals mean
+//! that admission failed, which trying again will not change. B's other
+//! refusals (a full listener) come before it reads anything and mean what
+//! they always do.
+//!
+//! The exchange runs under the handshake deadline: B has 10 s from the
+//! connection's start to receive A's PROOF and HELLO, A has 10 s from its
+//! connect to receive B's CHALLENGE, PROOF and HELLO. Frames in it are
+//! checked from their headers like any other: B accepts only CHALLENGE or
+//! HELLO first and then only PROOF; A accepts CHALLENGE, HELLO or REFUSE
+//! first and then only PROOF.
+//!
+//! Admission proves that whoever answers at the start of a connection
+//! holds the secret. It neither encrypts nor authenticates the frames
+//! that follow: a party that can alter traffic between two members can
+//! still relay the exchange and then inject frames of its own (chunks are
+//! still checked against the manifest's digests, the manifest is not).
+//!
 //! # Sessions
 //!
-//! The connecting side speaks first. `version` is 2 (version 1 had no
-//! SEEDING); a HELLO with another magic or version is refused. `file_id` is
+//! The connecting side speaks first. `version` is 3 (version 1 had no
+//! SEEDING, version 2 no CHALLENGE or PROOF); a HELLO with another magic
+//! or version is refused. `file_id` is
 //! the SHA-256 of the manifest's text form (see `manifest.rs`), or 32 zero
 //! bytes from a peer that has no manifest yet; `name` names the sender in
 //! logs (`"peer 9001"`). The answering side has 10 s to receive the opening
@@ -142,7 +197,7 @@ use crate::manifest::{ChunkId, Digest, Layout, MAX_NAME_LEN};
 /// The four bytes every HELLO starts with.
 pub const MAGIC: [u8; 4] = *b"SWRM";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The largest `length` accepted before the manifest is known.
 pub const HANDSHAKE_LIMIT: usize = 1024;
 /// The longest name a HELLO may carry.
@@ -162,6 +217,11 @@ const KIND_COMPLETE: u8 = 9;
 const KIND_KEEPALIVE: u8 = 10;
 const KIND_REFUSE: u8 = 11;
 const KIND_SEEDING: u8 = 12;
+const KIND_CHALLENGE: u8 = 13;
+const KIND_PROOF: u8 = 14;
+
+/// Bytes in a CHALLENGE's nonce and in a PROOF's MAC.
+pub const NONCE_LEN: usize = 32;
 const KIND_REGISTER: u8 = 15;
 const KIND_PROGRESS: u8 = 16;
 const KIND_NEIGHBOUR: u8 = 17;
@@ -188,6 +248,8 @@ pub enum Kind {
     KeepAlive = KIND_KEEPALIVE,
     Refuse = KIND_REFUSE,
     Seeding = KIND_SEEDING,
+    Challenge = KIND_CHALLENGE,
+    Proof = KIND_PROOF,
     Register = KIND_REGISTER,
     Progress = KIND_PROGRESS,
     Neighbour = KIND_NEIGHBOUR,
@@ -273,6 +335,10 @@ pub enum Message<'a> {
     Refuse(&'a str),
     /// Whether the owner is sending seeds to any peer now.
     Seeding(bool),
+    /// Fresh random bytes the other side must prove the secret over.
+    Challenge([u8; NONCE_LEN]),
+    /// HMAC-SHA-256 of the secret over both sides' nonces.
+    Proof([u8; NONCE_LEN]),
     /// A peer joins the owner's registry: where its upload port is
     /// reached (`host` empty: at the address its owner link comes from),
     /// and whether the owner wires it into the ring.
@@ -383,6 +449,8 @@ impl Message<'_> {
             Message::KeepAlive => KIND_KEEPALIVE,
             Message::Refuse(_) => KIND_REFUSE,
             Message::Seeding(_) => KIND_SEEDING,
+            Message::Challenge(_) => KIND_CHALLENGE,
+            Message::Proof(_) => KIND_PROOF,
             Message::Register { .. } => KIND_REGISTER,
             Message::Progress { .. } => KIND_PROGRESS,
             Message::Neighbour(_) => KIND_NEIGHBOUR,
@@ -407,6 +475,8 @@ fn kind_name(kind: u8) -> &'static str {
         KIND_KEEPALIVE => "keepalive",
         KIND_REFUSE => "refuse",
         KIND_SEEDING => "seeding",
+        KIND_CHALLENGE => "challenge",
+        KIND_PROOF => "proof",
         KIND_REGISTER => "register",
         KIND_PROGRESS => "progress",
         KIND_NEIGHBOUR => "neighbour",
@@ -582,6 +652,7 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         Message::SeedDone | Message::Complete | Message::KeepAlive => {}
         Message::Refuse(reason) => out.extend_from_slice(reason.as_bytes()),
         Message::Seeding(busy) => out.push(u8::from(*busy)),
+        Message::Challenge(bytes) | Message::Proof(bytes) => out.extend_from_slice(bytes),
         Message::Register {
             wired,
             port,
@@ -718,6 +789,7 @@ fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Er
         KIND_SEED_DONE | KIND_COMPLETE | KIND_KEEPALIVE => (0, 0),
         KIND_REFUSE => (0, MAX_REFUSE_LEN),
         KIND_SEEDING => (1, 1),
+        KIND_CHALLENGE | KIND_PROOF => (NONCE_LEN, NONCE_LEN),
         KIND_REGISTER => (1 + 2 + 1 + 1, 1 + 2 + 2 * (1 + MAX_ADDR_LEN)),
         KIND_PROGRESS => (8, 8),
         KIND_NEIGHBOUR => (0, MAX_ADDR_LEN),
@@ -998,6 +1070,9 @@ pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a
                 });
             }
         },
+        // length_bounds let through exactly NONCE_LEN bytes.
+        KIND_CHALLENGE => Message::Challenge(payload.try_into().unwrap()),
+        KIND_PROOF => Message::Proof(payload.try_into().unwrap()),
         KIND_REGISTER => {
             let bad = || Error::BadLength {
                 kind: name,
@@ -1146,6 +1221,8 @@ mod tests {
             Message::Refuse("too many connections"),
             Message::Seeding(true),
             Message::Seeding(false),
+            Message::Challenge([0x5A; NONCE_LEN]),
+            Message::Proof(std::array::from_fn(|i| i as u8)),
             Message::Register {
                 wired: true,
                 port: 9001,
@@ -1535,6 +1612,56 @@ mod tests {
     }
 
     #[test]
+    fn challenge_and_proof_are_a_33_byte_frame_of_32_bytes() {
+        let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| 200 - i as u8);
+        for (msg, kind) in [
+            (Message::Challenge(nonce), KIND_CHALLENGE),
+            (Message::Proof(nonce), KIND_PROOF),
+        ] {
+            let mut buf = Vec::new();
+            encode(&msg, &mut buf);
+            assert_eq!(buf[..5], [0, 0, 0, 33, kind], "{}", msg.name());
+            assert_eq!(buf[5..], nonce);
+            // Known before the manifest, as the handshake needs.
+            let mut r = &buf[..];
+            assert_eq!(Decoder::new().read(&mut r).unwrap(), msg);
+            // One byte short or long is refused from the header alone.
+            for len in [1u8, 2, 32, 34, 65] {
+                let err = decode_bytes(&[0, 0, 0, len, kind], None);
+                assert!(
+                    matches!(err, Error::BadLength { len: l, .. } if l == usize::from(len)),
+                    "{} with length {len}: {err}",
+                    msg.name()
+                );
+            }
+            assert!(matches!(
+                decode(&buf[4..buf.len() - 1], None),
+                Err(Error::BadLength { len: 32, .. })
+            ));
+        }
+        assert_eq!(
+            decode_bytes(&[0, 0, 0, 34, KIND_PROOF], None).to_string(),
+            "proof message with a 34-byte length is malformed"
+        );
+        // Past the handshake limit it is too long before it is malformed.
+        assert!(matches!(
+            decode_bytes(&[0, 0, 4, 1, KIND_CHALLENGE], None),
+            Error::TooLong { len: 1025, .. }
+        ));
+        // A state that does not take them refuses them from the header.
+        let mut dec = Decoder::new();
+        dec.set_accepts(Kinds::of(&[Kind::Hello]));
+        let mut buf = Vec::new();
+        encode(&Message::Challenge(nonce), &mut buf);
+        let mut r = &buf[..];
+        assert_eq!(
+            dec.read(&mut r).unwrap_err().to_string(),
+            "unexpected challenge message"
+        );
+        assert!(Kinds::ALL.contains(KIND_CHALLENGE) && Kinds::ALL.contains(KIND_PROOF));
+    }
+
+    #[test]
     fn bad_contents_are_rejected() {
         let l = Some(layout());
         let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST, 0, 0, 0, 3], l);
@@ -1558,10 +1685,13 @@ mod tests {
         wrong[5] = b'X';
         assert!(matches!(decode_bytes(&wrong, None), Error::BadMagic));
         let mut wrong = hello.clone();
-        wrong[10] = 3;
+        wrong[9..11].copy_from_slice(&(VERSION - 1).to_be_bytes());
         assert_eq!(
             decode_bytes(&wrong, None).to_string(),
-            "protocol version 3 is not supported (this is version 2)"
+            format!(
+                "protocol version {} is not supported (this is version {VERSION})",
+                VERSION - 1
+            )
         );
         let mut wrong = hello;
         *wrong.last_mut().unwrap() = 0xFF;

@@ -107,7 +107,8 @@ impl Download {
         let name = &self.shared.name;
         let file_id = self.store.manifest().id();
         let addr = to.to_string();
-        let (stream, mut dec, hello) = conn::dial(to, file_id, name)?;
+        let secret = self.shared.secret.as_deref();
+        let (stream, mut dec, hello) = conn::dial(to, file_id, name, secret)?;
         if hello.file_id != file_id {
             return Err(Error::wire(
                 &addr,

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use crate::auth::Secret;
 use crate::chunks::ChunkSet;
 use crate::cli::PeerArgs;
 use crate::conn::{ConnId, Handle, Outgoing, id_list};
@@ -137,6 +138,9 @@ pub(crate) struct Shared {
     /// The download neighbour: given, or assigned by the owner (`None`
     /// until it is, or while the peer is alone in the ring).
     target: Mutex<Option<SocketAddr>>,
+    /// What this peer proves, and requires, on every connection; `None`
+    /// for an open swarm.
+    pub secret: Option<Arc<Secret>>,
     pub events: Sender<Event>,
 }
 
@@ -194,6 +198,11 @@ pub fn request_window(chunk_size: u32) -> usize {
 
 /// Runs a peer until it has the verified file and may leave.
 pub fn run(args: &PeerArgs) -> Result<Report> {
+    // First, so a bad secret file fails before anything else is done.
+    let secret = match &args.secret_file {
+        Some(path) => Some(Arc::new(Secret::load(path)?)),
+        None => None,
+    };
     let listener = net::listen(args.listen)?;
     let local = listener
         .local_addr()
@@ -211,6 +220,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         shun_until: AtomicU64::new(0),
         wired: args.download_neighbor.is_none(),
         target: Mutex::new(args.download_neighbor),
+        secret,
         events,
     });
     let name = shared.name.clone();

@@ -81,6 +81,14 @@ impl OwnerLink {
                     self.shared.report(Event::Fatal(e));
                     return;
                 }
+                // The secret on either side will not change by retrying;
+                // and an owner that cannot prove it must not be trusted.
+                Err(Error::Admission { failure, .. }) => {
+                    let peer = format!("owner at {}", self.addr);
+                    self.shared
+                        .report(Event::Fatal(Error::Admission { peer, failure }));
+                    return;
+                }
                 Err(e) => {
                     failures += 1;
                     // Refusals while the owner starts up are expected;
@@ -118,8 +126,9 @@ impl OwnerLink {
         let name = self.shared.name.clone();
         let owner = format!("owner at {}", self.addr);
         let cached_id = self.store.as_ref().map(|s| s.manifest().id());
+        let secret = self.shared.secret.as_deref();
         let (mut stream, mut dec, hello) =
-            conn::dial(self.addr, cached_id.unwrap_or([0; 32]), &name)?;
+            conn::dial(self.addr, cached_id.unwrap_or([0; 32]), &name, secret)?;
         *last_ok = Instant::now();
         let manifest = receive_manifest(&mut dec, &mut stream, &owner)?;
         if manifest.id() != hello.file_id {

@@ -69,7 +69,7 @@ fn serve(
     net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
     let name = &shared.name;
     let mut dec = Decoder::new();
-    let hello = conn::read_hello(&mut stream, &mut dec, addr)?;
+    let hello = conn::read_hello(&mut stream, &mut dec, addr, shared.secret.as_deref())?;
     let who = hello.name;
     let file_id = store.manifest().id();
     if hello.file_id != file_id {
