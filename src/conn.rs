@@ -157,8 +157,21 @@ pub fn read_hello(
     secret: Option<&Secret>,
 ) -> Result<Hello> {
     let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
-    auth::admit(stream, dec, secret, addr, deadline)?;
-    hello_in(dec, addr)
+    let hello = auth::admit(stream, dec, secret, addr, deadline).and_then(|()| hello_in(dec, addr));
+    if let Err(Error::Wire {
+        err: wire::Error::BadVersion(v),
+        ..
+    }) = &hello
+    {
+        // Two builds of swarm that cannot talk say why: REFUSE is the
+        // same frame in every version.
+        let why = format!(
+            "protocol version {v} is not supported (this is version {})",
+            wire::VERSION
+        );
+        let _ = wire::send(stream, &Message::Refuse(&why));
+    }
+    hello
 }
 
 /// The HELLO that `dec` has read.

@@ -431,7 +431,10 @@ fn lying_owner(
     let first = layout.chunk_id(0).unwrap();
     wire::send(&mut s, &Message::Hashes { first, hashes }).unwrap();
     dec.set_layout(layout);
-    dec.read(&mut s).unwrap();
+    // A peer that rejects the manifest closes instead of listing.
+    if dec.read(&mut s).is_err() {
+        return;
+    }
     for id in layout.ids() {
         let at = layout.offset(id) as usize;
         let chunk = &data[at..at + layout.chunk_len(id)];
@@ -441,28 +444,25 @@ fn lying_owner(
     let _ = s.read(&mut [0u8; 64]);
 }
 
+/// A name that is not plain (a path, `..`) cannot come from an honest
+/// owner, which makes its name plain before hashing the manifest: the
+/// peer gives up, and nothing is written anywhere.
 #[test]
 fn a_malicious_manifest_writes_nothing_outside_the_directory() {
-    let dir = TestDir::new("traversal");
-    let work = dir.join("a/b");
-    fs::create_dir_all(&work).unwrap();
-    let data = common::random_bytes(3000, 3);
-    let owner = TcpListener::bind("127.0.0.1:0").unwrap();
-    let args = lone_peer_args(owner.local_addr().unwrap().port(), &["--linger", "1"]);
-    let served = data.clone();
-    let fake = thread::spawn(move || hostile_owner(owner, "../../escape.bin", &served, 1024));
-    let mut peer = Proc::start("peer", &work, &args);
-    peer.expect_success();
-    fake.join().unwrap();
-    assert_eq!(fs::read(work.join("peer/escape.bin")).unwrap(), data);
-    assert!(!dir.join("escape.bin").exists() && !dir.join("a/escape.bin").exists());
-    let log = peer.log_text();
-    assert!(
-        log.contains(
-            r#"the owner's file name "../../escape.bin" is not a plain name; using "escape.bin""#
-        ),
-        "{log}"
+    let dir = refused(
+        "traversal",
+        |owner| {
+            hostile_owner(
+                owner,
+                "../../escape.bin",
+                &common::random_bytes(3000, 3),
+                1024,
+            )
+        },
+        r#"swarm: bad manifest: owner at 127.0.0.1:PORT sent a file name that is not a plain name ("../../escape.bin")"#,
     );
+    assert!(!dir.join("escape.bin").exists() && !dir.join("peer/escape.bin").exists());
+    assert!(!dir.join("peer/manifest").exists());
 }
 
 /// Runs a lone peer against the fake owner `serve` and returns its
@@ -470,7 +470,11 @@ fn a_malicious_manifest_writes_nothing_outside_the_directory() {
 fn refused(name: &str, serve: impl FnOnce(TcpListener) + Send + 'static, want: &str) -> TestDir {
     let dir = TestDir::new(name);
     let owner = TcpListener::bind("127.0.0.1:0").unwrap();
-    let args = lone_peer_args(owner.local_addr().unwrap().port(), &[]);
+    let port = owner.local_addr().unwrap().port();
+    let args = lone_peer_args(port, &[]);
+    // `want` may name the fake owner's port as PORT.
+    let want = want.replace("PORT", &port.to_string());
+    let want = want.as_str();
     let fake = thread::spawn(move || serve(owner));
     let mut peer = Proc::start("peer", &dir.path, &args);
     let status = peer
@@ -544,4 +548,37 @@ fn a_restarted_owner_reuses_unchanged_chunks_and_resplits_a_changed_file() {
         ring.start_peer(i);
     }
     ring.expect_all_identical();
+}
+
+/// A build of swarm that speaks another protocol version is told why it
+/// is turned away, not just disconnected: REFUSE is the same frame in
+/// every version.
+#[test]
+fn another_protocol_version_is_refused_with_the_reason() {
+    let mut ring = Ring::new("version", 1, 3 * CHUNK);
+    ring.start_owner(&[]);
+    wait_until("the owner's manifest", || {
+        ring.dir.join("owner/summary.txt").exists()
+    });
+    let mut stream = TcpStream::connect(("127.0.0.1", ring.owner_port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut frame = Vec::new();
+    wire::encode(
+        &Message::Hello {
+            version: 2,
+            file_id: [0; 32],
+            name: "old swarm",
+        },
+        &mut frame,
+    );
+    stream.write_all(&frame).unwrap();
+    // The decoder of this build would reject the version itself, so the
+    // REFUSE is read as raw bytes: length, kind 11, reason.
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let reason = "protocol version 2 is not supported (this is version 3)";
+    assert_eq!(raw[4], 11, "{raw:?}");
+    assert_eq!(&raw[5..], reason.as_bytes());
 }

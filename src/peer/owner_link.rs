@@ -301,9 +301,13 @@ pub(crate) fn receive_manifest(
         other => return Err(fail(wire::Error::Unexpected(other.name()))),
     };
     let layout = Layout::new(file_len, chunk_size)?;
+    // An owner makes its name plain before it hashes the manifest, so a
+    // name that is not plain cannot be an honest owner's.
     let name = manifest::plain_name(&raw_name);
     if name != raw_name {
-        log::warn!("the owner's file name {raw_name:?} is not a plain name; using {name:?}");
+        return Err(Error::Manifest(format!(
+            "{owner} sent a file name that is not a plain name ({raw_name:?})"
+        )));
     }
     dec.set_layout(layout);
     dec.set_accepts(Kinds::of(&[Kind::Hashes]));
