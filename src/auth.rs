@@ -27,6 +27,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
+use crate::manifest::Digest;
 use crate::net;
 use crate::wire::{self, Decoder, Kind, Kinds, Message, NONCE_LEN};
 
@@ -46,6 +47,16 @@ pub const WRONG_SECRET: &str = "wrong swarm secret";
 const ACCEPT_LABEL: &[u8] = b"swarm accept";
 /// The label of the connecting side's proof.
 const CONNECT_LABEL: &[u8] = b"swarm connect";
+/// The label of the accepting side's proof over the file ID of its HELLO.
+const HELLO_LABEL: &[u8] = b"swarm hello";
+
+/// Both nonces of an admitted connection: what later proofs on it are
+/// bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    na: Nonce,
+    nb: Nonce,
+}
 
 /// A CHALLENGE's random bytes, or a PROOF's MAC.
 pub type Nonce = [u8; NONCE_LEN];
@@ -121,6 +132,24 @@ impl Secret {
     /// time so that a wrong guess learns nothing from how long it took.
     fn check(&self, label: &[u8], na: &Nonce, nb: &Nonce, proof: &Nonce) -> bool {
         self.mac(label, na, nb).verify_slice(proof).is_ok()
+    }
+
+    /// The accepting side's proof that the HELLO it sent on `session`
+    /// carries `file_id`: without it, a relay that passed our challenge
+    /// to a real member could answer with a file ID of its own.
+    pub fn prove_hello(&self, session: &Session, file_id: &Digest) -> Nonce {
+        let mut mac = self.mac(HELLO_LABEL, &session.na, &session.nb);
+        mac.update(file_id);
+        let mut out = [0u8; NONCE_LEN];
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// Whether `proof` is [`Secret::prove_hello`] for `file_id`.
+    pub fn check_hello(&self, session: &Session, file_id: &Digest, proof: &Nonce) -> bool {
+        let mut mac = self.mac(HELLO_LABEL, &session.na, &session.nb);
+        mac.update(file_id);
+        mac.verify_slice(proof).is_ok()
     }
 }
 
@@ -240,7 +269,7 @@ pub fn connect(
     secret: &Secret,
     who: &str,
     deadline: Instant,
-) -> Result<()> {
+) -> Result<Session> {
     let na = nonce()?;
     send(stream, &Message::Challenge(na), who)?;
     // HELLO is read to report it: an open side, or an impostor that
@@ -261,7 +290,8 @@ pub fn connect(
     }
     dec.set_accepts(Kinds::ALL);
     let ours = secret.prove(CONNECT_LABEL, &na, &nb);
-    send(stream, &Message::Proof(ours), who)
+    send(stream, &Message::Proof(ours), who)?;
+    Ok(Session { na, nb })
 }
 
 /// The accepting side's half (steps 2 and 5 of the exchange), from the
@@ -277,12 +307,12 @@ pub fn admit(
     secret: Option<&Secret>,
     who: &str,
     deadline: Instant,
-) -> Result<()> {
+) -> Result<Option<Session>> {
     let Some(secret) = secret else {
         return match next(dec, stream, who, deadline) {
             Ok(Message::Challenge(_)) => Err(refuse(stream, NO_SECRET, who, Failure::Unwanted)),
             // Anything else is the caller's to read as a HELLO.
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(None),
             Err(e) => Err(e),
         };
     };
@@ -312,7 +342,8 @@ pub fn admit(
         return Err(refuse(stream, WRONG_SECRET, who, Failure::Unproven));
     }
     dec.set_accepts(Kinds::ALL);
-    next(dec, stream, who, deadline).map(|_| ())
+    next(dec, stream, who, deadline)?;
+    Ok(Some(Session { na, nb }))
 }
 
 /// Sends REFUSE with `reason`, closes without losing it, and returns the
@@ -586,5 +617,27 @@ mod tests {
         let err = Secret::load(missing.parent().unwrap()).unwrap_err();
         assert!(err.to_string().ends_with(": is a directory"), "{err}");
         forget(&there);
+    }
+
+    #[test]
+    fn the_hello_proof_binds_the_file_id_to_the_connection() {
+        let key = secret(b"k");
+        let one = Session {
+            na: [1; NONCE_LEN],
+            nb: [2; NONCE_LEN],
+        };
+        let two = Session {
+            na: [1; NONCE_LEN],
+            nb: [3; NONCE_LEN],
+        };
+        let proof = key.prove_hello(&one, &[7; 32]);
+        assert!(key.check_hello(&one, &[7; 32], &proof));
+        assert!(!key.check_hello(&one, &[8; 32], &proof), "another file ID");
+        assert!(
+            !key.check_hello(&two, &[7; 32], &proof),
+            "another connection"
+        );
+        assert!(!secret(b"j").check_hello(&one, &[7; 32], &proof));
+        assert_ne!(proof, key.prove(ACCEPT_LABEL, &one.na, &one.nb));
     }
 }

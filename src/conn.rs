@@ -37,7 +37,7 @@ use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Digest, Layout};
 use crate::net::{self, Stats};
-use crate::wire::{self, Decoder, Kinds, Message};
+use crate::wire::{self, Decoder, Kind, Kinds, Message};
 
 /// Items a connection's inbox holds at most. A full inbox is an error for
 /// the sender (a request flood, or a connection that stopped reading), not
@@ -134,6 +134,34 @@ pub struct Hello {
     pub file_id: Digest,
     /// Its name for logs; the remote address if it gave none.
     pub name: String,
+    /// The admitted connection's nonces, when a secret is in use.
+    pub session: Option<auth::Session>,
+}
+
+/// Answers `theirs` with our HELLO and, on an admitted connection, the
+/// proof that binds the file ID in it to this connection's nonces: the
+/// one thing a relay between two members could otherwise change.
+pub fn answer_hello(
+    stream: &mut TcpStream,
+    file_id: Digest,
+    name: &str,
+    theirs: &Hello,
+    secret: Option<&Secret>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(128);
+    wire::encode(
+        &Message::Hello {
+            version: wire::VERSION,
+            file_id,
+            name,
+        },
+        &mut buf,
+    );
+    if let (Some(secret), Some(session)) = (secret, &theirs.session) {
+        let proof = secret.prove_hello(session, &file_id);
+        wire::encode(&Message::Proof(proof), &mut buf);
+    }
+    stream.write_all(&buf)
 }
 
 /// Sends our HELLO.
@@ -157,7 +185,11 @@ pub fn read_hello(
     secret: Option<&Secret>,
 ) -> Result<Hello> {
     let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
-    let hello = auth::admit(stream, dec, secret, addr, deadline).and_then(|()| hello_in(dec, addr));
+    let hello = auth::admit(stream, dec, secret, addr, deadline).and_then(|session| {
+        let mut hello = hello_in(dec, addr)?;
+        hello.session = session;
+        Ok(hello)
+    });
     if let Err(Error::Wire {
         err: wire::Error::BadVersion(v),
         ..
@@ -179,6 +211,7 @@ fn hello_in(dec: &Decoder, addr: &str) -> Result<Hello> {
     let fail = |err| Error::wire(addr, err);
     match dec.message().map_err(fail)? {
         Message::Hello { file_id, name, .. } => Ok(Hello {
+            session: None,
             file_id,
             name: if name.is_empty() {
                 addr.to_string()
@@ -203,13 +236,36 @@ pub fn dial(
     let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
     let who = addr.to_string();
     let mut dec = Decoder::new();
-    if let Some(secret) = secret {
-        auth::connect(&mut stream, &mut dec, secret, &who, deadline)?;
-    }
+    let session = match secret {
+        Some(secret) => Some(auth::connect(
+            &mut stream,
+            &mut dec,
+            secret,
+            &who,
+            deadline,
+        )?),
+        None => None,
+    };
     send_hello(&mut stream, file_id, name).map_err(|e| Error::wire(&who, e.into()))?;
     let left = deadline.saturating_duration_since(Instant::now());
     net::fill_within(&mut dec, &mut stream, left).map_err(|e| Error::wire(&who, e))?;
     let hello = hello_in(&dec, &who)?;
+    if let (Some(secret), Some(session)) = (secret, session) {
+        // The file ID it answered with must be proven too (see
+        // `answer_hello`).
+        dec.set_accepts(Kinds::of(&[Kind::Proof]));
+        let left = deadline.saturating_duration_since(Instant::now());
+        let proven = net::fill_within(&mut dec, &mut stream, left).is_ok()
+            && matches!(dec.message(), Ok(Message::Proof(p))
+                if secret.check_hello(&session, &hello.file_id, &p));
+        if !proven {
+            return Err(Error::Admission {
+                peer: who,
+                failure: auth::Failure::Unproven,
+            });
+        }
+        dec.set_accepts(Kinds::ALL);
+    }
     Ok((stream, dec, hello))
 }
 

@@ -581,9 +581,15 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     let mut dec = Decoder::new();
     let hello = conn::read_hello(&mut stream, &mut dec, addr, shared.secret.as_deref())?;
-    let who = hello.name;
-    conn::send_hello(&mut stream, shared.file_id, "owner")
-        .map_err(|e| Error::wire(who.as_str(), e.into()))?;
+    let who = hello.name.clone();
+    conn::answer_hello(
+        &mut stream,
+        shared.file_id,
+        "owner",
+        &hello,
+        shared.secret.as_deref(),
+    )
+    .map_err(|e| Error::wire(who.as_str(), e.into()))?;
     dec.set_layout(*store.layout());
     let source: Arc<dyn ChunkSource> = Arc::clone(shared) as Arc<dyn ChunkSource>;
     let conn = Conn::start(

@@ -554,3 +554,76 @@ fn a_bad_secret_file_stops_owner_and_peer_at_once() {
     );
     assert!(!dir.join("peer").exists());
 }
+
+/// Reads one raw frame (length and all) from `s`.
+fn raw_frame(s: &mut TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut frame = len.to_vec();
+    frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
+    s.read_exact(&mut frame[4..]).unwrap();
+    frame
+}
+
+/// A relay between a peer and the real owner passes admission by handing
+/// each side the other's challenge and proof, then answers with a file ID
+/// of its own. The owner's HELLO carries a proof bound to the
+/// connection's nonces and its file ID, which the relay cannot make for
+/// another ID, so the peer takes nothing from it.
+#[test]
+fn a_relay_that_swaps_the_owners_file_id_is_refused() {
+    use std::io::Write;
+    let mut ring = Ring::new("secret-relay", 1, 2 * CHUNK);
+    let right = secret_file(&ring.dir.join("swarm.secret"), SECRET, 0o600);
+    ring.start_owner(&["--secret-file", &right]);
+    let owner_port = ring.owner_port;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let relay = thread::spawn(move || {
+        let mut peer = accept_within(&listener);
+        peer.set_read_timeout(Some(PROMPTLY)).unwrap();
+        let mut owner = TcpStream::connect(("127.0.0.1", owner_port)).unwrap();
+        owner.set_read_timeout(Some(PROMPTLY)).unwrap();
+        // CHALLENGE from the peer; CHALLENGE and PROOF from the owner;
+        // PROOF and HELLO from the peer: all passed on untouched.
+        let f = raw_frame(&mut peer);
+        owner.write_all(&f).unwrap();
+        for _ in 0..2 {
+            let f = raw_frame(&mut owner);
+            peer.write_all(&f).unwrap();
+        }
+        for _ in 0..2 {
+            let f = raw_frame(&mut peer);
+            owner.write_all(&f).unwrap();
+        }
+        // The owner's HELLO is swapped for one with another file ID; its
+        // proof is passed on as it is.
+        let hello = raw_frame(&mut owner);
+        assert_eq!(hello[4], 1, "the owner answers with HELLO");
+        let proof = raw_frame(&mut owner);
+        assert_eq!(proof[4], 14, "the owner proves its HELLO");
+        let mut fake = Vec::new();
+        wire::encode(
+            &Message::Hello {
+                version: wire::VERSION,
+                file_id: [9; 32],
+                name: "owner",
+            },
+            &mut fake,
+        );
+        peer.write_all(&fake).unwrap();
+        peer.write_all(&proof).unwrap();
+        frames_until_closed(&mut peer)
+    });
+    let (mut peer, peer_dir) = lone_peer(&ring.dir, port, &right);
+    assert_refused(
+        &mut peer,
+        &format!(
+            "swarm: owner at 127.0.0.1:{port} could not prove the swarm secret \
+             (a different secret, or an impostor)"
+        ),
+    );
+    assert_eq!(relay.join().unwrap(), Vec::<String>::new());
+    assert_nothing_stored(&peer_dir);
+}

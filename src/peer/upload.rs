@@ -70,13 +70,14 @@ fn serve(
     let name = &shared.name;
     let mut dec = Decoder::new();
     let hello = conn::read_hello(&mut stream, &mut dec, addr, shared.secret.as_deref())?;
-    let who = hello.name;
+    let who = hello.name.clone();
     let file_id = store.manifest().id();
     if hello.file_id != file_id {
         return net::refuse(stream, "this peer is sharing a different file", &who);
     }
     let fail = |e: std::io::Error| Error::wire(who.as_str(), e.into());
-    conn::send_hello(&mut stream, file_id, name).map_err(fail)?;
+    conn::answer_hello(&mut stream, file_id, name, &hello, shared.secret.as_deref())
+        .map_err(fail)?;
     dec.set_layout(*store.layout());
     // The list and the feed of chunks gained after it, taken at one
     // instant so no chunk falls between the two.
