@@ -188,6 +188,9 @@ impl Tracker {
                     let addr = self.members[i].assigned.clone().unwrap_or_default();
                     actions.push(Action::Tell { conn, addr });
                 }
+                // A peer back without what it held (another --dir, a lost
+                // disk) may have taken chunks no one else has.
+                self.reseed_lost(i, &mut actions);
             } else if let Some(at) = self.ring.iter().position(|&r| r == i) {
                 self.remove_at(at, &mut actions);
             }
@@ -372,7 +375,14 @@ impl Tracker {
         }
         // Chunks no live wired member holds or is being seeded re-enter
         // the ring where the gap was.
-        let Some(conn) = self.members[next].link else {
+        self.reseed_lost(next, actions);
+    }
+
+    /// Pushes to member `to` the chunks that no wired member in the ring
+    /// holds or is being seeded: without them the ring could never
+    /// finish, and every peer would fetch them from the owner.
+    fn reseed_lost(&mut self, to: usize, actions: &mut Vec<Action>) {
+        let Some(conn) = self.members[to].link else {
             return;
         };
         let mut present = ChunkSet::new(self.count);
@@ -388,9 +398,9 @@ impl Tracker {
             actions.push(Action::Log(format!(
                 "{} chunks are held by no live peer; seeding them to {}",
                 lost.len(),
-                self.members[next].addr
+                self.members[to].addr
             )));
-            self.members[next].promised.union_with(&lost);
+            self.members[to].promised.union_with(&lost);
             actions.push(Action::Reseed { conn, chunks: lost });
         }
     }
@@ -718,6 +728,29 @@ mod tests {
         assert!(t.unreachable(conn(3), "h:2").is_empty());
         assert!(t.tick(now + GRACE * 2).is_empty());
         assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3"]);
+    }
+
+    #[test]
+    fn a_member_back_without_its_seeds_is_seeded_them_again() {
+        let mut t = Tracker::new(COUNT, 100);
+        for n in 1..=2 {
+            join(&mut t, n);
+        }
+        t.seeded(conn(1), &some(&[0, 1, 2, 3, 4]));
+        t.seeded(conn(2), &some(&[5, 6, 7, 8, 9]));
+        t.have(conn(2), &some(&[5, 6]).iter(&layout()).collect::<Vec<_>>());
+        let now = Instant::now();
+        t.link_down(conn(2), now);
+        // Back within its grace, holding only chunk 5: 6 to 9 are lost.
+        let (_, a) = t.register(conn(3), "h:2", true, "", some(&[5])).unwrap();
+        let reseed: Vec<_> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reseed { conn, chunks } => Some((conn.get(), chunks.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reseed, vec![(3, some(&[6, 7, 8, 9]))]);
     }
 
     #[test]

@@ -396,3 +396,112 @@ impl Ring {
         }
     }
 }
+
+/// Peers the owner wires: started without `--download-neighbor`, so the
+/// owner places each in its ring in the order they register.
+impl Ring {
+    /// Starts peer `i` with no download neighbour: the owner assigns one.
+    pub fn start_wired_peer(&mut self, i: usize) {
+        let mut args = vec![
+            "peer".to_string(),
+            "--owner".into(),
+            self.owner_port.to_string(),
+            "--port".into(),
+            self.ports[i].to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            format!("peer{i}"),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let name = format!("peer{i}");
+        self.peers[i] = Some(Proc::start(&name, &self.dir.path, &args));
+    }
+
+    /// The owner's log so far.
+    pub fn owner_log(&self) -> String {
+        self.owner.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+
+    /// Waits until the owner has logged `text`.
+    pub fn await_owner_log(&self, text: &str) {
+        wait_until(&format!("the owner to log {text:?}"), || {
+            self.owner_log().contains(text)
+        });
+    }
+
+    /// The address the owner knows peer `i` by.
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i])
+    }
+}
+
+/// How a `swarm` command that ran to its end went.
+pub struct Finished {
+    /// The exit code; `None` if a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `swarm ARGS` to its end, killing it and failing the test if it
+/// takes longer than [`patience`].
+pub fn run_swarm(args: &[&str]) -> Finished {
+    use std::io::Read;
+    let mut child = Command::new(SWARM)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + patience();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "swarm {} did not exit within {:?}",
+                args.join(" "),
+                patience()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// The whole number after `"key":` in a JSON text, the first time `key`
+/// appears.
+pub fn json_number(json: &str, key: &str) -> u64 {
+    let tag = format!("\"{key}\":");
+    let at = json
+        .find(&tag)
+        .unwrap_or_else(|| panic!("no {tag} in {json}"))
+        + tag.len();
+    let digits: String = json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{tag} is not followed by a number in {json}"))
+}
