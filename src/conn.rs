@@ -202,6 +202,7 @@ pub fn read_hello(
             wire::VERSION
         );
         let _ = wire::send(stream, &Message::Refuse(&why));
+        net::close_gracefully(stream, net::READ_TICK);
     }
     hello
 }

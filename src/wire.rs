@@ -1,192 +1,558 @@
 //! The swarm protocol: every byte that crosses a connection.
 //!
-//! This module holds the whole wire format: one [`Message`] enum, one
-//! encoder ([`encode`]) and one decoder ([`Decoder`]). It knows nothing of
-//! files or threads. The text below is the specification; a compatible
-//! peer can be written from it alone.
+//! This module holds the whole wire format: one
+//! [`Message`](crate::wire::Message) enum, one encoder
+//! ([`encode`](crate::wire::encode)) and one decoder
+//! ([`Decoder`](crate::wire::Decoder)). It knows nothing of files or
+//! threads. The text below is the specification of protocol version 3; a
+//! compatible peer can be written from it alone.
 //!
 //! # Frames
 //!
 //! A connection carries frames in both directions. Integers are unsigned
-//! and big-endian.
+//! and big-endian; a chunk ID is a `u32`; text is UTF-8.
 //!
 //! ```text
 //! frame = length:u32  kind:u8  payload:(length - 1 bytes)
 //! ```
 //!
-//! `length` counts the kind byte and the payload, so it is at least 1. A
-//! receiver checks, from these five header bytes alone and before it
-//! reads or allocates the payload, that the kind is one it accepts in the
-//! session's current state (tables below), that `length` is within the
-//! kind's allowed sizes, and that it is within its frame limit; it closes
-//! the connection on any violation. The frame limit is 1024 until the
-//! manifest is known, then `64 + max(chunk_size, ceil(chunks / 8))`. A
-//! receiver's buffer grows with the bytes that actually arrive, not with
-//! what `length` claims.
+//! `length` counts the kind byte and the payload. From the five header
+//! bytes alone, before it reads or allocates the payload, a receiver
+//! checks, in this order: `length >= 1`; `length` is within its frame
+//! limit; the kind is known (1 to 20); the kind does not need the layout
+//! (table below) before the receiver has it; the kind is accepted in the
+//! session's current state (tables under Sessions); `length` is within the
+//! kind's bounds. Then it reads the payload and checks its contents. Its
+//! buffer grows with the bytes that actually arrive, not with what `length`
+//! claims.
+//!
+//! The frame limit is 1024 while the receiver lacks the file's layout, then
+//! `64 + max(chunk_size, ceil(chunks / 8))` (at most 16 MiB + 64). The
+//! owner and both ends of a ring session have the layout once the HELLOs
+//! are exchanged; a peer or status client in an owner session has it from
+//! the MANIFEST on, so HASHES already fall under the file's limit.
+//!
+//! A violation (a frame this specification does not allow where it arrives)
+//! ends the connection: the receiver closes the socket at once, sends no
+//! REFUSE and reads nothing more (the other side may see a reset). REFUSE
+//! is sent only where Admission, Sessions and Owner session say so.
 //!
 //! # Messages
 //!
-//! | kind | name       | payload                                                        |
-//! |------|------------|----------------------------------------------------------------|
-//! | 1    | HELLO      | `"SWRM"` `version:u16` `file_id:[32]` `name:utf8 (0..=64 bytes)` |
-//! | 2    | MANIFEST   | `file_len:u64` `chunk_size:u32` `file_sha256:[32]` `name:utf8 (1..=255 bytes)` |
-//! | 3    | HASHES     | `first:u32` then `n >= 1` chunk SHA-256 digests of 32 bytes, for chunks `first..first+n` |
-//! | 4    | CHUNK_LIST | bitfield of exactly `ceil(chunks / 8)` bytes; bit 7 of byte 0 is chunk 0; spare bits 0 |
-//! | 5    | HAVE       | `n >= 1` chunk IDs as `u32`: chunks the sender has gained since its last list |
-//! | 6    | REQUEST    | `chunk:u32`                                                    |
-//! | 7    | CHUNK      | `chunk:u32` then exactly that chunk's bytes                    |
-//! | 8    | SEED_DONE  | empty: the owner has sent every chunk it seeds to this peer    |
-//! | 9    | COMPLETE   | empty: the sender now holds every chunk                        |
-//! | 10   | KEEPALIVE  | empty: sent after 5 s without other traffic                    |
-//! | 11   | REFUSE     | `reason:utf8 (0..=200 bytes)`, then the sender closes          |
-//! | 12   | SEEDING    | `busy:u8`, 1 or 0: whether the owner is sending seeds to any peer now |
-//! | 13   | CHALLENGE  | `nonce:[32]`: fresh random bytes to be proved over (see Admission) |
-//! | 14   | PROOF      | `mac:[32]`: HMAC-SHA-256 over both nonces (see Admission)      |
+//! | kind | name       | payload | `length` | layout |
+//! |------|------------|---------|----------|--------|
+//! | 1    | HELLO      | `"SWRM"` `version:u16` `file_id:[32]` `name:utf8 (0..=64 bytes)`: opens every session | 39..=103 | no |
+//! | 2    | MANIFEST   | `file_len:u64` `chunk_size:u32` `file_sha256:[32]` `name:utf8 (1..=255 bytes, plain)` | 46..=300 | no |
+//! | 3    | HASHES     | `first:u32`, then `n >= 1` chunk SHA-256 digests of 32 bytes, for chunks `first..first+n` | 37..=5+32·chunks, `length % 32 == 5` | yes |
+//! | 4    | CHUNK_LIST | every chunk the sender holds now: bitfield of `ceil(chunks / 8)` bytes; bit 7 of byte 0 is chunk 0; spare bits 0 | exactly 1+ceil(chunks/8) | yes |
+//! | 5    | HAVE       | `n >= 1` chunk IDs the sender gained since it listed; order means nothing, an ID may repeat | 5..=1+4·chunks, `length % 4 == 1` | yes |
+//! | 6    | REQUEST    | `chunk:u32` | 5 | yes |
+//! | 7    | CHUNK      | `chunk:u32`, then exactly that chunk's bytes | 5 + the chunk's length (6..=5+chunk_size) | yes |
+//! | 8    | SEED_DONE  | empty: the owner has sent the batch of chunks it pushed unasked | 1 | no |
+//! | 9    | COMPLETE   | empty: the sender holds every chunk and has checked the file | 1 | no |
+//! | 10   | KEEPALIVE  | empty | 1 | no |
+//! | 11   | REFUSE     | `reason:utf8 (0..=200 bytes)`; the sender then stops writing and closes | 1..=201 | no |
+//! | 12   | SEEDING    | `busy:u8`, 1 or 0: whether the owner is pushing seeds to any session now | 2 | no |
+//! | 13   | CHALLENGE  | `nonce:[32]`: fresh random bytes to be proved over (see Admission) | 33 | no |
+//! | 14   | PROOF      | `mac:[32]`: HMAC-SHA-256 over both nonces (see Admission) | 33 | no |
+//! | 15   | REGISTER   | `wired:u8` (1 or 0) `port:u16` `host_len:u8` `host:utf8` `nb_len:u8` `neighbour:utf8`, each text 0..=255 bytes | 6..=516; the two lengths account for the payload exactly | no |
+//! | 16   | PROGRESS   | `rate:u64`: bytes of new chunks the sender stored per second, over about the last second | 9 | no |
+//! | 17   | NEIGHBOUR  | `addr:utf8 (0..=255 bytes)`: `HOST:PORT` to download from; empty: no one | 1..=256 | no |
+//! | 18   | UNREACHABLE | `addr:utf8 (1..=255 bytes)`: the download neighbour, as NEIGHBOUR named it, cannot be reached | 2..=256 | no |
+//! | 19   | STATUS_REQUEST | empty | 1 | no |
+//! | 20   | STATUS     | `total:u32` `first:u32` `sent:u64`, then entries to the end of the frame | 17..=limit | no |
 //!
-//! A chunk ID is valid when it is below the manifest's chunk count, and a
-//! chunk's length is `chunk_size`, except the last chunk's, which is
-//! `file_len - (chunks - 1) * chunk_size`. An unknown kind, an ID out of
-//! range, a wrong length or a message that is out of place ends the
-//! connection.
+//! Every `length` is also at most the frame limit, for HASHES, HAVE and
+//! STATUS usually the tighter bound. "layout: yes" kinds arriving before
+//! the receiver has the layout are violations (kinds 15 to 20 need none to
+//! be decoded, but no state accepts them before it is known). A byte shown
+//! as 1 or 0 may be nothing else. A chunk ID is valid below `chunks`; chunk
+//! `i` is `chunk_size` bytes long, except the last, which is `file_len -
+//! (chunks - 1) * chunk_size`. HASHES also needs `first + n <= chunks`. For
+//! an empty file (`chunks = 0`) no HASHES, HAVE, REQUEST or CHUNK can be
+//! valid, and CHUNK_LIST has `length` 1. A STATUS entry is `state:u8` (0 to
+//! 4) `wired:u8` `held:u32` `rate:u64` `addr_len:u8` `addr:utf8`
+//! `nb_len:u8` `neighbour:utf8` (16 to 526 bytes); the entries fill the
+//! frame exactly, and `first` plus their number is at most `total`.
 //!
-//! Every list a sender builds must fit the receiver's frame limit: HASHES
-//! carry at most `(limit - 64) / 32` digests and HAVE at most
-//! `(limit - 1) / 4` IDs per frame; longer lists are split over several
-//! frames ([`encode_have`]).
+//! Every list must be split to fit the receiver's frame limit:
+//!
+//! - HASHES: the owner puts `per = (limit - 64) / 32` digests in a frame
+//!   (that is `max(chunk_size, ceil(chunks / 8)) / 32`, at least 32), with
+//!   `first = 0, per, 2·per, ...`; every frame is full but the last, and an
+//!   empty file has none. A receiver accepts any `n` that fits, but each
+//!   `first` must equal the number of digests it has received so far.
+//! - HAVE: at most `(limit - 1) / 4` IDs a frame
+//!   ([`encode_have`](crate::wire::encode_have)).
+//! - STATUS: one answer is one or more frames with the same `total` and
+//!   `sent`, `first` counting the entries of the frames before; a frame
+//!   holds as many whole entries as fit, at least one, and an empty
+//!   registry is one frame with none
+//!   ([`encode_status`](crate::wire::encode_status)).
+//! - CHUNK_LIST and CHUNK always fit the limit, which is made for them;
+//!   MANIFEST, REGISTER, NEIGHBOUR and UNREACHABLE always fit 1024.
+//!
+//! # Manifest and file ID
+//!
+//! `chunks = ceil(file_len / chunk_size)`, 0 for an empty file.
+//! `chunk_size` is within 1024..=16777216 and `chunks <= 4194304`. The file
+//! ID is the SHA-256 of the manifest's text form, exactly these bytes:
+//!
+//! ```text
+//! "swarm manifest 1" LF
+//! "name " NAME LF
+//! "size " DEC(file_len) LF
+//! "chunk-size " DEC(chunk_size) LF
+//! "chunks " DEC(chunks) LF
+//! "sha256 " HEX(file_sha256) LF
+//! DEC(i) " " HEX(chunk i's SHA-256) LF      for i = 0 .. chunks-1
+//! ```
+//!
+//! LF is the byte 0x0A and ends every line, the last one too; there is no
+//! CR and no other space than those shown. DEC is ASCII decimal with no
+//! sign and no leading zeros (`0` for zero). HEX is 64 lowercase hex
+//! digits. NAME is the MANIFEST's name bytes. For an empty file the text
+//! ends with the `sha256` line. `DIR/manifest` holds exactly these bytes; a
+//! reader may be lenient (the Rust one takes CRLF and uppercase hex), as
+//! the ID is always taken over the canonical form.
+//!
+//! Test vectors: `empty.bin`, 0 bytes, chunk size 102400 gives ID
+//! `2352aaa160ae8c6df60d8e66593c42a63e945b9008580c52a46d4b75503995f7`;
+//! `a.txt` holding `"hello\n"`, chunk size 1024 (one chunk, both digests
+//! `5891b5b5...f6be03`) gives ID
+//! `fa38f4546ee07702657d4c248c4547a92a8c7281353e461c287a0f2d272752b9`.
+//!
+//! A name is plain when it is 1 to 255 bytes of UTF-8 with no `/`, no `\`
+//! and no control character (Unicode Cc: U+0000..=U+001F, U+007F..=U+009F),
+//! and is neither `.` nor `..`. The owner makes its name plain before it
+//! hashes the manifest (`plain_name`: its file's last path component,
+//! control characters dropped, cut to 255 bytes, `file` for an empty
+//! result, `.` or `..`).
+//!
+//! A peer gives up (exits with an error, and does not retry) on a MANIFEST
+//! whose `chunk_size` or `chunks` is out of bounds or whose name is not
+//! plain: no honest owner sends one. It rebuilds the text from the MANIFEST
+//! and the HASHES; its SHA-256 must equal the `file_id` of the owner's
+//! HELLO, and if the peer has a cached manifest (its HELLO carried a
+//! non-zero `file_id`), the new one must equal that too. Either mismatch is
+//! fatal as well.
 //!
 //! # Admission
 //!
 //! A swarm may be closed by a secret that the owner and every peer hold
-//! (`--secret-file`). Then every connection, to the owner or between
-//! peers, opens with a mutual challenge-response before any HELLO, and a
-//! side that has not proved the secret is sent nothing of the file: no
-//! MANIFEST, no CHUNK_LIST, no CHUNK. A peer likewise takes nothing from
-//! an owner that has not proved it. Without a secret a connection opens
-//! with HELLO as below, and a swarm is open to anyone who reaches it.
+//! (`--secret-file`). Then every connection (a status client's too) opens
+//! with a mutual challenge-response before any HELLO, and a side that has
+//! not proved the secret is sent nothing of the file; a peer likewise takes
+//! nothing from an owner that has not proved it. Without a secret a
+//! connection opens with HELLO, and the swarm is open to anyone.
 //!
 //! A is the connecting side, B the accepting side. `na` and `nb` are 32
 //! bytes from the operating system's random source, fresh for each
 //! connection. `secret` is the secret file's bytes without trailing ASCII
 //! whitespace (1 to 4096 bytes), the HMAC-SHA-256 key (RFC 2104). `||` is
 //! concatenation, and the labels are the ASCII bytes shown, without a
-//! terminator; they differ so that neither side's proof can be replayed
-//! as the other's.
+//! terminator; they differ so that neither side's proof can be replayed as
+//! the other's.
 //!
 //! 1. A → CHALLENGE(`na`), its first frame.
 //! 2. B reads A's first frame. A CHALLENGE: B → CHALLENGE(`nb`), then
 //!    PROOF(`HMAC(secret, "swarm accept" || na || nb)`).
-//! 3. A checks B's PROOF in constant time. If it is wrong, or B sent
-//!    HELLO or REFUSE instead of CHALLENGE, A closes without sending its
-//!    own proof or its HELLO: B has not shown it belongs to the swarm.
+//! 3. A checks B's PROOF in constant time. If it is wrong, or B sent HELLO
+//!    or REFUSE instead of CHALLENGE, A closes without sending its own
+//!    proof or its HELLO: B has not shown it belongs to the swarm.
 //! 4. A → PROOF(`HMAC(secret, "swarm connect" || na || nb)`), then its
-//!    HELLO, and the session goes on as below.
+//!    HELLO.
 //! 5. B checks A's PROOF in constant time; if it is wrong, B → REFUSE
-//!    `"wrong swarm secret"` and closes. Otherwise the next frame is A's
-//!    HELLO and the session goes on as below.
+//!    `"wrong swarm secret"` and closes. Otherwise it reads A's HELLO and
+//!    answers as Sessions says; an answering HELLO is followed at once by
+//!    PROOF(`HMAC(secret, "swarm hello" || na || nb || file_id)`), with the
+//!    `file_id` of that HELLO.
+//! 6. A checks that PROOF in constant time; if it is wrong, A closes
+//!    without a word. The session goes on as below.
 //!
 //! A side configured differently from the other is refused, with nothing
 //! else sent: B with a secret whose first frame from A is a HELLO → REFUSE
-//! `"this swarm needs its secret: start with --secret-file"`; B without a
-//! secret whose first frame from A is a CHALLENGE → REFUSE `"this swarm has
-//! no secret; start without --secret-file"`. These three refusals mean
-//! that admission failed, which trying again will not change. B's other
-//! refusals (a full listener) come before it reads anything and mean what
-//! they always do.
+//! `"this swarm needs its secret: start with --secret-file"` (a HELLO of
+//! another version gets the version refusal instead, see Sessions); B
+//! without a secret whose first frame from A is a CHALLENGE → REFUSE `"this
+//! swarm has no secret; start without --secret-file"`. These three refusals
+//! mean that admission failed, which trying again will not change; B then
+//! stops writing and discards input for up to 0.5 s before it closes. B's
+//! other refusals (a full listener) come before it reads anything and mean
+//! what they always do.
 //!
-//! The exchange runs under the handshake deadline: B has 10 s from the
-//! connection's start to receive A's PROOF and HELLO, A has 10 s from its
-//! connect to receive B's CHALLENGE, PROOF and HELLO. Frames in it are
-//! checked from their headers like any other: B accepts only CHALLENGE or
-//! HELLO first and then only PROOF; A accepts CHALLENGE, HELLO or REFUSE
-//! first and then only PROOF.
+//! The exchange runs under the handshake deadline (Sessions), and its
+//! frames are checked from their headers like any other: B accepts only
+//! CHALLENGE or HELLO first and then only PROOF; A accepts CHALLENGE, HELLO
+//! or REFUSE first, then only PROOF, and after B's HELLO only PROOF.
 //!
-//! Admission proves that whoever answers at the start of a connection
-//! holds the secret. It neither encrypts nor authenticates the frames
-//! that follow: a party that can alter traffic between two members can
-//! still relay the exchange and then inject frames of its own (chunks are
-//! still checked against the manifest's digests, the manifest is not).
+//! Admission proves that whoever answers at the start of a connection holds
+//! the secret, and the last proof binds B's file ID to the connection, so a
+//! relay cannot substitute a file: the file ID fixes the manifest, and the
+//! manifest every chunk. It neither encrypts nor authenticates the other
+//! frames: a party that can alter traffic between two members can still
+//! relay the exchange and then inject frames of its own (a forged
+//! NEIGHBOUR, say), though never make a peer keep a byte that is not the
+//! owner's.
 //!
 //! # Sessions
 //!
-//! The connecting side speaks first. `version` is 3 (version 1 had no
-//! SEEDING, version 2 no CHALLENGE or PROOF); a HELLO with another magic
-//! or version is refused. `file_id` is
-//! the SHA-256 of the manifest's text form (see `manifest.rs`), or 32 zero
-//! bytes from a peer that has no manifest yet; `name` names the sender in
-//! logs (`"peer 9001"`). The answering side has 10 s to receive the opening
-//! HELLO.
+//! The dialing side speaks first (after admission, if any): HELLO. The
+//! listening side reads it and, if it serves the session, answers with its
+//! own HELLO. `version` is 3 (version 1 had no SEEDING, version 2 no
+//! CHALLENGE and PROOF). `file_id` is the file ID, or 32 zero bytes from a
+//! side that has no manifest yet (sent only to the owner). `name` names the
+//! sender in logs (`"owner"`, `"peer 9001"`, `"status"`); empty means "use
+//! my address". Each side gives the other 10 s from its accept or connect
+//! for admission and HELLO; a peer gives the owner 10 s more for the
+//! MANIFEST, and again for each HASHES frame.
 //!
-//! Owner session (peer connects to the owner):
+//! What the first frame at a listener gets:
 //!
-//! 1. peer → HELLO; owner → HELLO (with the real `file_id`).
-//! 2. owner → MANIFEST, then HASHES frames covering chunks `0..chunks` in
-//!    order. The peer checks that `file_id` is the SHA-256 of the manifest
-//!    it rebuilt, and, if its own HELLO carried a non-zero `file_id`,
-//!    that the two are equal.
-//! 3. peer → CHUNK_LIST of the chunks it already holds.
-//! 4. owner → CHUNK for each chunk it seeds to this peer, unasked, then
-//!    SEED_DONE.
-//! 5. From step 3 on the peer may send REQUEST for any chunk; the owner
-//!    answers each with CHUNK, in order, after the seeds, and never holds
-//!    a request back for another session's sake. The session lasts until
-//!    the peer closes. An owner that must stop (its file changed) sends
-//!    REFUSE with the reason.
-//! 6. After SEED_DONE the owner sends SEEDING with whether any session is
-//!    still receiving seeds, and again whenever that changes. A peer
-//!    should ask the owner for chunks the ring would bring anyway (its end
-//!    game) only while the owner is not seeding: the owner's link is the
-//!    one every byte must cross once, and seeds are chunks no peer has.
+//! | first frame                                    | owner           | peer's upload port |
+//! |------------------------------------------------|-----------------|--------------------|
+//! | HELLO with magic `"SWRM"` and version 3        | served, whatever its `file_id` | served if `file_id` is its file ID, else REFUSE `this peer is sharing a different file` (zero ID included) |
+//! | HELLO with magic `"SWRM"` and another version V | REFUSE `protocol version V is not supported (this is version 3)` | same |
+//! | HELLO with another magic; REFUSE, another kind, a malformed frame | closed | closed |
+//! | CHALLENGE, or HELLO where a CHALLENGE is due    | see Admission   | see Admission      |
+//! | nothing whole within 10 s                      | closed          | closed             |
+//! | anything, while the listener is full           | REFUSE `too many connections; try again later`, written before anything is read | same |
 //!
-//! | state (receiver)               | kinds accepted                            |
-//! |--------------------------------|-------------------------------------------|
-//! | owner, before CHUNK_LIST       | CHUNK_LIST, KEEPALIVE                      |
-//! | owner, after CHUNK_LIST        | REQUEST, KEEPALIVE                         |
-//! | peer, before the manifest      | MANIFEST (then HASHES until complete), REFUSE |
-//! | peer, after the manifest       | CHUNK, SEED_DONE, SEEDING, KEEPALIVE, REFUSE |
+//! "Closed" means closed without a word: no HELLO, no REFUSE. A refusing
+//! listener writes REFUSE instead of its HELLO, stops writing, discards
+//! input for up to 0.5 s and closes; after the version refusal (which also
+//! answers a HELLO that follows admission) it closes at once. The owner
+//! never compares a peer's `file_id`: zeros, its own ID and any other are
+//! served alike, with its real ID, MANIFEST and HASHES; only the peer
+//! compares (Manifest and file ID).
 //!
-//! Ring session (a downloader connects to an uploader's listening port):
+//! A dialer takes HELLO or REFUSE as the other side's first frame after
+//! admission, and closes without a word on a HELLO it cannot accept
+//! (another magic or version, malformed). A peer's dialer, after a REFUSE,
+//! a failed connect or handshake, or a ring HELLO whose `file_id` differs
+//! (closed without a word), tries again later, backing off from 25 ms,
+//! doubling, to 2 s; a failed admission on its owner link is fatal.
 //!
-//! 1. downloader → HELLO; uploader → HELLO. Both carry the real `file_id`;
-//!    on a mismatch the uploader sends REFUSE and closes.
+//! ## Owner session (a peer connects to the owner)
+//!
+//! 1. peer → HELLO; owner → HELLO (with the real `file_id`; and, with a
+//!    secret, its PROOF).
+//! 2. owner → MANIFEST, then the HASHES frames, all at once. The peer
+//!    checks them (Manifest and file ID).
+//! 3. peer → REGISTER, then CHUNK_LIST of the chunks it already holds, in
+//!    one write. A session without REGISTER is served alike but is not
+//!    registered. A status client sends STATUS_REQUEST instead of both.
+//! 4. On the CHUNK_LIST the owner registers a peer that sent REGISTER, or
+//!    refuses it: REFUSE `the swarm is full: this owner takes at most N
+//!    peers (--max-peers)`. Then owner → NEIGHBOUR (to a peer it wires),
+//!    CHUNK for each chunk it seeds to this session, unasked, in ID order,
+//!    then SEED_DONE, then SEEDING (Seeding and end game).
+//! 5. From step 3 on the peer may send REQUEST for any chunk, even one it
+//!    listed or asked for before; the owner answers each with CHUNK, in the
+//!    order they queue behind its other messages (so after the seeds). This
+//!    implementation's peer sends no REQUEST before SEED_DONE. The peer
+//!    also sends HAVE for the chunks it gained since its CHUNK_LIST or last
+//!    HAVE, and PROGRESS, each once a second until its file is verified;
+//!    UNREACHABLE when it cannot connect to the download neighbour the
+//!    owner named; and once verified, a last HAVE (if any), PROGRESS 0 and
+//!    COMPLETE.
+//! 6. At any time the owner may send NEIGHBOUR, and push a batch of CHUNKs
+//!    unasked, then SEED_DONE and SEEDING (a repair, see The owner as
+//!    tracker). A peer accepts any CHUNK from the owner, asked for or not.
+//! 7. The session lasts until the peer leaves (it stops writing; the owner
+//!    closes on seeing that) or closes, or a rule under Limits and idle
+//!    rules applies. An owner whose file changed sends every session REFUSE
+//!    `the owner's file changed while being shared; the owner has stopped`,
+//!    then exits.
+//!
+//! | receiver, state                                    | kinds accepted                                         |
+//! |----------------------------------------------------|--------------------------------------------------------|
+//! | owner, first frame                                 | HELLO (after admission, if any)                        |
+//! | owner, after the HELLOs                            | REGISTER, CHUNK_LIST, STATUS_REQUEST, KEEPALIVE        |
+//! | owner, after REGISTER                              | CHUNK_LIST, STATUS_REQUEST, KEEPALIVE                  |
+//! | owner, after CHUNK_LIST                            | REQUEST, HAVE, PROGRESS, UNREACHABLE, COMPLETE, KEEPALIVE |
+//! | owner, after STATUS_REQUEST                        | STATUS_REQUEST, KEEPALIVE                              |
+//! | peer, first frame                                  | HELLO, REFUSE (after admission, if any)                |
+//! | peer, after the owner's HELLO, with a secret       | PROOF                                                  |
+//! | peer, before MANIFEST                              | MANIFEST, REFUSE                                       |
+//! | peer, until it has `chunks` digests                | HASHES                                                 |
+//! | peer, once it has sent CHUNK_LIST                  | CHUNK, SEED_DONE, SEEDING, NEIGHBOUR, KEEPALIVE, REFUSE |
+//! | status client, once it has the digests             | STATUS, KEEPALIVE, REFUSE                              |
+//!
+//! So before its CHUNK_LIST a peer takes a REFUSE only in place of the
+//! owner's HELLO or MANIFEST, and between HASHES frames a REFUSE or a
+//! KEEPALIVE is a violation (an honest owner writes MANIFEST and HASHES at
+//! once). A hand-wired peer ignores NEIGHBOUR. A wired one ignores a
+//! NEIGHBOUR whose address it cannot resolve; on any other that changes its
+//! download neighbour it closes its ring connection and connects to the new
+//! one (to none if empty). A peer closes the session on the third chunk
+//! from it that fails its digest (it discards each bad one and asks again).
+//!
+//! ## Ring session (a downloader connects to an uploader's listening port)
+//!
+//! 1. downloader → HELLO; uploader → HELLO (and, with a secret, its PROOF),
+//!    both with the file ID (see the table above for a mismatch).
 //! 2. uploader → CHUNK_LIST of everything it holds, then HAVE whenever it
 //!    gains chunks, and CHUNK in answer to each REQUEST, in request order.
-//!    A REQUEST for a chunk the uploader does not hold (it may have dropped
-//!    a damaged one since listing it) goes unanswered.
-//! 3. downloader → REQUEST for chunks the uploader listed and it lacks,
-//!    several in flight at once, at most 256 outstanding (more is a
-//!    flood, and the uploader closes); COMPLETE once it holds every chunk
-//!    and has checked the whole file.
+//! 3. downloader → REQUEST for chunks it lacks, several in flight at once;
+//!    COMPLETE once it holds every chunk and has checked the whole file. A
+//!    downloader never sends HAVE: chunks flow one way.
 //!
-//! | state (receiver)          | kinds accepted                                 |
-//! |---------------------------|------------------------------------------------|
-//! | uploader                  | REQUEST, COMPLETE, KEEPALIVE                   |
-//! | downloader, before the list | CHUNK_LIST, KEEPALIVE, REFUSE                |
-//! | downloader, after it      | HAVE, CHUNK, KEEPALIVE, REFUSE                 |
+//! | receiver, state                     | kinds accepted                  |
+//! |-------------------------------------|---------------------------------|
+//! | uploader, first frame               | HELLO (after admission, if any) |
+//! | uploader, after the HELLOs          | REQUEST, COMPLETE, KEEPALIVE    |
+//! | downloader, first frame             | HELLO, REFUSE (after admission, if any) |
+//! | downloader, after the uploader's HELLO, with a secret | PROOF       |
+//! | downloader, before CHUNK_LIST       | CHUNK_LIST, KEEPALIVE, REFUSE   |
+//! | downloader, after it                | HAVE, CHUNK, KEEPALIVE, REFUSE  |
+//!
+//! A peer's upload port serves nobody until the peer has the manifest (at
+//! once if it resumes from a cached one). Before that the port is bound and
+//! the kernel completes TCP connections, but nothing is read or written: a
+//! dialer's HELLO goes unanswered until its own 10 s deadline. When the
+//! manifest arrives, the connections still waiting are served like new ones
+//! (their 10 s start then), however old their HELLO.
+//!
+//! An uploader serves a REQUEST for any chunk it holds when it reads the
+//! REQUEST, listed or not (a HAVE may be on its way), unless the chunk is
+//! dropped before its turn. A REQUEST for a chunk it does not hold goes
+//! unanswered: no CHUNK, no REFUSE, no close. A downloader should ask only
+//! for chunks the uploader listed. A connection becomes a *downloader* with
+//! its first REQUEST for a held chunk; COMPLETE from any other connection
+//! does not count, and the uploader closes that connection at once, without
+//! a word.
+//!
+//! A sender (uploader or owner) queues what it has to write, HAVE and
+//! KEEPALIVE aside, in one queue of 256 items; the frame being written is
+//! no longer in it. Each REQUEST queues one item, and a REQUEST that finds
+//! the queue full is a flood: the sender closes. An uploader queues nothing
+//! else before COMPLETE, so 256 REQUESTs unanswered never flood it. The
+//! owner's queue also holds its own messages until written (three items per
+//! batch of seeds: the seeds, SEED_DONE with any SEEDING, an end-of-batch
+//! marker; one per NEIGHBOUR or SEEDING), so a requester must stay a few
+//! below 256 there; this implementation keeps at most 64 REQUESTs
+//! unanswered per source.
 //!
 //! A requester gives each REQUEST a deadline (the peer's
 //! `--stall-timeout`): past it, the chunk may be asked of another source,
 //! and the first copy to arrive is kept. A late CHUNK in answer to a
-//! REQUEST that was sent is no violation; a CHUNK nobody asked for (other
-//! than the owner's seeds) is, and ends the connection.
+//! REQUEST that was sent is no violation; a CHUNK from an uploader that
+//! nobody asked for is, and ends the connection. After three chunks that
+//! fail their digest on one ring connection the downloader closes it and
+//! stays away from that neighbour for three times `--stall-timeout`.
 //!
-//! An uploader counts a downloader's COMPLETE only if that connection has
-//! asked it for at least one chunk: a connection that never downloaded
-//! cannot release the uploader.
+//! # Leaving
 //!
-//! A side that is done (a downloader after COMPLETE, an uploader after
-//! receiving it, a peer leaving the owner) stops writing and reads until
-//! the other side closes too, so its last message is not lost to a reset.
+//! A side that is done stops writing (TCP half-close) after what it has
+//! queued, and reads on, in its current state, until the other side closes
+//! too, for at most 10 s, so its last message is not lost to a reset.
 //!
-//! Either side sends KEEPALIVE when it has sent nothing for 5 s, and
-//! closes a connection that has been silent for 30 s, or whose other side
-//! has taken more than 30 s plus one second per 16 KiB to read what was
-//! written to it. A listener serves a bounded number of connections (256
-//! at the owner, 16 at a peer); when a new one arrives at the cap it
-//! closes, to make room, first a connection that never sent or received a
-//! chunk, then one that received only chunks it did not ask for (seeds)
-//! and none for 5 s, then one that has asked for nothing for 30 s, the one
-//! idle longest within each; if every connection is doing work, the
-//! newcomer gets REFUSE.
+//! - A downloader, once its file is verified, sends COMPLETE on its ring
+//!   connection and stops writing. It still takes HAVE and CHUNK (stored if
+//!   new) and requests nothing more.
+//! - An uploader, on a downloader's COMPLETE, sends what it has queued and
+//!   stops writing; REQUESTs read after that go unanswered. When it sees
+//!   the downloader close, it closes at once, dropping anything queued.
+//! - Toward the owner a verified peer sends COMPLETE (step 5 of the owner
+//!   session) and keeps the session open while it stays, since a registered
+//!   peer whose session ends without COMPLETE is away, then gone. When it
+//!   leaves it stops writing; the owner, which has read COMPLETE by then,
+//!   closes and counts it as left. A verified peer does not reconnect to
+//!   the owner.
+//! - If the download side connects (again) after verification, it sends
+//!   COMPLETE right after the HELLOs; as that connection never asked for a
+//!   chunk, the uploader closes it without counting it. It tries an
+//!   unreachable neighbour for about 3 s after verification, and no
+//!   neighbour at all while it has none.
+//!
+//! A peer exits, once its file is verified, as soon as either holds:
+//!
+//! 1. a downloader has ever sent it COMPLETE, and for every open downloader
+//!    connection `--linger` seconds have passed since the last chunk sent
+//!    to it (since verification, if none was sent yet);
+//! 2. `--linger` seconds have passed since the latest of: verification, and
+//!    the last chunk sent in answer to any downloader, open or gone (a
+//!    downloader's COMPLETE counts as its last contact).
+//!
+//! Only chunks sent in answer to a downloader's REQUEST count as contact;
+//! KEEPALIVEs and strangers count for nothing. A downloader that never had
+//! to ask for a chunk (all seeded or resumed) releases no one, and for an
+//! empty file every peer stays the full `--linger`. Before exiting, the
+//! peer stops writing on its owner session and waits up to 2 s for its
+//! download connection and owner session to close (its COMPLETEs have then
+//! been read); then it closes every connection, without REFUSE. A download
+//! side between connections is not waited for, and its COMPLETE is then
+//! never sent.
+//!
+//! # The owner as tracker
+//!
+//! The owner keeps a registry of the peers that send REGISTER, by address,
+//! and wires a ring of those that ask. The address, where the peer's upload
+//! port is reached, is `host:port`, or for an empty `host` the address the
+//! session comes from with `port`. `wired` 1 asks the owner to place the
+//! peer in its ring; 0 marks a hand-wired peer (`--download-neighbor`),
+//! whose `neighbour` (`HOST:PORT`) is for the registry only.
+//!
+//! A peer registers when its CHUNK_LIST arrives. A new address is refused
+//! (owner session, step 4) while the live members (downloading, complete or
+//! away) number `--max-peers`. A known address (a reconnect or a restart)
+//! takes over its entry with the new CHUNK_LIST, and is refused only if the
+//! member had gone or left and the live members number `--max-peers`. A
+//! member is complete once its CHUNK_LIST is full or it sent COMPLETE. When
+//! its session ends, a complete member has left; any other is away and
+//! keeps its place for 3 s (registering again within that time changes
+//! nothing). Past that, or at once when a registered peer sends UNREACHABLE
+//! naming it while its session is down, it is gone (any other UNREACHABLE
+//! changes nothing). At most 1000 gone and left members are kept, the
+//! oldest dropped first.
+//!
+//! The ring is a list of the live wired members in join order in which each
+//! downloads from the one before it, and the first from the last. A
+//! newcomer is appended: it downloads from the last member, and the first
+//! member is told to download from it; a member alone is told NEIGHBOUR
+//! empty. A member that is gone or has left is taken out, and the one after
+//! it is told to download from the one before it (from no one if it is now
+//! alone). A gone or left member that registers again wired, holding
+//! chunks, goes back in front of the member that was after it, if that one
+//! is still in the ring; otherwise it is appended. One that registers again
+//! hand-wired is taken out. The owner sends NEIGHBOUR to a member with a
+//! session whose download neighbour changes, unless it is complete, and to
+//! every new session of a wired member that keeps its place; to a
+//! registering session it goes before the seeds.
+//!
+//! Repair: the chunks that no member in the ring holds (by its CHUNK_LIST
+//! and HAVEs) or, with its session up, has been pushed by the owner go, as
+//! one batch (CHUNKs, then SEED_DONE), to a member with a session: when a
+//! member is taken out, to the one after it unless that one is complete;
+//! and when a wired member registers again and keeps its place, to it,
+//! before its (empty) share. This is how such chunks re-enter the ring.
+//!
+//! A STATUS entry describes one member, in registration order: `state` 0
+//! downloading, 1 complete, 2 away, 3 gone, 4 left; `wired` 1 if the owner
+//! wires it; `held` how many chunks its CHUNK_LIST and HAVEs named; `rate`
+//! its last PROGRESS (0 once complete or ended); `addr` its address;
+//! `neighbour` its download neighbour (the one the owner assigned, or a
+//! hand-wired peer's own), empty if none. `sent` is the chunk bytes the
+//! owner has sent in all. A status client (`swarm status`) opens an owner
+//! session with a zero `file_id`, reads MANIFEST and HASHES, then sends
+//! STATUS_REQUEST, again whenever it wants a fresh answer; each gets one
+//! STATUS answer. It never registers.
+//!
+//! # Limits and idle rules
+//!
+//! | rule                                   | value                              |
+//! |----------------------------------------|------------------------------------|
+//! | TCP connect                            | 5 s                                |
+//! | admission and HELLO; MANIFEST; each HASHES or STATUS frame | 10 s           |
+//! | KEEPALIVE                              | after 5 s with nothing to write    |
+//! | silence                                | 30 s without a byte arriving       |
+//! | slow reader                            | 30 s + 1 s per whole 16 KiB of the frame being written |
+//! | reading on after stopping to write     | 10 s                               |
+//! | items queued at a sender               | 256                                |
+//! | connections at a listener              | owner `--max-peers` + 256, peer 16 |
+//!
+//! Once a session is running (from the owner's HELLO on the owner; from
+//! sending CHUNK_LIST on a peer's owner link; from the HELLOs on both ring
+//! ends), a side whose writer has had nothing to write for 5 s sends
+//! KEEPALIVE; none is sent during a handshake or after the side stopped
+//! writing. A side closes a silent connection, counting at a listener from
+//! its accept (the HELLO does not reset the clock), at a dialer from the
+//! end of its handshake; and one whose other side reads too slowly (for a
+//! CHUNK the size counted is `chunk_size`; a single blocked write also
+//! fails after 30 s). None of these closes sends REFUSE.
+//!
+//! These deadlines (handshake, silence, slow reader, reading on) are
+//! checked after each whole frame, and when about a second (half a second
+//! in a handshake) passes with no byte arriving. Bytes trickled in more
+//! often than that postpone the check: a HELLO sent a byte every 0.4 s is
+//! accepted after 20 s, a frame trickled in keeps the slow-reader check
+//! from running, and a frame at least once a second holds a finished
+//! connection open.
+//!
+//! A listener counts its connections from accept (handshakes included),
+//! with no limit per address. When a new one arrives at the cap, it closes
+//! one without a word to make room, choosing the first non-empty tier below
+//! and within it the smallest key; a registered peer's session, from its
+//! registration on, is never chosen:
+//!
+//! 1. connections that never sent or received a chunk, oldest first (by
+//!    accept time);
+//! 2. connections that moved only unasked chunks (the owner's seeds), the
+//!    last one more than 5 s ago, least recent first;
+//! 3. connections that moved chunks asked for, the last one more than 30 s
+//!    ago, least recent first.
+//!
+//! If no connection qualifies, the newcomer gets REFUSE `too many
+//! connections; try again later`. The owner never leaves on its own: it
+//! keeps every session until the peer closes or a rule above applies, and
+//! stops only when killed (connections just close) or when its file changes
+//! (REFUSE to every session, then exit with an error within a second).
+//!
+//! # Seeding and end game
+//!
+//! The owner's seed shares (`Seeder`). With `N = --peers` and `C = chunks`,
+//! let `base = C / N` and `extra = C % N` (integer division). The owner
+//! numbers the shares it computes, `k = 0, 1, 2, ...`, in the order it
+//! handles CHUNK_LISTs: every session not refused gets one (a reconnecting,
+//! unregistered or hand-wired peer, and one that lacks nothing, included),
+//! except that a wired registration gets one only while `k < N` and for a
+//! new address; otherwise it is seeded nothing (SEED_DONE at once) and `k`
+//! stays. Share `k` is `base + 1` chunks if `k % N < extra`, else `base`:
+//! the chunks not in the session's CHUNK_LIST that have been handed out the
+//! fewest times so far, the lowest ID first among equals (fewer if it lacks
+//! fewer); each chosen chunk's count goes up by one. So the first N shares
+//! of empty peers between them hold every chunk exactly once, and share N
+//! starts a new round from the least handed-out chunks. Seeds go out in ID
+//! order.
+//!
+//! SEEDING. A session is *seeding* from the moment a non-empty batch of
+//! seeds (its share or a repair) is queued for it until the batch's
+//! SEED_DONE has been written (or it ended); `busy` is whether any session
+//! is seeding. A session gets SEEDING(`busy`) after the SEED_DONE that ends
+//! its seeding, or that follows an empty share, and then, while it is not
+//! seeding, on every change of `busy`. Before its first SEED_DONE it gets
+//! none.
+//!
+//! A peer's end game (its coordinator; evaluated after every event and
+//! every 100 ms):
+//!
+//! - `seeded`: new chunks it stored that the owner pushed before the first
+//!   SEED_DONE of a session, summed over its owner sessions in this run
+//!   (not chunks resumed from disk, nor repairs pushed after it).
+//! - `owner_busy`: the `busy` of the last SEEDING on the current owner
+//!   session; true from the start of each owner session until a SEEDING
+//!   says 0.
+//! - `endgame = !owner_busy && seeded > 0 && missing <= max(seeded, 2)`,
+//!   where `missing = chunks - held`: a peer seeded nothing has no tail of
+//!   its own to fetch.
+//! - `stalled` (the ring needs help). Without a download neighbour (none
+//!   named yet, or NEIGHBOUR empty): once it has received a SEED_DONE and
+//!   has had no neighbour for 1 s. With one, when any of: no new chunk came
+//!   from the ring for `--stall-timeout` (counted from the coordinator's
+//!   start or the last change of neighbour); a ring request lapsed within
+//!   the last `--stall-timeout`; a ring source with requests outstanding
+//!   takes longer per chunk than `max(4 × t_owner, --stall-timeout /
+//!   10)`. `t_owner` is (arrival of the last new seed − start of the owner
+//!   session) / new seeds in it, taken at a SEED_DONE of a session that
+//!   brought at least 4; a source's time per chunk is the gap between
+//!   chunks arriving while requests remain outstanding, smoothed as
+//!   `gap = (7·gap + new) / 8`, used after 3 gaps.
+//!
+//! Each source has a window: `ceil(min latency / gap) + 1` clamped to
+//! `2..=W` (min latency: the fastest REQUEST-to-CHUNK time seen), 4 until
+//! both are measured, `W = clamp(4 MiB / chunk_size, 4, 64)`. The owner is
+//! asked, never before its session's first SEED_DONE: while `stalled`, for
+//! a full window of any chunks lacking (also taking over chunks the ring
+//! has claimed, earliest deadline first); else in the end game, for at most
+//! 2 outstanding, and only chunks that no ring connection now up has
+//! offered (listed or HAVE'd); else for nothing. The owner is asked from
+//! the highest wanted ID down, the ring from the lowest up; a chunk is
+//! claimed by one source at a time until its request lapses. Until
+//! verified, a wired peer keeps its owner session up, reconnecting whenever
+//! it drops; a hand-wired one, after its first session, reconnects only
+//! while `stalled` or in the end game, since each of its sessions is seeded
+//! again.
 
 use std::fmt;
 use std::io::{self, Read, Write};
