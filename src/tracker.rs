@@ -317,6 +317,10 @@ impl Tracker {
         let Some(&i) = self.by_addr.get(addr) else {
             return Vec::new();
         };
+        // Only the member told to download from it has reason to know.
+        if self.members[reporter].assigned.as_deref() != Some(addr) {
+            return Vec::new();
+        }
         let m = &self.members[i];
         if m.ended || m.link.is_some() || m.complete {
             // Gone already (the reporter will hear its new neighbour),
@@ -726,6 +730,10 @@ mod tests {
         assert!(j.known);
         assert_eq!(tells(&a), vec![(9, "h:1".into())]);
         assert!(t.unreachable(conn(3), "h:2").is_empty());
+        // Nor is one from a member that does not download from it.
+        t.link_down(conn(9), now);
+        assert!(t.unreachable(conn(1), "h:2").is_empty());
+        let (_, _) = t.register(conn(10), "h:2", true, "", none()).unwrap();
         assert!(t.tick(now + GRACE * 2).is_empty());
         assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3"]);
     }

@@ -505,3 +505,22 @@ pub fn json_number(json: &str, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{tag} is not followed by a number in {json}"))
 }
+
+/// Stops a process (SIGSTOP) and waits until every one of its threads
+/// is stopped: `kill` returns before a thread running on another core
+/// has stopped, and a chunk it was writing could land afterwards.
+pub fn freeze(pid: u32) {
+    signal(pid, "STOP");
+    let stopped = |task: &Path| {
+        let stat = fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        stat.rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "T")
+    };
+    wait_until(&format!("process {pid} to stop"), || {
+        fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |tasks| {
+            tasks.filter_map(|t| t.ok()).all(|t| stopped(&t.path()))
+        })
+    });
+}
