@@ -61,6 +61,23 @@ impl ChunkSet {
         fresh
     }
 
+    /// Whether chunk number `raw` (below the capacity) is in the set.
+    pub fn contains_raw(&self, raw: u32) -> bool {
+        let i = raw as usize;
+        self.words[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Adds chunk number `raw` (below the capacity); returns whether it
+    /// was new.
+    pub fn insert_raw(&mut self, raw: u32) -> bool {
+        let i = raw as usize;
+        let bit = 1 << (i % 64);
+        let fresh = self.words[i / 64] & bit == 0;
+        self.words[i / 64] |= bit;
+        self.len += u32::from(fresh);
+        fresh
+    }
+
     /// Removes `id`; returns whether it was there.
     pub fn remove(&mut self, id: ChunkId) -> bool {
         let i = id.index();

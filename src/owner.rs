@@ -67,7 +67,14 @@ pub struct Seeder {
     extra: usize,
     peers: usize,
     joined: usize,
+    /// Peers the owner wires that have registered, seeded or not.
+    wired: usize,
 }
+
+/// Joiners per seeding round in a ring the owner wires: a chunk seeded
+/// once crosses the whole ring, one hop after another, and a ring of a
+/// thousand peers is a thousand hops long.
+pub const SEED_ROUND: usize = 100;
 
 impl Seeder {
     /// A seeder for `count` chunks shared among `peers` peers.
@@ -78,6 +85,7 @@ impl Seeder {
             extra: (count % peers.max(1)) as usize,
             peers: peers.max(1) as usize,
             joined: 0,
+            wired: 0,
         }
     }
 
@@ -118,10 +126,15 @@ impl Seeder {
         chosen
     }
 
-    /// Whether N peers have had their shares: the file has been handed
-    /// out whole once.
-    pub fn round_done(&self) -> bool {
-        self.joined >= self.peers
+    /// Counts a peer the owner wires and says whether it gets a share:
+    /// the first N do, and then N in every [`SEED_ROUND`] joiners, so the
+    /// file enters a long ring at a seed point every hundred peers or so
+    /// and no chunk must cross more hops than that to reach everyone.
+    pub fn share_due(&mut self) -> bool {
+        let round = self.peers.max(SEED_ROUND);
+        let due = self.wired % round < self.peers;
+        self.wired += 1;
+        due
     }
 }
 
@@ -788,9 +801,10 @@ impl Session {
         }
         let seeds = {
             let mut seeder = shared.seeder.lock().unwrap_or_else(|p| p.into_inner());
-            // A peer the owner wires gets a share only in the first round
-            // and only once: later ones fill from the ring.
-            if wired && (known || seeder.round_done()) {
+            // A peer the owner wires gets a share only once, and only if
+            // its place in the join order is due one: the rest fill from
+            // the ring.
+            if wired && (known || !seeder.share_due()) {
                 ChunkSet::new(layout.count())
             } else {
                 seeder.choose(&layout, &peer_has)
@@ -825,7 +839,7 @@ fn track(shared: &Arc<Shared>) {
                 let text = tracker::table(
                     &peers,
                     layout.count(),
-                    layout.chunk_size(),
+                    layout.file_len(),
                     shared.sent.load(Ordering::Relaxed),
                     TABLE_ROWS,
                 );
@@ -899,6 +913,17 @@ mod tests {
         );
         // A sixth peer starts the next round.
         assert_eq!(raw(&seeder.choose(&l, &empty)), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn wired_peers_get_shares_in_rounds_of_n_every_hundred_joins() {
+        let mut seeder = Seeder::new(50, 5);
+        let due: Vec<usize> = (0..250).filter(|_| seeder.share_due()).collect();
+        let want: Vec<usize> = (0..5).chain(100..105).chain(200..205).collect();
+        assert_eq!(due, want);
+        // With more than a hundred seeded peers, every joiner gets one.
+        let mut many = Seeder::new(50, 150);
+        assert!((0..400).all(|_| many.share_due()));
     }
 
     #[test]

@@ -474,6 +474,20 @@ impl Scheduler {
             .map(|(&id, _)| id)
     }
 
+    /// Whether source `id` offers some chunk not held yet.
+    pub fn offers_wanted(&self, id: SourceId) -> bool {
+        self.sources.get(&id).is_some_and(|source| {
+            !ChunkSet::pick(
+                &self.layout,
+                source.offered.as_ref(),
+                &[&self.held],
+                1,
+                false,
+            )
+            .is_empty()
+        })
+    }
+
     /// Whether source `id` is still pushing seeds.
     pub fn is_pushing(&self, id: SourceId) -> bool {
         self.sources.get(&id).is_some_and(|s| s.pushing)

@@ -30,7 +30,16 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         Some(path) => Some(Secret::load(path)?),
         None => None,
     };
-    let (mut stream, mut dec, _) = conn::dial(args.owner, [0; 32], "status", secret.as_ref())?;
+    let (mut stream, mut dec, _) = conn::dial(args.owner, [0; 32], "status", secret.as_ref())
+        .map_err(|e| match e {
+            // Say which owner could not be reached.
+            Error::Io { what, path, err } => Error::Io {
+                what: format!("{what} to the {owner}"),
+                path,
+                err,
+            },
+            other => other,
+        })?;
     let manifest = crate::peer::receive_manifest(&mut dec, &mut stream, &owner)?;
     dec.set_layout(*manifest.layout());
     let tty = std::io::stdout().is_terminal();
@@ -40,7 +49,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             json(&manifest, sent, &peers)
         } else {
             let l = manifest.layout();
-            tracker::table(&peers, l.count(), l.chunk_size(), sent, usize::MAX)
+            tracker::table(&peers, l.count(), l.file_len(), sent, usize::MAX)
         };
         let mut out = std::io::stdout().lock();
         if args.watch && tty && !args.json {

@@ -108,6 +108,19 @@ pub struct Tracker {
     /// Wired, live members in data-flow order: each downloads from the
     /// one before it.
     ring: Vec<usize>,
+    /// Since when some chunk has been held by no member of the ring.
+    unheld_since: Option<Instant>,
+}
+
+/// How long chunks may be missing from the whole ring before the owner
+/// seeds them (see `Tracker::seed_unheld`).
+pub const QUIET: Duration = Duration::from_secs(2);
+
+/// Members at most that share a batch of chunks missing from the ring.
+const SPREAD: usize = 8;
+
+fn lost_contains(set: &ChunkSet, raw: u32, count: u32) -> bool {
+    raw < count && set.contains_raw(raw)
 }
 
 impl Tracker {
@@ -121,6 +134,7 @@ impl Tracker {
             by_addr: HashMap::new(),
             by_conn: HashMap::new(),
             ring: Vec::new(),
+            unheld_since: None,
         }
     }
 
@@ -228,7 +242,11 @@ impl Tracker {
             self.live()
         )));
         if wired {
-            self.insert(i, self.ring.len(), &mut actions);
+            // Right after the first member: the member there is re-wired
+            // to the newcomer, so each member is re-wired once as the ring
+            // grows, not the first one at every join.
+            let at = self.ring.len().min(1);
+            self.insert(i, at, &mut actions);
         }
         self.forget_old();
         Ok((Joined { known: false }, actions))
@@ -295,7 +313,11 @@ impl Tracker {
         self.members[i].link = None;
         if self.members[i].complete {
             actions.push(Action::Log(format!("{} left", self.members[i].addr)));
-            self.end(i, &mut actions);
+            // A complete peer leaves once the peer after it is complete or
+            // has stopped asking: nothing needs re-seeding on its account
+            // (and the registry may not have heard of the last chunks its
+            // neighbours gained). A real loss is caught by `tick`.
+            self.end(i, false, &mut actions);
         } else {
             self.members[i].away_since = Some(now);
             actions.push(Action::Log(format!(
@@ -331,7 +353,7 @@ impl Tracker {
             "{} cannot reach {addr}, whose link to the owner is down too: it is gone",
             self.members[reporter].addr
         ))];
-        self.end(i, &mut actions);
+        self.end(i, true, &mut actions);
         actions
     }
 
@@ -352,14 +374,15 @@ impl Tracker {
                 self.members[i].addr,
                 GRACE.as_secs()
             )));
-            self.end(i, &mut actions);
+            self.end(i, true, &mut actions);
         }
+        self.seed_unheld(now, &mut actions);
         actions
     }
 
     /// Member `i` is gone or has left: out of the ring, which closes
     /// over the gap, and its chunks no longer count.
-    fn end(&mut self, i: usize, actions: &mut Vec<Action>) {
+    fn end(&mut self, i: usize, reseed: bool, actions: &mut Vec<Action>) {
         let m = &mut self.members[i];
         m.ended = true;
         m.away_since = None;
@@ -374,12 +397,81 @@ impl Tracker {
         let next = self.ring[(at + 1) % self.ring.len()];
         self.members[i].old_successor = (next != i).then(|| self.members[next].addr.clone());
         self.remove_at(at, actions);
-        if next == i || self.members[next].complete {
+        if next == i || self.members[next].complete || !reseed {
             return;
         }
         // Chunks no live wired member holds or is being seeded re-enter
         // the ring where the gap was.
         self.reseed_lost(next, actions);
+    }
+
+    /// The chunks no wired member in the ring holds or is being seeded.
+    fn unheld(&self) -> ChunkSet {
+        let mut present = ChunkSet::new(self.count);
+        for &r in &self.ring {
+            let m = &self.members[r];
+            present.union_with(&m.held);
+            if m.link.is_some() {
+                present.union_with(&m.promised);
+            }
+        }
+        present.complement()
+    }
+
+    /// The safety net: chunks that no member of the ring has held or been
+    /// promised for [`QUIET`] (shares never handed out because fewer than
+    /// `--peers` peers came, or a loss nothing else caught) are seeded to
+    /// a few members spread around the ring. Reports are at most a second
+    /// old, so a chunk missing that long is really missing.
+    fn seed_unheld(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let lost = if self.ring.is_empty() {
+            ChunkSet::new(self.count)
+        } else {
+            self.unheld()
+        };
+        if lost.is_empty() {
+            self.unheld_since = None;
+            return;
+        }
+        let since = *self.unheld_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < QUIET {
+            return;
+        }
+        self.unheld_since = None;
+        // Up to SPREAD members, evenly spaced, each a slice: every chunk
+        // then crosses at most a fraction of the ring.
+        let linked: Vec<usize> = self
+            .ring
+            .iter()
+            .copied()
+            .filter(|&r| self.members[r].link.is_some() && !self.members[r].complete)
+            .collect();
+        if linked.is_empty() {
+            return;
+        }
+        let parts = linked.len().min(SPREAD);
+        let ids: Vec<u32> = (0..self.count)
+            .filter(|&c| lost_contains(&lost, c, self.count))
+            .collect();
+        let parts = parts.min(ids.len());
+        for p in 0..parts {
+            let slice = &ids[p * ids.len() / parts..(p + 1) * ids.len() / parts];
+            let to = linked[p * linked.len() / parts];
+            let mut chunks = ChunkSet::new(self.count);
+            for &c in slice {
+                chunks.insert_raw(c);
+            }
+            let Some(conn) = self.members[to].link else {
+                continue;
+            };
+            actions.push(Action::Log(format!(
+                "{} chunks are held by no peer in the ring; seeding them to {}",
+                chunks.len(),
+                self.members[to].addr
+            )));
+            self.members[to].promised.union_with(&chunks);
+            actions.push(Action::Reseed { conn, chunks });
+        }
     }
 
     /// Pushes to member `to` the chunks that no wired member in the ring
@@ -389,15 +481,7 @@ impl Tracker {
         let Some(conn) = self.members[to].link else {
             return;
         };
-        let mut present = ChunkSet::new(self.count);
-        for &r in &self.ring {
-            let m = &self.members[r];
-            present.union_with(&m.held);
-            if m.link.is_some() {
-                present.union_with(&m.promised);
-            }
-        }
-        let lost = present.complement();
+        let lost = self.unheld();
         if !lost.is_empty() {
             actions.push(Action::Log(format!(
                 "{} chunks are held by no live peer; seeding them to {}",
@@ -538,7 +622,7 @@ impl Tracker {
 
 /// The registry as a table: one line per peer, then a total line.
 /// `rows` caps the peer lines (the total line always counts them all).
-pub fn table(peers: &[PeerStatus], count: u32, chunk_size: u32, sent: u64, rows: usize) -> String {
+pub fn table(peers: &[PeerStatus], count: u32, file_len: u64, sent: u64, rows: usize) -> String {
     let mut out = String::new();
     let width = peers
         .iter()
@@ -579,7 +663,7 @@ pub fn table(peers: &[PeerStatus], count: u32, chunk_size: u32, sent: u64, rows:
         .collect();
     let held: u64 = live.iter().map(|p| u64::from(p.held)).sum();
     let wanted = u64::from(count) * live.len() as u64;
-    let file = u64::from(count) * u64::from(chunk_size);
+    let file = file_len;
     let _ = write!(
         out,
         "total: {} peers: {} downloading, {} complete, {} away, {} gone, {} left; \
@@ -660,19 +744,30 @@ mod tests {
     }
 
     #[test]
-    fn newcomers_are_spliced_in_front_of_the_first_member() {
+    fn newcomers_are_spliced_in_after_the_first_member() {
         let mut t = Tracker::new(COUNT, 100);
         assert_eq!(tells(&join(&mut t, 1)), vec![(1, String::new())]);
         assert_eq!(
             tells(&join(&mut t, 2)),
             vec![(2, "h:1".into()), (1, "h:2".into())]
         );
-        // 3 goes between 2 and 1: it downloads from 2, and 1 from it.
+        // 3 goes between 1 and 2: it downloads from 1, and 2 from it; 1
+        // keeps downloading from 2.
         assert_eq!(
             tells(&join(&mut t, 3)),
-            vec![(3, "h:2".into()), (1, "h:3".into())]
+            vec![(3, "h:1".into()), (2, "h:3".into())]
         );
-        assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3"]);
+        assert_eq!(t.ring(), vec!["h:1", "h:3", "h:2"]);
+    }
+
+    fn reseeds(actions: &[Action]) -> Vec<(u64, ChunkSet)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reseed { conn, chunks } => Some((conn.get(), chunks.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -681,6 +776,8 @@ mod tests {
         for n in 1..=4 {
             join(&mut t, n);
         }
+        // Data flows 1 -> 4 -> 3 -> 2 -> 1.
+        assert_eq!(t.ring(), vec!["h:1", "h:4", "h:3", "h:2"]);
         t.have(
             conn(1),
             &some(&[0, 1, 2]).iter(&layout()).collect::<Vec<_>>(),
@@ -692,24 +789,18 @@ mod tests {
         // 2 drops: away, nothing re-wired yet.
         let a = t.link_down(conn(2), now);
         assert!(tells(&a).is_empty());
-        // 3 downloads from 2 and finds it unreachable: 2 is gone, 3 now
-        // downloads from 1 and gets 2's seeds, which no one else holds.
-        let a = t.unreachable(conn(3), "h:2");
-        assert_eq!(tells(&a), vec![(3, "h:1".into())]);
-        let reseed: Vec<_> = a
-            .iter()
-            .filter_map(|a| match a {
-                Action::Reseed { conn, chunks } => Some((conn.get(), chunks.clone())),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(reseed, vec![(3, some(&[7, 8, 9]))]);
-        assert_eq!(t.ring(), vec!["h:1", "h:3", "h:4"]);
-        // It restarts with chunks on disk: back in front of 3.
+        // 1 downloads from 2 and finds it unreachable: 2 is gone, 1 now
+        // downloads from 3 and gets 2's seeds, which no one else holds.
+        let a = t.unreachable(conn(1), "h:2");
+        assert_eq!(tells(&a), vec![(1, "h:3".into())]);
+        assert_eq!(reseeds(&a), vec![(1, some(&[7, 8, 9]))]);
+        assert_eq!(t.ring(), vec!["h:1", "h:4", "h:3"]);
+        // It restarts with chunks on disk: back in front of 1.
         let (j, a) = t.register(conn(5), "h:2", true, "", some(&[7])).unwrap();
         assert!(j.known);
-        assert_eq!(tells(&a), vec![(5, "h:1".into()), (3, "h:2".into())]);
-        assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3", "h:4"]);
+        assert_eq!(tells(&a), vec![(5, "h:3".into()), (1, "h:2".into())]);
+        assert!(reseeds(&a).is_empty());
+        assert_eq!(t.ring(), vec!["h:2", "h:1", "h:4", "h:3"]);
     }
 
     fn layout() -> Layout {
@@ -725,17 +816,42 @@ mod tests {
         let now = Instant::now();
         t.link_down(conn(2), now);
         assert!(t.tick(now + Duration::from_secs(1)).is_empty());
-        // An unreachable report while its link is up again is ignored.
         let (j, a) = t.register(conn(9), "h:2", true, "", none()).unwrap();
         assert!(j.known);
-        assert_eq!(tells(&a), vec![(9, "h:1".into())]);
-        assert!(t.unreachable(conn(3), "h:2").is_empty());
+        assert_eq!(tells(&a), vec![(9, "h:3".into())]);
+        // An unreachable report while its link is up again is ignored.
+        assert!(t.unreachable(conn(1), "h:2").is_empty());
         // Nor is one from a member that does not download from it.
         t.link_down(conn(9), now);
-        assert!(t.unreachable(conn(1), "h:2").is_empty());
-        let (_, _) = t.register(conn(10), "h:2", true, "", none()).unwrap();
-        assert!(t.tick(now + GRACE * 2).is_empty());
-        assert_eq!(t.ring(), vec!["h:1", "h:2", "h:3"]);
+        assert!(t.unreachable(conn(3), "h:2").is_empty());
+        t.register(conn(10), "h:2", true, "", none()).unwrap();
+        assert!(tells(&t.tick(now + GRACE * 2)).is_empty());
+        assert_eq!(t.ring(), vec!["h:1", "h:3", "h:2"]);
+    }
+
+    #[test]
+    fn chunks_missing_from_the_whole_ring_are_seeded_after_a_quiet_spell() {
+        let mut t = Tracker::new(COUNT, 100);
+        for n in 1..=3 {
+            join(&mut t, n);
+        }
+        // Shares for five were planned; three came.
+        t.seeded(conn(1), &some(&[0, 1]));
+        t.seeded(conn(2), &some(&[2, 3]));
+        t.seeded(conn(3), &some(&[4, 5]));
+        let now = Instant::now();
+        assert!(reseeds(&t.tick(now)).is_empty());
+        assert!(reseeds(&t.tick(now + QUIET / 2)).is_empty());
+        let got = reseeds(&t.tick(now + QUIET));
+        // 6..9 in slices, spread over the three.
+        let mut all = none();
+        for (_, chunks) in &got {
+            all.union_with(chunks);
+        }
+        assert_eq!(all, some(&[6, 7, 8, 9]));
+        assert_eq!(got.len(), 3);
+        // Promised now: nothing more to seed.
+        assert!(reseeds(&t.tick(now + QUIET * 3)).is_empty());
     }
 
     #[test]
@@ -751,14 +867,7 @@ mod tests {
         t.link_down(conn(2), now);
         // Back within its grace, holding only chunk 5: 6 to 9 are lost.
         let (_, a) = t.register(conn(3), "h:2", true, "", some(&[5])).unwrap();
-        let reseed: Vec<_> = a
-            .iter()
-            .filter_map(|a| match a {
-                Action::Reseed { conn, chunks } => Some((conn.get(), chunks.clone())),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(reseed, vec![(3, some(&[6, 7, 8, 9]))]);
+        assert_eq!(reseeds(&a), vec![(3, some(&[6, 7, 8, 9]))]);
     }
 
     #[test]
@@ -770,11 +879,12 @@ mod tests {
         let now = Instant::now();
         t.link_down(conn(3), now);
         let a = t.tick(now + GRACE);
-        assert_eq!(tells(&a), vec![(1, "h:2".into())]);
+        assert_eq!(tells(&a), vec![(2, "h:1".into())]);
         // A complete member leaves: the other is alone.
         t.complete(conn(2));
         let a = t.link_down(conn(2), now);
         assert_eq!(tells(&a), vec![(1, String::new())]);
+        assert!(reseeds(&a).is_empty());
         let states: Vec<_> = t.status().iter().map(|p| p.state).collect();
         assert_eq!(
             states,
@@ -794,7 +904,7 @@ mod tests {
         );
         assert_eq!(t.ring(), vec!["h:2"]);
         assert_eq!(t.status()[0].neighbour, "h:7");
-        let text = table(&t.status(), COUNT, 1024, 5 * 1024, 10);
+        let text = table(&t.status(), COUNT, u64::from(COUNT) * 1024, 5 * 1024, 10);
         assert!(text.contains("h:1"), "{text}");
         assert!(
             text.ends_with(

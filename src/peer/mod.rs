@@ -758,7 +758,18 @@ impl<'a> Coordinator<'a> {
                 .then(|| "is none: this peer is alone in the ring".to_string());
         }
         if now.saturating_duration_since(self.ring_progress) >= limit {
-            return Some(format!("delivered nothing for {} s", limit.as_secs()));
+            // In a ring the owner wires, a neighbour that is up but holds
+            // nothing this peer lacks is waiting for its own neighbour,
+            // and that one's peer calls in the owner if it must (the
+            // owner also seeds chunks missing from the whole ring): one
+            // peer per gap, not every peer downstream of it.
+            let mut ring = self.sched.sources(SourceKind::Ring).peekable();
+            let waiting = self.shared.wired
+                && ring.peek().is_some()
+                && !ring.any(|src| self.sched.offers_wanted(src));
+            if !waiting {
+                return Some(format!("delivered nothing for {} s", limit.as_secs()));
+            }
         }
         for src in self.sched.sources(SourceKind::Ring) {
             if self
