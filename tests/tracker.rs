@@ -315,13 +315,11 @@ fn status_lists_every_peer_and_fails_with_one_line_without_an_owner() {
     let out = status(&ring, &[]);
     assert_eq!(out.code, Some(1));
     assert_eq!(out.stdout, "");
-    assert_eq!(
-        out.stderr,
-        format!(
-            "swarm: cannot connect to the owner at {}: connection refused\n",
-            format!("127.0.0.1:{}", ring.owner_port)
-        )
+    let want = format!(
+        "swarm: cannot connect to the owner at 127.0.0.1:{}: connection refused\n",
+        ring.owner_port
     );
+    assert_eq!(out.stderr, want);
 }
 
 /// A peer killed mid-transfer and started again with the same port and
