@@ -836,8 +836,8 @@ impl<'a> Coordinator<'a> {
         if stalled != self.stalled {
             self.set_stalled(stalled, why.as_deref().unwrap_or(""));
         }
-        // The end game begins once what is missing is no more than the
-        // owner seeded us: the tail, which would otherwise cross the most
+        // The end game begins once what is missing is no more than half
+        // what the owner seeded us: the tail, which would otherwise cross the most
         // hops of the ring while the owner's link idles. Only while the
         // owner seeds no one: seeds are chunks no peer has, and a chunk
         // asked for from the top may be one still on its way as a seed.
@@ -845,9 +845,11 @@ impl<'a> Coordinator<'a> {
         // N) has no tail of its own to fetch: were a thousand such peers
         // to ask for their last chunks, the owner's link would carry
         // them a thousand times.
+        // Half a share: past that the owner, asked two at a time, carried
+        // a quarter of the file again at twenty peers.
         let endgame = !self.owner_seeding
             && self.seeded > 0
-            && self.sched.missing() <= self.seeded.max(ENDGAME_WINDOW as u32);
+            && self.sched.missing() <= (self.seeded / 2).max(ENDGAME_WINDOW as u32);
         let full = request_window(self.store.layout().chunk_size());
         let owner_window = if stalled {
             full
