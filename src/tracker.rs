@@ -30,6 +30,10 @@ use crate::conn::ConnId;
 use crate::manifest::ChunkId;
 use crate::wire::{PeerState, PeerStatus};
 
+/// How the owner's refusal of a peer past `--max-peers` begins; a peer
+/// that reads it stops, as retrying cannot help.
+pub const FULL: &str = "the swarm is full";
+
 /// How long a member whose link dropped keeps its place in the ring.
 pub const GRACE: Duration = Duration::from_secs(3);
 
@@ -254,7 +258,7 @@ impl Tracker {
 
     fn full(&self) -> String {
         format!(
-            "the swarm is full: this owner takes at most {} peers (--max-peers)",
+            "{FULL}: this owner takes at most {} peers (--max-peers)",
             self.max_peers
         )
     }

@@ -378,3 +378,42 @@ fn a_peer_restarted_within_the_grace_keeps_its_place() {
     let json = status_json(&ring);
     assert!(json.contains("\"gone\":0,\"left\":4}"), "{json}");
 }
+
+/// A peer past `--max-peers` is refused with the reason and stops at
+/// once (retrying cannot help); the peers already in are not disturbed.
+#[test]
+fn a_peer_past_max_peers_is_refused_and_stops() {
+    let mut ring = Ring::new("full", 3, 30 * CHUNK);
+    ring.extra = strings(&["--linger", "5"]);
+    ring.start_owner(&["--max-peers", "2"]);
+    // Two peers register and are held still, links up, so the swarm
+    // stays full while the third knocks.
+    for i in 0..2 {
+        ring.start_wired_peer(i);
+        ring.await_owner_log(&format!(
+            "owner: {} joined (wired by the owner;",
+            ring.addr(i)
+        ));
+        freeze(ring.peer(i).pid());
+    }
+    ring.start_wired_peer(2);
+    let status = ring
+        .peer(2)
+        .wait_for(common::patience())
+        .expect("the third peer did not give up");
+    assert_eq!(status.code(), Some(1));
+    let log = ring.peer(2).log_text();
+    let want = format!(
+        "swarm: owner at 127.0.0.1:{}: refused: the swarm is full: \
+         this owner takes at most 2 peers (--max-peers)",
+        ring.owner_port
+    );
+    assert_eq!(log.lines().last(), Some(want.as_str()), "{log}");
+    for i in 0..2 {
+        signal(ring.peer(i).pid(), "CONT");
+    }
+    for i in 0..2 {
+        let status = ring.peer(i).wait_for(common::patience());
+        assert_eq!(status.and_then(|s| s.code()), Some(0));
+    }
+}

@@ -81,6 +81,15 @@ impl OwnerLink {
                     self.shared.report(Event::Fatal(e));
                     return;
                 }
+                // A full swarm stays full for as long as it runs.
+                Err(Error::Wire {
+                    peer,
+                    err: wire::Error::Refused(why),
+                }) if why.starts_with(crate::tracker::FULL) => {
+                    let err = wire::Error::Refused(why);
+                    self.shared.report(Event::Fatal(Error::Wire { peer, err }));
+                    return;
+                }
                 // The secret on either side will not change by retrying;
                 // and an owner that cannot prove it must not be trusted.
                 Err(Error::Admission { failure, .. }) => {
