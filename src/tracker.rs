@@ -200,7 +200,8 @@ impl Tracker {
                         .filter(|_| !self.members[i].held.is_empty())
                         .and_then(|s| self.by_addr.get(&s).copied())
                         .and_then(|s| self.ring.iter().position(|&r| r == s));
-                    self.insert(i, before.unwrap_or(self.ring.len()), &mut actions);
+                    let at = before.unwrap_or(self.ring.len().min(1));
+                    self.insert(i, at, &mut actions);
                 } else {
                     // Same place; the new session needs telling.
                     let addr = self.members[i].assigned.clone().unwrap_or_default();
