@@ -206,6 +206,12 @@ impl Shared {
                         let _ = handle.send_message(&Message::Neighbour(&addr));
                     }
                 }
+                Action::Release(conn) => {
+                    let handle = self.sessions().live.get(&conn).map(|l| l.handle.clone());
+                    if let Some(handle) = handle {
+                        let _ = handle.send_message(&Message::Complete);
+                    }
+                }
                 Action::Reseed { conn, chunks } => {
                     let handle = self.sessions().live.get(&conn).map(|l| l.handle.clone());
                     if let Some(handle) = handle {

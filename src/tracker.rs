@@ -48,6 +48,9 @@ pub enum Action {
     Tell { conn: ConnId, addr: String },
     /// Push `chunks` as seeds to session `conn`: no live member holds them.
     Reseed { conn: ConnId, chunks: ChunkSet },
+    /// Send COMPLETE to session `conn`: every live peer holds the file,
+    /// so this one may leave without waiting out its linger.
+    Release(ConnId),
     /// Log a line about the swarm.
     Log(String),
 }
@@ -288,7 +291,8 @@ impl Tracker {
         }
     }
 
-    /// Session `conn`'s peer holds the whole verified file.
+    /// Session `conn`'s peer holds the whole verified file. Once every
+    /// live peer does, the wired ones are released.
     pub fn complete(&mut self, conn: ConnId) -> Vec<Action> {
         let Some(&i) = self.by_conn.get(&conn) else {
             return Vec::new();
@@ -301,11 +305,22 @@ impl Tracker {
             .iter()
             .filter(|m| m.live() && m.complete)
             .count();
-        vec![Action::Log(format!(
+        let mut actions = vec![Action::Log(format!(
             "{} is complete ({done} of {} peers complete)",
             self.members[i].addr,
             self.live()
-        ))]
+        ))];
+        if !self.active() {
+            // No one needs anything from anyone: the wired peers need not
+            // each wait out --linger for a downloader that left.
+            actions.extend(
+                self.members
+                    .iter()
+                    .filter(|m| m.live() && m.wired)
+                    .filter_map(|m| m.link.map(Action::Release)),
+            );
+        }
+        actions
     }
 
     /// Session `conn` ended. A complete member has left; any other is
@@ -873,6 +888,29 @@ mod tests {
         // Back within its grace, holding only chunk 5: 6 to 9 are lost.
         let (_, a) = t.register(conn(3), "h:2", true, "", some(&[5])).unwrap();
         assert_eq!(reseeds(&a), vec![(3, some(&[6, 7, 8, 9]))]);
+    }
+
+    #[test]
+    fn wired_members_are_released_once_every_live_peer_is_complete() {
+        let mut t = Tracker::new(COUNT, 100);
+        join(&mut t, 1);
+        join(&mut t, 2);
+        t.register(conn(3), "h:3", false, "h:9", none()).unwrap();
+        let released = |a: &[Action]| -> Vec<u64> {
+            a.iter()
+                .filter_map(|a| match a {
+                    Action::Release(c) => Some(c.get()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(released(&t.complete(conn(1))).is_empty());
+        assert!(released(&t.complete(conn(3))).is_empty());
+        // The last one: both wired members may go; the hand-wired one
+        // keeps its own rules.
+        let mut got = released(&t.complete(conn(2)));
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub(crate) enum Event {
     Neighbour(Option<(SocketAddr, String)>),
     /// The download side cannot reach its neighbour at this address.
     Unreachable(SocketAddr),
+    /// The owner reports every peer it knows holds the whole file.
+    SwarmComplete,
     /// A thread hit an error the peer cannot get past.
     Fatal(Error),
 }
@@ -413,6 +415,8 @@ struct Coordinator<'a> {
     seed_done: bool,
     /// Since when this peer has had no download neighbour, if it has none.
     alone_since: Option<Instant>,
+    /// Whether the owner reported every peer complete.
+    swarm_complete: bool,
 }
 
 impl<'a> Coordinator<'a> {
@@ -454,6 +458,7 @@ impl<'a> Coordinator<'a> {
             assigned: None,
             seed_done: false,
             alone_since: shared.target().is_none().then_some(now),
+            swarm_complete: false,
         }
     }
 
@@ -557,6 +562,7 @@ impl<'a> Coordinator<'a> {
                 }
             }
             Event::OwnerListed(set) => self.reported = set,
+            Event::SwarmComplete => self.swarm_complete = true,
             Event::Neighbour(addr) => self.rewire(addr),
             Event::Unreachable(addr) => {
                 if let (Some(link), Some(text)) = (&self.owner_link, &self.assigned)
@@ -1041,6 +1047,13 @@ impl<'a> Coordinator<'a> {
         let report = self.report.as_ref()?;
         let verified_at = self.verified_at?;
         let now = Instant::now();
+        if self.swarm_complete {
+            log::info!(
+                "{}: the owner reports every peer holds the file; exiting",
+                self.shared.name
+            );
+            return Some(report.clone());
+        }
         let linger = self.args.linger;
         let last_asked = |h: &Handle| h.stats().last_asked().unwrap_or(verified_at);
         let still_served = self

@@ -239,6 +239,7 @@ impl Role for OwnerRole {
             Kind::SeedDone,
             Kind::Seeding,
             Kind::Neighbour,
+            Kind::Complete,
             Kind::KeepAlive,
             Kind::Refuse,
         ]);
@@ -256,6 +257,10 @@ impl Role for OwnerRole {
             }
             Message::Seeding(busy) => {
                 self.shared.report(Event::OwnerSeeding(busy));
+                Ok(())
+            }
+            Message::Complete => {
+                self.shared.report(Event::SwarmComplete);
                 Ok(())
             }
             Message::Neighbour(text) if !self.shared.wired => {
