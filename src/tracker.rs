@@ -123,6 +123,9 @@ pub struct Tracker {
 /// seeds them (see `Tracker::seed_unheld`).
 pub const QUIET: Duration = Duration::from_secs(2);
 
+/// Ring size from which newcomers are placed at spread positions.
+const SPREAD_FROM: usize = 16;
+
 /// Members at most that share a batch of chunks missing from the ring.
 const SPREAD: usize = 8;
 
@@ -203,7 +206,7 @@ impl Tracker {
                         .filter(|_| !self.members[i].held.is_empty())
                         .and_then(|s| self.by_addr.get(&s).copied())
                         .and_then(|s| self.ring.iter().position(|&r| r == s));
-                    let at = before.unwrap_or(self.ring.len().min(1));
+                    let at = before.unwrap_or_else(|| self.place());
                     self.insert(i, at, &mut actions);
                 } else {
                     // Same place; the new session needs telling.
@@ -250,14 +253,27 @@ impl Tracker {
             self.live()
         )));
         if wired {
-            // Right after the first member: the member there is re-wired
-            // to the newcomer, so each member is re-wired once as the ring
-            // grows, not the first one at every join.
-            let at = self.ring.len().min(1);
+            let at = self.place();
             self.insert(i, at, &mut actions);
         }
         self.forget_old();
         Ok((Joined { known: false }, actions))
+    }
+
+    /// Where a newcomer goes in the ring. While the ring is small, right
+    /// after the first member: the member there is re-wired to the
+    /// newcomer, so each member is re-wired once as the ring grows, and
+    /// peer `i` downloads from peer `i + 1` as in the card's ring. In a
+    /// larger ring, at a position spread by Fibonacci hashing of the join
+    /// count: a thousand peers joining after the same member would each
+    /// open their first ring connection to it and fill its upload slots.
+    fn place(&self) -> usize {
+        let n = self.ring.len();
+        if n < SPREAD_FROM {
+            return n.min(1);
+        }
+        let hash = (self.members.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        1 + (hash as usize) % n
     }
 
     fn full(&self) -> String {
@@ -911,6 +927,32 @@ mod tests {
         let mut got = released(&t.complete(conn(2)));
         got.sort();
         assert_eq!(got, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_large_ring_spreads_newcomers_so_no_member_serves_them_all() {
+        let mut t = Tracker::new(COUNT, 2000);
+        let mut first_neighbour = HashMap::new();
+        for n in 1..=1000 {
+            let a = join(&mut t, n);
+            if let Some((_, from)) = tells(&a).into_iter().find(|(c, _)| *c == n) {
+                *first_neighbour.entry(from).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(t.ring().len(), 1000);
+        let busiest = first_neighbour.values().max().copied().unwrap_or(0);
+        assert!(
+            busiest <= 20,
+            "one member was the first neighbour of {busiest} newcomers"
+        );
+        // Still one ring: following download neighbours visits everyone.
+        let ring = t.ring();
+        let mut seen = std::collections::HashSet::new();
+        for p in t.status() {
+            assert!(ring.contains(&p.neighbour.as_str()), "{}", p.neighbour);
+            seen.insert(p.neighbour.clone());
+        }
+        assert_eq!(seen.len(), 1000);
     }
 
     #[test]
