@@ -18,7 +18,10 @@
 #
 # Environment: BASE_PORT, TIMEOUT, SIZE_MIB; PEER_LOG (RUST_LOG for the
 # peers, default warn; the owner logs at info); PEER_ARGS (extra flags
-# for every peer, e.g. "--linger 5"); KEEP=1 keeps the work folder, which
+# for every peer, default "--wait 300": a thousand peers on one 2-core
+# machine share two cores, and a peer far down the ring from the nearest
+# seed point can wait more than the default minute for its first chunk
+# from the ring, where each peer on a machine of its own would not); KEEP=1 keeps the work folder, which
 # is also kept when something failed.
 set -euo pipefail
 
@@ -26,7 +29,7 @@ BASE_PORT=${BASE_PORT:-20000}
 TIMEOUT=${TIMEOUT:-600}
 SIZE_MIB=${SIZE_MIB:-16}
 PEER_LOG=${PEER_LOG:-warn}
-read -r -a peer_args <<<"${PEER_ARGS:-}"
+read -r -a peer_args <<<"${PEER_ARGS---wait 300}"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${CARGO_TARGET_DIR:-$root/target}/release/swarm
 

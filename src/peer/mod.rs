@@ -764,16 +764,17 @@ impl<'a> Coordinator<'a> {
                 .then(|| "is none: this peer is alone in the ring".to_string());
         }
         if now.saturating_duration_since(self.ring_progress) >= limit {
-            // In a ring the owner wires, a neighbour that is up but holds
-            // nothing this peer lacks is waiting for its own neighbour,
-            // and that one's peer calls in the owner if it must (the
-            // owner also seeds chunks missing from the whole ring): one
-            // peer per gap, not every peer downstream of it.
-            let mut ring = self.sched.sources(SourceKind::Ring).peekable();
-            let waiting = self.shared.wired
-                && ring.peek().is_some()
-                && !ring.any(|src| self.sched.offers_wanted(src));
-            if !waiting {
+            // In a ring the owner wires, a neighbour that is up is given
+            // time: one that holds nothing this peer lacks is waiting for
+            // its own neighbour, and one that does but does not answer
+            // lets requests lapse (below). The owner re-wires around a
+            // dead one and seeds chunks missing from the whole ring, so
+            // only a peer with no neighbour connection calls it in here:
+            // at a thousand peers on two cores, every peer whose busy
+            // neighbour sent nothing for a while pulled the file from
+            // the owner.
+            let connected = self.sched.sources(SourceKind::Ring).next().is_some();
+            if !(self.shared.wired && connected) {
                 return Some(format!("delivered nothing for {} s", limit.as_secs()));
             }
         }
