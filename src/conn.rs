@@ -306,6 +306,9 @@ struct Inner {
     finished: Mutex<Option<Instant>>,
     /// A REFUSE to send before anything still queued.
     refusal: Mutex<Option<String>>,
+    /// Frames to send before anything still queued (see
+    /// [`Handle::send_urgent`]).
+    urgent: Mutex<Vec<u8>>,
     stats: Arc<Stats>,
 }
 
@@ -362,6 +365,29 @@ impl Handle {
         *self.inner.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
         // Wakes an idle writer; a busy one sees the refusal between frames.
         let _ = self.send(Outgoing::Refuse(reason.to_string()));
+    }
+
+    /// Sends `msg` ahead of whatever is still queued: the writer sends it
+    /// between two frames. For control messages that must not wait
+    /// behind a batch of seeds (NEIGHBOUR: a peer told late whom to
+    /// download from spends the whole seeding on the wrong neighbour).
+    pub fn send_urgent(&self, msg: &Message<'_>) -> std::result::Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        wire::encode(
+            msg,
+            &mut self.inner.urgent.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        // Wakes an idle writer; a busy one sees it between frames.
+        match self.send(Outgoing::Frames(Vec::new())) {
+            Err(SendError::Closed) => Err(SendError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    fn take_urgent(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.inner.urgent.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn take_refusal(&self) -> Option<String> {
@@ -424,6 +450,7 @@ impl Conn {
                 wake: Mutex::new(Some(wake_tx)),
                 finished: Mutex::new(None),
                 refusal: Mutex::new(None),
+                urgent: Mutex::new(Vec::new()),
                 stats: Arc::clone(&stats),
             }),
         };
@@ -603,6 +630,7 @@ impl Writer {
         if let Some(why) = self.handle.take_refusal() {
             return self.write(Outgoing::Refuse(why));
         }
+        self.urgent()?;
         match out {
             Outgoing::Frames(buf) => self.bytes(&buf)?,
             Outgoing::Shared(buf) => self.bytes(&buf)?,
@@ -615,6 +643,7 @@ impl Writer {
                     if let Some(why) = self.handle.take_refusal() {
                         return self.write(Outgoing::Refuse(why));
                     }
+                    self.urgent()?;
                     self.chunk(id, false)?;
                 }
             }
@@ -630,6 +659,15 @@ impl Writer {
             Outgoing::Then(then) => (then.0)(),
         }
         Ok(true)
+    }
+
+    /// Writes the urgent frames queued since the last frame, if any.
+    fn urgent(&mut self) -> Result<()> {
+        let urgent = self.handle.take_urgent();
+        if urgent.is_empty() {
+            return Ok(());
+        }
+        self.bytes(&urgent)
     }
 
     /// Sends one chunk; `asked` when it answers a request.

@@ -203,7 +203,7 @@ impl Shared {
                     if let Some(handle) = handle {
                         let shown = if addr.is_empty() { "no one" } else { &addr };
                         log::info!("owner: told {} to download from {shown}", handle.who());
-                        let _ = handle.send_message(&Message::Neighbour(&addr));
+                        let _ = handle.send_urgent(&Message::Neighbour(&addr));
                     }
                 }
                 Action::Release(conn) => {
