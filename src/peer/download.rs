@@ -50,7 +50,7 @@ impl Download {
                 return;
             }
             let shun = self.shared.shun_until.load(Ordering::Relaxed);
-            let Some(addr) = self.shared.target() else {
+            let (Some(addr), generation) = self.shared.target_gen() else {
                 // Alone in the ring, or not yet placed: wait to be told.
                 if self.shared.verified() {
                     return;
@@ -62,7 +62,7 @@ impl Download {
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            match self.session(addr, &mut backoff) {
+            match self.session(addr, generation, &mut backoff) {
                 // Ended in order after the file was verified: COMPLETE
                 // went out.
                 Ok(()) if self.shared.verified() => return,
@@ -103,7 +103,7 @@ impl Download {
         }
     }
 
-    fn session(&self, to: SocketAddr, backoff: &mut Backoff) -> Result<()> {
+    fn session(&self, to: SocketAddr, generation: u64, backoff: &mut Backoff) -> Result<()> {
         let name = &self.shared.name;
         let file_id = self.store.manifest().id();
         let addr = to.to_string();
@@ -131,8 +131,11 @@ impl Download {
             },
         )?;
         let id = conn.handle().id();
-        self.shared
-            .report(Event::SourceUp(SourceKind::Ring, conn.handle().clone()));
+        self.shared.report(Event::SourceUp(
+            SourceKind::Ring,
+            conn.handle().clone(),
+            generation,
+        ));
         let mut role = DownloadRole {
             store: Arc::clone(&self.store),
             shared: Arc::clone(&self.shared),

@@ -80,7 +80,9 @@ pub(crate) enum Event {
     /// The manifest is known and the store is open.
     Store(Arc<Store>),
     /// A connection to a source (the download neighbour, the owner) is up.
-    SourceUp(SourceKind, Handle),
+    /// For a ring source, the generation of the download neighbour it
+    /// was dialed for (see [`Shared::target_gen`]).
+    SourceUp(SourceKind, Handle, u64),
     /// A source listed every chunk it holds.
     Offered(ConnId, ChunkSet),
     /// A source gained chunks.
@@ -139,7 +141,9 @@ pub(crate) struct Shared {
     pub wired: bool,
     /// The download neighbour: given, or assigned by the owner (`None`
     /// until it is, or while the peer is alone in the ring).
-    target: Mutex<Option<SocketAddr>>,
+    /// With a generation that counts every assignment, so a connection
+    /// made for an older one is known as such.
+    target: Mutex<(Option<SocketAddr>, u64)>,
     /// What this peer proves, and requires, on every connection; `None`
     /// for an open swarm.
     pub secret: Option<Arc<Secret>>,
@@ -163,11 +167,17 @@ impl Shared {
 
     /// The download neighbour now.
     pub fn target(&self) -> Option<SocketAddr> {
+        self.target_gen().0
+    }
+
+    /// The download neighbour now and its generation.
+    pub fn target_gen(&self) -> (Option<SocketAddr>, u64) {
         *self.target.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn set_target(&self, addr: Option<SocketAddr>) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+        let mut target = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        *target = (addr, target.1 + 1);
     }
 
     /// Tells the coordinator; it is gone only when the peer is leaving.
@@ -221,7 +231,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         need_owner: AtomicBool::new(false),
         shun_until: AtomicU64::new(0),
         wired: args.download_neighbor.is_none(),
-        target: Mutex::new(args.download_neighbor),
+        target: Mutex::new((args.download_neighbor, 0)),
         secret,
         events,
     });
@@ -499,7 +509,14 @@ impl<'a> Coordinator<'a> {
         let now = Instant::now();
         match ev {
             Event::Store(_) => {}
-            Event::SourceUp(kind, handle) => {
+            Event::SourceUp(kind, handle, generation) => {
+                if kind == SourceKind::Ring && generation != self.shared.target_gen().1 {
+                    // Dialed for a neighbour the owner has since replaced
+                    // (two NEIGHBOURs in a row): the download side dials
+                    // the new one next.
+                    handle.close();
+                    return Ok(());
+                }
                 let max = request_window(self.store.layout().chunk_size());
                 self.sched.add_source(source(handle.id()), kind, max);
                 // (A ring source that reconnects does not reset the stall

@@ -98,6 +98,8 @@ impl OwnerLink {
                         .report(Event::Fatal(Error::Admission { peer, failure }));
                     return;
                 }
+                // Cut short by this peer's own exit: nothing to report.
+                Err(_) if self.shared.stopping() => return,
                 Err(e) => {
                     failures += 1;
                     // Refusals while the owner starts up are expected;
@@ -184,7 +186,7 @@ impl OwnerLink {
         let id = conn.handle().id();
         self.seeded_once = true;
         self.shared
-            .report(Event::SourceUp(SourceKind::Owner, conn.handle().clone()));
+            .report(Event::SourceUp(SourceKind::Owner, conn.handle().clone(), 0));
         let mut role = OwnerRole {
             store,
             shared: Arc::clone(&self.shared),
