@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench: swarm against plain unicast (examples/unicast.rs), side by side.
 #
-#   scripts/bench.sh            the full benchmark, about 12 minutes
+#   scripts/bench.sh            the full benchmark, about 17 minutes
 #   scripts/bench.sh --smoke    tiny files, seconds, no targets (CI); same as SMOKE=1
 #
 # Builds in release mode, then runs:
@@ -11,13 +11,33 @@
 #      with 64 MiB. Swarm's and unicast's wall times as a ratio to the ideal
 #      S/B (the owner's link must carry the file once), next to the floor: one
 #      TCP stream carrying S owner -> p1, what the shaped link really gives.
-#   2. loopback, N=5, 256 MiB: swarm against unicast.
-#   3. scaling on loopback, N = 5, 10, 20, 40 at 32 MiB: wall time and time
+#      Swarm runs twice per case: hand-wired (every peer given
+#      --download-neighbor, pI downloads from pI+1) and owner-wired (no
+#      --download-neighbor: the owner, a tracker, wires them in join order).
+#   2. repair (needs root): a dead peer on the netbed, N=20 at 25 Mbit/s,
+#      32 MiB, three variants in the same run: (a) owner-wired, no failure;
+#      (b) owner-wired, the peer that joined 10th killed (SIGKILL) at half
+#      time; (c) hand-wired, p10 killed at the same point, so its upload
+#      neighbour (p9) falls back to the owner after --stall-timeout. "Half
+#      time" is REPAIR_KILL_AT (0.5) × (a)'s median time after the owner's
+#      start, a fixed point for (b) and (c); the share of N × chunks the
+#      peers held then (from `swarm status --json`) is reported beside it.
+#      A survivor's time runs from the owner's start to its exit; the row
+#      shows the slowest survivor's, its ratio to (a)'s median, and what the
+#      owner sent in all as a multiple of S. Targets for (b): survivors
+#      within 1.25 × (a), owner sent ≤ 1.25 × S. Logs of every repair run
+#      are kept in bench-out/logs/ (owner at info with every chunk, peers at
+#      info without). In smoke mode: N=4 at 100 Mbit/s, 4 MiB, (a) and (b).
+#   3. loopback, N=5, 256 MiB: swarm against unicast.
+#   4. scaling on loopback, N = 5, 10, 20, 40 at 32 MiB: wall time and time
 #      per delivered GiB (N x S delivered).
-#   4. peak resident memory of the owner and each peer, 1 GiB, N=5, loopback.
+#   5. peak resident memory of the owner and each peer, 1 GiB, N=5, loopback.
 # A swarm time runs from the owner's start until every peer has exited and
 # its copy matches the input byte for byte (cmp); a run that fails or times
 # out shows as FAILED in the table and keeps its logs in bench-out/logs/.
+# "Owner sent ÷ S" is the owner's own count of chunk bytes sent
+# (owner_sent_bytes of `swarm status --json`, asked once every peer has
+# exited, before the owner is stopped) divided by the file's size.
 #
 # Writes bench-out/bench.md (the table, also printed), bench-out/bench.csv
 # and bench-out/bench.svg (time / (S/B) against N). Temporary files (inputs,
@@ -30,11 +50,13 @@
 # on the netbed runs once (it takes N × S/B). `sync` runs between runs so
 # one run's disk writeback does not slow the next.
 #
-# Environment: SMOKE=1 (as --smoke), REPEAT, ONLY=netbed,loopback,scaling,memory
-# (sections to run), BASE_PORT (loopback ports, default 31000),
-# BENCH_OUT (default bench-out), TMPDIR.
+# Environment: SMOKE=1 (as --smoke), REPEAT, ONLY=netbed,repair,loopback,
+# scaling,memory (sections to run; ONLY=repair runs the dead-peer case
+# alone), WIRING=hand,owner (the netbed section's swarm variants),
+# REPAIR_KILL_AT (fraction of (a)'s median, default 0.5), BASE_PORT
+# (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR.
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
-# memory needs /usr/bin/time (package time).
+# memory needs /usr/bin/time (package time); repair needs GNU date.
 set -euo pipefail
 export LC_ALL=C
 
@@ -45,7 +67,9 @@ chart=$root/target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
-only=${ONLY:-netbed,loopback,scaling,memory}
+only=${ONLY:-netbed,repair,loopback,scaling,memory}
+wirings=${WIRING:-hand,owner}
+kill_at=${REPAIR_KILL_AT:-0.5}
 BASE_PORT=${BASE_PORT:-31000}
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -66,16 +90,24 @@ done
 [[ $BASE_PORT =~ ^[0-9]+$ ]] && ((BASE_PORT >= 1024 && BASE_PORT <= 60000)) ||
     die "BASE_PORT must be a port number from 1024 to 60000"
 wants() { [[ ,$only, == *,$1,* ]]; }
+[[ ,$wirings, =~ ^(,(hand|owner))+,$ ]] || die "WIRING must list hand and/or owner, e.g. hand,owner"
+[[ $kill_at =~ ^0?\.[0-9]+$ ]] || die "REPAIR_KILL_AT must be a fraction like 0.5"
 
 # Case parameters: "N RATE_MBIT SIZE_MIB" for the netbed.
 if [[ $smoke == 1 ]]; then
     bed_cases=("3 100 4")
+    # The dead-peer case: N RATE SIZE, the join rank of the peer killed,
+    # and the variants (owner-wired with and without a kill, hand-wired
+    # with one). Smoke skips the hand-wired one: its survivors wait out
+    # --stall-timeout and --linger (about 40 s).
+    repair_case="4 100 4" repair_rank=2 repair_variants=(nofail-owner kill-owner)
     loop_n=3 loop_s=8
     scale_ns=(3 5) scale_s=4
     mem_n=3 mem_s=16
     repeat=${REPEAT:-1}
 else
     bed_cases=("5 100 64" "20 25 32" "20 100 64")
+    repair_case="20 25 32" repair_rank=10 repair_variants=(nofail-owner kill-owner kill-hand)
     loop_n=5 loop_s=256
     scale_ns=(5 10 20 40) scale_s=32
     mem_n=5 mem_s=1024
@@ -157,14 +189,15 @@ input_file() {
 
 # launch MODE HOST LOG MEMFILE CMD...: starts CMD in the background, inside
 # HOST's namespace when MODE is bed, under /usr/bin/time when MEMFILE is
-# set. Sets LAUNCHED to its process ID.
+# set. Logs at LOG_LEVEL (RUST_LOG syntax; warn unless set). Sets LAUNCHED
+# to its process ID.
 launch() {
     local mode=$1 host=$2 log=$3 mem=$4
     shift 4
     local pre=()
     [[ $mode == bed ]] && pre=(ip netns exec "swb-$host")
     [[ -n $mem ]] && pre+=(/usr/bin/time -f %M -o "$mem")
-    RUST_LOG=warn "${pre[@]}" "$@" </dev/null >"$log" 2>&1 &
+    RUST_LOG=${LOG_LEVEL:-warn} "${pre[@]}" "$@" </dev/null >"$log" 2>&1 &
     LAUNCHED=$!
     live[$LAUNCHED]=1
 }
@@ -264,10 +297,12 @@ free_base() {
     die "no free range of $((n + 1)) ports from $BASE_PORT; set BASE_PORT"
 }
 
-# Address of host HOST ("owner" or a peer number) and its port.
+# Address of host HOST ("owner" or a peer number) and its port. On the
+# netbed, peer I listens on port 9000+I, so its name in logs ("peer
+# 9007") says which it is.
 addr_of() {
     if [[ $1 == bed ]]; then
-        if [[ $2 == owner ]]; then ADDR=10.77.0.1:9000; else ADDR=10.77.1.$2:9000; fi
+        if [[ $2 == owner ]]; then ADDR=10.77.0.1:9000; else ADDR=10.77.1.$2:$((9000 + $2)); fi
     else
         if [[ $2 == owner ]]; then ADDR=127.0.0.1:$BASE; else ADDR=127.0.0.1:$((BASE + $2)); fi
     fi
@@ -276,11 +311,12 @@ addr_of() {
 }
 
 # verify_copies N INPUT: checks each peer's exit (CODE[] of PEER_PIDS) and
-# its copy against the input; sets STATUS to ok, or to how many failed and
-# the first failure.
+# its copy against the input, but for peer KILLED (killed on purpose); sets
+# STATUS to ok, or to how many failed and the first failure.
 verify_copies() {
     local n=$1 input=$2 i code why first="" bad=0
     for ((i = 1; i <= n; i++)); do
+        [[ $i == "${KILLED:-}" ]] && continue
         code=${CODE[${PEER_PIDS[$i]}]}
         why=""
         if [[ $code == timeout ]]; then
@@ -297,6 +333,7 @@ verify_copies() {
     done
     if ((bad)); then
         STATUS="FAILED: $bad of $n peers ($first)"
+        [[ -n ${KILLED:-} ]] && STATUS="FAILED: $bad of $((n - 1)) survivors ($first)"
     else
         STATUS=ok
     fi
@@ -310,19 +347,170 @@ cpu_ticks() {
     TICKS_BUSY=$((TICKS_TOTAL - idle - iowait))
 }
 
+# owner_status MODE ADDR: the owner's registry (`swarm status --json`) in
+# STATUS_JSON, or "" when it cannot be had within 10 s.
+owner_status() {
+    local pre=()
+    [[ $1 == bed ]] && pre=(ip netns exec swb-owner)
+    STATUS_JSON=$("${pre[@]}" timeout 10 "$bin" status --owner "$2" --json 2>/dev/null) || STATUS_JSON=""
+}
+# json_nums JSON KEY: every whole number given for "KEY" in JSON, in order.
+json_nums() { grep -o "\"$2\":[0-9]*" <<<"$1" | cut -d: -f2 || true; }
+
+# stamp_of US: epoch microseconds as the logs' UTC timestamp (to the ms).
+stamp_of() {
+    date -u -d "@$(($1 / 1000000)).$(printf %06d $(($1 % 1000000)))" +%Y-%m-%dT%H:%M:%S.%3NZ
+}
+# first_after FILE STAMP REGEX: the first line of log FILE stamped at or
+# after STAMP that matches REGEX (awk); sets LINE to it (or "") and
+# AFTER_MS to how many ms after STAMP it was logged.
+first_after() {
+    LINE=$(awk -v s="$2" -v re="$3" 'substr($1, 2) >= s && $0 ~ re { print; exit }' "$1" 2>/dev/null || true)
+    AFTER_MS=""
+    [[ -n $LINE ]] || return 0
+    local t=${LINE#\[}
+    t=${t%% *}
+    AFTER_MS=$(($(date -u -d "$t" +%s%3N) - $(date -u -d "$2" +%s%3N)))
+}
+# ordinal K: 1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st, ...
+ordinal() {
+    case $(($1 % 100)) in
+        11 | 12 | 13) echo "${1}th" ;;
+        *) case $(($1 % 10)) in 1) echo "${1}st" ;; 2) echo "${1}nd" ;; 3) echo "${1}rd" ;; *) echo "${1}th" ;; esac ;;
+    esac
+}
+# fx A B: A / B to two places.
+fx() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# analyse_logs MODE N SIZE_MIB T0_US: reads a finished run's logs into X[]
+# (numbers; a key is missing when its log line is): complete (the slowest
+# survivor's "complete in" time after the owner's start, s), from_owner_x
+# (MiB the survivors say came from the owner ÷ S), and with the owner
+# logging every chunk: seed_x (initial seeds), reseed_x (chunks no live
+# peer held, pushed after a death), req_x (chunks peers asked the owner
+# for: end game and stall fallback), all ÷ the file's chunk count. After
+# a kill: gone_ms (owner declares the victim gone; GONE_HOW says why),
+# rewire_ms (owner re-wires its upload neighbour), reconnect_ms (that
+# neighbour connects to its new download neighbour), fallback_ms (the
+# first survivor fetching missing chunks from the owner), each in ms after
+# the kill.
+declare -A X=()
+GONE_HOW=""
+analyse_logs() {
+    local mode=$1 n=$2 size=$3 t0=$4 i line c mib max="" from=0 base
+    X=() GONE_HOW=""
+    if [[ $mode == bed ]]; then base=9000; else base=$BASE; fi
+    for ((i = 1; i <= n; i++)); do
+        [[ $i == "${KILLED:-}" ]] && continue
+        line=$(grep -o 'complete in [0-9.]* s: [0-9.]* MiB from the owner' "$RUN_DIR/p$i.log" | tail -n 1 || true)
+        [[ $line =~ complete\ in\ ([0-9.]+)\ s:\ ([0-9.]+)\ MiB ]] || continue
+        c=${BASH_REMATCH[1]} mib=${BASH_REMATCH[2]}
+        c=$(awk -v c="$c" -v l=$((LAUNCH_US[i] - t0)) 'BEGIN { printf "%.2f", c + l / 1e6 }')
+        max=$(awk -v a="$c" -v b="${max:-0}" 'BEGIN { print (a > b ? a : b) }')
+        from=$(awk -v a="$from" -v b="$mib" 'BEGIN { print a + b }')
+    done
+    [[ -n $max ]] && X[complete]=$max X[from_owner_x]=$(fx "$from" "$size")
+    local olog=$RUN_DIR/owner.log count
+    count=$(grep -o 'bytes, [0-9]* chunks of' "$olog" | head -n 1 | grep -o '[0-9]* chunks' | cut -d' ' -f1 || true)
+    if [[ -n $count ]] && grep -q 'received request for chunk\|sent chunk' "$olog"; then
+        X[seed_x]=$(fx "$(grep -oE 'seeding [0-9]+ chunks to' "$olog" | awk '{ s += $2 } END { print s + 0 }')" "$count")
+        X[reseed_x]=$(fx "$(grep -oE '[0-9]+ chunks are held by no live peer' "$olog" | awk '{ s += $1 } END { print s + 0 }')" "$count")
+        X[req_x]=$(fx "$(grep -c 'received request for chunk' "$olog" || true)" "$count")
+    fi
+    [[ -n ${KILLED:-} ]] || return 0
+    first_after "$olog" "$KILL_STAMP" 'it is gone'
+    if [[ -n $AFTER_MS ]]; then
+        X[gone_ms]=$AFTER_MS
+        GONE_HOW=grace
+        [[ $LINE == *"cannot reach"* ]] && GONE_HOW=unreachable
+    fi
+    first_after "$olog" "$KILL_STAMP" 're-wired '
+    if [[ -n $AFTER_MS ]]; then
+        X[rewire_ms]=$AFTER_MS
+        # "re-wired HOST:PORT: it now downloads from ..."
+        if [[ $LINE =~ re-wired\ [^\ ]*:([0-9]+): ]]; then
+            local u=$((BASH_REMATCH[1] - base))
+            first_after "$RUN_DIR/p$u.log" "$KILL_STAMP" 'connected to download neighbour'
+            [[ -n $AFTER_MS ]] && X[reconnect_ms]=$AFTER_MS
+        fi
+    fi
+    local best=""
+    for ((i = 1; i <= n; i++)); do
+        [[ $i == "$KILLED" ]] && continue
+        first_after "$RUN_DIR/p$i.log" "$KILL_STAMP" 'fetching missing chunks from the owner'
+        [[ -n $AFTER_MS ]] && { [[ -z $best ]] || ((AFTER_MS < best)); } && best=$AFTER_MS
+    done
+    [[ -n $best ]] && X[fallback_ms]=$best
+    return 0
+}
+
+# kill_victim MODE N T0_US OWNER_ADDR: waits until KILL_AT_US after T0,
+# then kills (SIGKILL) a peer: with WIRED=owner the one that joined
+# KILL_RANK-th (from the owner's log), else pKILL_RANK. Sets KILLED,
+# KILL_STAMP and X_KILL_PCT (share of N × chunks held then, from the
+# owner's registry), or STATUS to why it could not.
+kill_victim() {
+    local mode=$1 n=$2 t0=$3 owner_addr=$4 at left v=$KILL_RANK line base
+    at=$((t0 + KILL_AT_US))
+    while :; do
+        left=$((at - ${EPOCHREALTIME/./}))
+        ((left > 0)) || break
+        if ((left > 20000)); then nap "$(secs $((left - 10000)))"; else nap 0.001; fi
+    done
+    if [[ $mode == bed ]]; then base=9000; else base=$BASE; fi
+    if [[ $WIRED == owner ]]; then
+        line=$(grep -oE '[0-9.]+:[0-9]+ joined \(' "$RUN_DIR/owner.log" | sed -n "${KILL_RANK}p" || true)
+        if [[ $line =~ :([0-9]+)\ joined ]]; then
+            v=$((BASH_REMATCH[1] - base))
+        else
+            note "the owner's log does not say who joined $(ordinal "$KILL_RANK"); killing p$v"
+        fi
+    fi
+    if ! kill -0 "${PEER_PIDS[$v]}" 2>/dev/null; then
+        STATUS="FAILED: p$v had exited before the kill"
+        return
+    fi
+    now_us
+    local killed_at=$NOW
+    kill -KILL "${PEER_PIDS[$v]}" 2>/dev/null || true
+    { wait "${PEER_PIDS[$v]}"; } 2>/dev/null || true
+    unset "live[${PEER_PIDS[$v]}]"
+    KILLED=$v
+    KILL_STAMP=$(stamp_of "$killed_at")
+    owner_status "$mode" "$owner_addr"
+    local nums total=0 count h
+    nums=$(json_nums "$STATUS_JSON" chunks)
+    count=$(head -n 1 <<<"$nums")
+    for h in $(tail -n +2 <<<"$nums"); do total=$((total + h)); done
+    X_KILL_PCT=""
+    [[ -n $count ]] && X_KILL_PCT=$(awk -v t="$total" -v c="$count" -v n="$n" 'BEGIN { printf "%.0f", 100 * t / (c * n) }')
+    note "  killed p$KILLED at $(secs $((killed_at - t0))) s; peers held ${X_KILL_PCT:-?} % of N × chunks"
+}
+
 # run_one TOOL MODE N SIZE_MIB TIMEOUT_S [MEM]: one distribution with swarm
 # or unicast. Sets STATUS (ok or FAILED: why), SECS, CPU (percent of all
 # cores busy during the run) and, with MEM=1, RSS[] in KiB: owner and pI
-# for swarm, sender and receiver (the largest) for unicast.
+# for swarm, sender and receiver (the largest) for unicast. For swarm also
+# SENT_X (what the owner sent ÷ S, or "") and X[] (see analyse_logs).
+# Swarm runs follow these settings: WIRED (hand: every peer given
+# --download-neighbor; owner: none, the owner wires them), KILL_AT_US and
+# KILL_RANK (kill a peer that long after the owner's start; see
+# kill_victim), OWNER_LOG and PEER_LOG (RUST_LOG of each; warn), and
+# KEEP_LOGS=1 (keep the logs of a run that went well too).
+WIRED=hand KILL_AT_US="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
 declare -A RSS=()
+declare -a LAUNCH_US=()
 run_one() {
     local tool=$1 mode=$2 n=$3 size=$4 timeout=$5 mem=${6:-0} i
     check_interrupt
     input_file "$size"
-    new_run "$tool-$mode-n$n-${size}M"
+    local label=$tool-$mode
+    [[ $tool == swarm ]] && label+=-$WIRED${KILL_AT_US:+-kill}
+    new_run "$label-n$n-${size}M"
     [[ $mode == bed ]] || free_base "$n"
-    RSS=()
-    SECS="" CPU=""
+    RSS=() X=() LAUNCH_US=()
+    SECS="" CPU="" SENT_X="" KILLED="" KILL_STAMP="" X_KILL_PCT="" GONE_HOW=""
+    STATUS=ok
     local memfile=""
     [[ $mem == 1 ]] && memfile=$RUN_DIR/owner.rss
     cpu_ticks
@@ -333,7 +521,7 @@ run_one() {
     local owner_addr=$ADDR owner_port=$PORT
     if [[ $tool == swarm ]]; then
         # The owner is killed at the end, so its peak comes from /proc.
-        launch "$mode" owner "$RUN_DIR/owner.log" "" \
+        LOG_LEVEL=$OWNER_LOG launch "$mode" owner "$RUN_DIR/owner.log" "" \
             "$bin" owner --port "$PORT" --bind "$BIND" --dir "$RUN_DIR/owner" --peers "$n" "$INPUT"
     else
         launch "$mode" owner "$RUN_DIR/owner.log" "$memfile" \
@@ -348,22 +536,33 @@ run_one() {
         return
     fi
     PEER_PIDS=()
+    local neighbour=()
     for ((i = 1; i <= n; i++)); do
         [[ $mem == 1 ]] && memfile=$RUN_DIR/p$i.rss
+        now_us
+        LAUNCH_US[i]=$NOW
         if [[ $tool == swarm ]]; then
-            addr_of "$mode" $((i % n + 1))
-            local next=$ADDR
+            neighbour=()
+            if [[ $WIRED == hand ]]; then
+                addr_of "$mode" $((i % n + 1))
+                neighbour=(--download-neighbor "$ADDR")
+            fi
             addr_of "$mode" "$i"
-            launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
+            LOG_LEVEL=$PEER_LOG launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
                 "$bin" peer --owner "$owner_addr" --port "$PORT" --bind "$BIND" \
-                --download-neighbor "$next" --dir "$RUN_DIR/p$i" --out "$RUN_DIR/p$i.bin"
+                "${neighbour[@]}" --dir "$RUN_DIR/p$i" --out "$RUN_DIR/p$i.bin"
         else
             launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
                 "$uni" recv --from "$owner_addr" --out "$RUN_DIR/p$i.bin" --wait 60
         fi
         PEER_PIDS[i]=$LAUNCHED
     done
-    await $((t0 + timeout * 1000000)) "${PEER_PIDS[@]}"
+    [[ $tool == swarm && -n $KILL_AT_US ]] && kill_victim "$mode" "$n" "$t0" "$owner_addr"
+    local waiting=()
+    for ((i = 1; i <= n; i++)); do
+        [[ $i == "$KILLED" ]] || waiting+=("${PEER_PIDS[$i]}")
+    done
+    await $((t0 + timeout * 1000000)) "${waiting[@]}"
     local t1=$END
     cpu_ticks
     CPU=$(awk -v b=$((TICKS_BUSY - busy0)) -v t=$((TICKS_TOTAL - total0)) \
@@ -371,13 +570,24 @@ run_one() {
     if [[ $tool == swarm ]]; then
         [[ $mem == 1 ]] &&
             RSS[owner]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$owner/status" 2>/dev/null || true)
-        kill -0 "$owner" 2>/dev/null || note "the swarm owner exited before it was stopped (see its log)"
+        if kill -0 "$owner" 2>/dev/null; then
+            # What the owner sent in all, by its own count.
+            owner_status "$mode" "$owner_addr"
+            local sent
+            sent=$(json_nums "$STATUS_JSON" owner_sent_bytes | head -n 1)
+            [[ -n $sent ]] && SENT_X=$(fx "$sent" $((size << 20)))
+        else
+            note "the swarm owner exited before it was stopped (see its log)"
+        fi
         stop "$owner"
     else
         # The sender exits by itself once every receiver acknowledged.
         await $((${EPOCHREALTIME/./} + 10000000)) "$owner"
     fi
+    local why=""
+    [[ $STATUS == ok ]] || why=$STATUS
     verify_copies "$n" "$INPUT"
+    [[ -z $why ]] || STATUS=$why
     if [[ $STATUS == ok && $tool == unicast && ${CODE[$owner]} != 0 ]]; then
         STATUS="FAILED: sender exit ${CODE[$owner]}"
     fi
@@ -393,8 +603,13 @@ run_one() {
             RSS[receiver]=$max
         fi
     fi
+    if [[ $tool == swarm ]]; then
+        analyse_logs "$mode" "$n" "$size" "$t0"
+        [[ -n $X_KILL_PCT ]] && X[kill_pct]=$X_KILL_PCT
+    fi
     if [[ $STATUS == ok ]]; then
         SECS=$(secs $((t1 - t0)))
+        ((KEEP_LOGS)) && keep_logs
     else
         keep_logs
         note "$tool $mode N=$n $size MiB: $STATUS (logs in $FAIL_LOGS)"
@@ -404,24 +619,48 @@ run_one() {
     sync
 }
 
+# spread_of VALUES...: sets MED (the median) and SPR ("min–max", or "" for
+# one value) of numbers; both "" for none.
+spread_of() {
+    MED="" SPR=""
+    (($#)) || return 0
+    local sorted
+    sorted=$(printf '%s\n' "$@" | sort -g)
+    MED=$(sed -n "$((($# + 1) / 2))p" <<<"$sorted")
+    (($# > 1)) && SPR="$(head -n 1 <<<"$sorted")–$(tail -n 1 <<<"$sorted")"
+    return 0
+}
+
 # measure TOOL MODE N SIZE_MIB TIMEOUT_S REPEATS: run_one REPEATS times.
 # Sets STATUS (ok, or FAILED with how many runs failed and the first
 # reason), SECS (the median), SPREAD ("min–max" when repeated), RUNS (every
-# time, ";"-separated) and CPU (the median run's).
+# time, ";"-separated) and CPU (the median run's); for swarm also SENT
+# (median owner sent ÷ S, "min–max" in SENT_SPREAD, every run's in
+# SENT_RUNS), XS[key] (every successful run's X[key], space-separated),
+# VICTIMS (who was killed in each run) and GONE_HOWS.
+declare -A XS=()
 measure() {
-    local tool=$1 mode=$2 n=$3 size=$4 timeout=$5 reps=$6 k failed=0 first=""
-    local times=() cpus=()
+    local tool=$1 mode=$2 n=$3 size=$4 timeout=$5 reps=$6 k key failed=0 first=""
+    local times=() cpus=() sents=()
+    XS=() VICTIMS="" GONE_HOWS=""
     for ((k = 1; k <= reps; k++)); do
         run_one "$tool" "$mode" "$n" "$size" "$timeout"
+        [[ -n $KILLED ]] && VICTIMS+="${VICTIMS:+ }p$KILLED"
+        [[ -n $GONE_HOW ]] && GONE_HOWS+="${GONE_HOWS:+ }$GONE_HOW"
         if [[ $STATUS == ok ]]; then
+            [[ -n $SENT_X ]] && sents+=("$SENT_X")
             times+=("$SECS")
             cpus+=("$SECS $CPU")
+            for key in "${!X[@]}"; do XS[$key]+="${XS[$key]:+ }${X[$key]}"; done
         else
             failed=$((failed + 1))
             [[ -n $first ]] || first=${STATUS#FAILED: }
         fi
     done
     RUNS=$(IFS=';'; echo "${times[*]}")
+    SENT_RUNS=$(IFS=';'; echo "${sents[*]}")
+    spread_of "${sents[@]}"
+    SENT=$MED SENT_SPREAD=$SPR
     SPREAD="" SECS="" CPU=""
     if ((failed)); then
         STATUS="FAILED"
@@ -442,12 +681,18 @@ measure() {
 
 csv=$out/bench.csv
 md=$out/bench.md
-echo "section,case,n,rate_mbit,size_mib,tool,status,seconds,runs,cpu_pct,ideal_seconds,ratio,sec_per_gib,peak_rss_kib" >"$csv"
+csv_head=section,case,n,rate_mbit,size_mib,tool,status,seconds,runs,cpu_pct,ideal_seconds,ratio,sec_per_gib,peak_rss_kib
+csv_head+=,owner_sent_x_s,owner_sent_runs,kill_at_seconds,kill_held_pct,complete_seconds,gone_ms,rewire_ms,fallback_ms,killed
+echo "$csv_head" >"$csv"
 # csv_row SECTION CASE N RATE SIZE TOOL STATUS SECONDS RUNS CPU IDEAL RATIO SPG RSS
+#   [SENT_X SENT_RUNS KILL_AT KILL_PCT COMPLETE GONE_MS REWIRE_MS FALLBACK_MS KILLED]
+# (for the repair section: seconds are the slowest survivor's, ratio is to
+# the no-failure median). Missing fields are left empty.
 csv_row() {
     local IFS=,
     local row=("$@")
     row[6]=${row[6]//,/;}
+    while ((${#row[@]} < 23)); do row+=(""); done
     echo "${row[*]}" >>"$csv"
 }
 # ratio A B: A / B to two places, or "-" when either is missing.
@@ -499,9 +744,12 @@ if wants netbed; then
         echo "S/B is the ideal: the owner's link carries the file once. Ratios are time ÷ S/B."
         echo "Floor: one TCP stream carrying S from the owner to p1 (unicast, N=1), what the link"
         echo "really delivers after headers and start-up; no distribution can beat it."
+        echo "Wiring: hand = every peer given --download-neighbor (pI downloads from pI+1);"
+        echo "owner = none given, the owner wires the ring in join order. Owner sent ÷ S: chunk"
+        echo "bytes the owner sent in all (swarm status), median run's, ÷ the file's size."
         echo
-        echo "| N | RATE Mbit/s | S MiB | S/B s | floor ÷ S/B | swarm s | swarm ÷ S/B | CPU % | unicast s | unicast ÷ S/B | swarm target | |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        echo "| N | RATE Mbit/s | S MiB | S/B s | floor ÷ S/B | wiring | swarm s | swarm ÷ S/B | owner sent ÷ S | CPU % | unicast s | unicast ÷ S/B | swarm target | |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     } >>"$md"
     for c in "${bed_cases[@]}"; do
         read -r n rate size <<<"$c"
@@ -511,7 +759,7 @@ if wants netbed; then
         [[ $smoke == 0 && $n == 20 && $rate == 25 ]] && target=1.15
         if ((!can_bed)); then
             note "netbed N=$n at $rate Mbit/s: skipped ($bed_why)"
-            echo "| $n | $rate | $size | $ideal | - | SKIPPED ($bed_why) | - | - | - | - | ${target:--} | |" >>"$md"
+            echo "| $n | $rate | $size | $ideal | - | - | SKIPPED ($bed_why) | - | - | - | - | - | ${target:--} | |" >>"$md"
             csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" swarm "skipped: $bed_why" "" "" "" "$ideal" "" "" ""
             continue
         fi
@@ -526,49 +774,169 @@ if wants netbed; then
         floor=$(ratio "$SECS" "$ideal")
         [[ $STATUS == ok ]] || floor="$STATUS"
         echo "bench:   floor (one stream) $(shown) s (× $floor)"
-        measure swarm bed "$n" "$size" "$(awk -v i="$ideal" 'BEGIN { printf "%d", 4 * i + 60 }')" "$repeat"
-        s_status=$STATUS s_secs=$SECS s_runs=$RUNS s_cpu=$CPU s_shown=$(shown)
-        s_ratio=$(ratio "$s_secs" "$ideal")
-        echo "bench:   swarm $s_shown s (× $s_ratio, CPU $s_cpu %)"
+        rows=()
+        for w in hand owner; do
+            [[ ,$wirings, == *,$w,* ]] || continue
+            WIRED=$w
+            measure swarm bed "$n" "$size" "$(awk -v i="$ideal" 'BEGIN { printf "%d", 4 * i + 60 }')" "$repeat"
+            WIRED=hand
+            s_ratio=$(ratio "$SECS" "$ideal")
+            echo "bench:   swarm, $w-wired $(shown) s (× $s_ratio, CPU $CPU %, owner sent ${SENT:--} × S)"
+            rows+=("$w|$(shown)|$s_ratio|${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)}|$CPU|$(verdict "$s_ratio" "$target")")
+            tool=swarm
+            [[ $w == owner ]] && tool=swarm-owner-wired
+            csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" "$tool" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$s_ratio" "" "" "$SENT" "$SENT_RUNS"
+        done
         # Unicast takes N × S/B here, so it runs once.
         measure unicast bed "$n" "$size" "$(awk -v i="$ideal" -v n="$n" 'BEGIN { printf "%d", 2 * n * i + 60 }')" 1
         u_ratio=$(ratio "$SECS" "$ideal")
         echo "bench:   unicast $(shown) s (× $u_ratio)"
         "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
         bed_up=0
-        echo "| $n | $rate | $size | $ideal | $floor | $s_shown | $s_ratio | $s_cpu | $(shown) | $u_ratio | ${target:+≤ $target} | $(verdict "$s_ratio" "$target") |" >>"$md"
-        csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" swarm "$s_status" "$s_secs" "$s_runs" "$s_cpu" "$ideal" "$s_ratio" "" ""
+        u_cells="$(shown) | $u_ratio"
+        for r in "${rows[@]}"; do
+            IFS='|' read -r w s_shown s_ratio s_sent s_cpu v <<<"$r"
+            echo "| $n | $rate | $size | $ideal | $floor | $w | $s_shown | $s_ratio | $s_sent | $s_cpu | $u_cells | ${target:+≤ $target} | $v |" >>"$md"
+            u_cells="〃 | 〃"
+        done
         csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$u_ratio" "" ""
         csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" floor "$f_status" "$f_secs" "$f_secs" "" "$ideal" "$(ratio "$f_secs" "$ideal")" "" ""
     done
 fi
 
-# 2. loopback, swarm against unicast
+# 2. a dead peer on the netbed: the owner's repair against the
+# hand-wired fallback, beside the no-failure run.
+if wants repair; then
+    read -r n rate size <<<"$repair_case"
+    ideal=$(awk -v s="$size" -v r="$rate" 'BEGIN { printf "%.2f", s * 1048576 * 8 / (r * 1e6) }')
+    ctext="N=$n @$rate Mbit/s"
+    {
+        echo
+        echo "## 2. netbed: a dead peer, $ctext, $size MiB (S/B $ideal s)"
+        echo
+    } >>"$md"
+    if ((!can_bed)); then
+        note "repair: skipped ($bed_why)"
+        echo "SKIPPED ($bed_why)." >>"$md"
+        csv_row repair "n$n-${rate}mbit" "$n" "$rate" "$size" swarm "skipped: $bed_why" "" "" "" "$ideal" "" "" ""
+    else
+        echo "bench: dead peer, netbed $ctext, $size MiB (S/B $ideal s)..."
+        "$netbed" up "$n" "$rate" >"$work/netbed.log" 2>&1 || {
+            cat "$work/netbed.log" >&2
+            die "netbed up failed"
+        }
+        bed_up=1
+        to=$(awk -v i="$ideal" 'BEGIN { printf "%d", 4 * i + 90 }')
+        OWNER_LOG=info PEER_LOG=info,swarm::chunk=warn KEEP_LOGS=1
+        base="" kill_us="" rep_rows=()
+        for variant in "${repair_variants[@]}"; do
+            case $variant in
+                nofail-owner) WIRED=owner KILL_AT_US="" label="$ctext, no failure: owner-wired" ;;
+                kill-owner) WIRED=owner KILL_AT_US=$kill_us KILL_RANK=$repair_rank label="$ctext, peer killed at half: owner-wired repair" ;;
+                kill-hand) WIRED=hand KILL_AT_US=$kill_us KILL_RANK=$repair_rank label="$ctext, peer killed at half: hand-wired fallback" ;;
+            esac
+            echo "bench:   $label..."
+            measure swarm bed "$n" "$size" "$to" "$repeat"
+            if [[ $variant == nofail-owner ]]; then
+                base=$SECS
+                # Without a baseline, half of 1.5 × S/B.
+                kill_us=$(awk -v b="${base:-0}" -v i="$ideal" -v f="$kill_at" \
+                    'BEGIN { if (b <= 0) b = 1.5 * i; printf "%d", f * b * 1e6 }')
+                kill_s=$(secs "$kill_us")
+            fi
+            r=$(ratio "$SECS" "$base") worst=-
+            if [[ $STATUS == ok && -n $base ]]; then
+                worst=$(tr ';' '\n' <<<"$RUNS" | sort -g | tail -n 1)
+                worst=$(ratio "$worst" "$base")
+            fi
+            spread_of ${XS[complete]:-}
+            comp=${MED:--}${SPR:+ ($SPR)}
+            spread_of ${XS[seed_x]:-}
+            parts=${MED:+seeds $MED}
+            spread_of ${XS[reseed_x]:-}
+            [[ $variant == kill-* ]] && parts+=${MED:+, reseeded $MED}
+            spread_of ${XS[req_x]:-}
+            parts+=${MED:+, asked $MED}
+            repair="-"
+            if [[ $variant == kill-owner ]]; then
+                spread_of ${XS[gone_ms]:-}
+                repair="gone ${MED:-?} ms (${GONE_HOWS// /, })"
+                spread_of ${XS[rewire_ms]:-}
+                repair+=", re-wired ${MED:-?} ms"
+                spread_of ${XS[reconnect_ms]:-}
+                repair+=", its upload neighbour reconnected ${MED:-?} ms${SPR:+ ($SPR)}"
+            fi
+            spread_of ${XS[fallback_ms]:-}
+            if [[ -n $MED ]]; then
+                [[ $repair == - ]] && repair="" || repair+="; "
+                repair+="first stall fallback to the owner after $MED ms"
+            fi
+            sent_cell="${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)}"
+            tv="" vv=""
+            if [[ $variant == kill-owner ]]; then
+                tv="≤ 1.25 × / ≤ 1.25 × S"
+                vv="$(verdict "$r" 1.25) / $(verdict "${SENT:-}" 1.25)"
+            fi
+            echo "bench:     $(shown) s (× $r of no failure, worst run × $worst), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
+            [[ $repair != - ]] && echo "bench:     $repair"
+            rep_rows+=("| $label | $(shown) | $r | $worst | $comp | $sent_cell | ${parts:--} | $repair | $tv | $vv |")
+            spread_of ${XS[kill_pct]:-}
+            csv_row repair "n$n-${rate}mbit-$variant" "$n" "$rate" "$size" "swarm-$variant" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$r" "" "" \
+                "$SENT" "$SENT_RUNS" "${KILL_AT_US:+$kill_s}" "$MED" "$(spread_of ${XS[complete]:-}; echo "$MED")" \
+                "$(spread_of ${XS[gone_ms]:-}; echo "$MED")" "$(spread_of ${XS[rewire_ms]:-}; echo "$MED")" \
+                "$(spread_of ${XS[fallback_ms]:-}; echo "$MED")" "${VICTIMS// /;}"
+            [[ $variant == kill-owner ]] && { k_victims=$VICTIMS k_pct=${XS[kill_pct]:-}; }
+        done
+        WIRED=hand KILL_AT_US="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
+        "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
+        bed_up=0
+        spread_of ${k_pct:-}
+        {
+            echo "Each variant ran $repeat× in this run. In the kill variants one peer is killed (SIGKILL) at"
+            echo "$kill_s s after the owner's start, $kill_at × the no-failure median: a fixed time, when the peers"
+            echo "held ${MED:-?} %${SPR:+ ($SPR)} of N × chunks by the owner's registry (peers update it once a second)."
+            echo "Owner-wired: the $(ordinal "$repair_rank") peer to join is killed (${k_victims:-?}); the owner re-wires the"
+            echo "ring around it. Hand-wired: p$repair_rank is killed; its upload neighbour p$((repair_rank - 1)) waits"
+            echo "--stall-timeout (10 s), then fetches what it lacks from the owner. Survivors s: the slowest"
+            echo "survivor's time from the owner's start to its exit (every survivor exits 0 with an identical"
+            echo "copy); \"slowest complete\": when it had verified the file (its log), before any --linger."
+            echo "Owner sent ÷ S: the owner's own count (swarm status); seeds / reseeded / asked split it by the"
+            echo "owner's log, in files' worth of chunks. After the kill: ms from the kill to the owner's log"
+            echo "lines (gone, re-wired) and the upload neighbour's connect to its new download neighbour."
+            echo
+            echo "| case | survivors s | ÷ no failure | worst run ÷ no failure | slowest complete s | owner sent ÷ S | seeds / reseeded / asked ÷ S | after the kill | target | |"
+            echo "|---|---|---|---|---|---|---|---|---|---|"
+            printf '%s\n' "${rep_rows[@]}"
+        } >>"$md"
+    fi
+fi
+
+# 3. loopback, swarm against unicast
 if wants loopback; then
     echo "bench: loopback N=$loop_n, $loop_s MiB..."
     to=$((60 + loop_n * loop_s / 8))
     measure swarm loop "$loop_n" "$loop_s" "$to" "$repeat"
-    s_status=$STATUS s_secs=$SECS s_runs=$RUNS s_cpu=$CPU s_shown=$(shown)
+    s_status=$STATUS s_secs=$SECS s_runs=$RUNS s_cpu=$CPU s_shown=$(shown) s_sent=$SENT s_sent_runs=$SENT_RUNS
     measure unicast loop "$loop_n" "$loop_s" "$to" "$repeat"
     r=$(ratio "$s_secs" "$SECS")
     echo "bench:   swarm $s_shown s, unicast $(shown) s (swarm ÷ unicast $r)"
     {
         echo
-        echo "## 2. loopback, no rate limit"
+        echo "## 3. loopback, no rate limit"
         echo
         echo "| N | S MiB | swarm s | CPU % | unicast s | CPU % | swarm ÷ unicast | target | |"
         echo "|---|---|---|---|---|---|---|---|---|"
         echo "| $loop_n | $loop_s | $s_shown | $s_cpu | $(shown) | $CPU | $r | ≤ 1.3 | $(verdict "$r" 1.3) |"
     } >>"$md"
-    csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" swarm "$s_status" "$s_secs" "$s_runs" "$s_cpu" "" "$r" "" ""
+    csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" swarm "$s_status" "$s_secs" "$s_runs" "$s_cpu" "" "$r" "" "" "$s_sent" "$s_sent_runs"
     csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "" "" "" ""
 fi
 
-# 3. scaling on loopback
+# 4. scaling on loopback
 if wants scaling; then
     {
         echo
-        echo "## 3. scaling on loopback, S = $scale_s MiB"
+        echo "## 4. scaling on loopback, S = $scale_s MiB"
         echo
         echo "Time per GiB delivered counts N × S bytes. Target: N=${scale_ns[-1]} within 1.5 × N=${scale_ns[0]}."
         echo
@@ -592,11 +960,11 @@ if wants scaling; then
     done
 fi
 
-# 4. peak memory
+# 5. peak memory
 if wants memory; then
     {
         echo
-        echo "## 4. peak resident memory, $mem_s MiB, N=$mem_n, loopback"
+        echo "## 5. peak resident memory, $mem_s MiB, N=$mem_n, loopback"
         echo
     } >>"$md"
     if ((!can_mem)); then
