@@ -213,11 +213,24 @@ listening() {
     fi
 }
 
+# exited PID: whether child PID has exited, a zombie included. bash 5.2 can
+# be left with SIGCHLD blocked for good (seen here: a `read -t` timeout
+# that fires while its SIGCHLD handler runs, then longjmps), after which it
+# no longer reaps children by itself: `kill -0` then succeeds on a child
+# that has long exited. `wait` still reaps it.
+exited() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 0
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 0
+    stat=${stat##*) }
+    [[ $stat == Z* ]]
+}
+
 # await_listen MODE HOST PORT PID: waits (10 s at most) until PID listens.
 await_listen() {
     local deadline=$((${EPOCHREALTIME/./} + 10000000))
     until listening "$1" "$2" "$3"; do
-        kill -0 "$4" 2>/dev/null || return 1
+        ! exited "$4" || return 1
         ((${EPOCHREALTIME/./} < deadline)) || return 1
         nap 0.01
     done
@@ -234,7 +247,7 @@ await() {
     while ((${#left[@]})); do
         still=()
         for pid in "${left[@]}"; do
-            if kill -0 "$pid" 2>/dev/null; then
+            if ! exited "$pid"; then
                 still+=("$pid")
             else
                 code=0
@@ -466,15 +479,18 @@ kill_victim() {
             note "the owner's log does not say who joined $(ordinal "$KILL_RANK"); killing p$v"
         fi
     fi
-    if ! kill -0 "${PEER_PIDS[$v]}" 2>/dev/null; then
+    local pid=${PEER_PIDS[$v]}
+    if exited "$pid"; then
         STATUS="FAILED: p$v had exited before the kill"
         return
     fi
+    # Disowned, so bash does not report it as "Killed"; its zombie is
+    # reaped with the next child bash waits for.
+    disown "$pid" 2>/dev/null || true
     now_us
     local killed_at=$NOW
-    kill -KILL "${PEER_PIDS[$v]}" 2>/dev/null || true
-    { wait "${PEER_PIDS[$v]}"; } 2>/dev/null || true
-    unset "live[${PEER_PIDS[$v]}]"
+    kill -KILL "$pid" 2>/dev/null || true
+    unset "live[$pid]"
     KILLED=$v
     KILL_STAMP=$(stamp_of "$killed_at")
     owner_status "$mode" "$owner_addr"
@@ -570,7 +586,7 @@ run_one() {
     if [[ $tool == swarm ]]; then
         [[ $mem == 1 ]] &&
             RSS[owner]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$owner/status" 2>/dev/null || true)
-        if kill -0 "$owner" 2>/dev/null; then
+        if ! exited "$owner"; then
             # What the owner sent in all, by its own count.
             owner_status "$mode" "$owner_addr"
             local sent
@@ -730,7 +746,8 @@ mode_text="full, swarm runs repeated $repeat× (median, min–max)"
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, Linux $(uname -r), mode: $mode_text,"
     echo "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')."
     echo "Times are wall seconds from the owner's (sender's) start until every peer has exited"
-    echo "and its copy matched the input. CPU is the share of all cores busy during the run."
+    echo "and its copy matched the input. CPU is the share of all cores busy during the run"
+    echo "(anything else running counts too; load average at the start: $(cut -d' ' -f1-3 /proc/loadavg))."
 } >"$md"
 
 started=$SECONDS
@@ -879,7 +896,7 @@ if wants repair; then
             fi
             echo "bench:     $(shown) s (× $r of no failure, worst run × $worst), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
             [[ $repair != - ]] && echo "bench:     $repair"
-            rep_rows+=("| $label | $(shown) | $r | $worst | $comp | $sent_cell | ${parts:--} | $repair | $tv | $vv |")
+            rep_rows+=("| $label | $(shown) | $r | $worst | $comp | ${CPU:--} | $sent_cell | ${parts:--} | $repair | $tv | $vv |")
             spread_of ${XS[kill_pct]:-}
             csv_row repair "n$n-${rate}mbit-$variant" "$n" "$rate" "$size" "swarm-$variant" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$r" "" "" \
                 "$SENT" "$SENT_RUNS" "${KILL_AT_US:+$kill_s}" "$MED" "$(spread_of ${XS[complete]:-}; echo "$MED")" \
@@ -904,8 +921,8 @@ if wants repair; then
             echo "owner's log, in files' worth of chunks. After the kill: ms from the kill to the owner's log"
             echo "lines (gone, re-wired) and the upload neighbour's connect to its new download neighbour."
             echo
-            echo "| case | survivors s | ÷ no failure | worst run ÷ no failure | slowest complete s | owner sent ÷ S | seeds / reseeded / asked ÷ S | after the kill | target | |"
-            echo "|---|---|---|---|---|---|---|---|---|---|"
+            echo "| case | survivors s | ÷ no failure | worst run ÷ no failure | slowest complete s | CPU % | owner sent ÷ S | seeds / reseeded / asked ÷ S | after the kill | target | |"
+            echo "|---|---|---|---|---|---|---|---|---|---|---|"
             printf '%s\n' "${rep_rows[@]}"
         } >>"$md"
     fi
