@@ -406,7 +406,7 @@ fx() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else pr
 # rewire_ms (owner re-wires its upload neighbour), reconnect_ms (that
 # neighbour connects to its new download neighbour), fallback_ms (the
 # first survivor fetching missing chunks from the owner), each in ms after
-# the kill.
+# the kill, and reseed_kill_x (the part of reseed_x pushed for the death).
 declare -A X=()
 GONE_HOW=""
 analyse_logs() {
@@ -436,6 +436,11 @@ analyse_logs() {
         X[gone_ms]=$AFTER_MS
         GONE_HOW=grace
         [[ $LINE == *"cannot reach"* ]] && GONE_HOW=unreachable
+        # The reseed the death called for: logged with it, at most a few
+        # lines on (the rest of reseed_x comes from complete peers leaving).
+        c=$(awk -v g="$LINE" '$0 == g { n = 1; next }
+            n && n++ <= 5 && / chunks are held by no live peer/ { print $5; exit }' "$olog" || true)
+        [[ -n $count && $c =~ ^[0-9]+$ ]] && X[reseed_kill_x]=$(fx "$c" "$count")
     fi
     first_after "$olog" "$KILL_STAMP" 're-wired '
     if [[ -n $AFTER_MS ]]; then
@@ -871,7 +876,9 @@ if wants repair; then
             spread_of ${XS[seed_x]:-}
             parts=${MED:+seeds $MED}
             spread_of ${XS[reseed_x]:-}
-            [[ $variant == kill-* ]] && parts+=${MED:+, reseeded $MED}
+            parts+=${MED:+, reseeded $MED}
+            spread_of ${XS[reseed_kill_x]:-}
+            parts+=${MED:+ ($MED at the death)}
             spread_of ${XS[req_x]:-}
             parts+=${MED:+, asked $MED}
             repair="-"
@@ -918,7 +925,8 @@ if wants repair; then
             echo "survivor's time from the owner's start to its exit (every survivor exits 0 with an identical"
             echo "copy); \"slowest complete\": when it had verified the file (its log), before any --linger."
             echo "Owner sent ÷ S: the owner's own count (swarm status); seeds / reseeded / asked split it by the"
-            echo "owner's log, in files' worth of chunks. After the kill: ms from the kill to the owner's log"
+            echo "owner's log, in files' worth of chunks (reseeded: chunks the owner's registry saw on no live"
+            echo "peer, pushed when a peer died or a complete one left). After the kill: ms from the kill to the owner's log"
             echo "lines (gone, re-wired) and the upload neighbour's connect to its new download neighbour."
             echo
             echo "| case | survivors s | ÷ no failure | worst run ÷ no failure | slowest complete s | CPU % | owner sent ÷ S | seeds / reseeded / asked ÷ S | after the kill | target | |"
