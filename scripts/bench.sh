@@ -53,6 +53,7 @@
 # Environment: SMOKE=1 (as --smoke), REPEAT, ONLY=netbed,repair,loopback,
 # scaling,memory (sections to run; ONLY=repair runs the dead-peer case
 # alone), WIRING=hand,owner (the netbed section's swarm variants),
+# BED_CASES (the netbed section's cases, e.g. '5 100 64;20 25 32'),
 # REPAIR_KILL_AT (fraction of (a)'s median, default 0.5), BASE_PORT
 # (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR.
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
@@ -114,6 +115,12 @@ else
     repeat=${REPEAT:-3}
 fi
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive whole number"
+if [[ -n ${BED_CASES:-} ]]; then
+    IFS=';' read -r -a bed_cases <<<"$BED_CASES"
+    for c in "${bed_cases[@]}"; do
+        [[ $c =~ ^[0-9]+\ [0-9]+\ [0-9]+$ ]] || die "BED_CASES must look like '5 100 64;20 25 32' (N RATE SIZE_MIB)"
+    done
+fi
 
 can_bed=1
 bed_why=""
