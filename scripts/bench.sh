@@ -15,19 +15,23 @@
 #      --download-neighbor, pI downloads from pI+1) and owner-wired (no
 #      --download-neighbor: the owner, a tracker, wires them in join order).
 #   2. repair (needs root): a dead peer on the netbed, N=20 at 25 Mbit/s,
-#      32 MiB, three variants in the same run: (a) owner-wired, no failure;
-#      (b) owner-wired, the peer that joined 10th killed (SIGKILL) at half
-#      time; (c) hand-wired, p10 killed at the same point, so its upload
-#      neighbour (p9) falls back to the owner after --stall-timeout. "Half
-#      time" is REPAIR_KILL_AT (0.5) × (a)'s median time after the owner's
-#      start, a fixed point for (b) and (c); the share of N × chunks the
-#      peers held then (from `swarm status --json`) is reported beside it.
-#      A survivor's time runs from the owner's start to its exit; the row
-#      shows the slowest survivor's, its ratio to (a)'s median, and what the
-#      owner sent in all as a multiple of S. Targets for (b): survivors
-#      within 1.25 × (a), owner sent ≤ 1.25 × S. Logs of every repair run
-#      are kept in bench-out/logs/ (owner at info with every chunk, peers at
-#      info without). In smoke mode: N=4 at 100 Mbit/s, 4 MiB, (a) and (b).
+#      32 MiB, four variants in the same run: (a) owner-wired, no failure;
+#      (b) owner-wired, the peer that joined 10th killed (SIGKILL) at half;
+#      (a') hand-wired, no failure; (c) hand-wired, p10 killed at half, so
+#      its upload neighbour (p9) falls back to the owner after
+#      --stall-timeout. "Half": the first moment the owner's registry
+#      (`swarm status --json`, asked every 0.25 s from inside the owner's
+#      namespace, so off the shaped link) shows the peers holding
+#      REPAIR_KILL_AT (50) % of N × chunks; the registry lags up to a
+#      second (peers report once a second). Variants without a kill poll
+#      too. A survivor's time runs from the owner's start to its exit; rows
+#      show the slowest survivor's, its ratio to (a)'s median and to the
+#      same wiring's, and what the owner sent in all as a multiple of S.
+#      Targets for (b): survivors within 1.25 × (a), owner sent ≤ 1.25 × S.
+#      Logs of every repair run are kept in bench-out/logs/ (owner at info
+#      with every chunk, peers at info without). In smoke mode: N=4 at 25
+#      Mbit/s, 8 MiB (long enough for the registry to see half), (a) and
+#      (b) only.
 #   3. loopback, N=5, 256 MiB: swarm against unicast.
 #   4. scaling on loopback, N = 5, 10, 20, 40 at 32 MiB: wall time and time
 #      per delivered GiB (N x S delivered).
@@ -54,7 +58,7 @@
 # scaling,memory (sections to run; ONLY=repair runs the dead-peer case
 # alone), WIRING=hand,owner (the netbed section's swarm variants),
 # BED_CASES (the netbed section's cases, e.g. '5 100 64;20 25 32'),
-# REPAIR_KILL_AT (fraction of (a)'s median, default 0.5), BASE_PORT
+# REPAIR_KILL_AT (percent of N × chunks held at "half", default 50), BASE_PORT
 # (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR.
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
 # memory needs /usr/bin/time (package time); repair needs GNU date.
@@ -70,7 +74,7 @@ out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
 only=${ONLY:-netbed,repair,loopback,scaling,memory}
 wirings=${WIRING:-hand,owner}
-kill_at=${REPAIR_KILL_AT:-0.5}
+kill_at=${REPAIR_KILL_AT:-50}
 BASE_PORT=${BASE_PORT:-31000}
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -92,7 +96,8 @@ done
     die "BASE_PORT must be a port number from 1024 to 60000"
 wants() { [[ ,$only, == *,$1,* ]]; }
 [[ ,$wirings, =~ ^(,(hand|owner))+,$ ]] || die "WIRING must list hand and/or owner, e.g. hand,owner"
-[[ $kill_at =~ ^0?\.[0-9]+$ ]] || die "REPAIR_KILL_AT must be a fraction like 0.5"
+[[ $kill_at =~ ^[0-9]+$ ]] && ((kill_at >= 1 && kill_at <= 99)) ||
+    die "REPAIR_KILL_AT must be a percentage from 1 to 99"
 
 # Case parameters: "N RATE_MBIT SIZE_MIB" for the netbed.
 if [[ $smoke == 1 ]]; then
@@ -101,14 +106,14 @@ if [[ $smoke == 1 ]]; then
     # and the variants (owner-wired with and without a kill, hand-wired
     # with one). Smoke skips the hand-wired one: its survivors wait out
     # --stall-timeout and --linger (about 40 s).
-    repair_case="4 100 4" repair_rank=2 repair_variants=(nofail-owner kill-owner)
+    repair_case="4 25 8" repair_rank=2 repair_variants=(nofail-owner kill-owner)
     loop_n=3 loop_s=8
     scale_ns=(3 5) scale_s=4
     mem_n=3 mem_s=16
     repeat=${REPEAT:-1}
 else
     bed_cases=("5 100 64" "20 25 32" "20 100 64")
-    repair_case="20 25 32" repair_rank=10 repair_variants=(nofail-owner kill-owner kill-hand)
+    repair_case="20 25 32" repair_rank=10 repair_variants=(nofail-owner kill-owner nofail-hand kill-hand)
     loop_n=5 loop_s=256
     scale_ns=(5 10 20 40) scale_s=32
     mem_n=5 mem_s=1024
@@ -204,7 +209,13 @@ launch() {
     local pre=()
     [[ $mode == bed ]] && pre=(ip netns exec "swb-$host")
     [[ -n $mem ]] && pre+=(/usr/bin/time -f %M -o "$mem")
-    RUST_LOG=${LOG_LEVEL:-warn} "${pre[@]}" "$@" </dev/null >"$log" 2>&1 &
+    # Without the bench's lock: a child left behind must not keep the next
+    # bench out.
+    if [[ -n ${lock:-} ]]; then
+        RUST_LOG=${LOG_LEVEL:-warn} "${pre[@]}" "$@" </dev/null >"$log" 2>&1 {lock}>&- &
+    else
+        RUST_LOG=${LOG_LEVEL:-warn} "${pre[@]}" "$@" </dev/null >"$log" 2>&1 &
+    fi
     LAUNCHED=$!
     live[$LAUNCHED]=1
 }
@@ -469,19 +480,50 @@ analyse_logs() {
     return 0
 }
 
-# kill_victim MODE N T0_US OWNER_ADDR: waits until KILL_AT_US after T0,
-# then kills (SIGKILL) a peer: with WIRED=owner the one that joined
-# KILL_RANK-th (from the owner's log), else pKILL_RANK. Sets KILLED,
-# KILL_STAMP and X_KILL_PCT (share of N × chunks held then, from the
-# owner's registry), or STATUS to why it could not.
-kill_victim() {
-    local mode=$1 n=$2 t0=$3 owner_addr=$4 at left v=$KILL_RANK line base
-    at=$((t0 + KILL_AT_US))
+# held_share MODE OWNER_ADDR N: the share (percent, whole) of N × chunks the
+# peers hold by the owner's registry, in HELD_PCT ("" when the owner does
+# not answer). The registry lags: peers report what they gain once a
+# second. Asked from inside the owner's namespace, so the manifest the
+# owner sends the status client stays off the shaped link.
+held_share() {
+    local nums total=0 count h
+    owner_status "$1" "$2"
+    nums=$(json_nums "$STATUS_JSON" chunks)
+    count=$(head -n 1 <<<"$nums")
+    HELD_PCT=""
+    [[ -n $count ]] || return 0
+    for h in $(tail -n +2 <<<"$nums"); do total=$((total + h)); done
+    HELD_PCT=$(awk -v t="$total" -v c="$count" -v n="$3" 'BEGIN { printf "%.0f", (c > 0 ? 100 * t / (c * n) : 0) }')
+}
+
+# watch_half MODE N T0_US OWNER_ADDR DEADLINE_US: asks the owner's
+# registry every 0.25 s until the peers hold WATCH_PCT % of N × chunks
+# (or every peer has exited, or the deadline passes). Sets X_HALF_S (when,
+# in s after T0) and X_HALF_PCT (the share then); both "" if never. Then,
+# with KILL_RANK set, kills (SIGKILL) a peer: with WIRED=owner the one that
+# joined KILL_RANK-th (from the owner's log), else pKILL_RANK, and sets
+# KILLED and KILL_STAMP, or STATUS to why it could not. Variants without a
+# kill poll too, so every variant pays the same for the polling.
+watch_half() {
+    local mode=$1 n=$2 t0=$3 owner_addr=$4 deadline=$5 v=$KILL_RANK line base i alive
+    X_HALF_S="" X_HALF_PCT=""
     while :; do
-        left=$((at - ${EPOCHREALTIME/./}))
-        ((left > 0)) || break
-        if ((left > 20000)); then nap "$(secs $((left - 10000)))"; else nap 0.001; fi
+        held_share "$mode" "$owner_addr" "$n"
+        now_us
+        if [[ -n $HELD_PCT ]] && ((HELD_PCT >= WATCH_PCT)); then
+            X_HALF_S=$(secs $((NOW - t0))) X_HALF_PCT=$HELD_PCT
+            break
+        fi
+        alive=0
+        for ((i = 1; i <= n; i++)); do exited "${PEER_PIDS[$i]}" || alive=1; done
+        ((alive && NOW < deadline)) || break
+        nap 0.25
     done
+    [[ -n $KILL_RANK ]] || return 0
+    if [[ -z $X_HALF_S ]]; then
+        STATUS="FAILED: the peers never held $WATCH_PCT % of N × chunks by the registry; no kill"
+        return
+    fi
     if [[ $mode == bed ]]; then base=9000; else base=$BASE; fi
     if [[ $WIRED == owner ]]; then
         line=$(grep -oE '[0-9.]+:[0-9]+ joined \(' "$RUN_DIR/owner.log" | sed -n "${KILL_RANK}p" || true)
@@ -505,14 +547,8 @@ kill_victim() {
     unset "live[$pid]"
     KILLED=$v
     KILL_STAMP=$(stamp_of "$killed_at")
-    owner_status "$mode" "$owner_addr"
-    local nums total=0 count h
-    nums=$(json_nums "$STATUS_JSON" chunks)
-    count=$(head -n 1 <<<"$nums")
-    for h in $(tail -n +2 <<<"$nums"); do total=$((total + h)); done
-    X_KILL_PCT=""
-    [[ -n $count ]] && X_KILL_PCT=$(awk -v t="$total" -v c="$count" -v n="$n" 'BEGIN { printf "%.0f", 100 * t / (c * n) }')
-    note "  killed p$KILLED at $(secs $((killed_at - t0))) s; peers held ${X_KILL_PCT:-?} % of N × chunks"
+    X_HALF_S=$(secs $((killed_at - t0)))
+    note "  killed p$KILLED at $X_HALF_S s; the registry showed $X_HALF_PCT % of N × chunks held"
 }
 
 # run_one TOOL MODE N SIZE_MIB TIMEOUT_S [MEM]: one distribution with swarm
@@ -521,11 +557,11 @@ kill_victim() {
 # for swarm, sender and receiver (the largest) for unicast. For swarm also
 # SENT_X (what the owner sent ÷ S, or "") and X[] (see analyse_logs).
 # Swarm runs follow these settings: WIRED (hand: every peer given
-# --download-neighbor; owner: none, the owner wires them), KILL_AT_US and
-# KILL_RANK (kill a peer that long after the owner's start; see
-# kill_victim), OWNER_LOG and PEER_LOG (RUST_LOG of each; warn), and
+# --download-neighbor; owner: none, the owner wires them), WATCH_PCT and
+# KILL_RANK (watch the owner's registry until the peers hold WATCH_PCT % of
+# N × chunks, then kill a peer; see watch_half), OWNER_LOG and PEER_LOG (RUST_LOG of each; warn), and
 # KEEP_LOGS=1 (keep the logs of a run that went well too).
-WIRED=hand KILL_AT_US="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
+WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
 declare -A RSS=()
 declare -a LAUNCH_US=()
 run_one() {
@@ -533,11 +569,11 @@ run_one() {
     check_interrupt
     input_file "$size"
     local label=$tool-$mode
-    [[ $tool == swarm ]] && label+=-$WIRED${KILL_AT_US:+-kill}
+    [[ $tool == swarm ]] && label+=-$WIRED${KILL_RANK:+-kill}
     new_run "$label-n$n-${size}M"
     [[ $mode == bed ]] || free_base "$n"
     RSS=() X=() LAUNCH_US=()
-    SECS="" CPU="" SENT_X="" KILLED="" KILL_STAMP="" X_KILL_PCT="" GONE_HOW=""
+    SECS="" CPU="" SENT_X="" KILLED="" KILL_STAMP="" X_HALF_S="" X_HALF_PCT="" GONE_HOW=""
     STATUS=ok
     local memfile=""
     [[ $mem == 1 ]] && memfile=$RUN_DIR/owner.rss
@@ -585,7 +621,7 @@ run_one() {
         fi
         PEER_PIDS[i]=$LAUNCHED
     done
-    [[ $tool == swarm && -n $KILL_AT_US ]] && kill_victim "$mode" "$n" "$t0" "$owner_addr"
+    [[ $tool == swarm && -n $WATCH_PCT ]] && watch_half "$mode" "$n" "$t0" "$owner_addr" $((t0 + timeout * 1000000))
     local waiting=()
     for ((i = 1; i <= n; i++)); do
         [[ $i == "$KILLED" ]] || waiting+=("${PEER_PIDS[$i]}")
@@ -633,7 +669,8 @@ run_one() {
     fi
     if [[ $tool == swarm ]]; then
         analyse_logs "$mode" "$n" "$size" "$t0"
-        [[ -n $X_KILL_PCT ]] && X[kill_pct]=$X_KILL_PCT
+        [[ -n $X_HALF_PCT ]] && X[half_pct]=$X_HALF_PCT
+        [[ -n $X_HALF_S ]] && X[half_s]=$X_HALF_S
     fi
     if [[ $STATUS == ok ]]; then
         SECS=$(secs $((t1 - t0)))
@@ -710,10 +747,10 @@ measure() {
 csv=$out/bench.csv
 md=$out/bench.md
 csv_head=section,case,n,rate_mbit,size_mib,tool,status,seconds,runs,cpu_pct,ideal_seconds,ratio,sec_per_gib,peak_rss_kib
-csv_head+=,owner_sent_x_s,owner_sent_runs,kill_at_seconds,kill_held_pct,complete_seconds,gone_ms,rewire_ms,fallback_ms,killed
+csv_head+=,owner_sent_x_s,owner_sent_runs,half_seconds,half_held_pct,complete_seconds,gone_ms,rewire_ms,fallback_ms,killed
 echo "$csv_head" >"$csv"
 # csv_row SECTION CASE N RATE SIZE TOOL STATUS SECONDS RUNS CPU IDEAL RATIO SPG RSS
-#   [SENT_X SENT_RUNS KILL_AT KILL_PCT COMPLETE GONE_MS REWIRE_MS FALLBACK_MS KILLED]
+#   [SENT_X SENT_RUNS HALF_S HALF_PCT COMPLETE GONE_MS REWIRE_MS FALLBACK_MS KILLED]
 # (for the repair section: seconds are the slowest survivor's, ratio is to
 # the no-failure median). Missing fields are left empty.
 csv_row() {
@@ -834,7 +871,7 @@ if wants netbed; then
 fi
 
 # 2. a dead peer on the netbed: the owner's repair against the
-# hand-wired fallback, beside the no-failure run.
+# hand-wired fallback, beside the no-failure runs.
 if wants repair; then
     read -r n rate size <<<"$repair_case"
     ideal=$(awk -v s="$size" -v r="$rate" 'BEGIN { printf "%.2f", s * 1048576 * 8 / (r * 1e6) }')
@@ -856,28 +893,30 @@ if wants repair; then
         }
         bed_up=1
         to=$(awk -v i="$ideal" 'BEGIN { printf "%d", 4 * i + 90 }')
-        OWNER_LOG=info PEER_LOG=info,swarm::chunk=warn KEEP_LOGS=1
-        base="" kill_us="" rep_rows=()
+        OWNER_LOG=info PEER_LOG=info,swarm::chunk=warn KEEP_LOGS=1 WATCH_PCT=$kill_at
+        declare -A base=()
+        rep_rows=() k_victims="" k_halves=()
         for variant in "${repair_variants[@]}"; do
+            KILL_RANK=""
             case $variant in
-                nofail-owner) WIRED=owner KILL_AT_US="" label="$ctext, no failure: owner-wired" ;;
-                kill-owner) WIRED=owner KILL_AT_US=$kill_us KILL_RANK=$repair_rank label="$ctext, peer killed at half: owner-wired repair" ;;
-                kill-hand) WIRED=hand KILL_AT_US=$kill_us KILL_RANK=$repair_rank label="$ctext, peer killed at half: hand-wired fallback" ;;
+                nofail-owner) WIRED=owner label="$ctext, no failure: owner-wired" ;;
+                kill-owner) WIRED=owner KILL_RANK=$repair_rank label="$ctext, peer killed at half: owner-wired repair" ;;
+                nofail-hand) WIRED=hand label="$ctext, no failure: hand-wired" ;;
+                kill-hand) WIRED=hand KILL_RANK=$repair_rank label="$ctext, peer killed at half: hand-wired fallback" ;;
             esac
             echo "bench:   $label..."
             measure swarm bed "$n" "$size" "$to" "$repeat"
-            if [[ $variant == nofail-owner ]]; then
-                base=$SECS
-                # Without a baseline, half of 1.5 × S/B.
-                kill_us=$(awk -v b="${base:-0}" -v i="$ideal" -v f="$kill_at" \
-                    'BEGIN { if (b <= 0) b = 1.5 * i; printf "%d", f * b * 1e6 }')
-                kill_s=$(secs "$kill_us")
-            fi
-            r=$(ratio "$SECS" "$base") worst=-
-            if [[ $STATUS == ok && -n $base ]]; then
+            [[ $variant == nofail-* && $STATUS == ok ]] && base[$WIRED]=$SECS
+            # Ratios: to the owner-wired no-failure median (the requirement's
+            # baseline), and to the same wiring's.
+            r=$(ratio "$SECS" "${base[owner]:-}") r_same=$(ratio "$SECS" "${base[$WIRED]:-}") worst=-
+            if [[ $STATUS == ok && -n ${base[owner]:-} ]]; then
                 worst=$(tr ';' '\n' <<<"$RUNS" | sort -g | tail -n 1)
-                worst=$(ratio "$worst" "$base")
+                worst=$(ratio "$worst" "${base[owner]}")
             fi
+            spread_of ${XS[half_s]:-}
+            half="${MED:--}${SPR:+ ($SPR)}"
+            [[ -n $KILL_RANK ]] && k_halves+=(${XS[half_pct]:-})
             spread_of ${XS[complete]:-}
             comp=${MED:--}${SPR:+ ($SPR)}
             spread_of ${XS[seed_x]:-}
@@ -891,7 +930,7 @@ if wants repair; then
             repair="-"
             if [[ $variant == kill-owner ]]; then
                 spread_of ${XS[gone_ms]:-}
-                repair="gone ${MED:-?} ms (${GONE_HOWS// /, })"
+                repair="gone ${MED:-?} ms${GONE_HOWS:+ (${GONE_HOWS// /, })}"
                 spread_of ${XS[rewire_ms]:-}
                 repair+=", re-wired ${MED:-?} ms"
                 spread_of ${XS[reconnect_ms]:-}
@@ -908,36 +947,39 @@ if wants repair; then
                 tv="≤ 1.25 × / ≤ 1.25 × S"
                 vv="$(verdict "$r" 1.25) / $(verdict "${SENT:-}" 1.25)"
             fi
-            echo "bench:     $(shown) s (× $r of no failure, worst run × $worst), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
+            echo "bench:     $(shown) s (× $r of owner-wired no failure, × $r_same of the same wiring's, worst run × $worst), half at $half s, owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
             [[ $repair != - ]] && echo "bench:     $repair"
-            rep_rows+=("| $label | $(shown) | $r | $worst | $comp | ${CPU:--} | $sent_cell | ${parts:--} | $repair | $tv | $vv |")
-            spread_of ${XS[kill_pct]:-}
+            rep_rows+=("| $label | $(shown) | $r | $r_same | $worst | $half | $comp | ${CPU:--} | $sent_cell | ${parts:--} | $repair | $tv | $vv |")
+            spread_of ${XS[half_pct]:-}
             csv_row repair "n$n-${rate}mbit-$variant" "$n" "$rate" "$size" "swarm-$variant" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$r" "" "" \
-                "$SENT" "$SENT_RUNS" "${KILL_AT_US:+$kill_s}" "$MED" "$(spread_of ${XS[complete]:-}; echo "$MED")" \
+                "$SENT" "$SENT_RUNS" "$(spread_of ${XS[half_s]:-}; echo "$MED")" "$MED" "$(spread_of ${XS[complete]:-}; echo "$MED")" \
                 "$(spread_of ${XS[gone_ms]:-}; echo "$MED")" "$(spread_of ${XS[rewire_ms]:-}; echo "$MED")" \
                 "$(spread_of ${XS[fallback_ms]:-}; echo "$MED")" "${VICTIMS// /;}"
-            [[ $variant == kill-owner ]] && { k_victims=$VICTIMS k_pct=${XS[kill_pct]:-}; }
+            [[ $variant == kill-owner ]] && k_victims=$VICTIMS
         done
-        WIRED=hand KILL_AT_US="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
+        WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
         "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
         bed_up=0
-        spread_of ${k_pct:-}
+        spread_of "${k_halves[@]}"
         {
-            echo "Each variant ran $repeat× in this run. In the kill variants one peer is killed (SIGKILL) at"
-            echo "$kill_s s after the owner's start, $kill_at × the no-failure median: a fixed time, when the peers"
-            echo "held ${MED:-?} %${SPR:+ ($SPR)} of N × chunks by the owner's registry (peers update it once a second)."
-            echo "Owner-wired: the $(ordinal "$repair_rank") peer to join is killed (${k_victims:-?}); the owner re-wires the"
-            echo "ring around it. Hand-wired: p$repair_rank is killed; its upload neighbour p$((repair_rank - 1)) waits"
-            echo "--stall-timeout (10 s), then fetches what it lacks from the owner. Survivors s: the slowest"
-            echo "survivor's time from the owner's start to its exit (every survivor exits 0 with an identical"
-            echo "copy); \"slowest complete\": when it had verified the file (its log), before any --linger."
-            echo "Owner sent ÷ S: the owner's own count (swarm status); seeds / reseeded / asked split it by the"
-            echo "owner's log, in files' worth of chunks (reseeded: chunks the owner's registry saw on no live"
-            echo "peer, pushed when a peer died or a complete one left). After the kill: ms from the kill to the owner's log"
-            echo "lines (gone, re-wired) and the upload neighbour's connect to its new download neighbour."
+            echo "Each variant ran $repeat× in this run. \"Half\": the first moment the owner's registry (asked every"
+            echo "0.25 s with \`swarm status\`; peers report what they gain once a second, so it lags) showed the"
+            echo "peers holding $kill_at % of N × chunks; the kill variants kill one peer (SIGKILL) then (the"
+            echo "registry showed ${MED:-?} %${SPR:+, $SPR}), the others only watch, so all pay the same for the polling."
+            echo "Owner-wired: the $(ordinal "$repair_rank") peer to join is killed (${k_victims:-?}); the owner re-wires"
+            echo "the ring around it. Hand-wired: p$repair_rank is killed; its upload neighbour p$((repair_rank - 1)) waits"
+            echo "--stall-timeout (10 s), then fetches what it lacks from the owner."
+            echo "Survivors s: the slowest survivor's time from the owner's start to its exit (every survivor"
+            echo "exits 0 with an identical copy), ÷ the owner-wired no-failure median (the requirement's"
+            echo "baseline) and ÷ the same wiring's; \"slowest complete\": when it had verified the file (its"
+            echo "log), before any --linger. Owner sent ÷ S: the owner's own count (swarm status); seeds /"
+            echo "reseeded / asked split it by the owner's log, in files' worth of chunks (reseeded: chunks"
+            echo "the registry saw on no live peer, pushed when a peer died or a complete one left). After the"
+            echo "kill: ms from the kill to the owner's log lines (gone, re-wired) and to the upload"
+            echo "neighbour's connect to its new download neighbour, or to a survivor's stall fallback."
             echo
-            echo "| case | survivors s | ÷ no failure | worst run ÷ no failure | slowest complete s | CPU % | owner sent ÷ S | seeds / reseeded / asked ÷ S | after the kill | target | |"
-            echo "|---|---|---|---|---|---|---|---|---|---|---|"
+            echo "| case | survivors s | ÷ owner-wired no failure | ÷ same wiring no failure | worst run ÷ owner-wired | half at s | slowest complete s | CPU % | owner sent ÷ S | seeds / reseeded / asked ÷ S | after the kill | target | |"
+            echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
             printf '%s\n' "${rep_rows[@]}"
         } >>"$md"
     fi
