@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench: swarm against plain unicast (examples/unicast.rs), side by side.
 #
-#   scripts/bench.sh            the full benchmark, about 17 minutes
+#   scripts/bench.sh            the full benchmark, about 21 minutes
 #   scripts/bench.sh --smoke    tiny files, seconds, no targets (CI); same as SMOKE=1
 #
 # Builds in release mode, then runs:
@@ -103,9 +103,9 @@ wants() { [[ ,$only, == *,$1,* ]]; }
 if [[ $smoke == 1 ]]; then
     bed_cases=("3 100 4")
     # The dead-peer case: N RATE SIZE, the join rank of the peer killed,
-    # and the variants (owner-wired with and without a kill, hand-wired
-    # with one). Smoke skips the hand-wired one: its survivors wait out
-    # --stall-timeout and --linger (about 40 s).
+    # and the variants (owner- and hand-wired, each with and without a
+    # kill). Smoke skips the hand-wired ones: the survivors of a kill wait
+    # out --stall-timeout and --linger (about 40 s).
     repair_case="4 25 8" repair_rank=2 repair_variants=(nofail-owner kill-owner)
     loop_n=3 loop_s=8
     scale_ns=(3 5) scale_s=4
@@ -417,8 +417,8 @@ fx() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else pr
 # (numbers; a key is missing when its log line is): complete (the slowest
 # survivor's "complete in" time after the owner's start, s), from_owner_x
 # (MiB the survivors say came from the owner ÷ S), and with the owner
-# logging every chunk: seed_x (initial seeds), reseed_x (chunks no live
-# peer held, pushed after a death), req_x (chunks peers asked the owner
+# logging every chunk: seed_x (initial seeds), reseed_x (chunks the
+# registry saw on no live peer, pushed when a peer died or left), req_x (chunks peers asked the owner
 # for: end game and stall fallback), all ÷ the file's chunk count. After
 # a kill: gone_ms (owner declares the victim gone; GONE_HOW says why),
 # rewire_ms (owner re-wires its upload neighbour), reconnect_ms (that
