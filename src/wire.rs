@@ -256,9 +256,14 @@
 //!    UNREACHABLE when it cannot connect to the download neighbour the
 //!    owner named; and once verified, a last HAVE (if any), PROGRESS 0 and
 //!    COMPLETE.
-//! 6. At any time the owner may send NEIGHBOUR, and push a batch of CHUNKs
+//! 6. At any time the owner may send NEIGHBOUR (ahead of anything still
+//!    queued for the session, between two frames: a peer must not spend
+//!    its seeding on the wrong neighbour), and push a batch of CHUNKs
 //!    unasked, then SEED_DONE and SEEDING (a repair, see The owner as
 //!    tracker). A peer accepts any CHUNK from the owner, asked for or not.
+//!    Once every live registered peer is complete, the owner sends
+//!    COMPLETE to each wired one: it may leave at once instead of waiting
+//!    out `--linger` for a downloader that may have been re-wired away.
 //! 7. The session lasts until the peer leaves (it stops writing; the owner
 //!    closes on seeing that) or closes, or a rule under Limits and idle
 //!    rules applies. An owner whose file changed sends every session REFUSE
@@ -276,7 +281,7 @@
 //! | peer, after the owner's HELLO, with a secret       | PROOF                                                  |
 //! | peer, before MANIFEST                              | MANIFEST, REFUSE                                       |
 //! | peer, until it has `chunks` digests                | HASHES                                                 |
-//! | peer, once it has sent CHUNK_LIST                  | CHUNK, SEED_DONE, SEEDING, NEIGHBOUR, KEEPALIVE, REFUSE |
+//! | peer, once it has sent CHUNK_LIST                  | CHUNK, SEED_DONE, SEEDING, NEIGHBOUR, COMPLETE, KEEPALIVE, REFUSE |
 //! | status client, once it has the digests             | STATUS, KEEPALIVE, REFUSE                              |
 //!
 //! So before its CHUNK_LIST a peer takes a REFUSE only in place of the
@@ -402,20 +407,27 @@
 //! member is complete once its CHUNK_LIST is full or it sent COMPLETE. When
 //! its session ends, a complete member has left; any other is away and
 //! keeps its place for 3 s (registering again within that time changes
-//! nothing). Past that, or at once when a registered peer sends UNREACHABLE
-//! naming it while its session is down, it is gone (any other UNREACHABLE
-//! changes nothing). At most 1000 gone and left members are kept, the
+//! nothing). Past that, or at once when the member told to download from
+//! it sends UNREACHABLE naming it while its session is down, it is gone
+//! (any other UNREACHABLE changes nothing). At most 1000 gone and left members are kept, the
 //! oldest dropped first.
 //!
-//! The ring is a list of the live wired members in join order in which each
-//! downloads from the one before it, and the first from the last. A
-//! newcomer is appended: it downloads from the last member, and the first
-//! member is told to download from it; a member alone is told NEIGHBOUR
-//! empty. A member that is gone or has left is taken out, and the one after
+//! The ring is a list of the live wired members in which each downloads
+//! from the one before it, and the first from the last. A newcomer is
+//! inserted at position `p`: it downloads from the member at `p - 1`, and
+//! the member that was at `p` is told to download from it; a member alone
+//! is told NEIGHBOUR empty. While the list has fewer than 16 members,
+//! `p = 1` (right after the first member: so peer `i` downloads from peer
+//! `i + 1` when they join in order, and each member is re-wired once as
+//! the ring grows); from 16 on, `p = 1 + (h mod n)` with `n` the list's
+//! length and `h` the high 32 bits of `j × 0x9E3779B97F4A7C15` (mod 2^64),
+//! `j` the number of members registered so far: newcomers spread around
+//! the ring instead of all opening their first ring connection to one
+//! member. A member that is gone or has left is taken out, and the one after
 //! it is told to download from the one before it (from no one if it is now
 //! alone). A gone or left member that registers again wired, holding
 //! chunks, goes back in front of the member that was after it, if that one
-//! is still in the ring; otherwise it is appended. One that registers again
+//! is still in the ring; otherwise it goes where a newcomer would. One that registers again
 //! hand-wired is taken out. The owner sends NEIGHBOUR to a member with a
 //! session whose download neighbour changes, unless it is complete, and to
 //! every new session of a wired member that keeps its place; to a
@@ -427,6 +439,12 @@
 //! member is taken out, to the one after it unless that one is complete;
 //! and when a wired member registers again and keeps its place, to it,
 //! before its (empty) share. This is how such chunks re-enter the ring.
+//! As a safety net, chunks that no member of the ring holds or has been
+//! pushed for 2 s in a row (shares never handed out because fewer than N
+//! peers came, say) are pushed too, split in equal runs of IDs among up
+//! to 8 members with sessions that are not complete, spread evenly along
+//! the ring. A complete member leaving causes no push (its downloader is
+//! complete or has stopped asking).
 //!
 //! A STATUS entry describes one member, in registration order: `state` 0
 //! downloading, 1 complete, 2 away, 3 gone, 4 left; `wired` 1 if the owner
@@ -496,8 +514,11 @@
 //! numbers the shares it computes, `k = 0, 1, 2, ...`, in the order it
 //! handles CHUNK_LISTs: every session not refused gets one (a reconnecting,
 //! unregistered or hand-wired peer, and one that lacks nothing, included),
-//! except that a wired registration gets one only while `k < N` and for a
-//! new address; otherwise it is seeded nothing (SEED_DONE at once) and `k`
+//! except that a wired registration gets one only for a new address and
+//! only if `w % max(N, 100) < N`, where `w` counts the wired registrations
+//! of new addresses before it (so the first N, then N in every hundred: a
+//! chunk then crosses at most about a hundred hops of a long ring to reach
+//! everyone); otherwise it is seeded nothing (SEED_DONE at once) and `k`
 //! stays. Share `k` is `base + 1` chunks if `k % N < extra`, else `base`:
 //! the chunks not in the session's CHUNK_LIST that have been handed out the
 //! fewest times so far, the lowest ID first among equals (fewer if it lacks
@@ -523,14 +544,17 @@
 //! - `owner_busy`: the `busy` of the last SEEDING on the current owner
 //!   session; true from the start of each owner session until a SEEDING
 //!   says 0.
-//! - `endgame = !owner_busy && seeded > 0 && missing <= max(seeded, 2)`,
+//! - `endgame = !owner_busy && seeded > 0 && missing <= max(seeded / 2, 2)`,
 //!   where `missing = chunks - held`: a peer seeded nothing has no tail of
 //!   its own to fetch.
 //! - `stalled` (the ring needs help). Without a download neighbour (none
 //!   named yet, or NEIGHBOUR empty): once it has received a SEED_DONE and
 //!   has had no neighbour for 1 s. With one, when any of: no new chunk came
 //!   from the ring for `--stall-timeout` (counted from the coordinator's
-//!   start or the last change of neighbour); a ring request lapsed within
+//!   start or the last change of neighbour), and, for a wired peer, no ring
+//!   connection is up (a wired peer's connected neighbour is given time:
+//!   the owner re-wires around a dead one and seeds what the whole ring
+//!   lacks); a ring request lapsed within
 //!   the last `--stall-timeout`; a ring source with requests outstanding
 //!   takes longer per chunk than `max(4 × t_owner, --stall-timeout /
 //!   10)`. `t_owner` is (arrival of the last new seed − start of the owner
