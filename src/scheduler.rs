@@ -234,6 +234,11 @@ impl Scheduler {
         now: Instant,
         kind: SourceKind,
     ) -> Vec<ChunkId> {
+        // Called on every refill; the union is worth building only when
+        // something may be asked.
+        if max == 0 {
+            return Vec::new();
+        }
         let mut offered = ChunkSet::new(self.layout.count());
         for source in self.sources.values().filter(|s| s.kind == kind) {
             if let Some(set) = &source.offered {

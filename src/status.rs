@@ -107,11 +107,7 @@ fn json(manifest: &Manifest, sent: u64, peers: &[PeerStatus]) -> String {
                 quote(&p.addr),
                 quote(&p.neighbour),
                 p.held,
-                if count == 0 {
-                    100.0
-                } else {
-                    100.0 * f64::from(p.held) / f64::from(count)
-                },
+                tracker::percent(p.held, count),
                 p.rate,
                 p.state.name(),
                 p.wired

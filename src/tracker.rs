@@ -129,10 +129,6 @@ const SPREAD_FROM: usize = 16;
 /// Members at most that share a batch of chunks missing from the ring.
 const SPREAD: usize = 8;
 
-fn lost_contains(set: &ChunkSet, raw: u32, count: u32) -> bool {
-    raw < count && set.contains_raw(raw)
-}
-
 impl Tracker {
     /// A tracker for a file of `count` chunks and at most `max_peers`
     /// live members.
@@ -486,9 +482,7 @@ impl Tracker {
             return;
         }
         let parts = linked.len().min(SPREAD);
-        let ids: Vec<u32> = (0..self.count)
-            .filter(|&c| lost_contains(&lost, c, self.count))
-            .collect();
+        let ids: Vec<u32> = (0..self.count).filter(|&c| lost.contains_raw(c)).collect();
         let parts = parts.min(ids.len());
         for p in 0..parts {
             let slice = &ids[p * ids.len() / parts..(p + 1) * ids.len() / parts];
@@ -699,7 +693,6 @@ pub fn table(peers: &[PeerStatus], count: u32, file_len: u64, sent: u64, rows: u
         .collect();
     let held: u64 = live.iter().map(|p| u64::from(p.held)).sum();
     let wanted = u64::from(count) * live.len() as u64;
-    let file = file_len;
     let _ = write!(
         out,
         "total: {} peers: {} downloading, {} complete, {} away, {} gone, {} left; \
@@ -717,10 +710,10 @@ pub fn table(peers: &[PeerStatus], count: u32, file_len: u64, sent: u64, rows: u
         },
         rate(live.iter().map(|p| p.rate).sum()),
         sent as f64 / MIB,
-        if file == 0 {
+        if file_len == 0 {
             0.0
         } else {
-            sent as f64 / file as f64
+            sent as f64 / file_len as f64
         },
     );
     out
@@ -728,7 +721,8 @@ pub fn table(peers: &[PeerStatus], count: u32, file_len: u64, sent: u64, rows: u
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn percent(held: u32, count: u32) -> f64 {
+/// `held` as a percentage of `count` (100 for an empty file).
+pub fn percent(held: u32, count: u32) -> f64 {
     if count == 0 {
         100.0
     } else {

@@ -961,7 +961,7 @@ impl<'a> Coordinator<'a> {
         log::info!(
             "{}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
             self.shared.name,
-            percent(held, total),
+            crate::tracker::percent(held, total),
             rate / MIB,
         );
         self.report_progress(rate as u64);
@@ -1143,14 +1143,6 @@ fn source(id: ConnId) -> SourceId {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn percent(held: u32, total: u32) -> f64 {
-    if total == 0 {
-        100.0
-    } else {
-        100.0 * f64::from(held) / f64::from(total)
-    }
-}
 
 #[cfg(test)]
 mod tests {

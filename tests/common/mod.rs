@@ -306,6 +306,12 @@ impl Ring {
 
     /// Starts peer `i` with `neighbour` as its download neighbour's port.
     pub fn start_peer_to(&mut self, i: usize, neighbour: u16) {
+        self.launch_peer(i, Some(neighbour));
+    }
+
+    /// Starts peer `i`, hand-wired to `neighbour` or, without one, wired
+    /// by the owner.
+    fn launch_peer(&mut self, i: usize, neighbour: Option<u16>) {
         let mut args = vec![
             "peer".to_string(),
             "--owner".into(),
@@ -314,11 +320,12 @@ impl Ring {
             self.ports[i].to_string(),
             "--bind".into(),
             "127.0.0.1".into(),
-            "--download-neighbor".into(),
-            neighbour.to_string(),
             "--dir".into(),
             format!("peer{i}"),
         ];
+        if let Some(port) = neighbour {
+            args.extend(["--download-neighbor".into(), port.to_string()]);
+        }
         args.extend(self.extra.iter().cloned());
         let name = format!("peer{i}");
         self.peers[i] = Some(Proc::start(&name, &self.dir.path, &args));
@@ -402,20 +409,7 @@ impl Ring {
 impl Ring {
     /// Starts peer `i` with no download neighbour: the owner assigns one.
     pub fn start_wired_peer(&mut self, i: usize) {
-        let mut args = vec![
-            "peer".to_string(),
-            "--owner".into(),
-            self.owner_port.to_string(),
-            "--port".into(),
-            self.ports[i].to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--dir".into(),
-            format!("peer{i}"),
-        ];
-        args.extend(self.extra.iter().cloned());
-        let name = format!("peer{i}");
-        self.peers[i] = Some(Proc::start(&name, &self.dir.path, &args));
+        self.launch_peer(i, None);
     }
 
     /// The owner's log so far.
