@@ -370,6 +370,19 @@ verify_copies() {
     fi
 }
 
+# child_cpu: sets CHILD_USER and CHILD_SYS to the user and system CPU
+# seconds of every child this shell has reaped so far (getrusage's
+# RUSAGE_CHILDREN, through the `times` builtin; a process killed by a
+# signal counts too). Not in a subshell: a fork starts its own count.
+child_cpu() {
+    local f=$work/times.txt shell_line child_line
+    times >"$f"
+    { read -r shell_line; read -r child_line; } <"$f"
+    read -r CHILD_USER CHILD_SYS < <(awk '{
+        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); v[i] = p[1] * 60 + p[2] }
+        printf "%.3f %.3f\n", v[1], v[2] }' <<<"$child_line")
+}
+
 # cpu_ticks: busy and total CPU ticks so far, from /proc/stat (no fork).
 cpu_ticks() {
     local _cpu user nice sys idle iowait irq softirq steal _rest
@@ -553,7 +566,9 @@ watch_half() {
 
 # run_one TOOL MODE N SIZE_MIB TIMEOUT_S [MEM]: one distribution with swarm
 # or unicast. Sets STATUS (ok or FAILED: why), SECS, CPU (percent of all
-# cores busy during the run) and, with MEM=1, RSS[] in KiB: owner and pI
+# cores busy during the run), CPU_S, CPU_USER and CPU_SYS (CPU-seconds
+# used by the run's own processes, from getrusage of the reaped children:
+# the owner or sender and every peer or receiver) and, with MEM=1, RSS[] in KiB: owner and pI
 # for swarm, sender and receiver (the largest) for unicast. For swarm also
 # SENT_X (what the owner sent ÷ S, or "") and X[] (see analyse_logs).
 # Swarm runs follow these settings: WIRED (hand: every peer given
@@ -573,12 +588,14 @@ run_one() {
     new_run "$label-n$n-${size}M"
     [[ $mode == bed ]] || free_base "$n"
     RSS=() X=() LAUNCH_US=()
-    SECS="" CPU="" SENT_X="" KILLED="" KILL_STAMP="" X_HALF_S="" X_HALF_PCT="" GONE_HOW=""
+    SECS="" CPU="" CPU_S="" CPU_USER="" CPU_SYS="" SENT_X="" KILLED="" KILL_STAMP="" X_HALF_S="" X_HALF_PCT="" GONE_HOW=""
     STATUS=ok
     local memfile=""
     [[ $mem == 1 ]] && memfile=$RUN_DIR/owner.rss
     cpu_ticks
     local busy0=$TICKS_BUSY total0=$TICKS_TOTAL
+    child_cpu
+    local user0=$CHILD_USER sys0=$CHILD_SYS
     now_us
     local t0=$NOW
     addr_of "$mode" owner
@@ -648,6 +665,11 @@ run_one() {
         # The sender exits by itself once every receiver acknowledged.
         await $((${EPOCHREALTIME/./} + 10000000)) "$owner"
     fi
+    # Before cmp: its reading of every copy is not the run's.
+    child_cpu
+    CPU_USER=$(awk -v a="$CHILD_USER" -v b="$user0" 'BEGIN { printf "%.2f", a - b }')
+    CPU_SYS=$(awk -v a="$CHILD_SYS" -v b="$sys0" 'BEGIN { printf "%.2f", a - b }')
+    CPU_S=$(awk -v a="$CPU_USER" -v b="$CPU_SYS" 'BEGIN { printf "%.2f", a + b }')
     local why=""
     [[ $STATUS == ok ]] || why=$STATUS
     verify_copies "$n" "$INPUT"
@@ -699,14 +721,15 @@ spread_of() {
 # measure TOOL MODE N SIZE_MIB TIMEOUT_S REPEATS: run_one REPEATS times.
 # Sets STATUS (ok, or FAILED with how many runs failed and the first
 # reason), SECS (the median), SPREAD ("min–max" when repeated), RUNS (every
-# time, ";"-separated) and CPU (the median run's); for swarm also SENT
+# time, ";"-separated), CPU (the median run's), CPU_S (median CPU-seconds,
+# with CPU_S_SPREAD), CPU_USER and CPU_SYS (medians); for swarm also SENT
 # (median owner sent ÷ S, "min–max" in SENT_SPREAD, every run's in
 # SENT_RUNS), XS[key] (every successful run's X[key], space-separated),
 # VICTIMS (who was killed in each run) and GONE_HOWS.
 declare -A XS=()
 measure() {
     local tool=$1 mode=$2 n=$3 size=$4 timeout=$5 reps=$6 k key failed=0 first=""
-    local times=() cpus=() sents=()
+    local times=() cpus=() sents=() cpu_s=() cpu_user=() cpu_sys=()
     XS=() VICTIMS="" GONE_HOWS=""
     for ((k = 1; k <= reps; k++)); do
         run_one "$tool" "$mode" "$n" "$size" "$timeout"
@@ -716,6 +739,7 @@ measure() {
             [[ -n $SENT_X ]] && sents+=("$SENT_X")
             times+=("$SECS")
             cpus+=("$SECS $CPU")
+            cpu_s+=("$CPU_S") cpu_user+=("$CPU_USER") cpu_sys+=("$CPU_SYS")
             for key in "${!X[@]}"; do XS[$key]+="${XS[$key]:+ }${X[$key]}"; done
         else
             failed=$((failed + 1))
@@ -726,6 +750,12 @@ measure() {
     SENT_RUNS=$(IFS=';'; echo "${sents[*]}")
     spread_of "${sents[@]}"
     SENT=$MED SENT_SPREAD=$SPR
+    spread_of "${cpu_s[@]}"
+    CPU_S=$MED CPU_S_SPREAD=$SPR
+    spread_of "${cpu_user[@]}"
+    CPU_USER=$MED
+    spread_of "${cpu_sys[@]}"
+    CPU_SYS=$MED
     SPREAD="" SECS="" CPU=""
     if ((failed)); then
         STATUS="FAILED"
@@ -748,17 +778,37 @@ csv=$out/bench.csv
 md=$out/bench.md
 csv_head=section,case,n,rate_mbit,size_mib,tool,status,seconds,runs,cpu_pct,ideal_seconds,ratio,sec_per_gib,peak_rss_kib
 csv_head+=,owner_sent_x_s,owner_sent_runs,half_seconds,half_held_pct,complete_seconds,gone_ms,rewire_ms,fallback_ms,killed
+csv_head+=,cpu_seconds,cpu_user,cpu_sys,cpu_s_per_gib
 echo "$csv_head" >"$csv"
 # csv_row SECTION CASE N RATE SIZE TOOL STATUS SECONDS RUNS CPU IDEAL RATIO SPG RSS
 #   [SENT_X SENT_RUNS HALF_S HALF_PCT COMPLETE GONE_MS REWIRE_MS FALLBACK_MS KILLED]
 # (for the repair section: seconds are the slowest survivor's, ratio is to
-# the no-failure median). Missing fields are left empty.
+# the no-failure median). Missing fields are left empty. The CPU columns
+# come from CSV_CPU ("seconds,user,sys,per GiB"; see cpu_cols), empty
+# unless set.
 csv_row() {
     local IFS=,
     local row=("$@")
     row[6]=${row[6]//,/;}
     while ((${#row[@]} < 23)); do row+=(""); done
-    echo "${row[*]}" >>"$csv"
+    echo "${row[*]},${CSV_CPU:-,,,}" >>"$csv"
+}
+# cpu_cols N SIZE_MIB: the last measurement's CPU columns for csv_row, and
+# CPU_GIB: its CPU-seconds per delivered GiB (N x S delivered), or "-".
+cpu_cols() {
+    CPU_GIB=-
+    if [[ $STATUS == ok && -n $CPU_S ]]; then
+        CPU_GIB=$(awk -v c="$CPU_S" -v n="$1" -v s="$2" 'BEGIN { printf "%.2f", c * 1024 / (n * s) }')
+    fi
+    CSV_CPU="${CPU_S},${CPU_USER},${CPU_SYS},${CPU_GIB/-/}"
+}
+# cpu_shown: the last measurement's CPU-seconds, with spread and user/sys.
+cpu_shown() {
+    if [[ $STATUS != ok || -z $CPU_S ]]; then
+        echo -
+    else
+        echo "$CPU_S${CPU_S_SPREAD:+ ($CPU_S_SPREAD)}, user $CPU_USER, sys $CPU_SYS"
+    fi
 }
 # ratio A B: A / B to two places, or "-" when either is missing.
 ratio() {
@@ -814,8 +864,8 @@ if wants netbed; then
         echo "owner = none given, the owner wires the ring in join order. Owner sent ÷ S: chunk"
         echo "bytes the owner sent in all (swarm status), median run's, ÷ the file's size."
         echo
-        echo "| N | RATE Mbit/s | S MiB | S/B s | floor ÷ S/B | wiring | swarm s | swarm ÷ S/B | owner sent ÷ S | CPU % | unicast s | unicast ÷ S/B | swarm target | |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        echo "| N | RATE Mbit/s | S MiB | S/B s | floor ÷ S/B | wiring | swarm s | swarm ÷ S/B | owner sent ÷ S | CPU % | CPU-s per GiB | unicast s | unicast ÷ S/B | swarm target | |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     } >>"$md"
     for c in "${bed_cases[@]}"; do
         read -r n rate size <<<"$c"
@@ -847,11 +897,13 @@ if wants netbed; then
             measure swarm bed "$n" "$size" "$(awk -v i="$ideal" 'BEGIN { printf "%d", 4 * i + 60 }')" "$repeat"
             WIRED=hand
             s_ratio=$(ratio "$SECS" "$ideal")
-            echo "bench:   swarm, $w-wired $(shown) s (× $s_ratio, CPU $CPU %, owner sent ${SENT:--} × S)"
-            rows+=("$w|$(shown)|$s_ratio|${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)}|$CPU|$(verdict "$s_ratio" "$target")")
+            cpu_cols "$n" "$size"
+            echo "bench:   swarm, $w-wired $(shown) s (× $s_ratio, CPU $CPU %, $CPU_GIB CPU-s per GiB, owner sent ${SENT:--} × S)"
+            rows+=("$w|$(shown)|$s_ratio|${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)}|$CPU|$CPU_GIB|$(verdict "$s_ratio" "$target")")
             tool=swarm
             [[ $w == owner ]] && tool=swarm-owner-wired
             csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" "$tool" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$s_ratio" "" "" "$SENT" "$SENT_RUNS"
+            CSV_CPU=""
         done
         # Unicast takes N × S/B here, so it runs once.
         measure unicast bed "$n" "$size" "$(awk -v i="$ideal" -v n="$n" 'BEGIN { printf "%d", 2 * n * i + 60 }')" 1
@@ -861,8 +913,8 @@ if wants netbed; then
         bed_up=0
         u_cells="$(shown) | $u_ratio"
         for r in "${rows[@]}"; do
-            IFS='|' read -r w s_shown s_ratio s_sent s_cpu v <<<"$r"
-            echo "| $n | $rate | $size | $ideal | $floor | $w | $s_shown | $s_ratio | $s_sent | $s_cpu | $u_cells | ${target:+≤ $target} | $v |" >>"$md"
+            IFS='|' read -r w s_shown s_ratio s_sent s_cpu s_gib v <<<"$r"
+            echo "| $n | $rate | $size | $ideal | $floor | $w | $s_shown | $s_ratio | $s_sent | $s_cpu | $s_gib | $u_cells | ${target:+≤ $target} | $v |" >>"$md"
             u_cells="〃 | 〃"
         done
         csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$u_ratio" "" ""
@@ -990,20 +1042,28 @@ if wants loopback; then
     echo "bench: loopback N=$loop_n, $loop_s MiB..."
     to=$((60 + loop_n * loop_s / 8))
     measure swarm loop "$loop_n" "$loop_s" "$to" "$repeat"
+    cpu_cols "$loop_n" "$loop_s"
     s_status=$STATUS s_secs=$SECS s_runs=$RUNS s_cpu=$CPU s_shown=$(shown) s_sent=$SENT s_sent_runs=$SENT_RUNS
+    s_cpu_s=$CPU_S s_cpu_shown=$(cpu_shown) s_gib=$CPU_GIB s_csv_cpu=$CSV_CPU
     measure unicast loop "$loop_n" "$loop_s" "$to" "$repeat"
+    cpu_cols "$loop_n" "$loop_s"
     r=$(ratio "$s_secs" "$SECS")
+    rc=$(ratio "$s_cpu_s" "$CPU_S")
     echo "bench:   swarm $s_shown s, unicast $(shown) s (swarm ÷ unicast $r)"
+    echo "bench:   CPU-seconds swarm $s_cpu_shown; unicast $(cpu_shown) (swarm ÷ unicast $rc)"
     {
         echo
         echo "## 3. loopback, no rate limit"
         echo
-        echo "| N | S MiB | swarm s | CPU % | unicast s | CPU % | swarm ÷ unicast | target | |"
-        echo "|---|---|---|---|---|---|---|---|---|"
-        echo "| $loop_n | $loop_s | $s_shown | $s_cpu | $(shown) | $CPU | $r | ≤ 1.3 | $(verdict "$r" 1.3) |"
+        echo "CPU-seconds are user + system time of the run's own processes (getrusage of the reaped children), median of the runs with min–max; per GiB counts N × S delivered."
+        echo
+        echo "| N | S MiB | swarm s | unicast s | swarm ÷ unicast (wall) | target | | swarm CPU-s | per GiB | unicast CPU-s | per GiB | swarm ÷ unicast (CPU) | target | |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        echo "| $loop_n | $loop_s | $s_shown | $(shown) | $r | ≤ 1.3 | $(verdict "$r" 1.3) | $s_cpu_shown | $s_gib | $(cpu_shown) | $CPU_GIB | $rc | ≤ 2 | $(verdict "$rc" 2) |"
     } >>"$md"
-    csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" swarm "$s_status" "$s_secs" "$s_runs" "$s_cpu" "" "$r" "" "" "$s_sent" "$s_sent_runs"
+    CSV_CPU=$s_csv_cpu csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" swarm "$s_status" "$s_secs" "$s_runs" "$s_cpu" "" "$r" "" "" "$s_sent" "$s_sent_runs"
     csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "" "" "" ""
+    CSV_CPU=""
 fi
 
 # 4. scaling on loopback
@@ -1014,8 +1074,8 @@ if wants scaling; then
         echo
         echo "Time per GiB delivered counts N × S bytes. Target: N=${scale_ns[-1]} within 1.5 × N=${scale_ns[0]}."
         echo
-        echo "| N | swarm s | CPU % | GiB delivered | s per GiB | ÷ N=${scale_ns[0]} | |"
-        echo "|---|---|---|---|---|---|---|"
+        echo "| N | swarm s | CPU % | GiB delivered | s per GiB | ÷ N=${scale_ns[0]} | CPU-s per GiB | |"
+        echo "|---|---|---|---|---|---|---|---|"
     } >>"$md"
     base_spg=""
     for n in "${scale_ns[@]}"; do
@@ -1029,8 +1089,10 @@ if wants scaling; then
         v=""
         [[ $n == "${scale_ns[-1]}" ]] && v=$(verdict "$rel" 1.5)
         echo "bench:   $(shown) s, $spg s per GiB"
-        echo "| $n | $(shown) | $CPU | $gib | $spg | $rel | $v |" >>"$md"
+        cpu_cols "$n" "$scale_s"
+        echo "| $n | $(shown) | $CPU | $gib | $spg | $rel | $CPU_GIB | $v |" >>"$md"
         csv_row scaling "n$n" "$n" "" "$scale_s" swarm "$STATUS" "$SECS" "$RUNS" "$CPU" "" "$rel" "$spg" ""
+        CSV_CPU=""
     done
 fi
 

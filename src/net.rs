@@ -5,8 +5,10 @@
 //! connects with a timeout, and runs accept loops that can be stopped.
 //! Nothing here knows the protocol.
 
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -36,6 +38,60 @@ pub fn configure(stream: &TcpStream) -> io::Result<()> {
     stream.set_read_timeout(Some(READ_TICK))?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     Ok(())
+}
+
+/// Sends `header`, then the first `len` bytes of `file`, on `stream`; the
+/// file's bytes go by `sendfile(2)`, from the page cache to the socket
+/// without a copy through user space, and the header is held back
+/// (`MSG_MORE`) so it leaves in the same segment as the first of them.
+/// Returns how many of the file's bytes were sent: fewer than `len` only
+/// if the file is shorter. The stream's write timeout bounds each call, as
+/// it does a plain write.
+pub fn send_file(stream: &TcpStream, header: &[u8], file: &File, len: u64) -> io::Result<u64> {
+    let sock = stream.as_raw_fd();
+    let mut rest = header;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is valid for its length; send reads no further.
+        let n = unsafe {
+            libc::send(
+                sock,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        match n {
+            n if n >= 0 => rest = &rest[n as usize..],
+            _ => retry_or(io::Error::last_os_error())?,
+        }
+    }
+    let mut offset: libc::off_t = 0;
+    while (offset as u64) < len {
+        let left = (len - offset as u64).min(1 << 30) as usize;
+        // SAFETY: sendfile reads the file through its descriptor and
+        // writes only `offset`, which lives for the call.
+        let n = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut offset, left) };
+        match n {
+            0 => break,
+            n if n > 0 => {}
+            _ => retry_or(io::Error::last_os_error())?,
+        }
+    }
+    Ok(offset as u64)
+}
+
+/// `Ok` for an interrupted call, to try again; a write timeout
+/// (`EAGAIN` under `SO_SNDTIMEO`) as [`io::ErrorKind::TimedOut`]; anything
+/// else as it is.
+fn retry_or(e: io::Error) -> io::Result<()> {
+    match e.kind() {
+        io::ErrorKind::Interrupted => Ok(()),
+        io::ErrorKind::WouldBlock => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the other side took nothing for the write timeout",
+        )),
+        _ => Err(e),
+    }
 }
 
 /// Raises this process's open-file limit to its hard limit: an owner of

@@ -32,7 +32,9 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::ops::RangeInclusive;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -46,6 +48,7 @@ use sha2::{Digest as _, Sha256};
 use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkId, Digest, Layout, Manifest};
+use crate::net;
 use crate::wire;
 
 /// The manifest's file name inside a swarm directory.
@@ -316,6 +319,66 @@ pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
     })
 }
 
+/// Writes `data` as a new chunk file at `path`: into an unnamed file
+/// (`O_TMPFILE`) in `path`'s folder, then linked under its name, so the
+/// name only ever holds the whole chunk and a crash before the link leaves
+/// no file at all. One inode and one directory entry per chunk, against
+/// two entries and a rename for [`write_atomic`], which is the fallback
+/// where the file system has no `O_TMPFILE` or `/proc` is not mounted.
+/// Whatever sits at `path` already (a damaged chunk, a planted link) is
+/// replaced, never written through.
+fn write_chunk_file(path: &Path, data: &[u8]) -> Result<()> {
+    let Some(dir) = path.parent() else {
+        return write_atomic(path, data, false);
+    };
+    let mut file = match File::options()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o644)
+        .open(dir)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            return Err(Error::io_write("write", path, e));
+        }
+        // EOPNOTSUPP, EISDIR (a kernel without O_TMPFILE), EINVAL...
+        Err(_) => return write_atomic(path, data, false),
+    };
+    file.write_all(data)
+        .map_err(|e| Error::io_write("write", path, e))?;
+    let from = format!("/proc/self/fd/{}\0", file.as_raw_fd());
+    let mut to = path.as_os_str().as_bytes().to_vec();
+    to.push(0);
+    let link = || {
+        // SAFETY: both paths are NUL-terminated and outlive the call.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr().cast(),
+                libc::AT_FDCWD,
+                to.as_ptr().cast(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match link() {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_entry(path).map_err(|e| Error::io_path("remove", path, e))?;
+            link().map_err(|e| Error::io_write("link", path, e))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(Error::io_write("link", path, e)),
+        // No /proc: the bytes are written already, but a named file is
+        // the only way left.
+        Err(_) => write_atomic(path, data, false),
+    }
+}
+
 /// Reads the cached manifest of `dir`, if there is one. A manifest that
 /// is not a regular file of at most [`manifest::MAX_TEXT_LEN`] bytes is
 /// an error, found without reading it.
@@ -520,7 +583,7 @@ impl Store {
             if same {
                 kept += 1;
             } else {
-                write_atomic(&path, data, false)?;
+                write_chunk_file(&path, data)?;
             }
             self.mark_held(id);
         }
@@ -665,7 +728,7 @@ impl Store {
             return Ok(Put::Corrupt);
         }
         // Chunk files are not fsynced: a restart re-hashes every one.
-        write_atomic(&chunk_path(&self.dir, id), data, false)?;
+        write_chunk_file(&chunk_path(&self.dir, id), data)?;
         // Lock order: assembly, then inner. Holding the assembly lock from
         // the write into the output until the chunk is listed as held
         // means begin_assembly copies every chunk exactly once.
@@ -699,12 +762,12 @@ impl Store {
         }
     }
 
-    /// Writes chunk `id` to `w` as one CHUNK frame; the chunk's bytes go
-    /// from the file to a socket without passing through user space
-    /// (`io::copy` uses sendfile there). Returns the bytes of data sent:
+    /// Writes chunk `id` to `stream` as one CHUNK frame; the chunk's
+    /// bytes go from the page cache to the socket by `sendfile(2)`,
+    /// without a copy through user space. Returns the bytes of data sent:
     /// 0, with nothing written, if the chunk was dropped (it failed the
     /// whole-file check) since the caller saw it held.
-    pub fn send_chunk<W: Write>(&self, id: ChunkId, w: &mut W) -> Result<u64> {
+    pub fn send_chunk(&self, id: ChunkId, stream: &TcpStream) -> Result<u64> {
         let len = self.layout().chunk_len(id) as u64;
         // Checked to be exactly `len` bytes: anything else would break
         // the frame (a restart re-checks it).
@@ -713,9 +776,9 @@ impl Store {
             Err(_) if !self.has(id) => return Ok(0),
             Err(e) => return Err(e),
         };
-        w.write_all(&wire::chunk_header(id, len as usize))
-            .map_err(|e| Error::io("send chunk", e))?;
-        let sent = io::copy(&mut file.take(len), w).map_err(|e| Error::io("send chunk", e))?;
+        let header = wire::chunk_header(id, len as usize);
+        let sent =
+            net::send_file(stream, &header, &file, len).map_err(|e| Error::io("send chunk", e))?;
         if sent != len {
             let path = chunk_path(&self.dir, id);
             return Err(Error::io(
@@ -1207,6 +1270,32 @@ mod tests {
         assert_eq!(fs::read(&outside).unwrap(), &data[2048..3072]);
     }
 
+    /// One end of a loopback TCP connection whose other end is gone
+    /// once its bytes are read; enough to send a chunk into.
+    fn socket() -> TcpStream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut far, _) = listener.accept().unwrap();
+        thread::spawn(move || io::copy(&mut far, &mut io::sink()));
+        stream
+    }
+
+    #[test]
+    fn send_chunk_writes_one_chunk_frame() {
+        let (_dir, data, owner) = split_sample(3000);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut far, _) = listener.accept().unwrap();
+        let id2 = owner.layout().chunk_id(2).unwrap();
+        assert_eq!(owner.send_chunk(id2, &stream).unwrap(), 952);
+        drop(stream);
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).unwrap();
+        let mut want = wire::chunk_header(id2, 952).to_vec();
+        want.extend_from_slice(&data[2048..]);
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn reads_of_held_chunks_refuse_links_and_wrong_sizes() {
         let (dir, data, owner) = split_sample(3000);
@@ -1221,10 +1310,7 @@ mod tests {
         let err = owner.read_chunk(id1, &mut buf).unwrap_err().to_string();
         let want = format!("cannot read {}: is a symbolic link", path.display());
         assert!(err.starts_with(&want), "{err}");
-        let err = owner
-            .send_chunk(id1, &mut Vec::new())
-            .unwrap_err()
-            .to_string();
+        let err = owner.send_chunk(id1, &socket()).unwrap_err().to_string();
         assert!(err.contains(&*path.to_string_lossy()), "{err}");
         fs::remove_file(&path).unwrap();
         fs::write(&path, vec![0u8; 2000]).unwrap();
@@ -1235,7 +1321,7 @@ mod tests {
         let err = quickly("send_chunk on a FIFO", {
             let owner = Arc::clone(&owner);
             move || {
-                let err = owner.send_chunk(id1, &mut Vec::new()).unwrap_err();
+                let err = owner.send_chunk(id1, &socket()).unwrap_err();
                 err.to_string()
             }
         });

@@ -336,11 +336,12 @@ fn idle_handshakes_time_out() {
     idle.set_read_timeout(Some(common::patience())).unwrap();
     // The owner hangs up after its 10 s handshake timeout.
     let mut buf = [0u8; 16];
-    assert_eq!(
-        idle.read(&mut buf).unwrap(),
-        0,
-        "the owner should close the idle connection"
-    );
+    // A close, or a reset if the close raced the owner's shutdown.
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the owner should close the idle connection, not {other:?}"),
+    }
     // The warning is logged just after the close.
     wait_until("the owner's warning", || {
         ring.owner
