@@ -39,7 +39,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -87,7 +88,14 @@ pub struct Store {
     summary: Mutex<Summary>,
     /// The output file under construction, once a peer starts one.
     assembly: Mutex<Option<Assembly>>,
+    /// The chunk files stored last, still open: in a ring a chunk is
+    /// usually passed on within moments of arriving, and sending it from
+    /// the open file saves an open, a check and a close per chunk.
+    recent: Mutex<VecDeque<(ChunkId, Arc<File>)>>,
 }
+
+/// How many stored chunk files [`Store`] keeps open for sending.
+const RECENT_FILES: usize = 64;
 
 /// The chunks on disk and who to tell about new ones. (Which chunks are
 /// wanted and asked of whom is the peer's scheduler's business.)
@@ -326,12 +334,14 @@ pub fn write_atomic(path: &Path, data: &[u8], sync: bool) -> Result<()> {
 /// two entries and a rename for [`write_atomic`], which is the fallback
 /// where the file system has no `O_TMPFILE` or `/proc` is not mounted.
 /// Whatever sits at `path` already (a damaged chunk, a planted link) is
-/// replaced, never written through.
-fn write_chunk_file(path: &Path, data: &[u8]) -> Result<()> {
+/// replaced, never written through. Returns the file, open for reading,
+/// when it was written that way.
+fn write_chunk_file(path: &Path, data: &[u8]) -> Result<Option<File>> {
     let Some(dir) = path.parent() else {
-        return write_atomic(path, data, false);
+        return write_atomic(path, data, false).map(|()| None);
     };
     let mut file = match File::options()
+        .read(true)
         .write(true)
         .custom_flags(libc::O_TMPFILE)
         .mode(0o644)
@@ -342,7 +352,7 @@ fn write_chunk_file(path: &Path, data: &[u8]) -> Result<()> {
             return Err(Error::io_write("write", path, e));
         }
         // EOPNOTSUPP, EISDIR (a kernel without O_TMPFILE), EINVAL...
-        Err(_) => return write_atomic(path, data, false),
+        Err(_) => return write_atomic(path, data, false).map(|()| None),
     };
     file.write_all(data)
         .map_err(|e| Error::io_write("write", path, e))?;
@@ -367,15 +377,16 @@ fn write_chunk_file(path: &Path, data: &[u8]) -> Result<()> {
         }
     };
     match link() {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Some(file)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             remove_entry(path).map_err(|e| Error::io_path("remove", path, e))?;
-            link().map_err(|e| Error::io_write("link", path, e))
+            link().map_err(|e| Error::io_write("link", path, e))?;
+            Ok(Some(file))
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(Error::io_write("link", path, e)),
         // No /proc: the bytes are written already, but a named file is
         // the only way left.
-        Err(_) => write_atomic(path, data, false),
+        Err(_) => write_atomic(path, data, false).map(|()| None),
     }
 }
 
@@ -618,6 +629,7 @@ impl Store {
                 written: None,
             }),
             assembly: Mutex::new(None),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_FILES)),
         };
         store.flush_summary()?;
         Ok(store)
@@ -728,7 +740,13 @@ impl Store {
             return Ok(Put::Corrupt);
         }
         // Chunk files are not fsynced: a restart re-hashes every one.
-        write_chunk_file(&chunk_path(&self.dir, id), data)?;
+        if let Some(file) = write_chunk_file(&chunk_path(&self.dir, id), data)? {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT_FILES {
+                recent.pop_front();
+            }
+            recent.push_back((id, Arc::new(file)));
+        }
         // Lock order: assembly, then inner. Holding the assembly lock from
         // the write into the output until the chunk is listed as held
         // means begin_assembly copies every chunk exactly once.
@@ -769,12 +787,20 @@ impl Store {
     /// whole-file check) since the caller saw it held.
     pub fn send_chunk(&self, id: ChunkId, stream: &TcpStream) -> Result<u64> {
         let len = self.layout().chunk_len(id) as u64;
+        let open = self.recent_file(id);
         // Checked to be exactly `len` bytes: anything else would break
         // the frame (a restart re-checks it).
-        let file = match self.open_chunk(id) {
-            Ok(file) => file,
-            Err(_) if !self.has(id) => return Ok(0),
-            Err(e) => return Err(e),
+        let opened;
+        let file = match &open {
+            Some(file) => &**file,
+            None => match self.open_chunk(id) {
+                Ok(file) => {
+                    opened = file;
+                    &opened
+                }
+                Err(_) if !self.has(id) => return Ok(0),
+                Err(e) => return Err(e),
+            },
         };
         let header = wire::chunk_header(id, len as usize);
         let sent =
@@ -797,8 +823,22 @@ impl Store {
             .map_err(|e| Error::io_path("read", &path, e))
     }
 
+    /// Chunk `id`'s file if it is among the ones kept open.
+    fn recent_file(&self, id: ChunkId) -> Option<Arc<File>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .rev()
+            .find(|(held, _)| *held == id)
+            .map(|(_, file)| Arc::clone(file))
+    }
+
     /// Forgets chunk `id` and deletes its file, after it was found bad.
     fn drop_chunk(&self, id: ChunkId) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(held, _)| *held != id);
         self.lock().have.remove(id);
         let _ = remove_entry(&chunk_path(&self.dir, id));
         self.summary_changed();
