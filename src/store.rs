@@ -13,9 +13,10 @@
 //! ```
 //!
 //! Nothing unverified is ever stored: [`Store::put`] checks a chunk's
-//! SHA-256 first, writes it under a temporary name and renames it into
-//! place, so a crash leaves either the whole verified chunk or a `.tmp`
-//! file that the next [`Store::open`] deletes. `open` re-hashes every
+//! SHA-256 first, writes it into an unnamed file and links that under the
+//! chunk's name (or, without `O_TMPFILE`, writes a temporary name and
+//! renames it), so a crash leaves either the whole verified chunk, no file
+//! at all, or a `.tmp` file that the next [`Store::open`] deletes. `open` re-hashes every
 //! chunk file it finds, so a restart never trusts a stale or damaged
 //! chunk. The in-memory set of held chunks sits behind one briefly held
 //! lock; threads that want to hear about new chunks subscribe to a
@@ -25,9 +26,9 @@
 //! it is opened without following a symlink or blocking on a FIFO, must
 //! be a regular file of the expected size and is read no further than
 //! that; anything else counts as damaged. Every file written is created
-//! afresh (`O_EXCL`) under a temporary name of at most 255 bytes and
-//! renamed into place, so a link planted in the directory is replaced,
-//! never written through. A full disk is reported as [`Error::NoSpace`].
+//! afresh, unnamed or (`O_EXCL`) under a temporary name of at most 255
+//! bytes, and linked or renamed into place, so a link planted in the
+//! directory is replaced, never written through. A full disk is reported as [`Error::NoSpace`].
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
