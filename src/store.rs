@@ -30,6 +30,7 @@
 //! bytes, and linked or renamed into place, so a link planted in the
 //! directory is replaced, never written through. A full disk is reported as [`Error::NoSpace`].
 
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -40,7 +41,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -1264,6 +1264,40 @@ mod tests {
         let id = l.chunk_id(i).unwrap();
         let at = l.offset(id) as usize;
         store.put(id, &data[at..at + l.chunk_len(id)])
+    }
+
+    #[test]
+    fn a_chunk_stored_over_a_planted_link_replaces_it_and_is_sent_whole() {
+        let (dir, data, owner) = split_sample(3000);
+        let peer = Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap();
+        let id1 = peer.layout().chunk_id(1).unwrap();
+        let path = chunk_path(peer.dir(), id1);
+        let victim = dir.join("victim");
+        fs::write(&victim, b"not to be touched").unwrap();
+        symlink(&victim, &path).unwrap();
+        assert_eq!(put_chunk(&peer, &data, 1).unwrap(), Put::Stored);
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "a regular file replaces the link"
+        );
+        assert_eq!(fs::read(&path).unwrap(), &data[1024..2048]);
+        assert_eq!(fs::read(&victim).unwrap(), b"not to be touched");
+        // Nothing but chunk files: no temporary name was left behind.
+        assert_eq!(names_in(&peer.dir().join(CHUNKS_DIR)), ["00000001.chunk"]);
+        // Sent from the file kept open, and from a fresh open once that
+        // file is no longer among the recent ones.
+        for _ in 0..2 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (mut far, _) = listener.accept().unwrap();
+            assert_eq!(peer.send_chunk(id1, &stream).unwrap(), 1024);
+            drop(stream);
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).unwrap();
+            assert_eq!(&got[9..], &data[1024..2048]);
+            peer.recent.lock().unwrap().clear();
+        }
     }
 
     #[test]
