@@ -805,7 +805,7 @@ impl Store {
         };
         let header = wire::chunk_header(id, len as usize);
         let sent =
-            net::send_file(stream, &header, &file, len).map_err(|e| Error::io("send chunk", e))?;
+            net::send_file(stream, &header, file, len).map_err(|e| Error::io("send chunk", e))?;
         if sent != len {
             let path = chunk_path(&self.dir, id);
             return Err(Error::io(
