@@ -43,8 +43,19 @@
 # (owner_sent_bytes of `swarm status --json`, asked once every peer has
 # exited, before the owner is stopped) divided by the file's size.
 #
+# Per-peer timeline: during every swarm run of sections 1 and 3 the bench
+# counts, every 0.25 s, the chunk IDs in each peer's DIR/summary.txt, and
+# keeps the median run's samples (of the first failed run, if one failed)
+# of each netbed case and wiring and of the loopback case as
+# bench-out/timeline-CASE.csv (e.g. timeline-n5-100mbit-hand.csv,
+# timeline-loopback-n5.csv; columns seconds since the owner's start, peer,
+# held, total; named in bench.csv's timeline column). The repair, scaling
+# and memory runs are not sampled.
+#
 # Writes bench-out/bench.md (the table, also printed), bench-out/bench.csv
-# and bench-out/bench.svg (time / (S/B) against N). Temporary files (inputs,
+# and bench-out/bench.svg (time / (S/B) against N, and below it a panel per
+# timeline: each peer's share of the chunks against time, S/B and the
+# run's end marked, the tail between them shaded). Temporary files (inputs,
 # peer folders; about 12 GiB at the peak of the full run) live in a temp
 # folder under $TMPDIR that is removed at the end; every process started is
 # stopped and the netbed torn down on exit, even on Ctrl-C.
@@ -310,11 +321,14 @@ stop() {
 # it lags by up to 0.2 s, 1 s when chunks are sparse) with `mapfile`: no
 # process is forked, the files are on the host's file system even when the
 # peers are in netbed namespaces, and a peer seen holding every chunk is
-# not read again. Cost, measured with `times` on this 2-core VM: about
-# 4 ms of the bench shell's CPU per sample for 20 files of 656 lines
-# (64 MiB, all complete), less while they fill; at 4 samples a second
-# that is under 2 % of one core, in the shell that otherwise naps. (One
-# `wc -l` of all the files cost about 7 ms a sample, in the fork.)
+# not read again. Cost, measured with `times` on this 2-core VM (under
+# load): about 4 ms of the bench shell's CPU per sample of 20 files of 656
+# lines (64 MiB, all complete) or of 5 of 2622 (256 MiB), less while they
+# fill: under 2 % of one core at 4 samples a second. One `wc -l` of all
+# the files cost about 7 ms a sample, mostly in the fork. In a real run
+# (loopback, N=5, 48 MiB, three runs) the bench shell used 1.4 CPU-s with
+# sampling and 1.7 without: less than the noise, which is mostly the wait
+# loop's own polling.
 # Samples go to TL_ROWS ("seconds,peer,held,total", seconds since the
 # owner's start); tl_save writes them to a file of their own and sets
 # RUN_TL to its path.
@@ -1253,7 +1267,8 @@ fi
 {
     echo
     echo "Total bench time: $((SECONDS - started)) s. CSV: bench.csv; chart: bench.svg, with each"
-    echo "peer's chunks held over time below it (timeline-*.csv, the median run's of each case)."
+    echo "peer's chunks held over time below it (timeline-*.csv: the median run of each netbed"
+    echo "case and wiring and of loopback, sampled from the peers' summary.txt every 0.25 s)."
 } >>"$md"
 echo
 cat "$md"
