@@ -21,7 +21,8 @@
 # of the children). Needs perf (Debian: linux-perf) and root or
 # kernel.perf_event_paranoid <= 1 for kernel stacks. Environment:
 # BASE_PORT (default 35000), TMPDIR (where the run's files go: the file
-# system matters, see the README), KEEP=1 keeps perf.data.
+# system matters, see the README), KEEP=1 keeps perf.data, and
+# CARGO_TARGET_DIR (the build profiled, e.g. another checkout's).
 set -euo pipefail
 export LC_ALL=C
 
@@ -29,7 +30,7 @@ size=${1:-256}
 n=${2:-5}
 base=${BASE_PORT:-35000}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bin=$root/target/release/swarm
+bin=${CARGO_TARGET_DIR:-$root/target}/release/swarm
 
 die() { echo "profile: $*" >&2; exit 1; }
 command -v perf >/dev/null || die "perf is not installed (Debian: apt-get install linux-perf)"
