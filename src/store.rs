@@ -460,8 +460,12 @@ fn create_dirs(dir: &Path) -> Result<()> {
     real_dir(&dir.join(CHUNKS_DIR))
 }
 
-/// Reads `file` once, a chunk at a time, and returns its manifest. Memory
-/// stays at one chunk whatever the file's size.
+/// Reads `file` once, a chunk at a time, and returns its manifest. The
+/// whole-file SHA-256 is computed on a second thread while this one reads
+/// and hashes each chunk: the owner serves nothing until both are done,
+/// and on two cores that nearly halves the wait.
+/// Memory stays at a few chunks, [`INDEX_QUEUE`] at most, whatever the
+/// file's size.
 pub fn index(file: &Path, chunk_size: u32) -> Result<Manifest> {
     let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
     let meta = input
@@ -477,17 +481,48 @@ pub fn index(file: &Path, chunk_size: u32) -> Result<Manifest> {
     let layout = Layout::new(meta.len(), chunk_size)?;
     let raw_name = file.file_name().map(|n| n.to_string_lossy().into_owned());
     let name = manifest::plain_name(raw_name.as_deref().unwrap_or(""));
-    let mut whole = Sha256::new();
-    let mut hashes = Vec::with_capacity(layout.count() as usize);
-    let mut buf = vec![0u8; chunk_size as usize];
-    for id in layout.ids() {
-        let data = &mut buf[..layout.chunk_len(id)];
-        input.read_exact(data).map_err(|e| read_error(file, e))?;
-        whole.update(&*data);
-        hashes.push(manifest::sha256(data));
-    }
-    Manifest::new(name, layout, whole.finalize().into(), hashes)
+    let depth = (INDEX_QUEUE / chunk_size as usize).max(2);
+    let (full_tx, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(depth);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(depth);
+    let (hashes, whole) = std::thread::scope(|scope| {
+        let whole = scope.spawn(move || {
+            let mut whole = Sha256::new();
+            for buf in full_rx {
+                whole.update(&buf);
+                // The reader may have stopped (a read error); then the
+                // buffer is simply dropped.
+                let _ = empty_tx.try_send(buf);
+            }
+            whole.finalize()
+        });
+        let mut hashes = Vec::with_capacity(layout.count() as usize);
+        let read = (|| {
+            for id in layout.ids() {
+                let mut buf = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(chunk_size as usize));
+                buf.resize(layout.chunk_len(id), 0);
+                input
+                    .read_exact(&mut buf)
+                    .map_err(|e| read_error(file, e))?;
+                hashes.push(manifest::sha256(&buf));
+                if full_tx.send(buf).is_err() {
+                    return Err(Error::Bug("the whole-file hasher stopped".into()));
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let whole = whole
+            .join()
+            .map_err(|_| Error::Bug("the whole-file hasher panicked".into()));
+        read.and(whole).map(|whole| (hashes, whole))
+    })?;
+    Manifest::new(name, layout, whole.into(), hashes)
 }
+
+/// Bytes of read chunks [`index`] may queue for its whole-file hasher.
+const INDEX_QUEUE: usize = 8 << 20;
 
 /// A read error on the owner's source file; running out early means the
 /// file shrank after it was measured.
