@@ -136,12 +136,15 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_stops_the_peer_at_once_and_it_resumes_after() {
-    // Failure: the peer's --dir fills up (1 MiB tmpfs, 3 MiB file).
+    // Failure: the peer's --dir is too small (1 MiB tmpfs, 3 MiB file),
+    // then fills up half way (4 MiB: the output is allocated whole when
+    // assembly starts, and the chunk files take the rest).
     // Guarantee: the peer stops at once with one `no space left on
-    // device` line and exit status 1 (it does not spin until --wait),
-    // every chunk file it left is whole and verified, and once there is
-    // room the same command resumes from those chunks and finishes with
-    // a byte-identical copy.
+    // device` line and exit status 1 (it does not spin until --wait):
+    // when the output cannot be allocated, before it fetches anything;
+    // when the chunk files fill the disk, with every chunk file it left
+    // whole and verified. Once there is room the same command resumes
+    // from those chunks and finishes with a byte-identical copy.
     let dir = TestDir::new("full-disk");
     let disk = dir.join("disk");
     let Some(tmpfs) = Tmpfs::mount(&disk, "1m") else {
@@ -164,14 +167,32 @@ fn a_full_disk_stops_the_peer_at_once_and_it_resumes_after() {
         &disk_str,
         &["--wait", "60", "--linger", "1"],
     );
-    let started = Instant::now();
+    let prefix = "swarm: no space left on device writing ";
+
+    // Too small for the output: stopped before any chunk is fetched.
     let mut peer = Proc::start("peer", &dir.path, &args);
+    let status = peer
+        .wait_for(Duration::from_secs(15))
+        .expect("the peer did not stop within 15 s on a disk too small for the file");
+    assert_eq!(status.code(), Some(1), "{}", peer.log_text());
+    let log = peer.log_text();
+    let line = last_line(&log);
+    assert_eq!(
+        line,
+        format!("{prefix}{disk_str}/.input.bin.swarm-partial"),
+        "{log}"
+    );
+    assert_eq!(audit_chunks(&disk), (0, 0), "chunks fetched with no room");
+
+    // Room for the output, not for the chunk files too.
+    tmpfs.resize("4m");
+    let started = Instant::now();
+    let mut peer = Proc::start("peer-run2", &dir.path, &args);
     let status = peer
         .wait_for(Duration::from_secs(15))
         .expect("the peer did not stop within 15 s of filling its disk");
     assert_eq!(status.code(), Some(1), "{}", peer.log_text());
     let log = peer.log_text();
-    let prefix = "swarm: no space left on device writing ";
     let line = last_line(&log);
     let path = line
         .strip_prefix(prefix)
@@ -192,7 +213,7 @@ fn a_full_disk_stops_the_peer_at_once_and_it_resumes_after() {
 
     // Room again: the same command resumes from the verified chunks.
     tmpfs.resize("16m");
-    let mut again = Proc::start("peer-run2", &dir.path, &args);
+    let mut again = Proc::start("peer-run3", &dir.path, &args);
     again.expect_success();
     let log = again.log_text();
     let count = data.len().div_ceil(CHUNK);
