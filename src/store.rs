@@ -463,7 +463,8 @@ fn create_dirs(dir: &Path) -> Result<()> {
 /// Reads `file` once, a chunk at a time, and returns its manifest. The
 /// whole-file SHA-256 is computed on a second thread while this one reads
 /// and hashes each chunk: the owner serves nothing until both are done,
-/// and on two cores that nearly halves the wait.
+/// and on two cores that cuts the wait (256 MiB on this VM: 0.33 to
+/// 0.35 s against 0.48 to 0.69 s on one thread).
 /// Memory stays at a few chunks, [`INDEX_QUEUE`] at most, whatever the
 /// file's size.
 pub fn index(file: &Path, chunk_size: u32) -> Result<Manifest> {
