@@ -564,7 +564,7 @@
 //!   `gap = (7·gap + new) / 8`, used after 3 gaps.
 //!
 //! Each source has a window: `ceil(min latency / gap) + 1` clamped to
-//! `2..=W` (min latency: the fastest REQUEST-to-CHUNK time seen), 4 until
+//! `3..=W` (min latency: the fastest REQUEST-to-CHUNK time seen), 4 until
 //! both are measured, `W = clamp(4 MiB / chunk_size, 4, 64)`. The owner is
 //! asked, never before its session's first SEED_DONE: while `stalled`, for
 //! a full window of any chunks lacking (also taking over chunks the ring
