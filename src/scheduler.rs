@@ -45,8 +45,14 @@ pub enum SourceKind {
 /// Where [`Scheduler::reserve`] starts looking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Order {
-    /// Lowest ID first: the ring's order.
+    /// Lowest ID first.
     Lowest,
+    /// In the order the source came to offer them (its list in ID order,
+    /// then its HAVEs as they arrived), then lowest ID first: the ring's
+    /// order. First in, first out keeps every chunk moving around the
+    /// ring: asked lowest first, the chunks of the highest shares waited
+    /// at every hop behind lower ones and made the tail.
+    Arrival,
     /// Highest ID first: the owner's, so the two meet in the middle.
     Highest,
 }
@@ -71,6 +77,9 @@ struct Source {
     pushing: bool,
     /// Requests sent and not answered, oldest first, with when sent.
     outstanding: VecDeque<(ChunkId, Instant)>,
+    /// What it offers, in the order it came to offer it; entries already
+    /// held are dropped from the front as they are met.
+    arrivals: VecDeque<ChunkId>,
     /// The same chunks as `outstanding`, for word-wise exclusion.
     asked: ChunkSet,
     pacer: Pacer,
@@ -131,6 +140,7 @@ impl Scheduler {
                 offered: (!owner).then(|| ChunkSet::new(self.layout.count())),
                 pushing: owner,
                 outstanding: VecDeque::new(),
+                arrivals: VecDeque::new(),
                 asked: ChunkSet::new(self.layout.count()),
                 pacer: Pacer::new(max_window),
                 bad: 0,
@@ -175,8 +185,12 @@ impl Scheduler {
         for chunk in old.iter(&self.layout) {
             self.offers[chunk.index()] -= 1;
         }
+        source.arrivals.clear();
         for chunk in set.iter(&self.layout) {
             self.offers[chunk.index()] += 1;
+            if !self.held.contains(chunk) {
+                source.arrivals.push_back(chunk);
+            }
         }
         *old = set;
     }
@@ -195,6 +209,9 @@ impl Scheduler {
         for &chunk in chunks {
             if set.insert(chunk) {
                 self.offers[chunk.index()] += 1;
+                if !self.held.contains(chunk) {
+                    source.arrivals.push_back(chunk);
+                }
             }
             let claimed_here = self.claims.get(&chunk).is_some_and(|c| c.source == id);
             if !claimed_here && source.asked.remove(chunk) {
@@ -264,13 +281,39 @@ impl Scheduler {
         }
         let mut exclude = vec![&self.held, &self.claimed, &source.asked];
         exclude.extend(except);
-        let chunks = ChunkSet::pick(
-            &self.layout,
-            source.offered.as_ref(),
-            &exclude,
-            max,
-            order == Order::Highest,
-        );
+        let mut chunks = Vec::new();
+        if order == Order::Arrival {
+            while source
+                .arrivals
+                .front()
+                .is_some_and(|&c| self.held.contains(c))
+            {
+                source.arrivals.pop_front();
+            }
+            chunks.extend(
+                source
+                    .arrivals
+                    .iter()
+                    .filter(|&&c| !exclude.iter().any(|set| set.contains(c)))
+                    .take(max),
+            );
+        }
+        // Whatever the order, anything else offered (a chunk dropped and
+        // wanted again is offered but no longer queued) comes by ID.
+        if chunks.len() < max {
+            let mut picked = ChunkSet::new(self.layout.count());
+            chunks.iter().for_each(|&c| {
+                picked.insert(c);
+            });
+            exclude.push(&picked);
+            chunks.extend(ChunkSet::pick(
+                &self.layout,
+                source.offered.as_ref(),
+                &exclude,
+                max - chunks.len(),
+                order == Order::Highest,
+            ));
+        }
         let deadline = now + self.timeout;
         for &chunk in &chunks {
             source.outstanding.push_back((chunk, now));
@@ -645,6 +688,49 @@ mod tests {
             ids(&l, &[4, 5, 6, 7])
         );
         assert!(s.reserve(OWNER, 2, Order::Highest, now).is_empty());
+        check(&s);
+    }
+
+    #[test]
+    fn the_ring_is_asked_first_in_first_out() {
+        let (mut s, l, now) = sched(10);
+        s.add_source(RING, SourceKind::Ring, 40);
+        // Its list comes in ID order, then its HAVEs as they arrive.
+        s.offer(RING, {
+            let mut set = ChunkSet::new(10);
+            set.insert(l.chunk_id(5).unwrap());
+            set.insert(l.chunk_id(2).unwrap());
+            set
+        });
+        s.offer_more(RING, &ids(&l, &[9, 0]));
+        s.offer_more(RING, &ids(&l, &[7]));
+        assert_eq!(s.reserve(RING, 2, Order::Arrival, now), ids(&l, &[2, 5]));
+        // Chunk 0 came from elsewhere meanwhile: skipped.
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        s.on_chunk(OWNER, l.chunk_id(0).unwrap(), now);
+        assert_eq!(s.reserve(RING, 5, Order::Arrival, now), ids(&l, &[9, 7]));
+        // A chunk it announces that is already held is not queued.
+        s.offer_more(RING, &ids(&l, &[0, 4]));
+        assert_eq!(s.reserve(RING, 5, Order::Arrival, now), ids(&l, &[4]));
+        check(&s);
+    }
+
+    #[test]
+    fn a_chunk_wanted_again_is_asked_for_in_id_order_after_the_queue() {
+        let (mut s, l, now) = sched(6);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.offer_more(RING, &ids(&l, &[4, 1, 3]));
+        let got = s.reserve(RING, 3, Order::Arrival, now);
+        assert_eq!(got, ids(&l, &[4, 1, 3]));
+        for &c in &got {
+            s.on_chunk(RING, c, now);
+        }
+        assert!(s.reserve(RING, 5, Order::Arrival, now).is_empty());
+        // Chunk 1 failed the whole-file check: wanted again, offered
+        // still, though no longer queued.
+        s.drop_held(&ids(&l, &[1]));
+        s.offer_more(RING, &ids(&l, &[5]));
+        assert_eq!(s.reserve(RING, 5, Order::Arrival, now), ids(&l, &[5, 1]));
         check(&s);
     }
 

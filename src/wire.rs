@@ -571,8 +571,11 @@
 //! has claimed, earliest deadline first); else in the end game, for at most
 //! 2 outstanding, and only chunks that no ring connection now up has
 //! offered (listed or HAVE'd); else for nothing. The owner is asked from
-//! the highest wanted ID down, the ring from the lowest up; a chunk is
-//! claimed by one source at a time until its request lapses. Until
+//! the highest wanted ID down; the ring first in, first out: the chunks it
+//! listed in ID order, then those it announced in HAVE, in the order they
+//! arrived (any other chunk it offers and this peer wants again, lowest ID
+//! first, after those). A chunk is claimed by one source at a time until
+//! its request lapses. Until
 //! verified, a wired peer keeps its owner session up, reconnecting whenever
 //! it drops; a hand-wired one, after its first session, reconnects only
 //! while `stalled` or in the end game, since each of its sessions is seeded

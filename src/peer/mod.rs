@@ -845,8 +845,9 @@ impl<'a> Coordinator<'a> {
         self.stalled = stalled;
     }
 
-    /// Tops up every source's requests: ring sources from the lowest ID
-    /// up, within the window their link shows; the owner from the highest
+    /// Tops up every source's requests: ring sources first in, first out
+    /// (in the order they offered the chunks), within the window their
+    /// link shows; the owner from the highest
     /// ID down, two at a time in the end game and a full window while the
     /// ring stalls.
     fn refill(&mut self) {
@@ -889,7 +890,7 @@ impl<'a> Coordinator<'a> {
         for (kind, handle) in links {
             let src = source(handle.id());
             let (room, order) = match kind {
-                SourceKind::Ring => (self.sched.room(src), Order::Lowest),
+                SourceKind::Ring => (self.sched.room(src), Order::Arrival),
                 SourceKind::Owner if self.sched.is_pushing(src) => continue,
                 SourceKind::Owner => {
                     let policy = owner_window.saturating_sub(self.sched.outstanding(src));
