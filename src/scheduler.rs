@@ -241,19 +241,20 @@ impl Scheduler {
         self.reserve_except(id, max, order, now, None)
     }
 
-    /// Like [`Scheduler::reserve`], but only chunks that no source of
-    /// `kind` offers: for the owner, the chunks the ring cannot bring yet.
-    pub fn reserve_unoffered(
+    /// Claims for source `id` up to `max` wanted chunks that no source of
+    /// `kind` offers, each the highest such chunk in the longest run of
+    /// chunks not held. For the owner in the end game: shares are runs of
+    /// IDs and travel the ring one hop at a time, so the longest run still
+    /// missing is the share that started farthest away, and its top is
+    /// the chunk the ring would bring last.
+    pub fn reserve_tail(
         &mut self,
         id: SourceId,
         max: usize,
-        order: Order,
         now: Instant,
         kind: SourceKind,
     ) -> Vec<ChunkId> {
-        // Called on every refill; the union is worth building only when
-        // something may be asked.
-        if max == 0 {
+        if max == 0 || !self.sources.contains_key(&id) {
             return Vec::new();
         }
         let mut offered = ChunkSet::new(self.layout.count());
@@ -262,7 +263,60 @@ impl Scheduler {
                 offered.union_with(set);
             }
         }
-        self.reserve_except(id, max, order, now, Some(&offered))
+        let mut chunks = Vec::new();
+        while chunks.len() < max {
+            let source = &self.sources[&id];
+            let exclude = [&self.held, &self.claimed, &source.asked, &offered];
+            // Word-wise first: the chunk-by-chunk scan below runs only
+            // when it will claim something.
+            if ChunkSet::pick(&self.layout, None, &exclude, 1, true).is_empty() {
+                break;
+            }
+            let wanted = |c: ChunkId| !exclude.iter().any(|set| set.contains(c));
+            // (length, highest wanted chunk) of the best run so far, and
+            // of the run being read.
+            let mut best: Option<(u32, ChunkId)> = None;
+            let mut run: (u32, Option<ChunkId>) = (0, None);
+            // `None` ends the last run.
+            for c in self.layout.ids().map(Some).chain([None]) {
+                if let Some(c) = c
+                    && !self.held.contains(c)
+                {
+                    run.0 += 1;
+                    if wanted(c) {
+                        run.1 = Some(c);
+                    }
+                    continue;
+                }
+                if let (len, Some(top)) = run
+                    && best.is_none_or(|(longest, _)| len > longest)
+                {
+                    best = Some((len, top));
+                }
+                run = (0, None);
+            }
+            let Some((_, chunk)) = best else { break };
+            self.claim(id, chunk, now);
+            chunks.push(chunk);
+        }
+        chunks
+    }
+
+    /// Records `chunk` as asked of source `id` at `now` and claimed by it.
+    fn claim(&mut self, id: SourceId, chunk: ChunkId, now: Instant) {
+        let deadline = now + self.timeout;
+        if let Some(source) = self.sources.get_mut(&id) {
+            source.outstanding.push_back((chunk, now));
+            source.asked.insert(chunk);
+        }
+        self.claimed.insert(chunk);
+        self.claims.insert(
+            chunk,
+            Claim {
+                source: id,
+                deadline,
+            },
+        );
     }
 
     fn reserve_except(
@@ -731,6 +785,40 @@ mod tests {
         s.drop_held(&ids(&l, &[1]));
         s.offer_more(RING, &ids(&l, &[5]));
         assert_eq!(s.reserve(RING, 5, Order::Arrival, now), ids(&l, &[5, 1]));
+        check(&s);
+    }
+
+    #[test]
+    fn the_owner_s_end_game_takes_the_top_of_the_longest_missing_run() {
+        let (mut s, l, now) = sched(20);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        s.stop_pushing(OWNER);
+        // Held: 0-3, 8-9, 16-19. Missing runs: 4-7 (4 long) and 10-15
+        // (6 long), the ring already offering 14.
+        for c in [0, 1, 2, 3, 8, 9, 16, 17, 18, 19] {
+            s.on_chunk(OWNER, l.chunk_id(c).unwrap(), now);
+        }
+        s.offer_more(RING, &ids(&l, &[14]));
+        assert_eq!(
+            s.reserve_tail(OWNER, 1, now, SourceKind::Ring),
+            ids(&l, &[15])
+        );
+        // Claimed chunks still count as missing: 10-15 stays the longest.
+        assert_eq!(
+            s.reserve_tail(OWNER, 2, now, SourceKind::Ring),
+            ids(&l, &[13, 12])
+        );
+        // A run with nothing left to ask for is passed over.
+        s.reserve(RING, 1, Order::Lowest, now);
+        for c in [10, 11] {
+            s.on_chunk(OWNER, l.chunk_id(c).unwrap(), now);
+        }
+        assert_eq!(
+            s.reserve_tail(OWNER, 1, now, SourceKind::Ring),
+            ids(&l, &[7])
+        );
+        assert!(s.reserve_tail(OWNER, 0, now, SourceKind::Ring).is_empty());
         check(&s);
     }
 
