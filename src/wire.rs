@@ -544,8 +544,11 @@
 //! - `owner_busy`: the `busy` of the last SEEDING on the current owner
 //!   session; true from the start of each owner session until a SEEDING
 //!   says 0.
-//! - `endgame = !owner_busy && seeded > 0 && missing <= max(seeded / 2, 2)`,
-//!   where `missing = chunks - held`: a peer seeded nothing has no tail of
+//! - `endgame = !owner_busy && seeded > 0 && asked < max(seeded / 5, 2)`,
+//!   where `asked` counts the chunks it has asked of the owner in the end
+//!   game in this run: the owner's link, idle once it seeds no one, brings
+//!   each seeded peer at most a fifth of its share more, so the owner sends
+//!   about 1.2 times the file in all; a peer seeded nothing has no tail of
 //!   its own to fetch.
 //! - `stalled` (the ring needs help). Without a download neighbour (none
 //!   named yet, or NEIGHBOUR empty): once it has received a SEED_DONE and
@@ -564,19 +567,26 @@
 //!   `gap = (7·gap + new) / 8`, used after 3 gaps.
 //!
 //! Each source has a window: `ceil(min latency / gap) + 1` clamped to
-//! `2..=W` (min latency: the fastest REQUEST-to-CHUNK time seen), 4 until
+//! `3..=W` (min latency: the fastest REQUEST-to-CHUNK time seen), 4 until
 //! both are measured, `W = clamp(4 MiB / chunk_size, 4, 64)`. The owner is
 //! asked, never before its session's first SEED_DONE: while `stalled`, for
 //! a full window of any chunks lacking (also taking over chunks the ring
-//! has claimed, earliest deadline first); else in the end game, for at most
-//! 2 outstanding, and only chunks that no ring connection now up has
-//! offered (listed or HAVE'd); else for nothing. The owner is asked from
-//! the highest wanted ID down, the ring from the lowest up; a chunk is
-//! claimed by one source at a time until its request lapses. Until
-//! verified, a wired peer keeps its owner session up, reconnecting whenever
-//! it drops; a hand-wired one, after its first session, reconnects only
-//! while `stalled` or in the end game, since each of its sessions is seeded
-//! again.
+//! has claimed, earliest deadline first), from the highest wanted ID down;
+//! else in the end game, for at most 2 outstanding (and no more than
+//! `max(seeded / 5, 2) - asked`), and only chunks that no ring connection
+//! now up has offered (listed or HAVE'd): one at a time, the highest such
+//! chunk in the longest run of consecutive chunks not held (the first such
+//! run on a tie; a run counts chunks claimed from any source, and is passed
+//! over if none of its chunks may be asked); else for nothing. Shares are
+//! runs of IDs that travel the ring a hop at a time, so that is the tail of
+//! the share that started farthest away. The ring is asked first in, first
+//! out: the chunks it listed in ID order, then those it announced in HAVE,
+//! in the order they arrived (any other chunk it offers and this peer wants
+//! again, lowest ID first, after those). A chunk is claimed by one source
+//! at a time until its request lapses. Until verified, a wired peer keeps
+//! its owner session up, reconnecting whenever it drops; a hand-wired one,
+//! after its first session, reconnects only while `stalled` or in the end
+//! game, since each of its sessions is seeded again.
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -60,6 +60,11 @@ pub const MAX_BAD_CHUNKS: u32 = 3;
 /// chunk coming, few enough not to take chunks the ring is about to bring.
 const ENDGAME_WINDOW: usize = 2;
 
+/// The end game asks the owner for at most this fraction (1 / n) of what
+/// it seeded this peer, so the owner sends at most about 1 + 1 / n times
+/// the file in all.
+const ENDGAME_BUDGET: u32 = 5;
+
 /// How many times slower per chunk than the owner a busy download
 /// neighbour may be before the owner helps out.
 const SLOW_FACTOR: u32 = 4;
@@ -427,6 +432,8 @@ struct Coordinator<'a> {
     alone_since: Option<Instant>,
     /// Whether the owner reported every peer complete.
     swarm_complete: bool,
+    /// Chunks asked of the owner in the end game.
+    endgame_asked: u32,
 }
 
 impl<'a> Coordinator<'a> {
@@ -469,6 +476,7 @@ impl<'a> Coordinator<'a> {
             seed_done: false,
             alone_since: shared.target().is_none().then_some(now),
             swarm_complete: false,
+            endgame_asked: 0,
         }
     }
 
@@ -845,8 +853,9 @@ impl<'a> Coordinator<'a> {
         self.stalled = stalled;
     }
 
-    /// Tops up every source's requests: ring sources from the lowest ID
-    /// up, within the window their link shows; the owner from the highest
+    /// Tops up every source's requests: ring sources first in, first out
+    /// (in the order they offered the chunks), within the window their
+    /// link shows; the owner from the highest
     /// ID down, two at a time in the end game and a full window while the
     /// ring stalls.
     fn refill(&mut self) {
@@ -860,20 +869,21 @@ impl<'a> Coordinator<'a> {
         if stalled != self.stalled {
             self.set_stalled(stalled, why.as_deref().unwrap_or(""));
         }
-        // The end game begins once what is missing is no more than half
-        // what the owner seeded us: the tail, which would otherwise cross the most
-        // hops of the ring while the owner's link idles. Only while the
-        // owner seeds no one: seeds are chunks no peer has, and a chunk
-        // asked for from the top may be one still on its way as a seed.
-        // A peer the owner seeded nothing (one wired in after the first
-        // N) has no tail of its own to fetch: were a thousand such peers
-        // to ask for their last chunks, the owner's link would carry
-        // them a thousand times.
-        // Half a share: past that the owner, asked two at a time, carried
-        // a quarter of the file again at twenty peers.
+        // The end game begins as soon as the owner seeds no one: its link,
+        // idle from then on, brings the chunks the ring would bring last,
+        // which would otherwise cross the most hops after the last seed.
+        // (It used to wait until half a share was missing: at twenty
+        // peers the owner's link then stood idle for 6 s of a 19 s run.)
+        // Not while the owner seeds: seeds are chunks no peer has, and a
+        // chunk asked for may be one still on its way as a seed. A fifth
+        // of what the owner seeded us at most, so its link carries about
+        // 1.2 times the file in all. A peer the owner seeded nothing (one
+        // wired in after the first N) has no end game: were a thousand
+        // such peers to ask for their last chunks, the owner's link would
+        // carry them a thousand times.
         let endgame = !self.owner_seeding
             && self.seeded > 0
-            && self.sched.missing() <= (self.seeded / 2).max(ENDGAME_WINDOW as u32);
+            && self.endgame_asked < (self.seeded / ENDGAME_BUDGET).max(ENDGAME_WINDOW as u32);
         let full = request_window(self.store.layout().chunk_size());
         let owner_window = if stalled {
             full
@@ -889,7 +899,7 @@ impl<'a> Coordinator<'a> {
         for (kind, handle) in links {
             let src = source(handle.id());
             let (room, order) = match kind {
-                SourceKind::Ring => (self.sched.room(src), Order::Lowest),
+                SourceKind::Ring => (self.sched.room(src), Order::Arrival),
                 SourceKind::Owner if self.sched.is_pushing(src) => continue,
                 SourceKind::Owner => {
                     let policy = owner_window.saturating_sub(self.sched.outstanding(src));
@@ -898,10 +908,14 @@ impl<'a> Coordinator<'a> {
             };
             // In the end game the owner is asked only for chunks the ring
             // does not offer yet: its link stands in for what no
-            // neighbour holds, not for what is on its way.
+            // neighbour holds, not for what is on its way; of those, the
+            // ones farthest away.
             let mut ids = if kind == SourceKind::Owner && !stalled {
-                self.sched
-                    .reserve_unoffered(src, room, order, now, SourceKind::Ring)
+                let budget = (self.seeded / ENDGAME_BUDGET).max(ENDGAME_WINDOW as u32);
+                let room = room.min(budget.saturating_sub(self.endgame_asked) as usize);
+                let ids = self.sched.reserve_tail(src, room, now, SourceKind::Ring);
+                self.endgame_asked += ids.len() as u32;
+                ids
             } else {
                 self.sched.reserve(src, room, order, now)
             };
