@@ -976,8 +976,8 @@ if wants netbed; then
         echo "owner = none given, the owner wires the ring in join order. Owner sent ÷ S: chunk"
         echo "bytes the owner sent in all (swarm status), median run's, ÷ the file's size."
         echo
-        echo "| N | RATE Mbit/s | S MiB | S/B s | floor ÷ S/B | wiring | swarm s | swarm ÷ S/B | owner sent ÷ S | CPU % | CPU-s per GiB | unicast s | unicast ÷ S/B | swarm target | |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        echo "| N | RATE Mbit/s | S MiB | S/B s | floor ÷ S/B | wiring | swarm s | swarm ÷ S/B | owner sent ÷ S | CPU % | CPU-s per GiB | unicast s | unicast ÷ S/B | unicast CPU-s per GiB | swarm target | |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     } >>"$md"
     for c in "${bed_cases[@]}"; do
         read -r n rate size <<<"$c"
@@ -987,7 +987,7 @@ if wants netbed; then
         [[ $smoke == 0 && $n == 20 && $rate == 25 ]] && target=1.15
         if ((!can_bed)); then
             note "netbed N=$n at $rate Mbit/s: skipped ($bed_why)"
-            echo "| $n | $rate | $size | $ideal | - | - | SKIPPED ($bed_why) | - | - | - | - | - | ${target:--} | |" >>"$md"
+            echo "| $n | $rate | $size | $ideal | - | - | SKIPPED ($bed_why) | - | - | - | - | - | - | - | ${target:--} | |" >>"$md"
             csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" swarm "skipped: $bed_why" "" "" "" "$ideal" "" "" ""
             continue
         fi
@@ -1021,16 +1021,19 @@ if wants netbed; then
         # Unicast takes N × S/B here, so it runs once.
         measure unicast bed "$n" "$size" "$(awk -v i="$ideal" -v n="$n" 'BEGIN { printf "%d", 2 * n * i + 60 }')" 1
         u_ratio=$(ratio "$SECS" "$ideal")
-        echo "bench:   unicast $(shown) s (× $u_ratio)"
+        cpu_cols "$n" "$size"
+        u_gib=$CPU_GIB u_csv_cpu=$CSV_CPU
+        CSV_CPU=""
+        echo "bench:   unicast $(shown) s (× $u_ratio, $u_gib CPU-s per GiB)"
         "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
         bed_up=0
-        u_cells="$(shown) | $u_ratio"
+        u_cells="$(shown) | $u_ratio | $u_gib"
         for r in "${rows[@]}"; do
             IFS='|' read -r w s_shown s_ratio s_sent s_cpu s_gib v <<<"$r"
             echo "| $n | $rate | $size | $ideal | $floor | $w | $s_shown | $s_ratio | $s_sent | $s_cpu | $s_gib | $u_cells | ${target:+≤ $target} | $v |" >>"$md"
-            u_cells="〃 | 〃"
+            u_cells="〃 | 〃 | 〃"
         done
-        csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$u_ratio" "" ""
+        CSV_CPU=$u_csv_cpu csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$u_ratio" "" ""
         csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" floor "$f_status" "$f_secs" "$f_secs" "" "$ideal" "$(ratio "$f_secs" "$ideal")" "" ""
     done
 fi
