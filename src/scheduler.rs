@@ -368,18 +368,8 @@ impl Scheduler {
                 order == Order::Highest,
             ));
         }
-        let deadline = now + self.timeout;
         for &chunk in &chunks {
-            source.outstanding.push_back((chunk, now));
-            source.asked.insert(chunk);
-            self.claimed.insert(chunk);
-            self.claims.insert(
-                chunk,
-                Claim {
-                    source: id,
-                    deadline,
-                },
-            );
+            self.claim(id, chunk, now);
         }
         chunks
     }
