@@ -881,9 +881,10 @@ impl<'a> Coordinator<'a> {
         // wired in after the first N) has no end game: were a thousand
         // such peers to ask for their last chunks, the owner's link would
         // carry them a thousand times.
-        let endgame = !self.owner_seeding
-            && self.seeded > 0
-            && self.endgame_asked < (self.seeded / ENDGAME_BUDGET).max(ENDGAME_WINDOW as u32);
+        let mut endgame_left = (self.seeded / ENDGAME_BUDGET)
+            .max(ENDGAME_WINDOW as u32)
+            .saturating_sub(self.endgame_asked);
+        let endgame = !self.owner_seeding && self.seeded > 0 && endgame_left > 0;
         let full = request_window(self.store.layout().chunk_size());
         let owner_window = if stalled {
             full
@@ -911,10 +912,10 @@ impl<'a> Coordinator<'a> {
             // neighbour holds, not for what is on its way; of those, the
             // ones farthest away.
             let mut ids = if kind == SourceKind::Owner && !stalled {
-                let budget = (self.seeded / ENDGAME_BUDGET).max(ENDGAME_WINDOW as u32);
-                let room = room.min(budget.saturating_sub(self.endgame_asked) as usize);
+                let room = room.min(endgame_left as usize);
                 let ids = self.sched.reserve_tail(src, room, now, SourceKind::Ring);
                 self.endgame_asked += ids.len() as u32;
+                endgame_left -= ids.len() as u32;
                 ids
             } else {
                 self.sched.reserve(src, room, order, now)
