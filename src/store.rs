@@ -33,7 +33,7 @@
 //! bytes, and linked or renamed into place, so a link planted in the
 //! directory is replaced, never written through. A full disk is reported as [`Error::NoSpace`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -96,6 +96,25 @@ pub struct Store {
     /// usually passed on within moments of arriving, and sending it from
     /// the open file saves an open, a check and a close per chunk.
     recent: Mutex<VecDeque<(ChunkId, Arc<File>)>>,
+    /// What opening the directory kept.
+    reused: Reused,
+}
+
+/// Where [`Store::open`] keeps chunk files of an earlier version while it
+/// moves them to their places in the new one: inside `DIR/chunks` and
+/// hidden, so `cat DIR/chunks/*` never sees it.
+const REUSE_DIR: &str = ".reuse";
+
+/// What [`Store::open`] kept of the chunk files it found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reused {
+    /// Chunks found in their own place.
+    pub in_place: u32,
+    /// Chunks found elsewhere (an earlier version had them at another
+    /// place, or more than once) and linked into place.
+    pub moved: u32,
+    /// Their bytes, together.
+    pub bytes: u64,
 }
 
 /// How many stored chunk files [`Store`] keeps open for sending.
@@ -625,6 +644,20 @@ fn list_chunk_files(dir: &Path) -> Result<Vec<(PathBuf, Option<u32>)>> {
     Ok(out)
 }
 
+/// Where each digest sits in `manifest`, built into `slot` on first use.
+fn places_of<'a>(
+    slot: &'a mut Option<HashMap<Digest, Vec<ChunkId>>>,
+    manifest: &Manifest,
+) -> &'a HashMap<Digest, Vec<ChunkId>> {
+    slot.get_or_insert_with(|| {
+        let mut map: HashMap<Digest, Vec<ChunkId>> = HashMap::new();
+        for id in manifest.layout().ids() {
+            map.entry(*manifest.chunk_hash(id)).or_default().push(id);
+        }
+        map
+    })
+}
+
 /// The exact size chunk `id` must have on disk, as a range for
 /// [`open_checked`].
 fn chunk_len_range(layout: &Layout, id: ChunkId) -> RangeInclusive<u64> {
@@ -634,31 +667,153 @@ fn chunk_len_range(layout: &Layout, id: ChunkId) -> RangeInclusive<u64> {
 
 impl Store {
     /// Opens `dir` for `manifest`: creates it if needed, caches the
-    /// manifest, re-hashes every chunk file already there (keeping the
-    /// good ones, deleting the rest, including anything that is not a
-    /// regular file of the chunk's length) and rewrites the summary.
+    /// manifest, re-hashes every chunk file already there and rewrites the
+    /// summary. A chunk file that is right where it is, is kept; one whose
+    /// bytes are another chunk of this manifest (an earlier version's
+    /// chunk, which the new version has elsewhere) is moved there; the
+    /// rest are deleted, including anything that is not a regular file of
+    /// a possible chunk length. [`Store::reused`] says what was kept.
     pub fn open(dir: &Path, manifest: Manifest) -> Result<Store> {
+        Store::open_from(dir, manifest, None)
+    }
+
+    /// Opens `dir` for `manifest` after `prev`, the store of an earlier
+    /// version that this process verified every held chunk of: those
+    /// chunk files are taken by their digests in `prev`'s manifest
+    /// without being read again. Anything else in the directory is
+    /// re-hashed as [`Store::open`] does.
+    pub fn open_after(dir: &Path, manifest: Manifest, prev: &Store) -> Result<Store> {
+        Store::open_from(dir, manifest, Some(prev))
+    }
+
+    fn open_from(dir: &Path, manifest: Manifest, prev: Option<&Store>) -> Result<Store> {
         create_dirs(dir)?;
+        // A directory that held another version: its chunk files are
+        // expected not to match, and are not called damaged.
+        let earlier = prev.is_some()
+            || read_manifest(dir)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.id() != manifest.id());
         cache_manifest(dir, &manifest)?;
         let layout = *manifest.layout();
+        let longest = 1..=u64::from(layout.chunk_size());
         let mut have = ChunkSet::new(layout.count());
+        let mut reused = Reused::default();
+        let reuse = dir.join(CHUNKS_DIR).join(REUSE_DIR);
+        // The previous version's digest of each chunk it held, by index.
+        let trusted = prev.map(|p| (p.manifest(), p.snapshot()));
+        let known = |raw: u32| {
+            let (m, held) = trusted.as_ref()?;
+            let old = m.layout().chunk_id(raw)?;
+            held.contains(old).then(|| *m.chunk_hash(old))
+        };
+        // Built only once a chunk file is found out of place.
+        let mut wanted: Option<HashMap<Digest, Vec<ChunkId>>> = None;
+        // Digests checked in this call of the files moved aside.
+        let mut checked = HashSet::new();
+        let mut dropped = 0u32;
         let mut buf = Vec::new();
         for (path, raw) in list_chunk_files(dir)? {
-            let Some(id) = raw.and_then(|raw| layout.chunk_id(raw)) else {
-                // A temporary file from an interrupted write, or junk.
-                let _ = remove_entry(&path);
+            if path == reuse {
                 continue;
+            }
+            let id = raw.and_then(|raw| layout.chunk_id(raw));
+            let digest = match raw.and_then(known) {
+                Some(d) => Some(d),
+                // A temporary file from an interrupted write, junk, or a
+                // chunk file to check.
+                None if raw.is_some() => read_checked(&path, longest.clone(), &mut buf)
+                    .ok()
+                    .map(|()| manifest::sha256(&buf)),
+                None => None,
             };
-            let good = read_checked(&path, chunk_len_range(&layout, id), &mut buf).is_ok()
-                && manifest.verify(id, &buf);
-            if good {
-                have.insert(id);
-            } else {
-                log::warn!("dropping damaged chunk file {}", path.display());
-                let _ = remove_entry(&path);
+            match (id, digest) {
+                (Some(id), Some(d)) if d == *manifest.chunk_hash(id) => {
+                    have.insert(id);
+                    reused.in_place += 1;
+                    reused.bytes += layout.chunk_len(id) as u64;
+                }
+                (_, Some(d)) if places_of(&mut wanted, &manifest).contains_key(&d) => {
+                    real_dir(&reuse)?;
+                    let aside = reuse.join(manifest::to_hex(&d));
+                    fs::rename(&path, &aside).map_err(|e| Error::io_write("move", &path, e))?;
+                    checked.insert(d);
+                }
+                _ => {
+                    if raw.is_some() {
+                        if earlier {
+                            dropped += 1;
+                        } else {
+                            log::warn!("dropping damaged chunk file {}", path.display());
+                        }
+                    }
+                    let _ = remove_entry(&path);
+                }
             }
         }
-        Store::with_set(dir, manifest, have)
+        if fs::symlink_metadata(&reuse).is_ok_and(|m| m.is_dir()) {
+            let entries = fs::read_dir(&reuse).map_err(|e| Error::io_path("list", &reuse, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io_path("list", &reuse, e))?;
+                let path = entry.path();
+                let digest = entry.file_name().to_str().and_then(manifest::from_hex);
+                // Left by an interrupted open, it is checked like any other.
+                let good = digest.filter(|d| {
+                    checked.contains(d)
+                        || (read_checked(&path, longest.clone(), &mut buf).is_ok()
+                            && manifest::sha256(&buf) == *d)
+                });
+                let places = good.and_then(|d| places_of(&mut wanted, &manifest).get(&d));
+                for &id in places.into_iter().flatten() {
+                    if have.contains(id) {
+                        continue;
+                    }
+                    let to = chunk_path(dir, id);
+                    let linked = fs::hard_link(&path, &to).or_else(|_| {
+                        remove_entry(&to)?;
+                        fs::hard_link(&path, &to)
+                    });
+                    linked.map_err(|e| Error::io_write("link", &to, e))?;
+                    have.insert(id);
+                    reused.moved += 1;
+                    reused.bytes += layout.chunk_len(id) as u64;
+                }
+                let _ = remove_entry(&path);
+            }
+            let _ = remove_entry(&reuse);
+        }
+        // A chunk that the file holds more than once is needed at every
+        // place it has, the ones found in place included.
+        if have.len() > 0 && !have.is_full() {
+            let places = places_of(&mut wanted, &manifest);
+            for id in layout.ids() {
+                let Some(&from) = places[manifest.chunk_hash(id)]
+                    .iter()
+                    .find(|&&at| at != id && have.contains(at))
+                else {
+                    continue;
+                };
+                if have.contains(id) {
+                    continue;
+                }
+                let to = chunk_path(dir, id);
+                let _ = remove_entry(&to);
+                fs::hard_link(chunk_path(dir, from), &to)
+                    .map_err(|e| Error::io_write("link", &to, e))?;
+                have.insert(id);
+                reused.moved += 1;
+                reused.bytes += layout.chunk_len(id) as u64;
+            }
+        }
+        if dropped > 0 {
+            log::info!(
+                "dropped {dropped} chunk files of an earlier version that this one does not use"
+            );
+        }
+        let mut store = Store::with_set(dir, manifest, have)?;
+        store.reused = reused;
+        Ok(store)
     }
 
     /// Opens `dir` for the owner of `manifest`: caches the manifest and
@@ -734,6 +889,7 @@ impl Store {
             }),
             assembly: Mutex::new(None),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_FILES)),
+            reused: Reused::default(),
         };
         store.flush_summary()?;
         Ok(store)
@@ -797,6 +953,11 @@ impl Store {
     /// The file's chunk layout.
     pub fn layout(&self) -> &Layout {
         self.manifest.layout()
+    }
+
+    /// What [`Store::open`] kept of the chunk files it found.
+    pub fn reused(&self) -> Reused {
+        self.reused
     }
 
     /// The directory.
@@ -1022,6 +1183,13 @@ impl Store {
                 .file
                 .write_all_at(&buf, layout.offset(id))
                 .map_err(|e| Error::io_write("write", partial, e))?;
+            if assembly.cursor == id.get() {
+                // The held prefix is hashed from memory, not read back:
+                // a peer resuming, or taking up a new version, holds most
+                // of the file.
+                assembly.whole.update(&buf);
+                assembly.cursor += 1;
+            }
         }
         assembly.advance(self)
     }
@@ -1227,6 +1395,94 @@ mod tests {
         assert!(!tmp.exists() && !chunk_path(&peer_dir, id0).exists());
         let summary = fs::read_to_string(peer_dir.join(SUMMARY_FILE)).unwrap();
         assert_eq!(summary, "1\n2\n");
+    }
+
+    /// Version 1 of a file held whole in `dir/peer`, and version 2: its
+    /// chunks 0 and 2 swapped, chunk 1 twice (at 1 and 3) and a new
+    /// chunk 4.
+    fn two_versions() -> (PathBuf, Store, Vec<u8>, Manifest) {
+        let dir = temp_dir("versions");
+        let v1 = pattern(4 * 1024);
+        let file = dir.join("input.bin");
+        fs::write(&file, &v1).unwrap();
+        let m1 = index(&file, 1024).unwrap();
+        let peer = Store::open(&dir.join("peer"), m1.clone()).unwrap();
+        for id in m1.layout().ids() {
+            let at = m1.layout().offset(id) as usize;
+            peer.put(id, &v1[at..at + 1024]).unwrap();
+        }
+        let part = |i: usize| &v1[i * 1024..(i + 1) * 1024];
+        let v2 = [part(2), part(1), part(0), part(1), &[7u8; 500][..]].concat();
+        fs::write(&file, &v2).unwrap();
+        let m2 = index(&file, 1024).unwrap();
+        (dir, peer, v2, m2)
+    }
+
+    #[test]
+    fn a_new_version_reuses_chunk_files_wherever_they_sit() {
+        // Re-hashed from disk (a restart), and taken on trust from the
+        // store this process verified them in.
+        for trusted in [false, true] {
+            let (dir, v1, v2, m2) = two_versions();
+            let peer_dir = dir.join("peer");
+            let stray = peer_dir.join(CHUNKS_DIR).join("00000007.chunk");
+            fs::write(&stray, b"junk").unwrap();
+            let peer = if trusted {
+                Store::open_after(&peer_dir, m2.clone(), &v1).unwrap()
+            } else {
+                drop(v1);
+                Store::open(&peer_dir, m2.clone()).unwrap()
+            };
+            let reused = peer.reused();
+            assert_eq!((reused.in_place, reused.moved), (1, 3), "trusted {trusted}");
+            assert_eq!(reused.bytes, 4 * 1024);
+            let last = m2.layout().chunk_id(4).unwrap();
+            assert_eq!(peer.held(), 4);
+            assert!(!peer.has(last));
+            peer.put(last, &v2[4096..]).unwrap();
+            let out = dir.join("v2.bin");
+            peer.assemble(&out).unwrap();
+            assert_eq!(fs::read(&out).unwrap(), v2);
+            assert!(!stray.exists() && !peer_dir.join(CHUNKS_DIR).join(REUSE_DIR).exists());
+        }
+    }
+
+    #[test]
+    fn an_interrupted_reuse_is_finished_by_the_next_open() {
+        let (dir, v1, v2, m2) = two_versions();
+        let peer_dir = dir.join("peer");
+        drop(v1);
+        // As if a crash came after the files were moved aside: one good,
+        // one whose bytes do not match its name.
+        let reuse = peer_dir.join(CHUNKS_DIR).join(REUSE_DIR);
+        fs::create_dir(&reuse).unwrap();
+        for (n, lie) in [(1, false), (2, true)] {
+            let from = peer_dir.join(CHUNKS_DIR).join(format!("{n:08}.chunk"));
+            let digest = manifest::sha256(&v2[n * 1024..(n + 1) * 1024]);
+            let name = if lie {
+                manifest::sha256(b"other")
+            } else {
+                digest
+            };
+            fs::rename(from, reuse.join(manifest::to_hex(&name))).unwrap();
+        }
+        let peer = Store::open(&peer_dir, m2.clone()).unwrap();
+        // Chunk 1 of v1 is chunk 1 and 3 of v2; v1's chunk 2 was lost.
+        let held: Vec<u32> = peer
+            .snapshot()
+            .iter(m2.layout())
+            .map(|id| id.get())
+            .collect();
+        assert_eq!(held, [1, 2, 3]);
+        assert!(!reuse.exists());
+        let ids = m2.layout().ids().collect::<Vec<_>>();
+        for id in [ids[0], ids[4]] {
+            let at = m2.layout().offset(id) as usize;
+            peer.put(id, &v2[at..at + m2.layout().chunk_len(id)])
+                .unwrap();
+        }
+        peer.assemble(&dir.join("v2.bin")).unwrap();
+        assert_eq!(fs::read(dir.join("v2.bin")).unwrap(), v2);
     }
 
     #[test]

@@ -597,7 +597,7 @@ use crate::manifest::{ChunkId, Digest, Layout, MAX_NAME_LEN};
 /// The four bytes every HELLO starts with.
 pub const MAGIC: [u8; 4] = *b"SWRM";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The largest `length` accepted before the manifest is known.
 pub const HANDSHAKE_LIMIT: usize = 1024;
 /// The longest name a HELLO may carry.
@@ -628,6 +628,7 @@ const KIND_NEIGHBOUR: u8 = 17;
 const KIND_UNREACHABLE: u8 = 18;
 const KIND_STATUS_REQUEST: u8 = 19;
 const KIND_STATUS: u8 = 20;
+const KIND_VERSION: u8 = 21;
 
 /// The longest address a REGISTER, NEIGHBOUR or UNREACHABLE may carry.
 pub const MAX_ADDR_LEN: usize = 255;
@@ -656,6 +657,7 @@ pub enum Kind {
     Unreachable = KIND_UNREACHABLE,
     StatusRequest = KIND_STATUS_REQUEST,
     Status = KIND_STATUS,
+    Version = KIND_VERSION,
 }
 
 impl Kind {
@@ -673,7 +675,7 @@ pub struct Kinds(u32);
 
 impl Kinds {
     /// Every kind: what a bare [`Decoder`] accepts.
-    pub const ALL: Kinds = Kinds(0x1F_FFFE);
+    pub const ALL: Kinds = Kinds(0x3F_FFFE);
 
     /// The set of `kinds`.
     pub const fn of(kinds: &[Kind]) -> Kinds {
@@ -759,6 +761,9 @@ pub enum Message<'a> {
     StatusRequest,
     /// Part of the owner's registry.
     Status(Status),
+    /// The owner now shares another version of its file, with this file
+    /// ID: the session is over, and a new one gets the new manifest.
+    Version(Digest),
 }
 
 /// One STATUS frame: entries `first..first + peers.len()` of `total`.
@@ -857,6 +862,7 @@ impl Message<'_> {
             Message::Unreachable(_) => KIND_UNREACHABLE,
             Message::StatusRequest => KIND_STATUS_REQUEST,
             Message::Status(_) => KIND_STATUS,
+            Message::Version(_) => KIND_VERSION,
         }
     }
 }
@@ -883,6 +889,7 @@ fn kind_name(kind: u8) -> &'static str {
         KIND_UNREACHABLE => "unreachable",
         KIND_STATUS_REQUEST => "status-request",
         KIND_STATUS => "status",
+        KIND_VERSION => "version",
         _ => "unknown",
     }
 }
@@ -1052,7 +1059,9 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         Message::SeedDone | Message::Complete | Message::KeepAlive => {}
         Message::Refuse(reason) => out.extend_from_slice(reason.as_bytes()),
         Message::Seeding(busy) => out.push(u8::from(*busy)),
-        Message::Challenge(bytes) | Message::Proof(bytes) => out.extend_from_slice(bytes),
+        Message::Challenge(bytes) | Message::Proof(bytes) | Message::Version(bytes) => {
+            out.extend_from_slice(bytes)
+        }
         Message::Register {
             wired,
             port,
@@ -1196,6 +1205,7 @@ fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Er
         KIND_UNREACHABLE => (1, MAX_ADDR_LEN),
         KIND_STATUS_REQUEST => (0, 0),
         KIND_STATUS => (STATUS_FIXED, usize::MAX - 1),
+        KIND_VERSION => (32, 32),
         other => return Err(Error::UnknownKind(other)),
     };
     Ok((1 + payload.0, 1 + payload.1))
@@ -1473,6 +1483,7 @@ pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a
         // length_bounds let through exactly NONCE_LEN bytes.
         KIND_CHALLENGE => Message::Challenge(payload.try_into().unwrap()),
         KIND_PROOF => Message::Proof(payload.try_into().unwrap()),
+        KIND_VERSION => Message::Version(payload.try_into().unwrap()),
         KIND_REGISTER => {
             let bad = || Error::BadLength {
                 kind: name,
@@ -1640,6 +1651,7 @@ mod tests {
             Message::Neighbour(""),
             Message::Unreachable("127.0.0.1:9002"),
             Message::StatusRequest,
+            Message::Version([0xA5; 32]),
             Message::Status(Status {
                 total: 0,
                 first: 0,
