@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         file: file.clone(),
         max_peers: 5000,
         secret_file: None,
+        once: true,
     })?;
     let want = *owner.manifest().file_hash();
     let stopper = owner.stopper();
@@ -70,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 dir: work.join(format!("peer{i}")),
                 out: Some(work.join(format!("copy{i}.bin"))),
                 linger: Duration::from_secs(5),
+                follow: false,
                 wait: Duration::from_secs(30),
                 stall_timeout: Duration::from_secs(10),
                 secret_file: None,

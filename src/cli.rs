@@ -49,6 +49,9 @@ pub struct OwnerArgs {
     /// The file holding the swarm secret every peer must prove; `None`
     /// serves anyone who can connect.
     pub secret_file: Option<PathBuf>,
+    /// Share exactly the file indexed at start, and stop if it changes,
+    /// instead of following it to each new version.
+    pub once: bool,
 }
 
 /// Checked arguments of `swarm status`.
@@ -83,6 +86,9 @@ pub struct PeerArgs {
     pub out: Option<PathBuf>,
     /// How long to stay, once complete, while no one downloads from us.
     pub linger: Duration,
+    /// Stay once complete, until stopped, and take up each new version
+    /// the owner shares.
+    pub follow: bool,
     /// How long to go on without a way forward (no owner before the
     /// manifest, no chunk from anyone after) before giving up.
     pub wait: Duration,
@@ -138,6 +144,11 @@ Options:
   --secret-file PATH   serve only peers that prove the secret in PATH
                        [default: $SWARM_SECRET_FILE]; without one, anyone
                        who can reach PORT can fetch FILE
+  --once               share FILE as it is at start and stop with an
+                       error if it changes; without it, the owner follows
+                       FILE: each time it changes (or on SIGHUP) it is
+                       indexed again and peers switch to the new version,
+                       fetching only the chunks they do not hold
   -h, --help           print this help
 ";
 
@@ -186,6 +197,10 @@ Options:
                                    one of DIR's own entries]
   --linger SECS                    once complete, exit after SECS in which no one
                                    downloaded from this peer [default: 30]
+  --follow                         once complete, stay until stopped (Ctrl-C)
+                                   and take up each new version the owner
+                                   shares, fetching only the chunks of it
+                                   that DIR does not hold
   --stall-timeout SECS             ask another source for a chunk not delivered
                                    within SECS; fetch from the owner while the
                                    download neighbour has delivered nothing for
@@ -264,6 +279,7 @@ const OWNER_FLAGS: &[&str] = &[
     "--peers",
     "--max-peers",
     "--secret-file",
+    "--once",
 ];
 const PEER_FLAGS: &[&str] = &[
     "--owner",
@@ -273,6 +289,7 @@ const PEER_FLAGS: &[&str] = &[
     "--dir",
     "--out",
     "--linger",
+    "--follow",
     "--wait",
     "--stall-timeout",
     "--advertise",
@@ -280,7 +297,7 @@ const PEER_FLAGS: &[&str] = &[
 ];
 const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json", "--secret-file"];
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["--watch", "--json"];
+const SWITCHES: &[&str] = &["--watch", "--json", "--once", "--follow"];
 
 impl Flags {
     fn parse(args: &[String], sub: &'static str, help: &'static str) -> Result<Flags> {
@@ -440,6 +457,7 @@ fn owner(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command
         file,
         max_peers,
         secret_file,
+        once: flags.switch("--once"),
     }))
 }
 
@@ -471,6 +489,7 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
             .unwrap_or_else(|| PathBuf::from(format!("swarm-peer-{port}"))),
         out: flags.path("--out")?,
         linger: Duration::from_secs(linger),
+        follow: flags.switch("--follow"),
         wait: Duration::from_secs(wait),
         stall_timeout: Duration::from_secs(stall),
         secret_file: flags.secret_file(env)?,

@@ -83,8 +83,8 @@ pub enum Outgoing {
     Chunk(ChunkId),
     /// Chunks in ID order, unasked (the owner's seeds).
     Seeds(ChunkSet),
-    /// REFUSE with this reason, then close.
-    Refuse(String),
+    /// This encoded frame (REFUSE, VERSION), then stop writing.
+    LastWord(Vec<u8>),
     /// Everything queued before it, then stop writing; the reader goes on
     /// until the other side closes too, so the last frames are not lost
     /// to a reset.
@@ -304,8 +304,9 @@ struct Inner {
     wake: Mutex<Option<Sender<()>>>,
     /// When the writer stopped, if it has.
     finished: Mutex<Option<Instant>>,
-    /// A REFUSE to send before anything still queued.
-    refusal: Mutex<Option<String>>,
+    /// A last frame (REFUSE, VERSION) to send before anything still
+    /// queued, encoded.
+    last_word: Mutex<Option<Vec<u8>>>,
     /// Frames to send before anything still queued (see
     /// [`Handle::send_urgent`]).
     urgent: Mutex<Vec<u8>>,
@@ -362,9 +363,22 @@ impl Handle {
     /// Sends REFUSE with `reason` ahead of whatever is still queued (the
     /// writer sends it between two frames), then closes.
     pub fn refuse(&self, reason: &str) {
-        *self.inner.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
-        // Wakes an idle writer; a busy one sees the refusal between frames.
-        let _ = self.send(Outgoing::Refuse(reason.to_string()));
+        self.leave_with(&Message::Refuse(reason));
+    }
+
+    /// Sends `msg` ahead of whatever is still queued (between two
+    /// frames), drops the rest and stops writing; the connection then
+    /// reads on until the other side closes, as after a REFUSE.
+    pub fn leave_with(&self, msg: &Message<'_>) {
+        let mut frame = Vec::new();
+        wire::encode(msg, &mut frame);
+        *self
+            .inner
+            .last_word
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(frame.clone());
+        // Wakes an idle writer; a busy one sees it between frames.
+        let _ = self.send(Outgoing::LastWord(frame));
     }
 
     /// Sends `msg` ahead of whatever is still queued: the writer sends it
@@ -390,9 +404,9 @@ impl Handle {
         std::mem::take(&mut *self.inner.urgent.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn take_refusal(&self) -> Option<String> {
+    fn take_last_word(&self) -> Option<Vec<u8>> {
         self.inner
-            .refusal
+            .last_word
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
@@ -449,7 +463,7 @@ impl Conn {
                 closed: AtomicBool::new(false),
                 wake: Mutex::new(Some(wake_tx)),
                 finished: Mutex::new(None),
-                refusal: Mutex::new(None),
+                last_word: Mutex::new(None),
                 urgent: Mutex::new(Vec::new()),
                 stats: Arc::clone(&stats),
             }),
@@ -627,8 +641,8 @@ impl Writer {
 
     /// Writes one inbox item; returns whether to go on writing.
     fn write(&mut self, out: Outgoing) -> Result<bool> {
-        if let Some(why) = self.handle.take_refusal() {
-            return self.write(Outgoing::Refuse(why));
+        if let Some(frame) = self.handle.take_last_word() {
+            return self.write(Outgoing::LastWord(frame));
         }
         self.urgent()?;
         match out {
@@ -640,15 +654,15 @@ impl Writer {
                     return Err(Error::Bug("seeds on a connection without a layout".into()));
                 };
                 for id in set.iter(&layout) {
-                    if let Some(why) = self.handle.take_refusal() {
-                        return self.write(Outgoing::Refuse(why));
+                    if let Some(frame) = self.handle.take_last_word() {
+                        return self.write(Outgoing::LastWord(frame));
                     }
                     self.urgent()?;
                     self.chunk(id, false)?;
                 }
             }
-            Outgoing::Refuse(why) => {
-                self.frame(|buf| wire::encode(&Message::Refuse(&why), buf))?;
+            Outgoing::LastWord(frame) => {
+                self.bytes(&frame)?;
                 let _ = self.stream.shutdown(Shutdown::Write);
                 return Ok(false);
             }

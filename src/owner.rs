@@ -19,13 +19,13 @@
 //! (telling a peer its download neighbour, re-seeding chunks that died
 //! with a peer) and answers `swarm status`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::IpAddr;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use crate::conn::{
     self, ChunkSource, Conn, ConnId, Handle, Outgoing, Role, SendError, Setup, Then,
 };
 use crate::error::{Error, Result};
-use crate::manifest::{ChunkId, Layout, Manifest};
+use crate::manifest::{self, ChunkId, Digest, Layout, Manifest};
 use crate::net::{self, Stats, Stopper};
 use crate::store::{self, Store};
 use crate::tracker::{self, Action, Tracker};
@@ -69,6 +69,9 @@ pub struct Seeder {
     joined: usize,
     /// Peers the owner wires that have registered, seeded or not.
     wired: usize,
+    /// Whether a share is 1/N of what the peer lacks (see
+    /// [`Seeder::share_what_is_lacking`]).
+    relative: bool,
 }
 
 /// Joiners per seeding round in a ring the owner wires: a chunk seeded
@@ -86,6 +89,7 @@ impl Seeder {
             peers: peers.max(1) as usize,
             joined: 0,
             wired: 0,
+            relative: false,
         }
     }
 
@@ -95,7 +99,12 @@ impl Seeder {
     /// per hand-out count in play, usually one or two, and a bitset out:
     /// a session costs no sort and no list of IDs.
     pub fn choose(&mut self, layout: &Layout, peer_has: &ChunkSet) -> ChunkSet {
-        let share = self.base + usize::from(self.joined % self.peers < self.extra);
+        let share = if self.relative {
+            let lacking = layout.count() - peer_has.len();
+            (lacking as usize).div_ceil(self.peers)
+        } else {
+            self.base + usize::from(self.joined % self.peers < self.extra)
+        };
         self.joined += 1;
         let mut chosen = ChunkSet::new(layout.count());
         let lacking = |id: &ChunkId| !peer_has.contains(*id);
@@ -126,6 +135,15 @@ impl Seeder {
         chosen
     }
 
+    /// Readies the seeder of a new version: peers that held the version
+    /// before lack only what changed, so each peer's share is 1/N of
+    /// what it lacks (rounded up) rather than 1/N of the file. N such
+    /// peers then split the changed chunks between them, and a peer that
+    /// holds nothing still gets 1/N of the file.
+    pub fn share_what_is_lacking(&mut self) {
+        self.relative = true;
+    }
+
     /// Counts a peer the owner wires and says whether it gets a share:
     /// the first N do, and then N in every [`SEED_ROUND`] joiners, so the
     /// file enters a long ring at a seed point every hundred peers or so
@@ -148,18 +166,84 @@ pub struct Owner {
     max_peers: usize,
 }
 
+/// One version of the file: what the owner serves while it is current.
+/// A session keeps the version it started with; when a new one becomes
+/// current, every older session is told (VERSION) and ends.
 #[derive(Debug)]
-struct Shared {
+struct Version {
+    /// 1 for the file as indexed at start, then one more per change.
+    number: u32,
     store: Store,
-    /// The file being served; chunks not yet split are read from here.
-    source: PathBuf,
     file_id: [u8; 32],
-    /// What every connection must prove before it is served; `None`
-    /// serves anyone.
-    secret: Option<Arc<Secret>>,
     /// MANIFEST and HASHES, encoded once for every session.
     manifest_frames: Arc<[u8]>,
     seeder: Mutex<Seeder>,
+    /// The registry and the ring: peers register again with each version.
+    tracker: Mutex<Tracker>,
+    /// Set when a newer version replaces this one: its split stops.
+    retired: AtomicBool,
+    /// Held by the split while it writes chunk files, so the next
+    /// version's split starts only once this one's has stopped.
+    splitting: Mutex<()>,
+}
+
+impl Version {
+    fn new(number: u32, manifest: Manifest, args: &VersionSetup) -> Result<Version> {
+        let m = &manifest;
+        let mut seeder = Seeder::new(m.layout().count(), args.peers);
+        if args.prev.is_some() {
+            seeder.share_what_is_lacking();
+        }
+        let tracker = Tracker::new(m.layout().count(), args.max_peers);
+        let file_id = m.id();
+        let manifest_frames = encode_manifest(m).into();
+        let store = Store::open_owner(&args.dir, manifest)?;
+        Ok(Version {
+            number,
+            store,
+            file_id,
+            manifest_frames,
+            seeder: Mutex::new(seeder),
+            tracker: Mutex::new(tracker),
+            retired: AtomicBool::new(false),
+            splitting: Mutex::new(()),
+        })
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What making a [`Version`] needs besides its manifest.
+struct VersionSetup {
+    dir: PathBuf,
+    peers: u32,
+    max_peers: usize,
+    /// The manifest of the version before, if any.
+    prev: Option<Manifest>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The version served to new sessions.
+    current: Mutex<Arc<Version>>,
+    /// The file being served; chunks not yet split are read from here.
+    source: PathBuf,
+    /// Where chunk files go.
+    dir: PathBuf,
+    chunk_size: u32,
+    peers: u32,
+    max_peers: usize,
+    /// Whether to stop, rather than follow, when the file changes.
+    once: bool,
+    /// Set when a read of the source found it no longer matching: the
+    /// watcher indexes it again without waiting for its size or time to
+    /// change.
+    suspect: AtomicBool,
+    /// What every connection must prove before it is served; `None`
+    /// serves anyone.
+    secret: Option<Arc<Secret>>,
     /// Live sessions: to tell each why the owner stops, and whether the
     /// owner is seeding.
     sessions: Mutex<Sessions>,
@@ -169,8 +253,6 @@ struct Shared {
     source_reads: AtomicUsize,
     /// Chunk bytes sent to peers, seeds and answers alike.
     sent: AtomicU64,
-    /// The registry and the ring.
-    tracker: Mutex<Tracker>,
     stopper: Stopper,
 }
 
@@ -189,8 +271,9 @@ impl Shared {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
-        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    /// The version new sessions get.
+    fn current(&self) -> Arc<Version> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Carries out what the tracker decided, outside its lock.
@@ -257,30 +340,60 @@ impl Shared {
             self.source.display()
         ))
     }
+
+    /// The source no longer matches `v`: with `--once` the owner stops;
+    /// otherwise the watcher indexes it again, and the new version
+    /// replaces this one.
+    fn source_changed(&self, v: &Version, id: ChunkId) {
+        if self.once {
+            self.fail(self.changed(id));
+        } else if !self.suspect.swap(true, Ordering::AcqRel) {
+            log::warn!(
+                "owner: {} changed while version {} was being split (chunk {id}); indexing it again",
+                self.source.display(),
+                v.number
+            );
+        }
+    }
 }
 
-impl ChunkSource for Shared {
+/// What a session's writer sends chunks from: the version it serves.
+struct Serving {
+    shared: Arc<Shared>,
+    v: Arc<Version>,
+}
+
+impl ChunkSource for Serving {
     /// Sends chunk `id`: from its chunk file once split, else straight
     /// from the source file, verified first like everything else sent. A
-    /// source file that no longer matches stops the owner: it has nothing
-    /// right to serve.
+    /// source file that no longer matches has nothing right to serve:
+    /// with `--once` that stops the owner, and otherwise it ends the
+    /// session until the new version is ready.
     fn write_chunk(&self, id: ChunkId, w: &mut TcpStream) -> Result<()> {
-        let layout = self.store.layout();
+        let (shared, v) = (&*self.shared, &*self.v);
+        let layout = v.store.layout();
         let len = layout.chunk_len(id);
         // A chunk read from the file is held in memory until it is sent,
         // so such reads share a budget; over it, a session waits for the
         // split (which waits on no session) to write the chunk file.
         let _budget = loop {
-            if self.store.has(id) {
-                if self.store.send_chunk(id, w)? > 0 {
-                    self.sent.fetch_add(len as u64, Ordering::Relaxed);
+            if v.store.has(id) {
+                if v.store.send_chunk(id, w)? > 0 {
+                    shared.sent.fetch_add(len as u64, Ordering::Relaxed);
                 }
                 return Ok(());
             }
-            if let Some(taken) = Budget::take(&self.source_reads, len) {
+            if let Some(taken) = Budget::take(&shared.source_reads, len) {
                 break taken;
             }
-            if self
+            if shared.suspect.load(Ordering::Acquire) {
+                return Err(Error::Integrity(format!(
+                    "chunk {id} of version {} is not on disk and {} has changed",
+                    v.number,
+                    shared.source.display()
+                )));
+            }
+            if shared
                 .fatal
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -291,21 +404,23 @@ impl ChunkSource for Shared {
             thread::sleep(Duration::from_millis(5));
         };
         let mut data = vec![0u8; len];
-        File::open(&self.source)
+        File::open(&shared.source)
             .and_then(|f| f.read_exact_at(&mut data, layout.offset(id)))
-            .map_err(|e| Error::io_path("read", &self.source, e))?;
-        if !self.store.manifest().verify(id, &data) {
-            self.fail(self.changed(id));
-            // This writer is between frames: tell the peer why at once.
-            let _ = wire::send(w, &Message::Refuse(STOPPED));
+            .map_err(|e| Error::io_path("read", &shared.source, e))?;
+        if !v.store.manifest().verify(id, &data) {
+            shared.source_changed(v, id);
+            if shared.once {
+                // This writer is between frames: tell the peer why at once.
+                let _ = wire::send(w, &Message::Refuse(STOPPED));
+            }
             return Err(Error::Integrity(format!(
                 "chunk {id} of {} no longer matches its digest",
-                self.source.display()
+                shared.source.display()
             )));
         }
         wire::send(w, &Message::Chunk { id, data: &data })
             .map_err(|e| Error::io("send chunk", e))?;
-        self.sent.fetch_add(len as u64, Ordering::Relaxed);
+        shared.sent.fetch_add(len as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -326,61 +441,38 @@ impl Owner {
             .map_err(|e| Error::io("read the listening address", e))?;
         let started = Instant::now();
         let manifest = store::index(&args.file, args.chunk_size)?;
-        let m = &manifest;
-        log::info!(
-            "owner: indexed {} ({} bytes, {} chunks of {} bytes) in {:.2} s; sha256 {}",
-            m.name(),
-            m.layout().file_len(),
-            m.layout().count(),
-            m.layout().chunk_size(),
-            started.elapsed().as_secs_f64(),
-            crate::manifest::to_hex(m.file_hash()),
-        );
-        let seeder = Seeder::new(m.layout().count(), args.peers);
-        let tracker = Tracker::new(m.layout().count(), args.max_peers as usize);
-        let file_id = m.id();
-        let manifest_frames = encode_manifest(m).into();
-        let store = Store::open_owner(&args.dir, manifest)?;
+        // A restart on a changed file: what the last run shared is what
+        // its peers hold.
+        let prev = store::read_manifest(&args.dir)
+            .ok()
+            .flatten()
+            .filter(|m| m.id() != manifest.id());
+        log_version(1, &manifest, prev.as_ref(), started.elapsed());
+        let setup = VersionSetup {
+            dir: args.dir.clone(),
+            peers: args.peers,
+            max_peers: args.max_peers as usize,
+            prev,
+        };
+        let first = Arc::new(Version::new(1, manifest, &setup)?);
         let stopper = Stopper::new(addr);
         let shared = Arc::new(Shared {
-            store,
+            current: Mutex::new(Arc::clone(&first)),
             source: args.file.clone(),
-            file_id,
+            dir: args.dir.clone(),
+            chunk_size: args.chunk_size,
+            peers: args.peers,
+            max_peers: args.max_peers as usize,
+            once: args.once,
+            suspect: AtomicBool::new(false),
             secret,
-            manifest_frames,
-            seeder: Mutex::new(seeder),
             sessions: Mutex::new(Sessions::default()),
             fatal: Mutex::new(None),
             source_reads: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
-            tracker: Mutex::new(tracker),
             stopper: stopper.clone(),
         });
-        let splitter = Arc::clone(&shared);
-        let dir = args.dir.clone();
-        thread::Builder::new()
-            .name("split".into())
-            .spawn(move || {
-                let started = Instant::now();
-                match splitter.store.split_from(&splitter.source) {
-                    Ok(kept) => log::info!(
-                        "owner: wrote {} chunk files under {} in {:.2} s (reused {kept} unchanged chunk files)",
-                        splitter.store.layout().count(),
-                        dir.display(),
-                        started.elapsed().as_secs_f64()
-                    ),
-                    Err(Error::Integrity(_)) => {
-                        let id = splitter.store.layout().chunk_id(splitter.store.held());
-                        let err = match id {
-                            Some(id) => splitter.changed(id),
-                            None => Error::Bug("split failed past the last chunk".into()),
-                        };
-                        splitter.fail(err);
-                    }
-                    Err(e) => splitter.fail(e),
-                }
-            })
-            .map_err(|e| Error::io("start the split thread", e))?;
+        start_split(&shared, first, None)?;
         Ok(Owner {
             listener,
             addr,
@@ -395,9 +487,9 @@ impl Owner {
         self.addr
     }
 
-    /// The manifest of the file being served.
-    pub fn manifest(&self) -> &Manifest {
-        self.shared.store.manifest()
+    /// The manifest of the version being served now.
+    pub fn manifest(&self) -> Manifest {
+        self.shared.current().store.manifest().clone()
     }
 
     /// A handle that stops [`Owner::run`] from another thread.
@@ -422,6 +514,11 @@ impl Owner {
             .name("tracker".into())
             .spawn(move || track(&ticker))
             .map_err(|e| Error::io("start the tracker thread", e))?;
+        let watcher = Arc::clone(&self.shared);
+        thread::Builder::new()
+            .name("watch".into())
+            .spawn(move || watch(&watcher))
+            .map_err(|e| Error::io("start the watch thread", e))?;
         let open = net::accept_loop(
             &self.listener,
             &self.stopper,
@@ -433,7 +530,7 @@ impl Owner {
         log::info!(
             "owner: sent {:.2} MiB of chunks in all ({:.2} x the file)",
             sent as f64 / MIB,
-            sent as f64 / (self.shared.store.layout().file_len().max(1)) as f64
+            sent as f64 / (self.shared.current().store.layout().file_len().max(1)) as f64
         );
         let fatal = self
             .shared
@@ -505,6 +602,8 @@ struct Live {
     state: SeedState,
     /// Seed batches queued and not yet out.
     batches: u32,
+    /// The number of the version it serves.
+    version: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -593,7 +692,6 @@ const STOPPED: &str = "the owner's file changed while being shared; the owner ha
 
 /// One peer's session, as the wire module's "owner session" describes.
 fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Stats>) -> Result<()> {
-    let store = &shared.store;
     net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
     let peer_ip = stream
         .peer_addr()
@@ -601,16 +699,20 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
     let mut dec = Decoder::new();
     let hello = conn::read_hello(&mut stream, &mut dec, addr, shared.secret.as_deref())?;
     let who = hello.name.clone();
+    let v = shared.current();
     conn::answer_hello(
         &mut stream,
-        shared.file_id,
+        v.file_id,
         "owner",
         &hello,
         shared.secret.as_deref(),
     )
     .map_err(|e| Error::wire(who.as_str(), e.into()))?;
-    dec.set_layout(*store.layout());
-    let source: Arc<dyn ChunkSource> = Arc::clone(shared) as Arc<dyn ChunkSource>;
+    dec.set_layout(*v.store.layout());
+    let source: Arc<dyn ChunkSource> = Arc::new(Serving {
+        shared: Arc::clone(shared),
+        v: Arc::clone(&v),
+    });
     let conn = Conn::start(
         stream,
         dec,
@@ -623,17 +725,25 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         },
     )?;
     let handle = conn.handle().clone();
-    let _ = handle.send(Outgoing::Shared(Arc::clone(&shared.manifest_frames)));
+    let _ = handle.send(Outgoing::Shared(Arc::clone(&v.manifest_frames)));
     shared.sessions().live.insert(
         handle.id(),
         Live {
             handle: handle.clone(),
             state: SeedState::Waiting,
             batches: 0,
+            version: v.number,
         },
     );
+    // A new version may have become current since this session took its
+    // own, and missed this session when it told every session.
+    let now = shared.current();
+    if now.number != v.number {
+        handle.leave_with(&Message::Version(now.file_id));
+    }
     let mut role = Session {
         shared: Arc::clone(shared),
+        v: Arc::clone(&v),
         phase: Phase::Waiting,
         peer_ip,
         registration: None,
@@ -647,7 +757,7 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
     }
     shared.sessions().ended(handle.id());
     if role.registration.is_some() {
-        let actions = shared.tracker().link_down(handle.id(), Instant::now());
+        let actions = v.tracker().link_down(handle.id(), Instant::now());
         shared.act(actions);
     }
     Ok(())
@@ -677,6 +787,8 @@ struct Registration {
 /// ever waits on another.
 struct Session {
     shared: Arc<Shared>,
+    /// The version this session serves.
+    v: Arc<Version>,
     phase: Phase,
     /// Where the session comes from: a registration without a host means
     /// this address.
@@ -712,7 +824,7 @@ impl Role for Session {
 
     fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
         let who = conn.who();
-        let shared = &self.shared;
+        let (shared, v) = (&self.shared, &self.v);
         match msg {
             Message::Register {
                 wired,
@@ -741,21 +853,21 @@ impl Role for Session {
                     }
                 }
             }
-            Message::Have(ids) => shared.tracker().have(conn.id(), &ids),
-            Message::Progress { rate } => shared.tracker().progress(conn.id(), rate),
+            Message::Have(ids) => v.tracker().have(conn.id(), &ids),
+            Message::Progress { rate } => v.tracker().progress(conn.id(), rate),
             Message::Unreachable(addr) => {
-                let actions = shared.tracker().unreachable(conn.id(), addr);
+                let actions = v.tracker().unreachable(conn.id(), addr);
                 shared.act(actions);
             }
             Message::Complete => {
-                let actions = shared.tracker().complete(conn.id());
+                let actions = v.tracker().complete(conn.id());
                 shared.act(actions);
             }
             Message::StatusRequest => {
                 self.phase = Phase::Status;
-                let peers = shared.tracker().status();
+                let peers = v.tracker().status();
                 let mut buf = Vec::new();
-                let limit = shared.store.layout().frame_limit();
+                let limit = v.store.layout().frame_limit();
                 wire::encode_status(shared.sent.load(Ordering::Relaxed), &peers, limit, &mut buf);
                 if conn.send(Outgoing::Frames(buf)) == Err(SendError::Full) {
                     return Err(Error::wire(who, wire::Error::Flood(conn::INBOX)));
@@ -771,9 +883,9 @@ impl Session {
     /// The peer's chunk-ID list is in: register it (if it registered),
     /// choose its seeds and send them.
     fn start(&mut self, peer_has: ChunkSet, conn: &Handle) {
-        let shared = &self.shared;
+        let (shared, v) = (&self.shared, &self.v);
         let who = conn.who();
-        let layout = *shared.store.layout();
+        let layout = *v.store.layout();
         log::info!(
             "owner: received chunk-ID list from {who} ({} of {} chunks)",
             peer_has.len(),
@@ -784,7 +896,7 @@ impl Session {
         let mut wired = false;
         let mut actions = Vec::new();
         if let Some(reg) = &self.registration {
-            let joined = shared.tracker().register(
+            let joined = v.tracker().register(
                 conn.id(),
                 &reg.addr,
                 reg.wired,
@@ -806,7 +918,7 @@ impl Session {
             }
         }
         let seeds = {
-            let mut seeder = shared.seeder.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seeder = v.seeder.lock().unwrap_or_else(|p| p.into_inner());
             // A peer the owner wires gets a share only once, and only if
             // its place in the join order is due one: the rest fill from
             // the ring.
@@ -817,7 +929,7 @@ impl Session {
             }
         };
         log::info!("owner: seeding {} chunks to {who}", seeds.len());
-        shared.tracker().seeded(conn.id(), &seeds);
+        v.tracker().seeded(conn.id(), &seeds);
         // NEIGHBOUR goes before the seeds: a peer whose seeds are in and
         // who has no neighbour turns to the owner for the rest.
         shared.act(actions);
@@ -832,16 +944,17 @@ fn track(shared: &Arc<Shared>) {
     while !shared.stopper.stopped() {
         thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
-        let actions = shared.tracker().tick(now);
+        let v = shared.current();
+        let actions = v.tracker().tick(now);
         shared.act(actions);
         if now.saturating_duration_since(last_table) >= TABLE_EVERY {
             last_table = now;
             let (active, peers) = {
-                let t = shared.tracker();
+                let t = v.tracker();
                 (t.active(), t.status())
             };
             if active {
-                let layout = shared.store.layout();
+                let layout = v.store.layout();
                 let text = tracker::table(
                     &peers,
                     layout.count(),
@@ -853,6 +966,213 @@ fn track(shared: &Arc<Shared>) {
             }
         }
     }
+}
+
+/// Logs a version the owner is about to serve.
+fn log_version(number: u32, m: &Manifest, prev: Option<&Manifest>, took: Duration) {
+    let what = if number == 1 {
+        "indexed".to_string()
+    } else {
+        format!("indexed version {number} of")
+    };
+    log::info!(
+        "owner: {what} {} ({} bytes, {} chunks of {} bytes) in {:.2} s; sha256 {}",
+        m.name(),
+        m.layout().file_len(),
+        m.layout().count(),
+        m.layout().chunk_size(),
+        took.as_secs_f64(),
+        manifest::to_hex(m.file_hash()),
+    );
+    let shared = prev.map(|prev| {
+        let old: HashSet<&Digest> = prev.chunk_hashes().iter().collect();
+        let same = m.chunk_hashes().iter().filter(|d| old.contains(d)).count();
+        format!(
+            "; {same} of its {} chunks were in the version before",
+            m.layout().count()
+        )
+    });
+    log::info!(
+        "owner: version {number}: file ID {}, {} chunks{}",
+        crate::peer::short_id(&m.id()),
+        m.layout().count(),
+        shared.unwrap_or_default()
+    );
+}
+
+/// Writes version `v`'s chunk files on a thread of its own; sessions
+/// read chunks from the source file (verified) until then.
+fn start_split(shared: &Arc<Shared>, v: Arc<Version>, prev: Option<Arc<Version>>) -> Result<()> {
+    let splitter = Arc::clone(shared);
+    thread::Builder::new()
+        .name("split".into())
+        .spawn(move || {
+            let _splitting = v.splitting.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(prev) = prev {
+                // Both write into one folder: the older must be done.
+                drop(prev.splitting.lock().unwrap_or_else(|p| p.into_inner()));
+            }
+            let started = Instant::now();
+            match v.store.split_from(&splitter.source, &v.retired) {
+                Ok(_) if v.retired.load(Ordering::Acquire) => {
+                    log::info!("owner: version {} is replaced; its split stopped", v.number);
+                }
+                Ok(kept) => log::info!(
+                    "owner: wrote {} chunk files under {} in {:.2} s (reused {kept} unchanged chunk files)",
+                    v.store.layout().count(),
+                    splitter.dir.display(),
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(Error::Integrity(_)) => {
+                    let id = v.store.layout().chunk_id(v.store.held());
+                    match id {
+                        Some(id) => splitter.source_changed(&v, id),
+                        None => splitter.fail(Error::Bug("split failed past the last chunk".into())),
+                    }
+                }
+                Err(e) => splitter.fail(e),
+            }
+        })
+        .map_err(|e| Error::io("start the split thread", e))?;
+    Ok(())
+}
+
+/// How long the file must stay unchanged before it is indexed again: a
+/// file being written is indexed once, when the writer is done.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// How often the watcher looks at the file.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Set by SIGHUP: index the file again now.
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    HANGUP.store(true, Ordering::SeqCst);
+}
+
+/// What the watcher compares to notice a change: size, modification and
+/// change times, and the inode (a file replaced by rename).
+fn stamp(path: &std::path::Path) -> Option<(u64, i64, i64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino(),
+    ))
+}
+
+/// Follows the source file: once it has changed and then stayed quiet
+/// for [`QUIET`] (or on SIGHUP, or when a read found it changed), indexes
+/// it while the current version is still served, and makes the result
+/// the current version if it differs. With `--once`, a change stops the
+/// owner instead.
+fn watch(shared: &Arc<Shared>) {
+    if !shared.once {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t);
+        }
+    }
+    let mut seen = stamp(&shared.source);
+    // When a change was last seen, while one is pending.
+    let mut pending: Option<Instant> = None;
+    while !shared.stopper.stopped() {
+        thread::sleep(WATCH_EVERY);
+        let now = Instant::now();
+        let stamp_now = stamp(&shared.source);
+        if stamp_now != seen {
+            seen = stamp_now;
+            pending = Some(now);
+        }
+        let asked = HANGUP.swap(false, Ordering::SeqCst);
+        let suspect = shared.suspect.load(Ordering::Acquire);
+        if asked || (suspect && pending.is_none()) {
+            pending = Some(now.checked_sub(QUIET).unwrap_or(now));
+        }
+        let Some(since) = pending else { continue };
+        if now.saturating_duration_since(since) < QUIET {
+            continue;
+        }
+        if shared.once {
+            let v = shared.current();
+            let id = v.store.layout().ids().next();
+            match id {
+                Some(id) => shared.fail(shared.changed(id)),
+                None => shared.fail(Error::Integrity(format!(
+                    "{} changed while being shared; restart the owner to share the new version",
+                    shared.source.display()
+                ))),
+            }
+            return;
+        }
+        let before = stamp(&shared.source);
+        let started = Instant::now();
+        let indexed = store::index(&shared.source, shared.chunk_size);
+        if stamp(&shared.source) != before {
+            // Written to while being read: wait for quiet again.
+            seen = stamp(&shared.source);
+            pending = Some(Instant::now());
+            continue;
+        }
+        pending = None;
+        shared.suspect.store(false, Ordering::Release);
+        match indexed {
+            Ok(m) if m.id() == shared.current().file_id => {
+                log::info!("owner: {} is unchanged", shared.source.display());
+            }
+            Ok(m) => {
+                if let Err(e) = switch_to(shared, m, started.elapsed()) {
+                    shared.fail(e);
+                    return;
+                }
+            }
+            Err(e) => {
+                log::warn!("owner: cannot index the new version: {e}; serving the current one");
+            }
+        }
+    }
+}
+
+/// Makes `m` the current version: every session of an older one is told
+/// VERSION and ends (its peer comes back for the new manifest), and the
+/// new chunk files are written while the new version is served.
+fn switch_to(shared: &Arc<Shared>, m: Manifest, took: Duration) -> Result<()> {
+    let old = shared.current();
+    let number = old.number + 1;
+    log_version(number, &m, Some(old.store.manifest()), took);
+    let setup = VersionSetup {
+        dir: shared.dir.clone(),
+        peers: shared.peers,
+        max_peers: shared.max_peers,
+        prev: Some(old.store.manifest().clone()),
+    };
+    let file_id = m.id();
+    old.retired.store(true, Ordering::Release);
+    let next = Arc::new(Version::new(number, m, &setup)?);
+    *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&next);
+    let older: Vec<Handle> = {
+        let sessions = shared.sessions();
+        sessions
+            .live
+            .values()
+            .filter(|l| l.version != number)
+            .map(|l| l.handle.clone())
+            .collect()
+    };
+    for handle in &older {
+        handle.leave_with(&Message::Version(file_id));
+    }
+    log::info!(
+        "owner: now sharing version {number}; told {} sessions",
+        older.len()
+    );
+    start_split(shared, next, Some(old))
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -949,6 +1269,33 @@ mod tests {
             full.insert(id);
         });
         assert!(seeder.choose(&l, &full).is_empty());
+    }
+
+    #[test]
+    fn after_a_change_shares_split_what_peers_lack() {
+        let l = layout(100);
+        let mut seeder = Seeder::new(100, 5);
+        seeder.share_what_is_lacking();
+        // Five peers that hold all but the 10 changed chunks split them.
+        let mut old = ChunkSet::new(100);
+        l.ids().filter(|id| id.get() % 10 != 3).for_each(|id| {
+            old.insert(id);
+        });
+        let shares: Vec<_> = (0..5).map(|_| raw(&seeder.choose(&l, &old))).collect();
+        assert_eq!(
+            shares,
+            vec![
+                vec![3, 13],
+                vec![23, 33],
+                vec![43, 53],
+                vec![63, 73],
+                vec![83, 93]
+            ]
+        );
+        // One that holds nothing gets 1/N of the file, least handed first.
+        let fresh = raw(&seeder.choose(&l, &ChunkSet::new(100)));
+        let want: Vec<u32> = (0..).filter(|i| i % 10 != 3).take(20).collect();
+        assert_eq!(fresh, want);
     }
 
     #[test]

@@ -30,8 +30,18 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         Some(path) => Some(Secret::load(path)?),
         None => None,
     };
-    let (mut stream, mut dec, _) = conn::dial(args.owner, [0; 32], "status", secret.as_ref())
-        .map_err(|e| match e {
+    // Each pass is one session; the owner ends it when it shares a new
+    // version, and the next pass asks about that one.
+    while !session(args, &owner, secret.as_ref())? {}
+    Ok(())
+}
+
+/// One session: returns whether the answer was printed (`false`: the
+/// owner shares a new version and must be asked again).
+fn session(args: &StatusArgs, owner: &str, secret: Option<&Secret>) -> Result<bool> {
+    let owner = owner.to_string();
+    let (mut stream, mut dec, _) =
+        conn::dial(args.owner, [0; 32], "status", secret).map_err(|e| match e {
             // Say which owner could not be reached.
             Error::Io { what, path, err } => Error::Io {
                 what: format!("{what} to the {owner}"),
@@ -44,7 +54,9 @@ pub fn run(args: &StatusArgs) -> Result<()> {
     dec.set_layout(*manifest.layout());
     let tty = std::io::stdout().is_terminal();
     loop {
-        let (sent, peers) = ask(&mut stream, &mut dec, &owner)?;
+        let Some((sent, peers)) = ask(&mut stream, &mut dec, &owner)? else {
+            return Ok(false);
+        };
         let text = if args.json {
             json(&manifest, sent, &peers)
         } else {
@@ -65,17 +77,27 @@ pub fn run(args: &StatusArgs) -> Result<()> {
                 .iter()
                 .any(|p| matches!(p.state, PeerState::Downloading | PeerState::Away));
         if !args.watch || complete {
-            return Ok(());
+            return Ok(true);
         }
         thread::sleep(EVERY);
     }
 }
 
-/// One STATUS_REQUEST and the frames that answer it.
-fn ask(stream: &mut TcpStream, dec: &mut Decoder, owner: &str) -> Result<(u64, Vec<PeerStatus>)> {
+/// One STATUS_REQUEST and the frames that answer it; `None` if the owner
+/// announced a new version instead.
+fn ask(
+    stream: &mut TcpStream,
+    dec: &mut Decoder,
+    owner: &str,
+) -> Result<Option<(u64, Vec<PeerStatus>)>> {
     let fail = |err| Error::wire(owner, err);
     wire::send(stream, &Message::StatusRequest).map_err(|e| fail(e.into()))?;
-    dec.set_accepts(Kinds::of(&[Kind::Status, Kind::KeepAlive, Kind::Refuse]));
+    dec.set_accepts(Kinds::of(&[
+        Kind::Status,
+        Kind::KeepAlive,
+        Kind::Refuse,
+        Kind::Version,
+    ]));
     let mut peers = Vec::new();
     loop {
         net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
@@ -86,9 +108,10 @@ fn ask(stream: &mut TcpStream, dec: &mut Decoder, owner: &str) -> Result<(u64, V
                 }
                 peers.extend(part.peers);
                 if peers.len() >= part.total as usize {
-                    return Ok((part.sent, peers));
+                    return Ok(Some((part.sent, peers)));
                 }
             }
+            Message::Version(_) => return Ok(None),
             Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
             _ => {}
         }

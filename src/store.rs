@@ -43,7 +43,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -606,7 +606,7 @@ fn read_error(file: &Path, e: io::Error) -> Error {
 /// the store and how many chunk files were kept.
 pub fn split(file: &Path, dir: &Path, chunk_size: u32) -> Result<(Store, u32)> {
     let store = Store::open_owner(dir, index(file, chunk_size)?)?;
-    let kept = store.split_from(file)?;
+    let kept = store.split_from(file, &AtomicBool::new(false))?;
     Ok((store, kept))
 }
 
@@ -785,7 +785,7 @@ impl Store {
         }
         // A chunk that the file holds more than once is needed at every
         // place it has, the ones found in place included.
-        if have.len() > 0 && !have.is_full() {
+        if !have.is_empty() && !have.is_full() {
             let places = places_of(&mut wanted, &manifest);
             for id in layout.ids() {
                 let Some(&from) = places[manifest.chunk_hash(id)]
@@ -831,14 +831,18 @@ impl Store {
     /// manifest, and lists each as held as soon as it is on disk. A chunk
     /// file already there with exactly the right bytes (an owner
     /// restarted on an unchanged file) is kept rather than written again.
-    /// Returns how many were kept.
-    pub fn split_from(&self, file: &Path) -> Result<u32> {
+    /// Returns how many were kept. Setting `stop` ends it early, between
+    /// two chunks (its version is no longer served).
+    pub fn split_from(&self, file: &Path, stop: &AtomicBool) -> Result<u32> {
         let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
         let layout = *self.layout();
         let mut buf = vec![0u8; layout.chunk_size() as usize];
         let mut old = Vec::with_capacity(layout.chunk_size() as usize);
         let mut kept = 0;
         for id in layout.ids() {
+            if stop.load(Ordering::Acquire) {
+                return Ok(kept);
+            }
             let data = &mut buf[..layout.chunk_len(id)];
             input.read_exact(data).map_err(|e| read_error(file, e))?;
             if !self.manifest.verify(id, data) {

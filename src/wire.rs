@@ -1211,6 +1211,15 @@ fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Er
     Ok((1 + payload.0, 1 + payload.1))
 }
 
+/// Bytes every decoder in this process has read: what a process received
+/// over the network, frames of every kind and the handshakes included.
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes read by every [`Decoder`] in this process so far.
+pub fn bytes_received() -> u64 {
+    RECEIVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Reads frames from a blocking stream and decodes them.
 ///
 /// A read timeout on the stream does not lose data: bytes of a partly
@@ -1312,6 +1321,7 @@ impl Decoder {
                     });
                 }
                 Ok(n) => {
+                    RECEIVED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     self.filled += n;
                     if self.filled == HEADER_LEN {
                         // The header is complete: check it before reading

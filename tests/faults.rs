@@ -592,7 +592,10 @@ fn another_protocol_version_is_refused_with_the_reason() {
     // REFUSE is read as raw bytes: length, kind 11, reason.
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    let reason = "protocol version 2 is not supported (this is version 3)";
+    let reason = format!(
+        "protocol version 2 is not supported (this is version {})",
+        wire::VERSION
+    );
     assert_eq!(raw[4], 11, "{raw:?}");
     assert_eq!(&raw[5..], reason.as_bytes());
 }

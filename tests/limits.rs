@@ -237,15 +237,15 @@ struct SeedOutcome {
 }
 
 #[test]
-fn a_file_that_changes_while_the_owner_splits_it_stops_the_owner() {
-    // Failure: the owner's file is overwritten (same size, other bytes at
+fn with_once_a_file_that_changes_while_the_owner_splits_it_stops_the_owner() {
+    // Failure: with --once, the owner's file is overwritten (same size, other bytes at
     // the end) while the owner is still writing its chunk files and
     // seeding a peer from them.
     // Guarantee: the owner never serves the new bytes as the old file: it
     // stops with status 1 and one line naming the file and the chunk,
     // and a peer being seeded is told why with REFUSE.
     let mut ring = Ring::new("changing", 1, 128 * MIB);
-    ring.start_owner(&["--peers", "1"]);
+    ring.start_owner(&["--peers", "1", "--once"]);
     let port = ring.owner_port;
     let fake = thread::spawn(move || {
         wait_until("the owner to listen", || is_listening(port));

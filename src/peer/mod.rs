@@ -43,7 +43,7 @@ use crate::chunks::ChunkSet;
 use crate::cli::PeerArgs;
 use crate::conn::{ConnId, Handle, Outgoing, id_list};
 use crate::error::{Error, Result};
-use crate::manifest::{ChunkId, Digest, to_hex};
+use crate::manifest::{ChunkId, Digest, Manifest, to_hex};
 use crate::net::{self, Stopper};
 use crate::scheduler::{Arrival, Order, Scheduler, SourceId, SourceKind};
 use crate::store::{self, Put, Store};
@@ -120,6 +120,8 @@ pub(crate) enum Event {
     Unreachable(SocketAddr),
     /// The owner reports every peer it knows holds the whole file.
     SwarmComplete,
+    /// The owner shares another version of the file, with this manifest.
+    NewVersion(Manifest),
     /// A thread hit an error the peer cannot get past.
     Fatal(Error),
 }
@@ -202,6 +204,8 @@ pub struct Report {
     pub from_owner: u64,
     /// Chunk bytes received from the download neighbour.
     pub from_ring: u64,
+    /// Chunk bytes found in `--dir` (resumed, or from an earlier version).
+    pub reused: u64,
     /// Time from start until the file was verified.
     pub elapsed: Duration,
 }
@@ -213,7 +217,10 @@ pub fn request_window(chunk_size: u32) -> usize {
     ((4 << 20) / chunk_size as usize).clamp(4, 64)
 }
 
-/// Runs a peer until it has the verified file and may leave.
+/// Runs a peer until it has the verified file and may leave. When the
+/// owner shares a new version meanwhile, the peer takes it up at once:
+/// every chunk of the new version it holds is reused from its directory,
+/// and only the rest is fetched.
 pub fn run(args: &PeerArgs) -> Result<Report> {
     // First, so a bad secret file fails before anything else is done.
     let secret = match &args.secret_file {
@@ -224,23 +231,7 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("read the listening address", e))?;
-    // Bounded: a connection that floods us with messages waits for the
-    // coordinator instead of growing the queue. Nothing the coordinator
-    // does waits on a connection, so this cannot deadlock.
-    let (events, event_rx) = crossbeam_channel::bounded(EVENTS);
-    let shared = Arc::new(Shared {
-        name: format!("peer {}", local.port()),
-        started: Instant::now(),
-        stop: AtomicBool::new(false),
-        verified: AtomicBool::new(false),
-        need_owner: AtomicBool::new(false),
-        shun_until: AtomicU64::new(0),
-        wired: args.download_neighbor.is_none(),
-        target: Mutex::new((args.download_neighbor, 0)),
-        secret,
-        events,
-    });
-    let name = shared.name.clone();
+    let name = format!("peer {}", local.port());
     match args.download_neighbor {
         Some(addr) => log::info!(
             "{name}: listening on {local}; owner {}, download neighbour {addr}",
@@ -251,7 +242,6 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
             args.owner
         ),
     }
-
     // Resume: a cached manifest lets the ring start before the owner is
     // reachable, with every chunk file re-hashed first.
     let cached = match store::read_manifest(&args.dir) {
@@ -272,6 +262,107 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         );
         store = Some(s);
     }
+    let started = Instant::now();
+    // Where this version's distribution is counted from: the start, then
+    // the moment the version before was verified (or left unfinished).
+    let mut mark = Mark {
+        at: started,
+        received: 0,
+    };
+    loop {
+        let listener = listener
+            .try_clone()
+            .map_err(|e| Error::io("share the listening socket", e))?;
+        match round(args, listener, &secret, started, mark, store.take())? {
+            Ending::Left(report) => return Ok(report),
+            Ending::Switch(prev, manifest, since) => {
+                mark = since;
+                log::info!(
+                    "{name}: the owner now shares version {} of {}; switching to it",
+                    short_id(&manifest.id()),
+                    manifest.name()
+                );
+                let next = Store::open_after(&args.dir, manifest, &prev)?;
+                drop(prev);
+                let reused = next.reused();
+                log::info!(
+                    "{name}: reused {} chunks ({:.2} MiB) of the earlier version from {}: {} in place, {} moved; {} to fetch",
+                    reused.in_place + reused.moved,
+                    reused.bytes as f64 / MIB,
+                    args.dir.display(),
+                    reused.in_place,
+                    reused.moved,
+                    next.layout().count() - next.held(),
+                );
+                store = Some(Arc::new(next));
+            }
+        }
+    }
+}
+
+/// How a round of the peer ended.
+enum Ending {
+    /// The file is verified and the peer may leave.
+    Left(Report),
+    /// The owner shares a new version: the store of the old one (to take
+    /// its verified chunks from), the new manifest, and where the new
+    /// version's distribution is counted from.
+    Switch(Arc<Store>, Manifest, Mark),
+}
+
+/// Where a version's distribution is counted from: its time from the
+/// moment the peer took it up, its bytes from the moment the version
+/// before was verified (announcements and manifests included).
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    at: Instant,
+    received: u64,
+}
+
+impl Mark {
+    fn now() -> Mark {
+        Mark {
+            at: Instant::now(),
+            received: wire::bytes_received(),
+        }
+    }
+}
+
+/// The first 8 hex digits of a file ID, as logs name a version.
+pub fn short_id(id: &Digest) -> String {
+    to_hex(id)[..8].to_string()
+}
+
+/// One version of the file, from an open store (or none yet: the owner's
+/// manifest opens it) until the peer may leave or the owner shares
+/// another version.
+fn round(
+    args: &PeerArgs,
+    listener: std::net::TcpListener,
+    secret: &Option<Arc<Secret>>,
+    started: Instant,
+    mark: Mark,
+    store: Option<Arc<Store>>,
+) -> Result<Ending> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("read the listening address", e))?;
+    // Bounded: a connection that floods us with messages waits for the
+    // coordinator instead of growing the queue. Nothing the coordinator
+    // does waits on a connection, so this cannot deadlock.
+    let (events, event_rx) = crossbeam_channel::bounded(EVENTS);
+    let shared = Arc::new(Shared {
+        name: format!("peer {}", local.port()),
+        started,
+        stop: AtomicBool::new(false),
+        verified: AtomicBool::new(false),
+        need_owner: AtomicBool::new(false),
+        shun_until: AtomicU64::new(0),
+        wired: args.download_neighbor.is_none(),
+        target: Mutex::new((args.download_neighbor, 0)),
+        secret: secret.clone(),
+        events,
+    });
 
     let mut threads = Vec::new();
     let link = owner_link::OwnerLink {
@@ -285,6 +376,8 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         shared: Arc::clone(&shared),
         wait: args.wait,
         seeded_once: false,
+        version_due: false,
+        follow: args.follow,
     };
     threads.push(spawn("owner link", move || link.run())?);
 
@@ -313,8 +406,9 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
     threads.push(spawn("download", move || down.run())?);
 
     let mut coordinator = Coordinator::new(args, Arc::clone(&store), &shared, out);
+    coordinator.mark = mark;
     let result = coordinator.run(&event_rx);
-    if result.is_ok() {
+    if let Ok(Ending::Left(_)) = result {
         // Let the download side deliver COMPLETE before the process exit
         // resets the connection; that neighbour may be waiting for
         // exactly that message to leave.
@@ -434,6 +528,10 @@ struct Coordinator<'a> {
     swarm_complete: bool,
     /// Chunks asked of the owner in the end game.
     endgame_asked: u32,
+    /// Where this version's distribution is counted from, then when it
+    /// was verified.
+    mark: Mark,
+    verified_mark: Option<Mark>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -477,6 +575,8 @@ impl<'a> Coordinator<'a> {
             alone_since: shared.target().is_none().then_some(now),
             swarm_complete: false,
             endgame_asked: 0,
+            mark: Mark::now(),
+            verified_mark: None,
         }
     }
 
@@ -485,7 +585,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// The coordinator loop: events, deadlines, progress and the exit rule.
-    fn run(&mut self, events: &Receiver<Event>) -> Result<Report> {
+    fn run(&mut self, events: &Receiver<Event>) -> Result<Ending> {
         let ticker = crossbeam_channel::tick(TICK);
         let mut second = Instant::now();
         loop {
@@ -493,10 +593,19 @@ impl<'a> Coordinator<'a> {
                 self.finish()?;
             }
             if let Some(report) = self.may_leave() {
-                return Ok(report);
+                return Ok(Ending::Left(report));
             }
             select! {
                 recv(events) -> ev => match ev {
+                    Ok(Event::NewVersion(manifest)) => {
+                        // Timed from now; bytes counted from the end of
+                        // the version before, if it ended.
+                        let since = Mark {
+                            at: Instant::now(),
+                            received: self.verified_mark.unwrap_or_else(Mark::now).received,
+                        };
+                        return Ok(Ending::Switch(Arc::clone(&self.store), manifest, since));
+                    }
                     Ok(ev) => self.on_event(ev)?,
                     Err(_) => return Err(Error::Bug("the event channel closed".into())),
                 },
@@ -588,6 +697,8 @@ impl<'a> Coordinator<'a> {
             }
             Event::OwnerListed(set) => self.reported = set,
             Event::SwarmComplete => self.swarm_complete = true,
+            // Taken by the loop in `run` before it gets here.
+            Event::NewVersion(_) => {}
             Event::Neighbour(addr) => self.rewire(addr),
             Event::Unreachable(addr) => {
                 if let (Some(link), Some(text)) = (&self.owner_link, &self.assigned)
@@ -1025,12 +1136,25 @@ impl<'a> Coordinator<'a> {
             Err(e) => return Err(e),
         };
         let elapsed = self.shared.started.elapsed();
+        let reused = self.store.reused().bytes;
         log::info!(
-            "{name}: complete in {:.2} s: {:.2} MiB from the owner, {:.2} MiB from the download neighbour",
+            "{name}: complete in {:.2} s: {:.2} MiB from the owner, {:.2} MiB from the download neighbour, {:.2} MiB reused from {}",
             elapsed.as_secs_f64(),
             self.from_owner as f64 / MIB,
             self.from_ring as f64 / MIB,
+            reused as f64 / MIB,
+            self.args.dir.display(),
         );
+        log::info!(
+            "{name}: version {} in {:.2} s: chunk bytes {} from the owner, {} from the ring, {} reused; {} bytes received from the network",
+            short_id(&self.store.manifest().id()),
+            self.mark.at.elapsed().as_secs_f64(),
+            self.from_owner,
+            self.from_ring,
+            reused,
+            wire::bytes_received() - self.mark.received,
+        );
+        self.verified_mark = Some(Mark::now());
         log::info!(
             "{name}: verified sha256 {}  {}",
             to_hex(&digest),
@@ -1041,6 +1165,7 @@ impl<'a> Coordinator<'a> {
             digest,
             from_owner: self.from_owner,
             from_ring: self.from_ring,
+            reused,
             elapsed,
         });
         self.verified_at = Some(Instant::now());
@@ -1078,6 +1203,9 @@ impl<'a> Coordinator<'a> {
     /// for neither: a stranger can neither release nor hold a peer.
     fn may_leave(&self) -> Option<Report> {
         let report = self.report.as_ref()?;
+        if self.args.follow {
+            return None;
+        }
         let verified_at = self.verified_at?;
         let now = Instant::now();
         if self.swarm_complete {

@@ -49,6 +49,11 @@ pub(crate) struct OwnerLink {
     pub wait: Duration,
     /// Whether a session got as far as being seeded.
     pub seeded_once: bool,
+    /// Whether the owner announced a new version: the link reconnects
+    /// at once, verified or not, to fetch its manifest.
+    pub version_due: bool,
+    /// Whether the peer stays once complete to take up new versions.
+    pub follow: bool,
 }
 
 impl OwnerLink {
@@ -59,12 +64,13 @@ impl OwnerLink {
         let mut last_ok = Instant::now();
         let mut failures = 0u32;
         loop {
-            if self.done() {
+            if self.done() && !self.version_due {
                 return;
             }
             // Every new session is seeded again, so after one that got
             // that far the link reconnects only when the owner is wanted.
             if self.seeded_once
+                && !self.version_due
                 && !self.shared.wired
                 && !self.shared.need_owner.load(Ordering::Relaxed)
             {
@@ -72,7 +78,9 @@ impl OwnerLink {
                 continue;
             }
             match self.session(&mut last_ok) {
-                Ok(()) => {
+                // The coordinator takes it from here, with a new link.
+                Ok(Ended::NewVersion) => return,
+                Ok(Ended::InOrder) => {
                     failures = 0;
                     backoff.reset();
                     continue;
@@ -128,12 +136,13 @@ impl OwnerLink {
     }
 
     fn done(&self) -> bool {
-        self.shared.stopping() || self.shared.verified()
+        // A peer that follows the owner's versions stays in touch.
+        self.shared.stopping() || (self.shared.verified() && !self.follow)
     }
 
     /// One connection to the owner, as the wire module's "owner session"
     /// describes. Returns `Ok` when it ended in order.
-    fn session(&mut self, last_ok: &mut Instant) -> Result<()> {
+    fn session(&mut self, last_ok: &mut Instant) -> Result<Ended> {
         let name = self.shared.name.clone();
         let owner = format!("owner at {}", self.addr);
         let cached_id = self.store.as_ref().map(|s| s.manifest().id());
@@ -148,7 +157,10 @@ impl OwnerLink {
                 self.addr
             )));
         }
-        let store = self.adopt(manifest)?;
+        let Some(store) = self.adopt(manifest)? else {
+            return Ok(Ended::NewVersion);
+        };
+        self.version_due = false;
         dec.set_layout(*store.layout());
         let held = store.snapshot();
         let neighbour = match (self.shared.wired, self.shared.target()) {
@@ -190,10 +202,12 @@ impl OwnerLink {
         let mut role = OwnerRole {
             store,
             shared: Arc::clone(&self.shared),
+            announced: false,
         };
         let result = conn.run(&mut role);
         self.shared.report(Event::SourceDown(id));
-        result.map_err(|e| match e {
+        self.version_due |= role.announced;
+        result.map(|()| Ended::InOrder).map_err(|e| match e {
             // The owner's reason is the message; keep it whole.
             Error::Wire { err, .. } => Error::wire(owner, err),
             other => other,
@@ -201,17 +215,15 @@ impl OwnerLink {
     }
 
     /// Opens the store for the owner's manifest, or checks it against the
-    /// store already open.
-    fn adopt(&mut self, manifest: Manifest) -> Result<Arc<Store>> {
+    /// store already open. A different manifest is a new version: it goes
+    /// to the coordinator, which switches to it, and `None` comes back.
+    fn adopt(&mut self, manifest: Manifest) -> Result<Option<Arc<Store>>> {
         if let Some(store) = &self.store {
             if store.manifest() != &manifest {
-                return Err(Error::Manifest(format!(
-                    "the owner now serves a different file than the one cached in {}; \
-                     use another --dir or empty this one",
-                    self.dir.display()
-                )));
+                self.shared.report(Event::NewVersion(manifest));
+                return Ok(None);
             }
-            return Ok(Arc::clone(store));
+            return Ok(Some(Arc::clone(store)));
         }
         let store = Arc::new(Store::open(&self.dir, manifest)?);
         log::info!(
@@ -223,8 +235,16 @@ impl OwnerLink {
         );
         self.shared.report(Event::Store(Arc::clone(&store)));
         self.store = Some(Arc::clone(&store));
-        Ok(store)
+        Ok(Some(store))
     }
+}
+
+/// How a session with the owner ended without an error.
+enum Ended {
+    /// Closed by either side in order.
+    InOrder,
+    /// The owner shares a new version, handed to the coordinator.
+    NewVersion,
 }
 
 /// What the peer does with the owner's messages once the manifest is in:
@@ -232,6 +252,8 @@ impl OwnerLink {
 struct OwnerRole {
     store: Arc<Store>,
     shared: Arc<Shared>,
+    /// Whether the owner announced a new version.
+    announced: bool,
 }
 
 impl Role for OwnerRole {
@@ -244,6 +266,7 @@ impl Role for OwnerRole {
             Kind::Complete,
             Kind::KeepAlive,
             Kind::Refuse,
+            Kind::Version,
         ]);
         KINDS
     }
@@ -286,6 +309,16 @@ impl Role for OwnerRole {
                         self.shared.name
                     ),
                 }
+                Ok(())
+            }
+            Message::Version(id) => {
+                log::info!(
+                    "{}: the owner announced version {}",
+                    self.shared.name,
+                    super::short_id(&id)
+                );
+                self.announced = true;
+                conn.close();
                 Ok(())
             }
             Message::Refuse(why) => Err(Error::wire(
