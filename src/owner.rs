@@ -1030,6 +1030,13 @@ fn start_split(shared: &Arc<Shared>, v: Arc<Version>, prev: Option<Arc<Version>>
                         None => splitter.fail(Error::Bug("split failed past the last chunk".into())),
                     }
                 }
+                // Cut short, or truncated, by a writer: a change to follow.
+                Err(e @ Error::Io { .. }) if !splitter.once && !v.store.is_complete() => {
+                    log::warn!("owner: {e}");
+                    if let Some(id) = v.store.layout().chunk_id(v.store.held()) {
+                        splitter.source_changed(&v, id);
+                    }
+                }
                 Err(e) => splitter.fail(e),
             }
         })
@@ -1112,10 +1119,17 @@ fn watch(shared: &Arc<Shared>) {
             return;
         }
         let before = stamp(&shared.source);
+        log::info!(
+            "owner: {} changed; indexing it again",
+            shared.source.display()
+        );
         let started = Instant::now();
         let indexed = store::index(&shared.source, shared.chunk_size);
         if stamp(&shared.source) != before {
-            // Written to while being read: wait for quiet again.
+            log::info!(
+                "owner: {} changed again while being indexed; waiting for it to settle",
+                shared.source.display()
+            );
             seen = stamp(&shared.source);
             pending = Some(Instant::now());
             continue;
@@ -1125,6 +1139,15 @@ fn watch(shared: &Arc<Shared>) {
         match indexed {
             Ok(m) if m.id() == shared.current().file_id => {
                 log::info!("owner: {} is unchanged", shared.source.display());
+                let v = shared.current();
+                // A split that a passing change cut short goes on.
+                if !v.store.is_complete()
+                    && v.splitting.try_lock().is_ok()
+                    && let Err(e) = start_split(shared, v, None)
+                {
+                    shared.fail(e);
+                    return;
+                }
             }
             Ok(m) => {
                 if let Err(e) = switch_to(shared, m, started.elapsed()) {

@@ -1,0 +1,231 @@
+//! New versions of a file: an owner that follows its file, and peers that
+//! take each version up fetching only the chunks they do not hold.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use common::{Ring, audit_chunks, wait_until};
+
+const CHUNK: usize = 102_400;
+
+/// The first 8 hex digits of the file ID `path` has now, as logs name a
+/// version.
+fn short_id(path: &Path) -> String {
+    let m = swarm::store::index(path, CHUNK as u32).unwrap();
+    swarm::peer::short_id(&m.id())
+}
+
+/// What a peer's log says it took to get version `id`: chunk bytes from
+/// the owner, from the ring, reused from its directory, and every byte it
+/// received from the network since the version before was verified.
+#[derive(Debug, PartialEq, Eq)]
+struct Took {
+    owner: u64,
+    ring: u64,
+    reused: u64,
+    received: u64,
+}
+
+fn took(log: &str, id: &str) -> Option<Took> {
+    let head = format!("version {id} in ");
+    let line = log.lines().find(|l| l.contains(&head))?;
+    let rest = &line[line.find("chunk bytes ")? + "chunk bytes ".len()..];
+    let numbers: Vec<u64> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    match numbers[..] {
+        [owner, ring, reused, received] => Some(Took {
+            owner,
+            ring,
+            reused,
+            received,
+        }),
+        _ => panic!("unexpected line {line:?}"),
+    }
+}
+
+/// Rewrites chunks `ids` of `data` in place with other bytes and writes
+/// the file.
+fn rewrite_chunks(path: &Path, data: &mut [u8], ids: &[usize], seed: u64) {
+    for (n, &id) in ids.iter().enumerate() {
+        let end = ((id + 1) * CHUNK).min(data.len());
+        let fresh = common::random_bytes(end - id * CHUNK, seed + n as u64);
+        data[id * CHUNK..end].copy_from_slice(&fresh);
+    }
+    fs::write(path, &*data).unwrap();
+}
+
+fn wait_for_version(ring: &mut Ring, i: usize, id: &str) -> Took {
+    let mut found = None;
+    wait_until(&format!("peer{i} to verify version {id}"), || {
+        found = took(&ring.peer(i).log_text(), id);
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+#[test]
+fn a_running_ring_takes_up_a_changed_file_fetching_only_changed_chunks() {
+    let len = 60 * CHUNK + 123;
+    let mut ring = Ring::new("follow", 3, len);
+    ring.extra = vec!["--follow".into()];
+    ring.start_owner(&["--peers", "3"]);
+    for i in 0..3 {
+        ring.start_wired_peer(i);
+    }
+    let v1 = short_id(&ring.file);
+    for i in 0..3 {
+        let first = wait_for_version(&mut ring, i, &v1);
+        assert_eq!(first.reused, 0, "peer{i}");
+        assert_eq!(first.owner + first.ring, len as u64, "peer{i}");
+    }
+
+    let changed = [5, 30, 60];
+    let mut data = ring.data.clone();
+    rewrite_chunks(&ring.file, &mut data, &changed, 77);
+    let v2 = short_id(&ring.file);
+    let changed_bytes = (2 * CHUNK + 123) as u64;
+    for i in 0..3 {
+        let second = wait_for_version(&mut ring, i, &v2);
+        assert_eq!(
+            second.owner + second.ring,
+            changed_bytes,
+            "peer{i} fetched exactly the changed chunks: {second:?}"
+        );
+        assert_eq!(second.reused, len as u64 - changed_bytes, "peer{i}");
+        // The changed chunks, the manifest (61 digests) and the protocol.
+        assert!(
+            second.received < changed_bytes + 16 * 1024,
+            "peer{i} received {} bytes",
+            second.received
+        );
+        let copy = fs::read(ring.peer_dir(i).join("input.bin")).unwrap();
+        assert!(copy == data, "peer{i}: copy is not the new version");
+        assert_eq!(audit_chunks(&ring.peer_dir(i)), (61, 0), "peer{i}");
+    }
+    let owner = ring.owner_log();
+    assert!(
+        owner.contains(&format!(
+            "owner: version 2: file ID {v2}, 61 chunks; 58 of its 61 chunks were in the version before"
+        )),
+        "{owner}"
+    );
+    assert!(owner.contains("owner: now sharing version 2; told "));
+}
+
+#[test]
+fn a_peer_restarted_on_an_old_dir_catches_up_to_the_newest_version() {
+    let len = 40 * CHUNK;
+    let mut ring = Ring::new("catch-up", 2, len);
+    ring.start_owner(&["--peers", "2"]);
+    for i in 0..2 {
+        ring.start_wired_peer(i);
+    }
+    ring.expect_identical_copies();
+    ring.kill_peer(0);
+    ring.kill_peer(1);
+
+    // Two versions go by while the peer is away; it takes the newest.
+    let mut data = ring.data.clone();
+    rewrite_chunks(&ring.file, &mut data, &[3], 5);
+    ring.await_owner_log("owner: now sharing version 2");
+    rewrite_chunks(&ring.file, &mut data, &[20, 39], 6);
+    ring.await_owner_log("owner: now sharing version 3");
+    let v3 = short_id(&ring.file);
+
+    ring.start_wired_peer(0);
+    let got = wait_for_version(&mut ring, 0, &v3);
+    let log = ring.peer(0).log_text();
+    assert!(
+        log.contains("resuming from peer0: 40 of 40 chunks verified on disk"),
+        "{log}"
+    );
+    assert_eq!(got.owner + got.ring, 3 * CHUNK as u64, "{got:?}");
+    assert_eq!(got.reused, 37 * CHUNK as u64);
+    assert!(fs::read(ring.peer_dir(0).join("input.bin")).unwrap() == data);
+    ring.peer(0).expect_success();
+}
+
+#[test]
+fn a_file_that_changes_during_indexing_ends_on_its_newest_version() {
+    // Large enough that indexing takes a while, so a change lands in it.
+    let len = 640 * CHUNK;
+    let mut ring = Ring::new("settle", 2, len);
+    ring.extra = vec!["--follow".into()];
+    ring.start_owner(&["--peers", "2"]);
+    for i in 0..2 {
+        ring.start_wired_peer(i);
+    }
+    let v1 = short_id(&ring.file);
+    for i in 0..2 {
+        wait_for_version(&mut ring, i, &v1);
+    }
+    let mut data = ring.data.clone();
+    rewrite_chunks(&ring.file, &mut data, &[1], 10);
+    ring.await_owner_log("changed; indexing it again");
+    // At once, while that indexing reads the file: three more changes.
+    for (n, id) in [100, 300, 500].into_iter().enumerate() {
+        rewrite_chunks(&ring.file, &mut data, &[id], 20 + n as u64);
+        thread::sleep(Duration::from_millis(150));
+    }
+    let newest = short_id(&ring.file);
+    for i in 0..2 {
+        wait_for_version(&mut ring, i, &newest);
+        let copy = fs::read(ring.peer_dir(i).join("input.bin")).unwrap();
+        assert!(copy == data, "peer{i} did not end on the newest version");
+    }
+    let owner = ring.owner_log();
+    eprintln!(
+        "a change landed during indexing: {}",
+        owner.contains("changed again while being indexed")
+    );
+    // Intermediate versions may have been shared, but the last is the
+    // newest file, and nothing after it.
+    let last = owner.lines().rfind(|l| l.contains(": file ID ")).unwrap();
+    assert!(last.contains(&format!("file ID {newest}")), "{owner}");
+}
+
+#[test]
+fn a_peer_killed_during_a_version_switch_resumes_keeping_nothing_unverified() {
+    let len = 200 * CHUNK;
+    let mut ring = Ring::new("switch-kill", 3, len);
+    ring.extra = vec!["--follow".into()];
+    ring.start_owner(&["--peers", "3"]);
+    for i in 0..3 {
+        ring.start_wired_peer(i);
+    }
+    let v1 = short_id(&ring.file);
+    for i in 0..3 {
+        wait_for_version(&mut ring, i, &v1);
+    }
+    let old = ring.data.clone();
+    let mut data = ring.data.clone();
+    let changed: Vec<usize> = (0..200).step_by(4).collect();
+    rewrite_chunks(&ring.file, &mut data, &changed, 40);
+    let v2 = short_id(&ring.file);
+    wait_until("peer0 to hear of the new version", || {
+        ring.peer(0)
+            .log_text()
+            .contains("the owner announced version")
+    });
+    ring.kill_peer(0);
+    // The output is the old version, whole, or the new one, whole.
+    let out = fs::read(ring.peer_dir(0).join("input.bin")).unwrap();
+    assert!(
+        out == old || out == data,
+        "a partial output under the final name"
+    );
+
+    ring.start_wired_peer(0);
+    let got = wait_for_version(&mut ring, 0, &v2);
+    assert!(got.owner + got.ring <= (50 * CHUNK) as u64, "{got:?}");
+    assert!(fs::read(ring.peer_dir(0).join("input.bin")).unwrap() == data);
+    assert_eq!(audit_chunks(&ring.peer_dir(0)), (200, 0));
+    assert!(!ring.peer_dir(0).join("chunks/.reuse").exists());
+}
