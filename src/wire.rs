@@ -4,7 +4,7 @@
 //! [`Message`](crate::wire::Message) enum, one encoder
 //! ([`encode`](crate::wire::encode)) and one decoder
 //! ([`Decoder`](crate::wire::Decoder)). It knows nothing of files or
-//! threads. The text below is the specification of protocol version 3; a
+//! threads. The text below is the specification of protocol version 4; a
 //! compatible peer can be written from it alone.
 //!
 //! # Frames
@@ -19,7 +19,7 @@
 //! `length` counts the kind byte and the payload. From the five header
 //! bytes alone, before it reads or allocates the payload, a receiver
 //! checks, in this order: `length >= 1`; `length` is within its frame
-//! limit; the kind is known (1 to 20); the kind does not need the layout
+//! limit; the kind is known (1 to 21); the kind does not need the layout
 //! (table below) before the receiver has it; the kind is accepted in the
 //! session's current state (tables under Sessions); `length` is within the
 //! kind's bounds. Then it reads the payload and checks its contents. Its
@@ -61,6 +61,7 @@
 //! | 18   | UNREACHABLE | `addr:utf8 (1..=255 bytes)`: the download neighbour, as NEIGHBOUR named it, cannot be reached | 2..=256 | no |
 //! | 19   | STATUS_REQUEST | empty | 1 | no |
 //! | 20   | STATUS     | `total:u32` `first:u32` `sent:u64`, then entries to the end of the frame | 17..=limit | no |
+//! | 21   | VERSION    | `file_id:[32]`: the owner now shares another version of its file, with this ID; the sender then stops writing (see Versions) | 33 | no |
 //!
 //! Every `length` is also at most the frame limit, for HASHES, HAVE and
 //! STATUS usually the tighter bound. "layout: yes" kinds arriving before
@@ -133,9 +134,9 @@
 //! whose `chunk_size` or `chunks` is out of bounds or whose name is not
 //! plain: no honest owner sends one. It rebuilds the text from the MANIFEST
 //! and the HASHES; its SHA-256 must equal the `file_id` of the owner's
-//! HELLO, and if the peer has a cached manifest (its HELLO carried a
-//! non-zero `file_id`), the new one must equal that too. Either mismatch is
-//! fatal as well.
+//! HELLO; a mismatch is fatal as well. A manifest that differs from the
+//! one the peer holds (cached, or received earlier in this run) is a new
+//! version of the file (see Versions).
 //!
 //! # Admission
 //!
@@ -199,8 +200,8 @@
 //!
 //! The dialing side speaks first (after admission, if any): HELLO. The
 //! listening side reads it and, if it serves the session, answers with its
-//! own HELLO. `version` is 3 (version 1 had no SEEDING, version 2 no
-//! CHALLENGE and PROOF). `file_id` is the file ID, or 32 zero bytes from a
+//! own HELLO. `version` is 4 (version 1 had no SEEDING, version 2 no
+//! CHALLENGE and PROOF, version 3 no VERSION). `file_id` is the file ID, or 32 zero bytes from a
 //! side that has no manifest yet (sent only to the owner). `name` names the
 //! sender in logs (`"owner"`, `"peer 9001"`, `"status"`); empty means "use
 //! my address". Each side gives the other 10 s from its accept or connect
@@ -211,8 +212,8 @@
 //!
 //! | first frame                                    | owner           | peer's upload port |
 //! |------------------------------------------------|-----------------|--------------------|
-//! | HELLO with magic `"SWRM"` and version 3        | served, whatever its `file_id` | served if `file_id` is its file ID, else REFUSE `this peer is sharing a different file` (zero ID included) |
-//! | HELLO with magic `"SWRM"` and another version V | REFUSE `protocol version V is not supported (this is version 3)` | same |
+//! | HELLO with magic `"SWRM"` and version 4        | served, whatever its `file_id` | served if `file_id` is its file ID, else REFUSE `this peer is sharing a different file` (zero ID included) |
+//! | HELLO with magic `"SWRM"` and another version V | REFUSE `protocol version V is not supported (this is version 4)` | same |
 //! | HELLO with another magic; REFUSE, another kind, a malformed frame | closed | closed |
 //! | CHALLENGE, or HELLO where a CHALLENGE is due    | see Admission   | see Admission      |
 //! | nothing whole within 10 s                      | closed          | closed             |
@@ -266,9 +267,10 @@
 //!    out `--linger` for a downloader that may have been re-wired away.
 //! 7. The session lasts until the peer leaves (it stops writing; the owner
 //!    closes on seeing that) or closes, or a rule under Limits and idle
-//!    rules applies. An owner whose file changed sends every session REFUSE
-//!    `the owner's file changed while being shared; the owner has stopped`,
-//!    then exits.
+//!    rules applies, or the owner shares a new version (it sends VERSION,
+//!    see Versions). An owner started with `--once` whose file changed
+//!    sends every session REFUSE `the owner's file changed while being
+//!    shared; the owner has stopped`, then exits.
 //!
 //! | receiver, state                                    | kinds accepted                                         |
 //! |----------------------------------------------------|--------------------------------------------------------|
@@ -281,8 +283,8 @@
 //! | peer, after the owner's HELLO, with a secret       | PROOF                                                  |
 //! | peer, before MANIFEST                              | MANIFEST, REFUSE                                       |
 //! | peer, until it has `chunks` digests                | HASHES                                                 |
-//! | peer, once it has sent CHUNK_LIST                  | CHUNK, SEED_DONE, SEEDING, NEIGHBOUR, COMPLETE, KEEPALIVE, REFUSE |
-//! | status client, once it has the digests             | STATUS, KEEPALIVE, REFUSE                              |
+//! | peer, once it has sent CHUNK_LIST                  | CHUNK, SEED_DONE, SEEDING, NEIGHBOUR, COMPLETE, KEEPALIVE, REFUSE, VERSION |
+//! | status client, once it has the digests             | STATUS, KEEPALIVE, REFUSE, VERSION                     |
 //!
 //! So before its CHUNK_LIST a peer takes a REFUSE only in place of the
 //! owner's HELLO or MANIFEST, and between HASHES frames a REFUSE or a
@@ -504,8 +506,48 @@
 //! If no connection qualifies, the newcomer gets REFUSE `too many
 //! connections; try again later`. The owner never leaves on its own: it
 //! keeps every session until the peer closes or a rule above applies, and
-//! stops only when killed (connections just close) or when its file changes
-//! (REFUSE to every session, then exit with an error within a second).
+//! stops only when killed (connections just close) or, with `--once`, when
+//! its file changes (REFUSE to every session, then exit with an error
+//! within a second).
+//!
+//! # Versions
+//!
+//! An owner follows its file unless started with `--once`. It looks at the
+//! file's size, modification and change times and inode every 0.25 s; a
+//! change, SIGHUP, or a chunk read from the file that no longer matches
+//! its digest marks the file changed. Once it has stayed unchanged for
+//! 1 s, the owner indexes it again, while it keeps serving the current
+//! version; a file that changes during that read is indexed again once
+//! quiet. A result with the current file ID changes nothing. Otherwise the
+//! new manifest becomes the *current version*, numbered one more: every
+//! session opened from then on gets its HELLO, MANIFEST and HASHES, and
+//! every older session (whatever its state) is sent VERSION with the new
+//! file ID, ahead of anything still queued for it, and nothing after it:
+//! the owner stops writing and reads on until the other side closes, for
+//! at most 10 s. The registry and ring start again empty with each version
+//! (peers register again as they come back), and a version's seed shares
+//! are `ceil(L / N)` chunks for a session whose CHUNK_LIST lacks `L`
+//! (chosen as under Seeding), so N peers that held the version before
+//! share out what changed between them.
+//!
+//! A peer that reads VERSION closes its owner session and connects again
+//! at once (verified or not), as a new session. A peer whose owner session
+//! brings a manifest other than the one it holds ends everything of the
+//! old version: its ring connections and its upload port's sessions close
+//! (their other sides see a new file ID when they reconnect, and are
+//! refused until they too have switched; they retry with backoff as
+//! usual). It then keeps every chunk file whose bytes have a SHA-256 that
+//! the new manifest lists, at every place the new manifest lists it, and
+//! fetches only the rest. Its output keeps the old version, whole, until
+//! the new one is verified and renamed over it. A peer started with
+//! `--follow` never leaves on its own once verified (it ignores COMPLETE
+//! from the owner and `--linger`) and keeps its owner session up,
+//! reconnecting, so it takes up every later version; any other peer takes
+//! up a version announced before it leaves. A peer that was away through
+//! several versions gets the newest manifest when it reconnects.
+//!
+//! A status client that reads VERSION instead of a STATUS answer opens a
+//! new session and asks again.
 //!
 //! # Seeding and end game
 //!
