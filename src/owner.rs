@@ -609,7 +609,7 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         shared.secret.as_deref(),
     )
     .map_err(|e| Error::wire(who.as_str(), e.into()))?;
-    dec.set_layout(*store.layout());
+    dec.set_layout(store.layout().clone());
     let source: Arc<dyn ChunkSource> = Arc::clone(shared) as Arc<dyn ChunkSource>;
     let conn = Conn::start(
         stream,
@@ -773,7 +773,7 @@ impl Session {
     fn start(&mut self, peer_has: ChunkSet, conn: &Handle) {
         let shared = &self.shared;
         let who = conn.who();
-        let layout = *shared.store.layout();
+        let layout = shared.store.layout();
         log::info!(
             "owner: received chunk-ID list from {who} ({} of {} chunks)",
             peer_has.len(),
@@ -813,7 +813,7 @@ impl Session {
             if wired && (known || !seeder.share_due()) {
                 ChunkSet::new(layout.count())
             } else {
-                seeder.choose(&layout, &peer_has)
+                seeder.choose(layout, &peer_has)
             }
         };
         log::info!("owner: seeding {} chunks to {who}", seeds.len());

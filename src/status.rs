@@ -41,7 +41,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             other => other,
         })?;
     let manifest = crate::peer::receive_manifest(&mut dec, &mut stream, &owner)?;
-    dec.set_layout(*manifest.layout());
+    dec.set_layout(manifest.layout().clone());
     let tty = std::io::stdout().is_terminal();
     loop {
         let (sent, peers) = ask(&mut stream, &mut dec, &owner)?;

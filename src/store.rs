@@ -640,7 +640,7 @@ impl Store {
     pub fn open(dir: &Path, manifest: Manifest) -> Result<Store> {
         create_dirs(dir)?;
         cache_manifest(dir, &manifest)?;
-        let layout = *manifest.layout();
+        let layout = manifest.layout();
         let mut have = ChunkSet::new(layout.count());
         let mut buf = Vec::new();
         for (path, raw) in list_chunk_files(dir)? {
@@ -649,7 +649,7 @@ impl Store {
                 let _ = remove_entry(&path);
                 continue;
             };
-            let good = read_checked(&path, chunk_len_range(&layout, id), &mut buf).is_ok()
+            let good = read_checked(&path, chunk_len_range(layout, id), &mut buf).is_ok()
                 && manifest.verify(id, &buf);
             if good {
                 have.insert(id);
@@ -679,7 +679,7 @@ impl Store {
     /// Returns how many were kept.
     pub fn split_from(&self, file: &Path) -> Result<u32> {
         let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
-        let layout = *self.layout();
+        let layout = self.layout();
         let mut buf = vec![0u8; layout.chunk_size() as usize];
         let mut old = Vec::with_capacity(layout.chunk_size() as usize);
         let mut kept = 0;
@@ -694,7 +694,7 @@ impl Store {
             }
             let path = chunk_path(&self.dir, id);
             let same =
-                read_checked(&path, chunk_len_range(&layout, id), &mut old).is_ok() && old == *data;
+                read_checked(&path, chunk_len_range(layout, id), &mut old).is_ok() && old == *data;
             if same {
                 kept += 1;
             } else {
@@ -1011,12 +1011,12 @@ impl Store {
     /// Sizes a new assembly's file, copies in every chunk held now and
     /// hashes the held prefix. The caller holds the assembly lock.
     fn fill(&self, assembly: &mut Assembly) -> Result<()> {
-        let layout = *self.layout();
+        let layout = self.layout();
         let partial = &assembly.partial;
         allocate(&assembly.file, layout.file_len())
             .map_err(|e| Error::io_write("size", partial, e))?;
         let mut buf = Vec::with_capacity(layout.chunk_size() as usize);
-        for id in self.snapshot().iter(&layout) {
+        for id in self.snapshot().iter(layout) {
             self.read_chunk(id, &mut buf)?;
             assembly
                 .file
@@ -1176,7 +1176,7 @@ mod tests {
         let peer = Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap();
         let (held, rx) = peer.subscribe();
         assert!(held.is_empty());
-        let l = *peer.layout();
+        let l = peer.layout();
         let id1 = l.chunk_id(1).unwrap();
         let mut bad = data[1024..2048].to_vec();
         bad[5] ^= 1;
@@ -1209,7 +1209,7 @@ mod tests {
     fn open_keeps_good_chunks_and_drops_damaged_ones() {
         let (dir, data, owner) = split_sample(3000);
         let m = owner.manifest().clone();
-        let l = *m.layout();
+        let l = m.layout();
         let peer_dir = dir.join("peer");
         let peer = Store::open(&peer_dir, m.clone()).unwrap();
         for id in l.ids() {
@@ -1256,7 +1256,7 @@ mod tests {
     fn assembly_grows_as_chunks_arrive_in_any_order() {
         let (dir, data, owner) = split_sample(5000);
         let m = owner.manifest().clone();
-        let l = *m.layout();
+        let l = m.layout().clone();
         let peer = Store::open(&dir.join("peer"), m).unwrap();
         let put = |i: u32| {
             let id = l.chunk_id(i).unwrap();
@@ -1361,7 +1361,7 @@ mod tests {
 
     /// Puts chunk `i` of `data` into `store`.
     fn put_chunk(store: &Store, data: &[u8], i: u32) -> Result<Put> {
-        let l = *store.layout();
+        let l = store.layout();
         let id = l.chunk_id(i).unwrap();
         let at = l.offset(id) as usize;
         store.put(id, &data[at..at + l.chunk_len(id)])
@@ -1443,7 +1443,7 @@ mod tests {
     fn open_drops_links_fifos_directories_and_wrong_sizes_posing_as_chunks() {
         let (dir, data, owner) = split_sample(7 * 1024);
         let m = owner.manifest().clone();
-        let l = *m.layout();
+        let l = m.layout().clone();
         let peer_dir = dir.join("peer");
         fs::create_dir_all(peer_dir.join(CHUNKS_DIR)).unwrap();
         let at = |i: u32| chunk_path(&peer_dir, l.chunk_id(i).unwrap());
@@ -1812,7 +1812,13 @@ mod tests {
         let data = pattern(200 * 1024);
         let layout = Layout::new(data.len() as u64, 1024).unwrap();
         let hashes = data.chunks(1024).map(manifest::sha256).collect();
-        let m = Manifest::new("big.bin".into(), layout, manifest::sha256(&data), hashes).unwrap();
+        let m = Manifest::new(
+            "big.bin".into(),
+            layout.clone(),
+            manifest::sha256(&data),
+            hashes,
+        )
+        .unwrap();
         let peer = Store::open(&mnt.join("peer"), m.clone()).unwrap();
         let mut failed = None;
         for i in 0..layout.count() {

@@ -1166,9 +1166,8 @@ pub fn send(w: &mut impl Write, msg: &Message<'_>) -> io::Result<()> {
 
 /// The allowed `length` range for a kind, or why the kind is rejected.
 /// Called on the five header bytes, before any payload is read.
-fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Error> {
-    let needs =
-        |layout: Option<&Layout>| layout.copied().ok_or(Error::NeedsManifest(kind_name(kind)));
+fn length_bounds<'a>(kind: u8, layout: Option<&'a Layout>) -> Result<(usize, usize), Error> {
+    let needs = |layout: Option<&'a Layout>| layout.ok_or(Error::NeedsManifest(kind_name(kind)));
     let payload = match kind {
         KIND_HELLO => (HELLO_FIXED, HELLO_FIXED + MAX_HELLO_NAME),
         KIND_MANIFEST => (MANIFEST_FIXED + 1, MANIFEST_FIXED + MAX_NAME_LEN),
@@ -1264,7 +1263,9 @@ impl Decoder {
 
     /// The largest `length` currently accepted.
     pub fn limit(&self) -> usize {
-        self.layout.map_or(HANDSHAKE_LIMIT, |l| l.frame_limit())
+        self.layout
+            .as_ref()
+            .map_or(HANDSHAKE_LIMIT, |l| l.frame_limit())
     }
 
     /// Reads until one whole frame is buffered. Returns `Ok(false)` when
@@ -1688,7 +1689,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_status(99, &peers, l.frame_limit(), &mut buf);
         let mut dec = Decoder::new();
-        dec.set_layout(l);
+        dec.set_layout(l.clone());
         let mut got = Vec::new();
         let mut cursor = &buf[..];
         while !cursor.is_empty() {
@@ -1799,7 +1800,7 @@ mod tests {
     fn decode_bytes(bytes: &[u8], layout: Option<Layout>) -> Error {
         let mut dec = Decoder::new();
         if let Some(l) = layout {
-            dec.set_layout(l);
+            dec.set_layout(l.clone());
         }
         let mut r = bytes;
         match dec.read(&mut r) {
@@ -1828,7 +1829,7 @@ mod tests {
     fn oversized_and_malformed_frames_are_rejected_before_the_payload() {
         let l = Some(layout());
         // A 4 GiB length is refused from the header alone.
-        let err = decode_bytes(&[0xFF, 0xFF, 0xFF, 0xFF, KIND_CHUNK], l);
+        let err = decode_bytes(&[0xFF, 0xFF, 0xFF, 0xFF, KIND_CHUNK], l.clone());
         assert!(
             matches!(
                 err,
@@ -1856,7 +1857,7 @@ mod tests {
             }
         ));
         // A chunk one byte longer than a chunk can be.
-        let err = decode_bytes(&[0, 0, 4, 6, KIND_CHUNK], l);
+        let err = decode_bytes(&[0, 0, 4, 6, KIND_CHUNK], l.clone());
         assert!(matches!(
             err,
             Error::BadLength {
@@ -1865,14 +1866,14 @@ mod tests {
             }
         ));
         assert!(matches!(
-            decode_bytes(&[0, 0, 0, 0, 1], l),
+            decode_bytes(&[0, 0, 0, 0, 1], l.clone()),
             Error::EmptyFrame
         ));
-        let err = decode_bytes(&[0, 0, 0, 1, 99], l);
+        let err = decode_bytes(&[0, 0, 0, 1, 99], l.clone());
         assert_eq!(err.to_string(), "unknown message type 99");
         let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST], None);
         assert_eq!(err.to_string(), "request message before the manifest");
-        let err = decode_bytes(&[0, 0, 0, 2, KIND_KEEPALIVE, 0], l);
+        let err = decode_bytes(&[0, 0, 0, 2, KIND_KEEPALIVE, 0], l.clone());
         assert!(matches!(
             err,
             Error::BadLength {
@@ -1890,13 +1891,13 @@ mod tests {
         let mut bytes = chunk_header(id, 16 << 20).to_vec();
         bytes.extend_from_slice(&[7; 100]);
         let mut dec = Decoder::new();
-        dec.set_layout(big);
+        dec.set_layout(big.clone());
         let mut r = &bytes[..];
         assert!(matches!(dec.fill(&mut r), Err(Error::Truncated { .. })));
         assert!(dec.allocated() <= 128 * 1024, "{}", dec.allocated());
         // A kind the state does not accept is refused from its header.
         let mut dec = Decoder::new();
-        dec.set_layout(big);
+        dec.set_layout(big.clone());
         dec.set_accepts(Kinds::of(&[Kind::Request, Kind::KeepAlive]));
         let mut r = &bytes[..];
         let err = dec.fill(&mut r).unwrap_err();
@@ -1914,7 +1915,7 @@ mod tests {
             &mut buf,
         );
         let mut dec = Decoder::new();
-        dec.set_layout(l);
+        dec.set_layout(l.clone());
         dec.set_accepts(Kinds::of(&[Kind::Chunk]));
         let mut r = &buf[..];
         assert_eq!(
@@ -1938,7 +1939,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_have(&ids, &l, &mut buf);
         let mut dec = Decoder::new();
-        dec.set_layout(l);
+        dec.set_layout(l.clone());
         let mut r = &buf[..];
         let mut got = Vec::new();
         while !r.is_empty() {
@@ -2064,7 +2065,7 @@ mod tests {
     #[test]
     fn bad_contents_are_rejected() {
         let l = Some(layout());
-        let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST, 0, 0, 0, 3], l);
+        let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST, 0, 0, 0, 3], l.clone());
         assert_eq!(
             err.to_string(),
             "request message names chunk 3 but the file has 3 chunks"
@@ -2072,7 +2073,7 @@ mod tests {
         // Chunk 2 is 512 bytes long; 600 is within the limit but wrong.
         let mut frame = vec![0, 0, 2, 93, KIND_CHUNK, 0, 0, 0, 2];
         frame.resize(4 + 605, 0);
-        let err = decode_bytes(&frame, l);
+        let err = decode_bytes(&frame, l.clone());
         assert_eq!(err.to_string(), "chunk 2 carries 600 bytes instead of 512");
         let mut hello = Vec::new();
         let msg = Message::Hello {
@@ -2097,13 +2098,13 @@ mod tests {
         *wrong.last_mut().unwrap() = 0xFF;
         assert!(matches!(decode_bytes(&wrong, None), Error::BadText(_)));
         // Spare bits set in a chunk list (3 chunks: only the top 3 bits).
-        let err = decode_bytes(&[0, 0, 0, 2, KIND_CHUNK_LIST, 0x10], l);
+        let err = decode_bytes(&[0, 0, 0, 2, KIND_CHUNK_LIST, 0x10], l.clone());
         assert!(matches!(err, Error::BadChunkList));
         // Digests that run past the last chunk.
         let mut frame = vec![0, 0, 0, 69, KIND_HASHES, 0, 0, 0, 2];
         frame.resize(4 + 69, 0);
         assert!(matches!(
-            decode_bytes(&frame, l),
+            decode_bytes(&frame, l.clone()),
             Error::ChunkOutOfRange {
                 kind: "hashes",
                 id: 3,

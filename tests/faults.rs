@@ -178,7 +178,7 @@ fn lying_neighbour(listener: TcpListener, manifest: Manifest, stop: Arc<AtomicBo
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let layout = *manifest.layout();
+        let layout = manifest.layout();
         let mut dec = Decoder::new();
         if !matches!(dec.read(&mut stream), Ok(Message::Hello { .. })) {
             continue;
@@ -197,7 +197,7 @@ fn lying_neighbour(listener: TcpListener, manifest: Manifest, stop: Arc<AtomicBo
         {
             continue;
         }
-        dec.set_layout(layout);
+        dec.set_layout(layout.clone());
         while let Ok(Message::Request(id)) = dec.read(&mut stream) {
             let junk = vec![0xEE; layout.chunk_len(id)];
             if wire::send(&mut stream, &Message::Chunk { id, data: &junk }).is_err() {
@@ -425,7 +425,7 @@ fn lying_owner(
     let layout = Layout::new(data.len() as u64, 1024).unwrap();
     let hashes: Vec<_> = data.chunks(1024).map(sha256).collect();
     let plain = swarm::manifest::plain_name(raw_name);
-    let m = Manifest::new(plain, layout, file_hash, hashes.clone()).unwrap();
+    let m = Manifest::new(plain, layout.clone(), file_hash, hashes.clone()).unwrap();
     let hello = Message::Hello {
         version: wire::VERSION,
         file_id: m.id(),
@@ -444,7 +444,7 @@ fn lying_owner(
     }
     let first = layout.chunk_id(0).unwrap();
     wire::send(&mut s, &Message::Hashes { first, hashes }).unwrap();
-    dec.set_layout(layout);
+    dec.set_layout(layout.clone());
     // A peer that rejects the manifest closes instead of listing.
     if dec.read(&mut s).is_err() {
         return;

@@ -149,7 +149,7 @@ impl OwnerLink {
             )));
         }
         let store = self.adopt(manifest)?;
-        dec.set_layout(*store.layout());
+        dec.set_layout(store.layout().clone());
         let held = store.snapshot();
         let neighbour = match (self.shared.wired, self.shared.target()) {
             (false, Some(addr)) => addr.to_string(),
@@ -325,7 +325,7 @@ pub(crate) fn receive_manifest(
             "{owner} sent a file name that is not a plain name ({raw_name:?})"
         )));
     }
-    dec.set_layout(layout);
+    dec.set_layout(layout.clone());
     dec.set_accepts(Kinds::of(&[Kind::Hashes]));
     // Grown as digests arrive, not sized from what the owner claims.
     let mut hashes = Vec::new();

@@ -46,7 +46,7 @@ impl FakeConn {
     /// Connects to a peer's upload port as a downloader of `manifest`
     /// would: HELLO both ways.
     pub fn hello(port: u16, manifest: &Manifest, name: &str) -> FakeConn {
-        FakeConn::hello_with(port, manifest.id(), *manifest.layout(), name)
+        FakeConn::hello_with(port, manifest.id(), manifest.layout().clone(), name)
     }
 
     /// [`FakeConn::hello`] with the file's ID and layout given apart.
@@ -76,7 +76,7 @@ impl FakeConn {
             other => panic!("expected MANIFEST, got {other:?}"),
         };
         let layout = Layout::new(file_len, chunk_size).unwrap();
-        c.dec.set_layout(layout);
+        c.dec.set_layout(layout.clone());
         let mut hashes = Vec::new();
         while hashes.len() < layout.count() as usize {
             match c.read() {
@@ -295,7 +295,7 @@ impl Serve<'_> {
         stream
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        let layout = *self.manifest.layout();
+        let layout = self.manifest.layout();
         let mut dec = Decoder::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         let hello = loop {
@@ -309,11 +309,11 @@ impl Serve<'_> {
             return;
         }
         let ok = wire::send(&mut stream, &hello_msg(self.manifest.id(), "fake")).is_ok()
-            && wire::send(&mut stream, &Message::ChunkList(all_chunks(&layout))).is_ok();
+            && wire::send(&mut stream, &Message::ChunkList(all_chunks(layout))).is_ok();
         if !ok {
             return;
         }
-        dec.set_layout(layout);
+        dec.set_layout(layout.clone());
         let mut queue: std::collections::VecDeque<ChunkId> = Default::default();
         let mut held: Vec<ChunkId> = Vec::new();
         let mut last_sent = Instant::now();
