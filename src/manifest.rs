@@ -207,14 +207,7 @@ impl Shape {
                 }
             }
             Chunking::Content => {
-                if !(MIN_CHUNK_SIZE..=MAX_CONTENT_CHUNK_SIZE).contains(&chunk_size) {
-                    return bad(format!(
-                        "average chunk size {chunk_size} is outside \
-                         {MIN_CHUNK_SIZE}..={MAX_CONTENT_CHUNK_SIZE} bytes for content \
-                         chunking (its largest chunk, 4 times the average, must be at \
-                         most {MAX_CHUNK_SIZE})"
-                    ));
-                }
+                check_chunk_size(chunking, chunk_size)?;
                 if count > MAX_CHUNKS {
                     return bad(too_many(file_len, count, chunk_size));
                 }
@@ -233,12 +226,7 @@ impl Shape {
     /// The shape of a file of `file_len` bytes cut into `chunk_size`
     /// chunks.
     fn fixed(file_len: u64, chunk_size: u32) -> Result<Shape> {
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-            return Err(Error::Manifest(format!(
-                "chunk size {chunk_size} is outside \
-                 {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE} bytes"
-            )));
-        }
+        check_chunk_size(Chunking::Fixed, chunk_size)?;
         let count = file_len.div_ceil(u64::from(chunk_size));
         if count > u64::from(MAX_CHUNKS) {
             return Err(Error::Manifest(too_many(file_len, count, chunk_size)));
@@ -292,6 +280,29 @@ impl Shape {
         let bitfield = self.count.div_ceil(8) as usize;
         64 + bitfield.max(self.max_chunk_len() as usize)
     }
+}
+
+/// Checks `chunk_size` for `chunking`: 1024 to 16 MiB for fixed chunks,
+/// an average of 1024 to 4 MiB for content chunking (whose longest chunk,
+/// 4 times the average, must stay within 16 MiB).
+pub fn check_chunk_size(chunking: Chunking, chunk_size: u32) -> Result<()> {
+    let max = match chunking {
+        Chunking::Fixed => MAX_CHUNK_SIZE,
+        Chunking::Content => MAX_CONTENT_CHUNK_SIZE,
+    };
+    if (MIN_CHUNK_SIZE..=max).contains(&chunk_size) {
+        return Ok(());
+    }
+    Err(Error::Manifest(match chunking {
+        Chunking::Fixed => {
+            format!("chunk size {chunk_size} is outside {MIN_CHUNK_SIZE}..={max} bytes")
+        }
+        Chunking::Content => format!(
+            "average chunk size {chunk_size} is outside {MIN_CHUNK_SIZE}..={max} bytes \
+             for content chunking (its longest chunk, 4 times the average, must be at \
+             most {MAX_CHUNK_SIZE})"
+        ),
+    }))
 }
 
 fn too_many(file_len: u64, count: impl fmt::Display, chunk_size: u32) -> String {

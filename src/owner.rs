@@ -37,7 +37,7 @@ use crate::conn::{
     self, ChunkSource, Conn, ConnId, Handle, Outgoing, Role, SendError, Setup, Then,
 };
 use crate::error::{Error, Result};
-use crate::manifest::{ChunkId, Layout, Manifest};
+use crate::manifest::{ChunkId, Chunking, Layout, Manifest};
 use crate::net::{self, Stats, Stopper};
 use crate::store::{self, Store};
 use crate::tracker::{self, Action, Tracker};
@@ -325,7 +325,7 @@ impl Owner {
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
         let started = Instant::now();
-        let manifest = store::index(&args.file, args.chunk_size)?;
+        let manifest = store::index(&args.file, args.chunk_size, Chunking::Fixed)?;
         let m = &manifest;
         log::info!(
             "owner: indexed {} ({} bytes, {} chunks of {} bytes) in {:.2} s; sha256 {}",
