@@ -857,8 +857,8 @@ fn track(shared: &Arc<Shared>) {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// MANIFEST and the HASHES frames that cover every chunk, each within the
-/// frame limit.
+/// MANIFEST and the HASHES frames that cover every chunk (with its
+/// length, for content chunking), each within the frame limit.
 pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     let layout = m.layout();
     let mut buf = Vec::new();
@@ -866,20 +866,34 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
         &Message::Manifest {
             file_len: layout.file_len(),
             chunk_size: layout.chunk_size(),
+            chunking: layout.chunking(),
+            chunks: layout.count(),
             file_hash: *m.file_hash(),
             name: m.name(),
         },
         &mut buf,
     );
-    let per_frame = (layout.frame_limit() - 64) / 32;
+    let per_frame = wire::max_hashes(layout.shape());
+    let id = |i: usize| {
+        layout
+            .chunk_id(i as u32)
+            .expect("a digest exists only for a chunk in range")
+    };
     for (n, hashes) in m.chunk_hashes().chunks(per_frame).enumerate() {
-        let first = layout
-            .chunk_id((n * per_frame) as u32)
-            .expect("a digest exists only for a chunk in range");
+        let first = n * per_frame;
+        let lens = match layout.chunking() {
+            Chunking::Fixed => None,
+            Chunking::Content => Some(
+                (first..first + hashes.len())
+                    .map(|i| layout.chunk_len(id(i)) as u32)
+                    .collect(),
+            ),
+        };
         wire::encode(
             &Message::Hashes {
-                first,
+                first: id(first).get(),
                 hashes: hashes.to_vec(),
+                lens,
             },
             &mut buf,
         );

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Proc, Ring, TestDir, audit_chunks, chunk_files, free_ports, wait_until};
-use swarm::manifest::{Layout, Manifest, sha256};
+use swarm::manifest::{Chunking, Layout, Manifest, sha256};
 use swarm::wire::{self, Decoder, Message};
 
 const CHUNK: usize = 102_400;
@@ -435,6 +435,8 @@ fn lying_owner(
     let manifest = Message::Manifest {
         file_len: data.len() as u64,
         chunk_size,
+        chunking: Chunking::Fixed,
+        chunks: layout.count(),
         file_hash,
         name: raw_name,
     };
@@ -442,8 +444,12 @@ fn lying_owner(
     if chunk_size != 1024 {
         return;
     }
-    let first = layout.chunk_id(0).unwrap();
-    wire::send(&mut s, &Message::Hashes { first, hashes }).unwrap();
+    let hashes = Message::Hashes {
+        first: 0,
+        hashes,
+        lens: None,
+    };
+    wire::send(&mut s, &hashes).unwrap();
     dec.set_layout(layout.clone());
     // A peer that rejects the manifest closes instead of listing.
     if dec.read(&mut s).is_err() {
@@ -507,6 +513,44 @@ fn an_impossible_manifest_is_refused_with_one_line() {
         "bad-manifest",
         |owner| hostile_owner(owner, "x.bin", &[1, 2, 3], 0),
         "swarm: bad manifest: chunk size 0 is outside 1024..=16777216 bytes",
+    );
+    assert!(!dir.join("peer/manifest").exists());
+}
+
+/// Content-defined chunk lengths come from the owner; lengths that do not
+/// add up to the file's size cannot be an honest owner's.
+#[test]
+fn content_chunk_lengths_that_do_not_add_up_are_refused_with_one_line() {
+    let dir = refused(
+        "bad-lengths",
+        |listener| {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            Decoder::new().read(&mut s).unwrap();
+            let hello = Message::Hello {
+                version: wire::VERSION,
+                file_id: [3; 32],
+                name: "owner",
+            };
+            let manifest = Message::Manifest {
+                file_len: 3000,
+                chunk_size: 1024,
+                chunking: Chunking::Content,
+                chunks: 2,
+                file_hash: [1; 32],
+                name: "x.bin",
+            };
+            let hashes = Message::Hashes {
+                first: 0,
+                hashes: vec![[2; 32]; 2],
+                lens: Some(vec![1000, 1000]),
+            };
+            for msg in [hello, manifest, hashes] {
+                wire::send(&mut s, &msg).unwrap();
+            }
+            let _ = s.read(&mut [0u8; 64]);
+        },
+        "swarm: bad manifest: the chunk lengths add up to 2000 bytes, not the file's 3000",
     );
     assert!(!dir.join("peer/manifest").exists());
 }
@@ -592,7 +636,7 @@ fn another_protocol_version_is_refused_with_the_reason() {
     // REFUSE is read as raw bytes: length, kind 11, reason.
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    let reason = "protocol version 2 is not supported (this is version 3)";
+    let reason = "protocol version 2 is not supported (this is version 4)";
     assert_eq!(raw[4], 11, "{raw:?}");
     assert_eq!(&raw[5..], reason.as_bytes());
 }

@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use swarm::chunks::ChunkSet;
-use swarm::manifest::{ChunkId, Layout, Manifest};
+use swarm::manifest::{ChunkId, Chunking, Layout, Manifest, Shape};
 use swarm::wire::{self, Decoder, Message};
 
 /// The manifest a swarm directory caches (the owner's or a peer's).
@@ -66,24 +66,43 @@ impl FakeConn {
         let mut c = FakeConn::connect(port);
         send(&mut c.stream, &hello_msg([0; 32], name));
         assert!(matches!(c.read(), Message::Hello { .. }));
-        let (file_len, chunk_size, file_hash, fname) = match c.read() {
+        let (shape, file_hash, fname) = match c.read() {
             Message::Manifest {
                 file_len,
                 chunk_size,
+                chunking,
+                chunks,
                 file_hash,
                 name,
-            } => (file_len, chunk_size, file_hash, name.to_string()),
+            } => (
+                Shape::new(file_len, chunk_size, chunking, chunks).unwrap(),
+                file_hash,
+                name.to_string(),
+            ),
             other => panic!("expected MANIFEST, got {other:?}"),
         };
-        let layout = Layout::new(file_len, chunk_size).unwrap();
-        c.dec.set_layout(layout.clone());
-        let mut hashes = Vec::new();
-        while hashes.len() < layout.count() as usize {
+        c.dec.set_shape(shape);
+        let (mut hashes, mut lens) = (Vec::new(), Vec::new());
+        while hashes.len() < shape.count() as usize {
             match c.read() {
-                Message::Hashes { hashes: more, .. } => hashes.extend(more),
+                Message::Hashes {
+                    hashes: more,
+                    lens: more_lens,
+                    ..
+                } => {
+                    hashes.extend(more);
+                    lens.extend(more_lens.into_iter().flatten());
+                }
                 other => panic!("expected HASHES, got {other:?}"),
             }
         }
+        let layout = match shape.chunking() {
+            Chunking::Fixed => Layout::new(shape.file_len(), shape.chunk_size()).unwrap(),
+            Chunking::Content => {
+                Layout::content(shape.file_len(), shape.chunk_size(), &lens).unwrap()
+            }
+        };
+        c.dec.set_layout(layout.clone());
         let m = Manifest::new(fname, layout, file_hash, hashes).unwrap();
         (c, m)
     }
