@@ -325,14 +325,14 @@ impl Owner {
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
         let started = Instant::now();
-        let manifest = store::index(&args.file, args.chunk_size, Chunking::Fixed)?;
+        let manifest = store::index(&args.file, args.chunk_size, args.chunking)?;
         let m = &manifest;
         log::info!(
-            "owner: indexed {} ({} bytes, {} chunks of {} bytes) in {:.2} s; sha256 {}",
+            "owner: indexed {} ({} bytes, {} chunks of {}) in {:.2} s; sha256 {}",
             m.name(),
             m.layout().file_len(),
             m.layout().count(),
-            m.layout().chunk_size(),
+            chunking_text(m.layout()),
             started.elapsed().as_secs_f64(),
             crate::manifest::to_hex(m.file_hash()),
         );
@@ -856,6 +856,19 @@ fn track(shared: &Arc<Shared>) {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// How the chunks are cut, for the "indexed" line: "102400 bytes, fixed
+/// chunking", or the actual average and the scheme's bounds.
+fn chunking_text(layout: &Layout) -> String {
+    match layout.chunking() {
+        Chunking::Fixed => format!("{} bytes, fixed chunking", layout.chunk_size()),
+        Chunking::Content => {
+            let (min, avg, max) = crate::manifest::content_sizes(layout.chunk_size());
+            let mean = layout.file_len() / u64::from(layout.count().max(1));
+            format!("{mean} bytes on average, content chunking of min/avg/max {min}/{avg}/{max}")
+        }
+    }
+}
 
 /// MANIFEST and the HASHES frames that cover every chunk (with its
 /// length, for content chunking), each within the frame limit.
