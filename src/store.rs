@@ -1391,6 +1391,25 @@ mod tests {
     }
 
     #[test]
+    fn content_chunking_handles_tiny_files() {
+        let dir = temp_dir("cdc-tiny");
+        // Empty, one byte, under the minimum, just over the maximum.
+        for len in [0, 1, 255, 4097] {
+            let data = noise(len, 9);
+            let file = dir.join(format!("{len}.bin"));
+            fs::write(&file, &data).unwrap();
+            let m = index(&file, 1024, Chunking::Content).unwrap();
+            let l = m.layout();
+            let lens: Vec<usize> = l.ids().map(|id| l.chunk_len(id)).collect();
+            assert_eq!(lens.iter().sum::<usize>(), len);
+            assert_eq!(lens.is_empty(), len == 0);
+            assert!(lens.iter().all(|&n| (1..=4096).contains(&n)), "{lens:?}");
+            assert_eq!(Manifest::from_text(&m.to_text()).unwrap(), m);
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn content_chunks_split_resume_and_reassemble() {
         let dir = temp_dir("cdc-split");
         let data = noise(300_000, 5);
