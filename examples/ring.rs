@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use swarm::cli::{OwnerArgs, PeerArgs};
-use swarm::manifest::{DEFAULT_CHUNK_SIZE, to_hex};
+use swarm::manifest::{Chunking, DEFAULT_CHUNK_SIZE, to_hex};
 use swarm::owner::Owner;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         listen: addr(ports[0]),
         dir: work.join("owner"),
         chunk_size: DEFAULT_CHUNK_SIZE,
+        chunking: Chunking::Fixed,
         peers: peers as u32,
         file: file.clone(),
         max_peers: 5000,

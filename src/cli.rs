@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::manifest::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::manifest::{
+    Chunking, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CONTENT_CHUNK_SIZE, MIN_CHUNK_SIZE,
+};
 use crate::net::parse_addr;
 
 /// What the user asked for.
@@ -38,8 +40,10 @@ pub struct OwnerArgs {
     pub listen: SocketAddr,
     /// Where chunk files and the manifest go.
     pub dir: PathBuf,
-    /// Bytes per chunk.
+    /// Bytes per chunk; the average, for content chunking.
     pub chunk_size: u32,
+    /// How the file is cut into chunks.
+    pub chunking: Chunking,
     /// How many peers share the seeding (each gets about 1/N).
     pub peers: u32,
     /// The file to distribute.
@@ -136,7 +140,12 @@ Options:
   --bind ADDR          address to listen on [default: 0.0.0.0]
   --dir DIR            where chunk files and the manifest go
                        [default: swarm-owner-PORT]
-  --chunk-size BYTES   bytes per chunk, 1024..=16777216 [default: 102400]
+  --chunk-size BYTES   bytes per chunk, 1024..=16777216 (with --chunking
+                       content the average, 1024..=4194304) [default: 102400]
+  --chunking SCHEME    'fixed': every chunk --chunk-size bytes; 'content':
+                       boundaries where the content says (FastCDC, chunks
+                       of a quarter to 4 times --chunk-size), so a changed
+                       version of FILE shares most chunks [default: fixed]
   --peers N            seed each of the first N peers about 1/N of the
                        chunks; later peers get theirs from the ring
                        [default: 5]
@@ -276,6 +285,7 @@ const OWNER_FLAGS: &[&str] = &[
     "--bind",
     "--dir",
     "--chunk-size",
+    "--chunking",
     "--peers",
     "--max-peers",
     "--secret-file",
@@ -437,6 +447,21 @@ fn owner(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command
         u64::from(MIN_CHUNK_SIZE),
         u64::from(MAX_CHUNK_SIZE),
     )? as u32;
+    let chunking = match flags.get("--chunking") {
+        None => Chunking::Fixed,
+        Some(raw) => Chunking::from_name(raw).ok_or_else(|| {
+            usage(format!(
+                "invalid --chunking '{raw}': expected 'fixed' or 'content'"
+            ))
+        })?,
+    };
+    if chunking == Chunking::Content && chunk_size > MAX_CONTENT_CHUNK_SIZE {
+        return Err(usage(format!(
+            "invalid --chunk-size '{chunk_size}' with --chunking content: expected a \
+             whole number from {MIN_CHUNK_SIZE} to {MAX_CONTENT_CHUNK_SIZE} (chunks may \
+             be 4 times as long)"
+        )));
+    }
     let peers = flags.number("--peers", 5, 1, 10_000)? as u32;
     let max_peers = flags.number("--max-peers", 5000, 1, 60_000)? as u32;
     let dir = flags.path("--dir")?;
@@ -453,6 +478,7 @@ fn owner(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command
         listen,
         dir: dir.unwrap_or_else(|| PathBuf::from(format!("swarm-owner-{port}"))),
         chunk_size,
+        chunking,
         peers,
         file,
         max_peers,
@@ -568,6 +594,7 @@ mod tests {
         assert_eq!(a.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(a.dir, PathBuf::from("swarm-owner-9000"));
         assert_eq!((a.chunk_size, a.peers), (102_400, 5));
+        assert_eq!(a.chunking, Chunking::Fixed);
         assert_eq!(a.file, PathBuf::from("file.bin"));
         let line = "owner f --port=1 --bind 127.0.0.1 --dir d --chunk-size 4096 --peers 3";
         let Command::Owner(a) = run(line).unwrap() else {
@@ -576,6 +603,28 @@ mod tests {
         assert_eq!(a.listen.to_string(), "127.0.0.1:1");
         assert_eq!((a.chunk_size, a.peers), (4096, 3));
         assert_eq!(a.dir, PathBuf::from("d"));
+        for (line, chunking, size) in [
+            (
+                "owner f --port 1 --chunking content",
+                Chunking::Content,
+                102_400,
+            ),
+            (
+                "owner f --port 1 --chunking=fixed --chunk-size 16777216",
+                Chunking::Fixed,
+                16 << 20,
+            ),
+            (
+                "owner f --port 1 --chunking content --chunk-size 4194304",
+                Chunking::Content,
+                4 << 20,
+            ),
+        ] {
+            let Command::Owner(a) = run(line).unwrap() else {
+                panic!()
+            };
+            assert_eq!((a.chunking, a.chunk_size), (chunking, size), "{line}");
+        }
     }
 
     #[test]
@@ -705,6 +754,16 @@ mod tests {
                 "owner --port 1 --chunk-size 10 f",
                 "invalid --chunk-size '10': expected a whole number from 1024 to 16777216",
             ),
+            (
+                "owner --port 1 --chunking rabin f",
+                "invalid --chunking 'rabin': expected 'fixed' or 'content'",
+            ),
+            (
+                "owner --port 1 --chunking content --chunk-size 4194305 f",
+                "invalid --chunk-size '4194305' with --chunking content: expected a whole \
+                 number from 1024 to 4194304 (chunks may be 4 times as long)",
+            ),
+            ("owner --port 1 f --chunking", "--chunking needs a value"),
             (
                 "owner --port 1 --peers 0 f",
                 "invalid --peers '0': expected a whole number from 1 to 10000",

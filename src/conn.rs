@@ -472,7 +472,7 @@ impl Conn {
             stream: stream.try_clone().map_err(fail)?,
             name: setup.name,
             who: setup.who,
-            layout: dec.layout().copied(),
+            layout: dec.layout().cloned(),
             source: setup.source,
             stats,
             handle: handle.clone(),
@@ -650,7 +650,7 @@ impl Writer {
             Outgoing::Shared(buf) => self.bytes(&buf)?,
             Outgoing::Chunk(id) => self.chunk(id, true)?,
             Outgoing::Seeds(set) => {
-                let Some(layout) = self.layout else {
+                let Some(layout) = self.layout.clone() else {
                     return Err(Error::Bug("seeds on a connection without a layout".into()));
                 };
                 for id in set.iter(&layout) {
@@ -691,7 +691,10 @@ impl Writer {
                 "a chunk queued on a connection that sends none".into(),
             ));
         };
-        let len = self.layout.map_or(0, |l| l.chunk_size() as usize);
+        let len = self
+            .layout
+            .as_ref()
+            .map_or(0, |l| l.max_chunk_len() as usize);
         self.stats.start_writing(write_deadline(len));
         let sent = source.write_chunk(id, &mut self.stream);
         self.stats.done_writing();
@@ -704,7 +707,7 @@ impl Writer {
     /// Sends HAVE for `first` and every other chunk already announced,
     /// in frames that fit the frame limit.
     fn announce(&mut self, first: ChunkId, announce: &Receiver<ChunkId>) -> Result<()> {
-        let Some(layout) = self.layout else {
+        let Some(layout) = self.layout.clone() else {
             return Err(Error::Bug("HAVE on a connection without a layout".into()));
         };
         let mut ids = vec![first];

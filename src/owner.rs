@@ -37,7 +37,7 @@ use crate::conn::{
     self, ChunkSource, Conn, ConnId, Handle, Outgoing, Role, SendError, Setup, Then,
 };
 use crate::error::{Error, Result};
-use crate::manifest::{self, ChunkId, Digest, Layout, Manifest};
+use crate::manifest::{self, ChunkId, Chunking, Digest, Layout, Manifest};
 use crate::net::{self, Stats, Stopper};
 use crate::store::{self, Store};
 use crate::tracker::{self, Action, Tracker};
@@ -233,6 +233,7 @@ struct Shared {
     /// Where chunk files go.
     dir: PathBuf,
     chunk_size: u32,
+    chunking: Chunking,
     peers: u32,
     max_peers: usize,
     /// Whether to stop, rather than follow, when the file changes.
@@ -440,7 +441,7 @@ impl Owner {
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
         let started = Instant::now();
-        let manifest = store::index(&args.file, args.chunk_size)?;
+        let manifest = store::index(&args.file, args.chunk_size, args.chunking)?;
         // A restart on a changed file: what the last run shared is what
         // its peers hold.
         let prev = store::read_manifest(&args.dir)
@@ -461,6 +462,7 @@ impl Owner {
             source: args.file.clone(),
             dir: args.dir.clone(),
             chunk_size: args.chunk_size,
+            chunking: args.chunking,
             peers: args.peers,
             max_peers: args.max_peers as usize,
             once: args.once,
@@ -708,7 +710,7 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
         shared.secret.as_deref(),
     )
     .map_err(|e| Error::wire(who.as_str(), e.into()))?;
-    dec.set_layout(*v.store.layout());
+    dec.set_layout(v.store.layout().clone());
     let source: Arc<dyn ChunkSource> = Arc::new(Serving {
         shared: Arc::clone(shared),
         v: Arc::clone(&v),
@@ -885,7 +887,7 @@ impl Session {
     fn start(&mut self, peer_has: ChunkSet, conn: &Handle) {
         let (shared, v) = (&self.shared, &self.v);
         let who = conn.who();
-        let layout = *v.store.layout();
+        let layout = v.store.layout();
         log::info!(
             "owner: received chunk-ID list from {who} ({} of {} chunks)",
             peer_has.len(),
@@ -925,7 +927,7 @@ impl Session {
             if wired && (known || !seeder.share_due()) {
                 ChunkSet::new(layout.count())
             } else {
-                seeder.choose(&layout, &peer_has)
+                seeder.choose(layout, &peer_has)
             }
         };
         log::info!("owner: seeding {} chunks to {who}", seeds.len());
@@ -976,11 +978,11 @@ fn log_version(number: u32, m: &Manifest, prev: Option<&Manifest>, took: Duratio
         format!("indexed version {number} of")
     };
     log::info!(
-        "owner: {what} {} ({} bytes, {} chunks of {} bytes) in {:.2} s; sha256 {}",
+        "owner: {what} {} ({} bytes, {} chunks of {}) in {:.2} s; sha256 {}",
         m.name(),
         m.layout().file_len(),
         m.layout().count(),
-        m.layout().chunk_size(),
+        chunking_text(m.layout()),
         took.as_secs_f64(),
         manifest::to_hex(m.file_hash()),
     );
@@ -1124,7 +1126,7 @@ fn watch(shared: &Arc<Shared>) {
             shared.source.display()
         );
         let started = Instant::now();
-        let indexed = store::index(&shared.source, shared.chunk_size);
+        let indexed = store::index(&shared.source, shared.chunk_size, shared.chunking);
         if stamp(&shared.source) != before {
             log::info!(
                 "owner: {} changed again while being indexed; waiting for it to settle",
@@ -1200,8 +1202,21 @@ fn switch_to(shared: &Arc<Shared>, m: Manifest, took: Duration) -> Result<()> {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// MANIFEST and the HASHES frames that cover every chunk, each within the
-/// frame limit.
+/// How the chunks are cut, for the "indexed" line: "102400 bytes, fixed
+/// chunking", or the actual average and the scheme's bounds.
+fn chunking_text(layout: &Layout) -> String {
+    match layout.chunking() {
+        Chunking::Fixed => format!("{} bytes, fixed chunking", layout.chunk_size()),
+        Chunking::Content => {
+            let (min, avg, max) = crate::manifest::content_sizes(layout.chunk_size());
+            let mean = layout.file_len() / u64::from(layout.count().max(1));
+            format!("{mean} bytes on average, content chunking of min/avg/max {min}/{avg}/{max}")
+        }
+    }
+}
+
+/// MANIFEST and the HASHES frames that cover every chunk (with its
+/// length, for content chunking), each within the frame limit.
 pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     let layout = m.layout();
     let mut buf = Vec::new();
@@ -1209,20 +1224,34 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
         &Message::Manifest {
             file_len: layout.file_len(),
             chunk_size: layout.chunk_size(),
+            chunking: layout.chunking(),
+            chunks: layout.count(),
             file_hash: *m.file_hash(),
             name: m.name(),
         },
         &mut buf,
     );
-    let per_frame = (layout.frame_limit() - 64) / 32;
+    let per_frame = wire::max_hashes(layout.shape());
+    let id = |i: usize| {
+        layout
+            .chunk_id(i as u32)
+            .expect("a digest exists only for a chunk in range")
+    };
     for (n, hashes) in m.chunk_hashes().chunks(per_frame).enumerate() {
-        let first = layout
-            .chunk_id((n * per_frame) as u32)
-            .expect("a digest exists only for a chunk in range");
+        let first = n * per_frame;
+        let lens = match layout.chunking() {
+            Chunking::Fixed => None,
+            Chunking::Content => Some(
+                (first..first + hashes.len())
+                    .map(|i| layout.chunk_len(id(i)) as u32)
+                    .collect(),
+            ),
+        };
         wire::encode(
             &Message::Hashes {
-                first,
+                first: id(first).get(),
                 hashes: hashes.to_vec(),
+                lens,
             },
             &mut buf,
         );

@@ -699,7 +699,7 @@ mod tests {
 
     fn sched(count: u32) -> (Scheduler, Layout, Instant) {
         let l = layout(count);
-        let s = Scheduler::new(l, ChunkSet::new(count), Duration::from_secs(3));
+        let s = Scheduler::new(l.clone(), ChunkSet::new(count), Duration::from_secs(3));
         (s, l, Instant::now())
     }
 

@@ -51,7 +51,7 @@ fn session(args: &StatusArgs, owner: &str, secret: Option<&Secret>) -> Result<bo
             other => other,
         })?;
     let manifest = crate::peer::receive_manifest(&mut dec, &mut stream, &owner)?;
-    dec.set_layout(*manifest.layout());
+    dec.set_layout(manifest.layout().clone());
     let tty = std::io::stdout().is_terminal();
     loop {
         let Some((sent, peers)) = ask(&mut stream, &mut dec, &owner)? else {

@@ -19,18 +19,23 @@
 //! `length` counts the kind byte and the payload. From the five header
 //! bytes alone, before it reads or allocates the payload, a receiver
 //! checks, in this order: `length >= 1`; `length` is within its frame
-//! limit; the kind is known (1 to 21); the kind does not need the layout
-//! (table below) before the receiver has it; the kind is accepted in the
+//! limit; the kind is known (1 to 21); the kind does not need the layout,
+//! or the MANIFEST (table below), before the receiver has it; the kind is
+//! accepted in the
 //! session's current state (tables under Sessions); `length` is within the
 //! kind's bounds. Then it reads the payload and checks its contents. Its
 //! buffer grows with the bytes that actually arrive, not with what `length`
 //! claims.
 //!
-//! The frame limit is 1024 while the receiver lacks the file's layout, then
-//! `64 + max(chunk_size, ceil(chunks / 8))` (at most 16 MiB + 64). The
-//! owner and both ends of a ring session have the layout once the HELLOs
-//! are exchanged; a peer or status client in an owner session has it from
-//! the MANIFEST on, so HASHES already fall under the file's limit.
+//! The frame limit is 1024 while the receiver lacks the file's MANIFEST,
+//! then `64 + max(max_len, ceil(chunks / 8))` (at most 16 MiB + 64), where
+//! `max_len`, the longest a chunk may be, is `chunk_size` for fixed
+//! chunking and `4 · chunk_size` for content chunking (see Manifest and
+//! file ID), whatever the actual chunks. The owner and both ends of a ring
+//! session have the layout once the HELLOs are exchanged; a peer or status
+//! client in an owner session has the MANIFEST's fields from the MANIFEST
+//! on, so HASHES already fall under the file's limit, and the whole layout
+//! from the last HASHES on.
 //!
 //! A violation (a frame this specification does not allow where it arrives)
 //! ends the connection: the receiver closes the socket at once, sends no
@@ -42,12 +47,12 @@
 //! | kind | name       | payload | `length` | layout |
 //! |------|------------|---------|----------|--------|
 //! | 1    | HELLO      | `"SWRM"` `version:u16` `file_id:[32]` `name:utf8 (0..=64 bytes)`: opens every session | 39..=103 | no |
-//! | 2    | MANIFEST   | `file_len:u64` `chunk_size:u32` `file_sha256:[32]` `name:utf8 (1..=255 bytes, plain)` | 46..=300 | no |
-//! | 3    | HASHES     | `first:u32`, then `n >= 1` chunk SHA-256 digests of 32 bytes, for chunks `first..first+n` | 37..=5+32·chunks, `length % 32 == 5` | yes |
+//! | 2    | MANIFEST   | `file_len:u64` `chunk_size:u32` `chunking:u8` (0 fixed, 1 content) `chunks:u32` `file_sha256:[32]` `name:utf8 (1..=255 bytes, plain)` | 51..=305 | no |
+//! | 3    | HASHES     | `first:u32`, then `n >= 1` entries for chunks `first..first+n`, each the chunk's SHA-256 `digest:[32]` (fixed chunking) or its length and SHA-256 `len:u32 digest:[32]` (content chunking) | fixed: 37..=5+32·chunks, `length % 32 == 5`; content: 41..=5+36·chunks, `(length - 5) % 36 == 0` | MANIFEST |
 //! | 4    | CHUNK_LIST | every chunk the sender holds now: bitfield of `ceil(chunks / 8)` bytes; bit 7 of byte 0 is chunk 0; spare bits 0 | exactly 1+ceil(chunks/8) | yes |
 //! | 5    | HAVE       | `n >= 1` chunk IDs the sender gained since it listed; order means nothing, an ID may repeat | 5..=1+4·chunks, `length % 4 == 1` | yes |
 //! | 6    | REQUEST    | `chunk:u32` | 5 | yes |
-//! | 7    | CHUNK      | `chunk:u32`, then exactly that chunk's bytes | 5 + the chunk's length (6..=5+chunk_size) | yes |
+//! | 7    | CHUNK      | `chunk:u32`, then exactly that chunk's bytes | 5 + the chunk's length (6..=5+max_len) | yes |
 //! | 8    | SEED_DONE  | empty: the owner has sent the batch of chunks it pushed unasked | 1 | no |
 //! | 9    | COMPLETE   | empty: the sender holds every chunk and has checked the file | 1 | no |
 //! | 10   | KEEPALIVE  | empty | 1 | no |
@@ -65,24 +70,30 @@
 //!
 //! Every `length` is also at most the frame limit, for HASHES, HAVE and
 //! STATUS usually the tighter bound. "layout: yes" kinds arriving before
-//! the receiver has the layout are violations (kinds 15 to 20 need none to
-//! be decoded, but no state accepts them before it is known). A byte shown
-//! as 1 or 0 may be nothing else. A chunk ID is valid below `chunks`; chunk
-//! `i` is `chunk_size` bytes long, except the last, which is `file_len -
-//! (chunks - 1) * chunk_size`. HASHES also needs `first + n <= chunks`. For
-//! an empty file (`chunks = 0`) no HASHES, HAVE, REQUEST or CHUNK can be
-//! valid, and CHUNK_LIST has `length` 1. A STATUS entry is `state:u8` (0 to
+//! the receiver has the layout are violations, and so is HASHES before the
+//! MANIFEST, whose `chunking` says which form its entries take (kinds 15
+//! to 20 need none to be decoded, but no state accepts them before it is
+//! known). A byte shown as 1 or 0 may be nothing else, nor may
+//! `chunking`. A chunk ID is valid below `chunks`. With fixed chunking
+//! chunk `i` is `chunk_size` bytes long, except the last, which is
+//! `file_len - (chunks - 1) * chunk_size`; with content chunking it is the
+//! `len` of entry `i` of the HASHES, and starts where chunk `i - 1` ends
+//! (chunk 0 at 0). HASHES also needs `first + n <= chunks`. For an empty
+//! file (`chunks = 0`) no HASHES, HAVE, REQUEST or CHUNK can be valid, and
+//! CHUNK_LIST has `length` 1. A STATUS entry is `state:u8` (0 to
 //! 4) `wired:u8` `held:u32` `rate:u64` `addr_len:u8` `addr:utf8`
 //! `nb_len:u8` `neighbour:utf8` (16 to 526 bytes); the entries fill the
 //! frame exactly, and `first` plus their number is at most `total`.
 //!
 //! Every list must be split to fit the receiver's frame limit:
 //!
-//! - HASHES: the owner puts `per = (limit - 64) / 32` digests in a frame
-//!   (that is `max(chunk_size, ceil(chunks / 8)) / 32`, at least 32), with
-//!   `first = 0, per, 2·per, ...`; every frame is full but the last, and an
-//!   empty file has none. A receiver accepts any `n` that fits, but each
-//!   `first` must equal the number of digests it has received so far.
+//! - HASHES: the owner puts `per = (limit - 64) / E` entries in a frame,
+//!   `E` the entry's size, 32 for fixed chunking and 36 for content
+//!   chunking (that is `max(max_len, ceil(chunks / 8)) / E`, at least 32),
+//!   with `first = 0, per, 2·per, ...`; every frame is full but the last,
+//!   and an empty file has none ([`max_hashes`](crate::wire::max_hashes)).
+//!   A receiver accepts any `n` that fits, but each `first` must equal the
+//!   number of entries it has received so far.
 //! - HAVE: at most `(limit - 1) / 4` IDs a frame
 //!   ([`encode_have`](crate::wire::encode_have)).
 //! - STATUS: one answer is one or more frames with the same `total` and
@@ -95,9 +106,25 @@
 //!
 //! # Manifest and file ID
 //!
-//! `chunks = ceil(file_len / chunk_size)`, 0 for an empty file.
-//! `chunk_size` is within 1024..=16777216 and `chunks <= 4194304`. The file
-//! ID is the SHA-256 of the manifest's text form, exactly these bytes:
+//! A file is cut into chunks in one of two ways, which the MANIFEST's
+//! `chunking` names:
+//!
+//! - fixed (0): `chunks = ceil(file_len / chunk_size)`, 0 for an empty
+//!   file; `chunk_size` is within 1024..=16777216, and `max_len =
+//!   chunk_size`.
+//! - content (1): boundaries where the content says, so that bytes
+//!   inserted into a file change only the chunks around them. The owner
+//!   finds them with FastCDC as published in 2020 (the `fastcdc` crate's
+//!   `v2020`: its gear table, normalization level 1) with minimum
+//!   `chunk_size / 4`, average `chunk_size` and maximum `max_len = 4 ·
+//!   chunk_size`, but a receiver needs none of that: the chunk lengths are
+//!   in the HASHES. `chunk_size` is within 1024..=4194304; every length is
+//!   within 1..=max_len (every chunk but the last is at least the minimum,
+//!   which a receiver need not check), they add up to `file_len`, and
+//!   their number is `chunks`, so `chunks <= file_len <= chunks · max_len`.
+//!
+//! Either way `chunks <= 4194304`. The file ID is the SHA-256 of the
+//! manifest's text form, exactly these bytes:
 //!
 //! ```text
 //! "swarm manifest 1" LF
@@ -109,19 +136,36 @@
 //! DEC(i) " " HEX(chunk i's SHA-256) LF      for i = 0 .. chunks-1
 //! ```
 //!
+//! for fixed chunking, and for content chunking, with a `chunking` line
+//! and each chunk's length, so the ID fixes every boundary:
+//!
+//! ```text
+//! "swarm manifest 1" LF
+//! "name " NAME LF
+//! "size " DEC(file_len) LF
+//! "chunk-size " DEC(chunk_size) LF
+//! "chunking fastcdc-2020 " DEC(chunk_size / 4) " " DEC(chunk_size) " " DEC(4 · chunk_size) LF
+//! "chunks " DEC(chunks) LF
+//! "sha256 " HEX(file_sha256) LF
+//! DEC(i) " " DEC(chunk i's length) " " HEX(chunk i's SHA-256) LF      for i = 0 .. chunks-1
+//! ```
+//!
 //! LF is the byte 0x0A and ends every line, the last one too; there is no
 //! CR and no other space than those shown. DEC is ASCII decimal with no
-//! sign and no leading zeros (`0` for zero). HEX is 64 lowercase hex
-//! digits. NAME is the MANIFEST's name bytes. For an empty file the text
-//! ends with the `sha256` line. `DIR/manifest` holds exactly these bytes; a
-//! reader may be lenient (the Rust one takes CRLF and uppercase hex), as
-//! the ID is always taken over the canonical form.
+//! sign and no leading zeros (`0` for zero); `/` rounds down. HEX is 64
+//! lowercase hex digits. NAME is the MANIFEST's name bytes. For an empty
+//! file the text ends with the `sha256` line. `DIR/manifest` holds exactly
+//! these bytes; a reader may be lenient (the Rust one takes CRLF and
+//! uppercase hex), as the ID is always taken over the canonical form.
 //!
 //! Test vectors: `empty.bin`, 0 bytes, chunk size 102400 gives ID
 //! `2352aaa160ae8c6df60d8e66593c42a63e945b9008580c52a46d4b75503995f7`;
 //! `a.txt` holding `"hello\n"`, chunk size 1024 (one chunk, both digests
 //! `5891b5b5...f6be03`) gives ID
-//! `fa38f4546ee07702657d4c248c4547a92a8c7281353e461c287a0f2d272752b9`.
+//! `fa38f4546ee07702657d4c248c4547a92a8c7281353e461c287a0f2d272752b9`,
+//! and with content chunking (one chunk of 6 bytes; the `chunking` line
+//! is `chunking fastcdc-2020 256 1024 4096`) ID
+//! `f0299c7962f43c7b38f13311ae45f5ea25146b873205ae70e490daee0e536d0e`.
 //!
 //! A name is plain when it is 1 to 255 bytes of UTF-8 with no `/`, no `\`
 //! and no control character (Unicode Cc: U+0000..=U+001F, U+007F..=U+009F),
@@ -131,12 +175,14 @@
 //! result, `.` or `..`).
 //!
 //! A peer gives up (exits with an error, and does not retry) on a MANIFEST
-//! whose `chunk_size` or `chunks` is out of bounds or whose name is not
-//! plain: no honest owner sends one. It rebuilds the text from the MANIFEST
-//! and the HASHES; its SHA-256 must equal the `file_id` of the owner's
-//! HELLO; a mismatch is fatal as well. A manifest that differs from the
-//! one the peer holds (cached, or received earlier in this run) is a new
-//! version of the file (see Versions).
+//! whose `chunk_size` or `chunks` is out of bounds for its `chunking` (for
+//! fixed chunking, `chunks` must be exactly as above) or whose name is not
+//! plain, and on HASHES whose lengths break the rules above: no honest
+//! owner sends one. It rebuilds the text from the MANIFEST and the HASHES;
+//! its SHA-256 must equal the `file_id` of the owner's HELLO; a mismatch
+//! is fatal as well. A manifest that differs from the one the peer holds
+//! (cached, or received earlier in this run) is a new version of the file
+//! (see Versions).
 //!
 //! # Admission
 //!
@@ -201,7 +247,8 @@
 //! The dialing side speaks first (after admission, if any): HELLO. The
 //! listening side reads it and, if it serves the session, answers with its
 //! own HELLO. `version` is 4 (version 1 had no SEEDING, version 2 no
-//! CHALLENGE and PROOF, version 3 no VERSION). `file_id` is the file ID, or 32 zero bytes from a
+//! CHALLENGE and PROOF, version 3 no content chunking, whose MANIFEST had
+//! no `chunking` and `chunks`, and no VERSION). `file_id` is the file ID, or 32 zero bytes from a
 //! side that has no manifest yet (sent only to the owner). `name` names the
 //! sender in logs (`"owner"`, `"peer 9001"`, `"status"`); empty means "use
 //! my address". Each side gives the other 10 s from its accept or connect
@@ -479,7 +526,7 @@
 //! writing. A side closes a silent connection, counting at a listener from
 //! its accept (the HELLO does not reset the clock), at a dialer from the
 //! end of its handshake; and one whose other side reads too slowly (for a
-//! CHUNK the size counted is `chunk_size`; a single blocked write also
+//! CHUNK the size counted is `max_len`; a single blocked write also
 //! fails after 30 s). None of these closes sends REFUSE.
 //!
 //! These deadlines (handshake, silence, slow reader, reading on) are
@@ -634,7 +681,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use crate::chunks::ChunkSet;
-use crate::manifest::{ChunkId, Digest, Layout, MAX_NAME_LEN};
+use crate::manifest::{ChunkId, Chunking, Digest, Layout, MAX_NAME_LEN, Shape};
 
 /// The four bytes every HELLO starts with.
 pub const MAGIC: [u8; 4] = *b"SWRM";
@@ -741,7 +788,7 @@ const HEADER_LEN: usize = 5;
 /// How much the frame buffer grows by at least when bytes arrive.
 const GROW_STEP: usize = 64 * 1024;
 const HELLO_FIXED: usize = 4 + 2 + 32;
-const MANIFEST_FIXED: usize = 8 + 4 + 32;
+const MANIFEST_FIXED: usize = 8 + 4 + 1 + 4 + 32;
 
 /// One protocol message. Borrowed fields point into the decoder's buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -752,15 +799,25 @@ pub enum Message<'a> {
         file_id: Digest,
         name: &'a str,
     },
-    /// The file's name, size, chunk size and whole-file digest.
+    /// The file's name, size, chunking, chunk size (the average, for
+    /// content chunking), chunk count and whole-file digest.
     Manifest {
         file_len: u64,
         chunk_size: u32,
+        chunking: Chunking,
+        chunks: u32,
         file_hash: Digest,
         name: &'a str,
     },
-    /// Chunk digests for chunks `first`, `first + 1`, ...
-    Hashes { first: ChunkId, hashes: Vec<Digest> },
+    /// Chunk digests for chunks `first`, `first + 1`, ..., and for content
+    /// chunking each chunk's length (`lens`, as many as `hashes`; `None`
+    /// for fixed chunking). `first` is a raw index: the receiver has no
+    /// layout to check it against until every length is in.
+    Hashes {
+        first: u32,
+        hashes: Vec<Digest>,
+        lens: Option<Vec<u32>>,
+    },
     /// Every chunk the sender holds.
     ChunkList(ChunkSet),
     /// Chunks the sender gained since it last listed.
@@ -1072,18 +1129,33 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         Message::Manifest {
             file_len,
             chunk_size,
+            chunking,
+            chunks,
             file_hash,
             name,
         } => {
             out.extend_from_slice(&file_len.to_be_bytes());
             out.extend_from_slice(&chunk_size.to_be_bytes());
+            out.push(chunking_byte(*chunking));
+            out.extend_from_slice(&chunks.to_be_bytes());
             out.extend_from_slice(file_hash);
             out.extend_from_slice(name.as_bytes());
         }
-        Message::Hashes { first, hashes } => {
-            out.extend_from_slice(&first.get().to_be_bytes());
-            for hash in hashes {
-                out.extend_from_slice(hash);
+        Message::Hashes {
+            first,
+            hashes,
+            lens,
+        } => {
+            out.extend_from_slice(&first.to_be_bytes());
+            match lens {
+                None => hashes.iter().for_each(|h| out.extend_from_slice(h)),
+                Some(lens) => {
+                    debug_assert_eq!(lens.len(), hashes.len());
+                    for (len, hash) in lens.iter().zip(hashes) {
+                        out.extend_from_slice(&len.to_be_bytes());
+                        out.extend_from_slice(hash);
+                    }
+                }
             }
         }
         Message::ChunkList(set) => out.extend_from_slice(&set.to_bitfield()),
@@ -1194,6 +1266,29 @@ pub fn chunk_header(id: ChunkId, data_len: usize) -> [u8; 9] {
     out
 }
 
+/// The MANIFEST byte that names `chunking`.
+fn chunking_byte(chunking: Chunking) -> u8 {
+    match chunking {
+        Chunking::Fixed => 0,
+        Chunking::Content => 1,
+    }
+}
+
+/// The bytes one HASHES entry takes: a digest, and for content chunking
+/// the chunk's length before it.
+pub fn hash_entry_len(chunking: Chunking) -> usize {
+    match chunking {
+        Chunking::Fixed => 32,
+        Chunking::Content => 4 + 32,
+    }
+}
+
+/// The most entries one HASHES frame carries for a file of `shape`: what
+/// fits the frame limit with 64 bytes to spare (at least 32).
+pub fn max_hashes(shape: &Shape) -> usize {
+    (shape.frame_limit() - 64) / hash_entry_len(shape.chunking())
+}
+
 /// The most chunk IDs one HAVE frame may carry for `layout`: the frame
 /// must fit the receiver's frame limit like any other.
 pub fn max_have_ids(layout: &Layout) -> usize {
@@ -1216,27 +1311,36 @@ pub fn send(w: &mut impl Write, msg: &Message<'_>) -> io::Result<()> {
 }
 
 /// The allowed `length` range for a kind, or why the kind is rejected.
-/// Called on the five header bytes, before any payload is read.
-fn length_bounds(kind: u8, layout: Option<&Layout>) -> Result<(usize, usize), Error> {
-    let needs =
-        |layout: Option<&Layout>| layout.copied().ok_or(Error::NeedsManifest(kind_name(kind)));
+/// Called on the five header bytes, before any payload is read. `shape`
+/// is the file's once a MANIFEST gave it; `has_layout` whether the whole
+/// layout is known too (HASHES need only the shape).
+fn length_bounds(
+    kind: u8,
+    shape: Option<&Shape>,
+    has_layout: bool,
+) -> Result<(usize, usize), Error> {
+    let needs = |layout_too: bool| match shape {
+        Some(shape) if has_layout || !layout_too => Ok(shape),
+        _ => Err(Error::NeedsManifest(kind_name(kind))),
+    };
     let payload = match kind {
         KIND_HELLO => (HELLO_FIXED, HELLO_FIXED + MAX_HELLO_NAME),
         KIND_MANIFEST => (MANIFEST_FIXED + 1, MANIFEST_FIXED + MAX_NAME_LEN),
         KIND_HASHES => {
-            let l = needs(layout)?;
-            (4 + 32, 4 + 32 * l.count() as usize)
+            let s = needs(false)?;
+            let entry = hash_entry_len(s.chunking());
+            (4 + entry, 4 + entry * s.count() as usize)
         }
         KIND_CHUNK_LIST => {
-            let bytes = needs(layout)?.count().div_ceil(8) as usize;
+            let bytes = needs(true)?.count().div_ceil(8) as usize;
             (bytes, bytes)
         }
-        KIND_HAVE => (4, 4 * needs(layout)?.count() as usize),
+        KIND_HAVE => (4, 4 * needs(true)?.count() as usize),
         KIND_REQUEST => {
-            needs(layout)?;
+            needs(true)?;
             (4, 4)
         }
-        KIND_CHUNK => (4 + 1, 4 + needs(layout)?.chunk_size() as usize),
+        KIND_CHUNK => (4 + 1, 4 + needs(true)?.max_chunk_len() as usize),
         KIND_SEED_DONE | KIND_COMPLETE | KIND_KEEPALIVE => (0, 0),
         KIND_REFUSE => (0, MAX_REFUSE_LEN),
         KIND_SEEDING => (1, 1),
@@ -1273,6 +1377,8 @@ pub struct Decoder {
     buf: Vec<u8>,
     filled: usize,
     ready: bool,
+    /// What the MANIFEST said, once known: it bounds every frame.
+    shape: Option<Shape>,
     layout: Option<Layout>,
     accepts: Kinds,
 }
@@ -1290,14 +1396,23 @@ impl Decoder {
             buf: vec![0; HEADER_LEN],
             filled: 0,
             ready: false,
+            shape: None,
             layout: None,
             accepts: Kinds::ALL,
         }
     }
 
+    /// Tells the decoder the file's shape from its MANIFEST, before the
+    /// HASHES complete its layout: from then on frames are bounded by the
+    /// file's frame limit, and HASHES decode.
+    pub fn set_shape(&mut self, shape: Shape) {
+        self.shape = Some(shape);
+    }
+
     /// Tells the decoder which file the connection is about; from then on
     /// chunk messages are accepted and checked against `layout`.
     pub fn set_layout(&mut self, layout: Layout) {
+        self.shape = Some(*layout.shape());
         self.layout = Some(layout);
     }
 
@@ -1325,7 +1440,7 @@ impl Decoder {
 
     /// The largest `length` currently accepted.
     pub fn limit(&self) -> usize {
-        self.layout.map_or(HANDSHAKE_LIMIT, |l| l.frame_limit())
+        self.shape.map_or(HANDSHAKE_LIMIT, |s| s.frame_limit())
     }
 
     /// Reads until one whole frame is buffered. Returns `Ok(false)` when
@@ -1383,7 +1498,11 @@ impl Decoder {
         if !self.ready {
             return Err(Error::Unexpected("partial frame"));
         }
-        decode(&self.buf[4..4 + self.header_len()], self.layout.as_ref())
+        decode_with(
+            &self.buf[4..4 + self.header_len()],
+            self.shape.as_ref(),
+            self.layout.as_ref(),
+        )
     }
 
     /// Reads and decodes one message, however many read timeouts it
@@ -1408,7 +1527,7 @@ impl Decoder {
             return Err(Error::TooLong { len, limit });
         }
         let kind = self.buf[4];
-        let (min, max) = length_bounds(kind, self.layout.as_ref())?;
+        let (min, max) = length_bounds(kind, self.shape.as_ref(), self.layout.is_some())?;
         if !self.accepts.contains(kind) {
             return Err(Error::Unexpected(kind_name(kind)));
         }
@@ -1425,8 +1544,18 @@ impl Decoder {
 /// Decodes one frame's kind and payload (everything after the length
 /// field). `layout` is the file's layout once the manifest is known.
 pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a>, Error> {
+    decode_with(frame, layout.map(Layout::shape), layout)
+}
+
+/// [`decode`] with the shape known apart from the layout: between a
+/// MANIFEST and the last of its HASHES, the shape alone.
+fn decode_with<'a>(
+    frame: &'a [u8],
+    shape: Option<&Shape>,
+    layout: Option<&Layout>,
+) -> Result<Message<'a>, Error> {
     let (&kind, payload) = frame.split_first().ok_or(Error::EmptyFrame)?;
-    let (min, max) = length_bounds(kind, layout)?;
+    let (min, max) = length_bounds(kind, shape, layout.is_some())?;
     let name = kind_name(kind);
     if frame.len() < min || frame.len() > max {
         return Err(Error::BadLength {
@@ -1464,29 +1593,56 @@ pub fn decode<'a>(frame: &'a [u8], layout: Option<&Layout>) -> Result<Message<'a
         KIND_MANIFEST => Message::Manifest {
             file_len: u64::from_be_bytes(payload[..8].try_into().unwrap()),
             chunk_size: u32::from_be_bytes(payload[8..12].try_into().unwrap()),
-            file_hash: digest(&payload[12..44]),
-            name: text(&payload[44..], "file name")?,
+            chunking: match payload[12] {
+                0 => Chunking::Fixed,
+                1 => Chunking::Content,
+                _ => {
+                    return Err(Error::BadLength {
+                        kind: name,
+                        len: frame.len(),
+                    });
+                }
+            },
+            chunks: u32::from_be_bytes(payload[13..17].try_into().unwrap()),
+            file_hash: digest(&payload[17..49]),
+            name: text(&payload[49..], "file name")?,
         },
         KIND_HASHES => {
+            // length_bounds let HASHES through only with a shape.
+            let shape = shape.ok_or(Error::NeedsManifest(name))?;
+            let entry = hash_entry_len(shape.chunking());
             let rest = &payload[4..];
-            if rest.len() % 32 != 0 {
+            if rest.len() % entry != 0 {
                 return Err(Error::BadLength {
                     kind: name,
                     len: frame.len(),
                 });
             }
-            let first = id_at(0)?;
-            let n = rest.len() / 32;
-            if first.index() + n > layout.map_or(0, |l| l.count() as usize) {
+            let first = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            let n = rest.len() / entry;
+            if u64::from(first) + n as u64 > u64::from(shape.count()) {
                 return Err(Error::ChunkOutOfRange {
                     kind: name,
-                    id: (first.index() + n - 1) as u64,
-                    count: layout.map_or(0, |l| l.count()),
+                    id: u64::from(first) + n as u64 - 1,
+                    count: shape.count(),
                 });
             }
-            Message::Hashes {
-                first,
-                hashes: rest.chunks_exact(32).map(digest).collect(),
+            let entries = rest.chunks_exact(entry);
+            match shape.chunking() {
+                Chunking::Fixed => Message::Hashes {
+                    first,
+                    hashes: entries.map(digest).collect(),
+                    lens: None,
+                },
+                Chunking::Content => Message::Hashes {
+                    first,
+                    hashes: entries.clone().map(|e| digest(&e[4..])).collect(),
+                    lens: Some(
+                        entries
+                            .map(|e| u32::from_be_bytes(e[..4].try_into().unwrap()))
+                            .collect(),
+                    ),
+                },
             }
         }
         KIND_CHUNK_LIST => {
@@ -1641,6 +1797,62 @@ mod tests {
         layout().chunk_id(raw).unwrap()
     }
 
+    /// 2560 bytes in content-defined chunks of 1500, 1 and 1059 bytes.
+    fn content_layout() -> Layout {
+        Layout::content(2560, 1024, &[1500, 1, 1059]).unwrap()
+    }
+
+    /// The longest name a MANIFEST carries.
+    static NAME: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| "n".repeat(MAX_NAME_LEN));
+
+    /// The messages whose form depends on the chunking, for
+    /// [`content_layout`].
+    fn content_messages() -> Vec<Message<'static>> {
+        static DATA: [u8; 1500] = [0xCD; 1500];
+        let l = content_layout();
+        let id = |raw| l.chunk_id(raw).unwrap();
+        let mut set = ChunkSet::new(3);
+        set.insert(id(1));
+        vec![
+            Message::Hashes {
+                first: 0,
+                hashes: vec![[4; 32], [5; 32], [6; 32]],
+                lens: Some(vec![1500, 1, 1059]),
+            },
+            Message::Hashes {
+                first: 2,
+                hashes: vec![[7; 32]],
+                lens: Some(vec![u32::MAX]),
+            },
+            Message::ChunkList(set),
+            Message::Have(vec![id(1), id(2)]),
+            Message::Request(id(0)),
+            Message::Chunk {
+                id: id(0),
+                data: &DATA,
+            },
+            Message::Chunk {
+                id: id(1),
+                data: &DATA[..1],
+            },
+            Message::Chunk {
+                id: id(2),
+                data: &DATA[..1059],
+            },
+            Message::KeepAlive,
+        ]
+    }
+
+    /// Every message, each with the layout it is decoded with.
+    fn cases() -> Vec<(Layout, Message<'static>)> {
+        let fixed = every_message().into_iter().map(|m| (layout(), m));
+        let content = content_messages()
+            .into_iter()
+            .map(|m| (content_layout(), m));
+        fixed.chain(content).collect()
+    }
+
     fn every_message() -> Vec<Message<'static>> {
         static DATA: [u8; 1024] = [0xAB; 1024];
         let mut set = ChunkSet::new(3);
@@ -1659,12 +1871,23 @@ mod tests {
             Message::Manifest {
                 file_len: 2560,
                 chunk_size: 1024,
+                chunking: Chunking::Fixed,
+                chunks: 3,
                 file_hash: [1; 32],
                 name: "report ü.pdf",
             },
+            Message::Manifest {
+                file_len: u64::MAX,
+                chunk_size: 4 << 20,
+                chunking: Chunking::Content,
+                chunks: u32::MAX,
+                file_hash: [9; 32],
+                name: &NAME,
+            },
             Message::Hashes {
-                first: id(1),
+                first: 1,
                 hashes: vec![[2; 32], [3; 32]],
+                lens: None,
             },
             Message::ChunkList(set),
             Message::ChunkList(ChunkSet::new(3)),
@@ -1752,7 +1975,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_status(99, &peers, l.frame_limit(), &mut buf);
         let mut dec = Decoder::new();
-        dec.set_layout(l);
+        dec.set_layout(l.clone());
         let mut got = Vec::new();
         let mut cursor = &buf[..];
         while !cursor.is_empty() {
@@ -1811,11 +2034,11 @@ mod tests {
 
     #[test]
     fn every_message_round_trips_at_every_split() {
-        for msg in every_message() {
+        for (layout, msg) in cases() {
             let mut buf = Vec::new();
             encode(&msg, &mut buf);
             let frame = &buf[4..];
-            assert_eq!(decode(frame, Some(&layout())).unwrap(), msg);
+            assert_eq!(decode(frame, Some(&layout)).unwrap(), msg);
             for step in [1, 3, 7, buf.len()] {
                 let mut r = Trickle {
                     data: &buf,
@@ -1823,7 +2046,7 @@ mod tests {
                     timeout_next: true,
                 };
                 let mut dec = Decoder::new();
-                dec.set_layout(layout());
+                dec.set_layout(layout.clone());
                 while !dec.fill(&mut r).unwrap() {}
                 assert_eq!(dec.message().unwrap(), msg);
                 assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
@@ -1833,17 +2056,22 @@ mod tests {
 
     #[test]
     fn a_stream_of_messages_decodes_in_order() {
-        let mut buf = Vec::new();
-        for msg in every_message() {
-            encode(&msg, &mut buf);
+        for (layout, messages) in [
+            (layout(), every_message()),
+            (content_layout(), content_messages()),
+        ] {
+            let mut buf = Vec::new();
+            for msg in &messages {
+                encode(msg, &mut buf);
+            }
+            let mut r = &buf[..];
+            let mut dec = Decoder::new();
+            dec.set_layout(layout);
+            for msg in messages {
+                assert_eq!(dec.read(&mut r).unwrap(), msg);
+            }
+            assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
         }
-        let mut r = &buf[..];
-        let mut dec = Decoder::new();
-        dec.set_layout(layout());
-        for msg in every_message() {
-            assert_eq!(dec.read(&mut r).unwrap(), msg);
-        }
-        assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
     }
 
     #[test]
@@ -1863,7 +2091,7 @@ mod tests {
     fn decode_bytes(bytes: &[u8], layout: Option<Layout>) -> Error {
         let mut dec = Decoder::new();
         if let Some(l) = layout {
-            dec.set_layout(l);
+            dec.set_layout(l.clone());
         }
         let mut r = bytes;
         match dec.read(&mut r) {
@@ -1874,11 +2102,11 @@ mod tests {
 
     #[test]
     fn truncated_frames_are_rejected() {
-        for msg in every_message() {
+        for (layout, msg) in cases() {
             let mut buf = Vec::new();
             encode(&msg, &mut buf);
             for cut in 1..buf.len() {
-                let err = decode_bytes(&buf[..cut], Some(layout()));
+                let err = decode_bytes(&buf[..cut], Some(layout.clone()));
                 assert!(
                     matches!(err, Error::Truncated { got, .. } if got == cut),
                     "{} cut at {cut}: {err}",
@@ -1892,7 +2120,7 @@ mod tests {
     fn oversized_and_malformed_frames_are_rejected_before_the_payload() {
         let l = Some(layout());
         // A 4 GiB length is refused from the header alone.
-        let err = decode_bytes(&[0xFF, 0xFF, 0xFF, 0xFF, KIND_CHUNK], l);
+        let err = decode_bytes(&[0xFF, 0xFF, 0xFF, 0xFF, KIND_CHUNK], l.clone());
         assert!(
             matches!(
                 err,
@@ -1920,7 +2148,7 @@ mod tests {
             }
         ));
         // A chunk one byte longer than a chunk can be.
-        let err = decode_bytes(&[0, 0, 4, 6, KIND_CHUNK], l);
+        let err = decode_bytes(&[0, 0, 4, 6, KIND_CHUNK], l.clone());
         assert!(matches!(
             err,
             Error::BadLength {
@@ -1929,14 +2157,14 @@ mod tests {
             }
         ));
         assert!(matches!(
-            decode_bytes(&[0, 0, 0, 0, 1], l),
+            decode_bytes(&[0, 0, 0, 0, 1], l.clone()),
             Error::EmptyFrame
         ));
-        let err = decode_bytes(&[0, 0, 0, 1, 99], l);
+        let err = decode_bytes(&[0, 0, 0, 1, 99], l.clone());
         assert_eq!(err.to_string(), "unknown message type 99");
         let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST], None);
         assert_eq!(err.to_string(), "request message before the manifest");
-        let err = decode_bytes(&[0, 0, 0, 2, KIND_KEEPALIVE, 0], l);
+        let err = decode_bytes(&[0, 0, 0, 2, KIND_KEEPALIVE, 0], l.clone());
         assert!(matches!(
             err,
             Error::BadLength {
@@ -1954,13 +2182,13 @@ mod tests {
         let mut bytes = chunk_header(id, 16 << 20).to_vec();
         bytes.extend_from_slice(&[7; 100]);
         let mut dec = Decoder::new();
-        dec.set_layout(big);
+        dec.set_layout(big.clone());
         let mut r = &bytes[..];
         assert!(matches!(dec.fill(&mut r), Err(Error::Truncated { .. })));
         assert!(dec.allocated() <= 128 * 1024, "{}", dec.allocated());
         // A kind the state does not accept is refused from its header.
         let mut dec = Decoder::new();
-        dec.set_layout(big);
+        dec.set_layout(big.clone());
         dec.set_accepts(Kinds::of(&[Kind::Request, Kind::KeepAlive]));
         let mut r = &bytes[..];
         let err = dec.fill(&mut r).unwrap_err();
@@ -1978,7 +2206,7 @@ mod tests {
             &mut buf,
         );
         let mut dec = Decoder::new();
-        dec.set_layout(l);
+        dec.set_layout(l.clone());
         dec.set_accepts(Kinds::of(&[Kind::Chunk]));
         let mut r = &buf[..];
         assert_eq!(
@@ -2002,7 +2230,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_have(&ids, &l, &mut buf);
         let mut dec = Decoder::new();
-        dec.set_layout(l);
+        dec.set_layout(l.clone());
         let mut r = &buf[..];
         let mut got = Vec::new();
         while !r.is_empty() {
@@ -2024,22 +2252,23 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let valid: Vec<Vec<u8>> = every_message()
-            .iter()
-            .map(|m| {
+        let valid: Vec<(Layout, Vec<u8>)> = cases()
+            .into_iter()
+            .map(|(l, m)| {
                 let mut buf = Vec::new();
-                encode(m, &mut buf);
-                buf
+                encode(&m, &mut buf);
+                (l, buf)
             })
             .collect();
         let mut decoded = 0;
         for round in 0..100_000 {
+            let (l, frame) = &valid[next() as usize % valid.len()];
             let mut bytes = match round % 4 {
                 // Pure noise.
                 0 => (0..next() % 64).map(|_| next() as u8).collect(),
                 // A valid frame with a few bytes flipped.
                 1 | 2 => {
-                    let mut f = valid[next() as usize % valid.len()].clone();
+                    let mut f = frame.clone();
                     for _ in 0..1 + next() % 3 {
                         let at = next() as usize % f.len();
                         f[at] ^= 1 << (next() % 8);
@@ -2048,7 +2277,7 @@ mod tests {
                 }
                 // A valid frame with a random length field.
                 _ => {
-                    let mut f = valid[next() as usize % valid.len()].clone();
+                    let mut f = frame.clone();
                     f[..4].copy_from_slice(&(next() as u32).to_be_bytes());
                     f
                 }
@@ -2058,8 +2287,10 @@ mod tests {
                 bytes.truncate(cut);
             }
             let mut dec = Decoder::new();
-            if round % 2 == 0 {
-                dec.set_layout(layout());
+            match round % 3 {
+                0 => dec.set_layout(l.clone()),
+                1 => dec.set_shape(*l.shape()),
+                _ => {}
             }
             let mut r = &bytes[..];
             while dec.read(&mut r).is_ok() {
@@ -2128,7 +2359,7 @@ mod tests {
     #[test]
     fn bad_contents_are_rejected() {
         let l = Some(layout());
-        let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST, 0, 0, 0, 3], l);
+        let err = decode_bytes(&[0, 0, 0, 5, KIND_REQUEST, 0, 0, 0, 3], l.clone());
         assert_eq!(
             err.to_string(),
             "request message names chunk 3 but the file has 3 chunks"
@@ -2136,7 +2367,7 @@ mod tests {
         // Chunk 2 is 512 bytes long; 600 is within the limit but wrong.
         let mut frame = vec![0, 0, 2, 93, KIND_CHUNK, 0, 0, 0, 2];
         frame.resize(4 + 605, 0);
-        let err = decode_bytes(&frame, l);
+        let err = decode_bytes(&frame, l.clone());
         assert_eq!(err.to_string(), "chunk 2 carries 600 bytes instead of 512");
         let mut hello = Vec::new();
         let msg = Message::Hello {
@@ -2161,18 +2392,131 @@ mod tests {
         *wrong.last_mut().unwrap() = 0xFF;
         assert!(matches!(decode_bytes(&wrong, None), Error::BadText(_)));
         // Spare bits set in a chunk list (3 chunks: only the top 3 bits).
-        let err = decode_bytes(&[0, 0, 0, 2, KIND_CHUNK_LIST, 0x10], l);
+        let err = decode_bytes(&[0, 0, 0, 2, KIND_CHUNK_LIST, 0x10], l.clone());
         assert!(matches!(err, Error::BadChunkList));
         // Digests that run past the last chunk.
         let mut frame = vec![0, 0, 0, 69, KIND_HASHES, 0, 0, 0, 2];
         frame.resize(4 + 69, 0);
         assert!(matches!(
-            decode_bytes(&frame, l),
+            decode_bytes(&frame, l.clone()),
             Error::ChunkOutOfRange {
                 kind: "hashes",
                 id: 3,
                 count: 3
             }
         ));
+    }
+
+    #[test]
+    fn content_chunking_frames_follow_the_shape_and_the_table() {
+        let l = Some(content_layout());
+        // MANIFEST names the scheme with 0 or 1 and nothing else.
+        let mut buf = Vec::new();
+        encode(&every_message()[2], &mut buf);
+        assert_eq!(buf[..5], [0, 0, 0, 1 + 49 + 13, KIND_MANIFEST]);
+        assert_eq!(buf[5 + 12], 0, "fixed");
+        buf[5 + 12] = 2;
+        assert!(matches!(
+            decode_bytes(&buf, None),
+            Error::BadLength {
+                kind: "manifest",
+                ..
+            }
+        ));
+        // Between MANIFEST and the last HASHES the shape alone bounds
+        // frames: HASHES decode, chunk messages are refused from the header.
+        let mut dec = Decoder::new();
+        dec.set_shape(*content_layout().shape());
+        assert_eq!(dec.limit(), 64 + 4096);
+        let msg = content_messages()[0].clone();
+        let mut buf = Vec::new();
+        encode(&msg, &mut buf);
+        assert_eq!(buf.len(), 4 + 1 + 4 + 3 * 36);
+        let mut r = &buf[..];
+        assert_eq!(dec.read(&mut r).unwrap(), msg);
+        let mut r = &[0, 0, 0, 5, KIND_REQUEST, 0, 0, 0, 0][..];
+        let err = dec.read(&mut r).unwrap_err();
+        assert_eq!(err.to_string(), "request message before the manifest");
+        // An entry is 36 bytes: 32-byte ones are refused, from the header
+        // when the length is below one entry.
+        let err = decode_bytes(&[0, 0, 0, 37, KIND_HASHES], l.clone());
+        assert!(matches!(err, Error::BadLength { len: 37, .. }), "{err}");
+        let mut frame = vec![0, 0, 0, 73, KIND_HASHES];
+        frame.resize(4 + 73, 0);
+        let err = decode_bytes(&frame, l.clone());
+        assert!(matches!(err, Error::BadLength { len: 73, .. }), "{err}");
+        let err = decode_bytes(&[0, 0, 0, 5 + 36 * 3 + 36, KIND_HASHES], l.clone());
+        assert!(matches!(err, Error::BadLength { .. }), "{err}");
+        // Entries that run past the last chunk.
+        let mut frame = vec![0, 0, 0, 77, KIND_HASHES, 0, 0, 0, 2];
+        frame.resize(4 + 77, 0);
+        assert!(matches!(
+            decode_bytes(&frame, l.clone()),
+            Error::ChunkOutOfRange {
+                kind: "hashes",
+                id: 3,
+                count: 3
+            }
+        ));
+        // A chunk may be as long as the longest chunk, 4 times the
+        // average, and must be exactly as long as the table says.
+        let err = decode_bytes(&[0, 0, 16, 6, KIND_CHUNK], l.clone());
+        assert!(matches!(err, Error::BadLength { len: 4102, .. }), "{err}");
+        let err = decode_bytes(&[0, 0, 0, 7, KIND_CHUNK, 0, 0, 0, 1, 9, 9], l.clone());
+        assert_eq!(err.to_string(), "chunk 1 carries 2 bytes instead of 1");
+        // The same frame under fixed chunking is a digest list of another
+        // length.
+        let mut frame = vec![0, 0, 0, 69, KIND_HASHES, 0, 0, 0, 1];
+        frame.resize(4 + 69, 0);
+        assert!(matches!(
+            decode_bytes(&frame, l),
+            Error::BadLength { len: 69, .. }
+        ));
+    }
+
+    #[test]
+    fn hashes_lists_are_split_to_fit_the_frame_limit() {
+        let lens: Vec<u32> = (0..5000).map(|i| 1 + i % 4096).collect();
+        let total = lens.iter().map(|&l| u64::from(l)).sum();
+        for (l, per) in [
+            (Layout::new(8192 * 1024, 1024).unwrap(), 1024 / 32),
+            (Layout::content(total, 1024, &lens).unwrap(), 4096 / 36),
+        ] {
+            assert_eq!(max_hashes(l.shape()), per);
+            let content = l.chunking() == Chunking::Content;
+            let mut buf = Vec::new();
+            for first in (0..l.count()).step_by(per) {
+                let n = per.min((l.count() - first) as usize);
+                let hashes = vec![[1; 32]; n];
+                let lens = content.then(|| lens[first as usize..][..n].to_vec());
+                let msg = Message::Hashes {
+                    first,
+                    hashes,
+                    lens,
+                };
+                let at = buf.len();
+                encode(&msg, &mut buf);
+                assert!(buf.len() - at - 4 <= l.frame_limit());
+            }
+            let mut dec = Decoder::new();
+            dec.set_shape(*l.shape());
+            let mut r = &buf[..];
+            let (mut got, mut got_lens) = (0, Vec::new());
+            while !r.is_empty() {
+                let Message::Hashes {
+                    first,
+                    hashes,
+                    lens,
+                } = dec.read(&mut r).unwrap()
+                else {
+                    panic!("not a hashes frame")
+                };
+                assert_eq!(first as usize, got);
+                got += hashes.len();
+                got_lens.extend(lens.into_iter().flatten());
+            }
+            assert_eq!(got, l.count() as usize);
+            assert_eq!(got_lens, if content { lens.clone() } else { vec![] });
+        }
     }
 }

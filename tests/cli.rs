@@ -72,6 +72,24 @@ fn usage_errors_exit_2_with_one_line() {
             "swarm: unknown flag '--turbo' for 'swarm owner' (see 'swarm owner --help')",
         ),
         (
+            &["owner", "--port", "9000", "--chunking", "rolling", "f"],
+            "swarm: invalid --chunking 'rolling': expected 'fixed' or 'content'",
+        ),
+        (
+            &[
+                "owner",
+                "--port",
+                "9000",
+                "--chunking",
+                "content",
+                "--chunk-size",
+                "8388608",
+                "f",
+            ],
+            "swarm: invalid --chunk-size '8388608' with --chunking content: expected a \
+             whole number from 1024 to 4194304 (chunks may be 4 times as long)",
+        ),
+        (
             &["peer", "--port", "9001", "--download-neighbor", "9002"],
             "swarm: missing --owner (see 'swarm peer --help')",
         ),

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Proc, Ring, TestDir, audit_chunks, chunk_files, free_ports, wait_until};
-use swarm::manifest::{Layout, Manifest, sha256};
+use swarm::manifest::{Chunking, Layout, Manifest, sha256};
 use swarm::wire::{self, Decoder, Message};
 
 const CHUNK: usize = 102_400;
@@ -178,7 +178,7 @@ fn lying_neighbour(listener: TcpListener, manifest: Manifest, stop: Arc<AtomicBo
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let layout = *manifest.layout();
+        let layout = manifest.layout();
         let mut dec = Decoder::new();
         if !matches!(dec.read(&mut stream), Ok(Message::Hello { .. })) {
             continue;
@@ -197,7 +197,7 @@ fn lying_neighbour(listener: TcpListener, manifest: Manifest, stop: Arc<AtomicBo
         {
             continue;
         }
-        dec.set_layout(layout);
+        dec.set_layout(layout.clone());
         while let Ok(Message::Request(id)) = dec.read(&mut stream) {
             let junk = vec![0xEE; layout.chunk_len(id)];
             if wire::send(&mut stream, &Message::Chunk { id, data: &junk }).is_err() {
@@ -425,7 +425,7 @@ fn lying_owner(
     let layout = Layout::new(data.len() as u64, 1024).unwrap();
     let hashes: Vec<_> = data.chunks(1024).map(sha256).collect();
     let plain = swarm::manifest::plain_name(raw_name);
-    let m = Manifest::new(plain, layout, file_hash, hashes.clone()).unwrap();
+    let m = Manifest::new(plain, layout.clone(), file_hash, hashes.clone()).unwrap();
     let hello = Message::Hello {
         version: wire::VERSION,
         file_id: m.id(),
@@ -435,6 +435,8 @@ fn lying_owner(
     let manifest = Message::Manifest {
         file_len: data.len() as u64,
         chunk_size,
+        chunking: Chunking::Fixed,
+        chunks: layout.count(),
         file_hash,
         name: raw_name,
     };
@@ -442,9 +444,13 @@ fn lying_owner(
     if chunk_size != 1024 {
         return;
     }
-    let first = layout.chunk_id(0).unwrap();
-    wire::send(&mut s, &Message::Hashes { first, hashes }).unwrap();
-    dec.set_layout(layout);
+    let hashes = Message::Hashes {
+        first: 0,
+        hashes,
+        lens: None,
+    };
+    wire::send(&mut s, &hashes).unwrap();
+    dec.set_layout(layout.clone());
     // A peer that rejects the manifest closes instead of listing.
     if dec.read(&mut s).is_err() {
         return;
@@ -507,6 +513,44 @@ fn an_impossible_manifest_is_refused_with_one_line() {
         "bad-manifest",
         |owner| hostile_owner(owner, "x.bin", &[1, 2, 3], 0),
         "swarm: bad manifest: chunk size 0 is outside 1024..=16777216 bytes",
+    );
+    assert!(!dir.join("peer/manifest").exists());
+}
+
+/// Content-defined chunk lengths come from the owner; lengths that do not
+/// add up to the file's size cannot be an honest owner's.
+#[test]
+fn content_chunk_lengths_that_do_not_add_up_are_refused_with_one_line() {
+    let dir = refused(
+        "bad-lengths",
+        |listener| {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            Decoder::new().read(&mut s).unwrap();
+            let hello = Message::Hello {
+                version: wire::VERSION,
+                file_id: [3; 32],
+                name: "owner",
+            };
+            let manifest = Message::Manifest {
+                file_len: 3000,
+                chunk_size: 1024,
+                chunking: Chunking::Content,
+                chunks: 2,
+                file_hash: [1; 32],
+                name: "x.bin",
+            };
+            let hashes = Message::Hashes {
+                first: 0,
+                hashes: vec![[2; 32]; 2],
+                lens: Some(vec![1000, 1000]),
+            };
+            for msg in [hello, manifest, hashes] {
+                wire::send(&mut s, &msg).unwrap();
+            }
+            let _ = s.read(&mut [0u8; 64]);
+        },
+        "swarm: bad manifest: the chunk lengths add up to 2000 bytes, not the file's 3000",
     );
     assert!(!dir.join("peer/manifest").exists());
 }

@@ -134,7 +134,7 @@ fn a_stranger_s_complete_releases_no_peer() {
     ring.start_owner(&["--peers", "1"]);
     await_owner(&ring);
     let m = manifest_of(&ring.dir.join("owner"));
-    let layout = *m.layout();
+    let layout = m.layout();
     let port = ring.ports[0];
     ring.start_peer_to(0, free_port());
     // The owner seeds it everything; a request is only answered for a

@@ -624,7 +624,7 @@ fn have_frames_for_thousands_of_chunks_fit_the_frame_limit() {
     let mut buf = Vec::new();
     wire::encode_have(&ids, &layout, &mut buf);
     let mut dec = Decoder::new();
-    dec.set_layout(layout);
+    dec.set_layout(layout.clone());
     let mut r = &buf[..];
     let (mut got, mut frames) = (Vec::new(), 0);
     loop {
@@ -772,7 +772,7 @@ fn fake_owner(listener: TcpListener, m: &Manifest, file_id: [u8; 32], stop: &Ato
         if wire::send(&mut s, &hello).is_err() || s.write_all(&frames).is_err() {
             continue;
         }
-        dec.set_layout(*m.layout());
+        dec.set_layout(m.layout().clone());
         if fill_by(&mut dec, &mut s, deadline).is_err()
             || !matches!(dec.message(), Ok(Message::ChunkList(_)))
             || wire::send(&mut s, &Message::SeedDone).is_err()
@@ -808,7 +808,7 @@ fn per_connection_cost_does_not_grow_with_the_chunk_count() {
     let layout = Layout::new(4 << 30, 1024).unwrap();
     assert_eq!(layout.count(), 4_194_304);
     let hashes = vec![[0u8; 32]; layout.count() as usize];
-    let m = Manifest::new("big.bin".into(), layout, [7; 32], hashes).unwrap();
+    let m = Manifest::new("big.bin".into(), layout.clone(), [7; 32], hashes).unwrap();
     let file_id = m.id();
     eprintln!(
         "built the 4,194,304-chunk manifest in {:.2} s",
@@ -846,7 +846,7 @@ fn per_connection_cost_does_not_grow_with_the_chunk_count() {
         peer.log_text().contains("received manifest from the owner")
     });
     let deadline = Instant::now() + patience();
-    drop(FakeConn::hello_with(port, file_id, layout, "probe"));
+    drop(FakeConn::hello_with(port, file_id, layout.clone(), "probe"));
     eprintln!(
         "the peer serves its upload port {:.2} s after the test started",
         built.elapsed().as_secs_f64()
@@ -859,6 +859,7 @@ fn per_connection_cost_does_not_grow_with_the_chunk_count() {
     let conns: Vec<FakeConn> = thread::scope(|s| {
         let handles: Vec<_> = (0..16)
             .map(|i| {
+                let layout = layout.clone();
                 s.spawn(move || {
                     let name = format!("stranger {i}");
                     let mut c = FakeConn::hello_with(port, file_id, layout, &name);

@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{Ring, chunk_files, wait_until};
+use common::{Ring, chunk_files, run_swarm, wait_until};
 
 const CHUNK: usize = 102_400;
 
@@ -114,6 +114,78 @@ fn a_peer_killed_mid_run_resumes_from_its_directory() {
         fetched <= 40 - held,
         "refetched: {fetched} chunks received after restart"
     );
+}
+
+/// An owner that cuts its file where the content says (`--chunking
+/// content`): the chunks vary in length, the lengths travel in the
+/// manifest, and three peers the owner wires finish with identical
+/// copies; `swarm status` reads the same manifest.
+#[test]
+fn content_defined_chunks_reach_three_peers_intact() {
+    // About 3 MiB in chunks of 1 to 16 KiB: several hundred chunks, whose
+    // digests and lengths take more than one HASHES frame.
+    let mut ring = Ring::new("content", 3, 3 * 1024 * 1024 + 11);
+    ring.start_owner(&[
+        "--chunking",
+        "content",
+        "--chunk-size",
+        "4096",
+        "--peers",
+        "3",
+    ]);
+    ring.await_owner_log("owner: listening on");
+    let owner_port = ring.owner_port.to_string();
+    let status = run_swarm(&["status", "--owner", &owner_port, "--json"]);
+    assert_eq!(
+        status.code,
+        Some(0),
+        "swarm status failed: {}",
+        status.stderr
+    );
+    for i in 0..3 {
+        ring.start_wired_peer(i);
+    }
+    ring.expect_identical_copies();
+
+    let text = fs::read_to_string(ring.dir.join("owner/manifest")).unwrap();
+    assert!(
+        text.contains("\nchunk-size 4096\nchunking fastcdc-2020 1024 4096 16384\nchunks "),
+        "{}",
+        &text[..300]
+    );
+    let count: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("chunks "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count > 16384 / 36, "{count} chunks fit one HASHES frame");
+    assert!(
+        status.stdout.contains(&format!("\"chunks\":{count},")),
+        "{}",
+        status.stdout
+    );
+    let lens: std::collections::HashSet<&str> = text
+        .lines()
+        .skip(7)
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert!(
+        lens.len() > 50,
+        "only {} distinct chunk lengths",
+        lens.len()
+    );
+    for i in 0..3 {
+        let copy = fs::read_to_string(ring.peer_dir(i).join("manifest")).unwrap();
+        assert!(copy == text, "peer{i} cached another manifest");
+        assert_eq!(chunk_files(&ring.peer_dir(i)), count, "peer{i}");
+        let log = ring.peer(i).log_text();
+        assert!(!log.contains("panicked"), "peer{i} panicked");
+    }
+    assert!(ring.owner_log().contains(&format!(
+        "chunks of {} bytes on average, content chunking of min/avg/max 1024/4096/16384)",
+        ring.data.len() / count
+    )));
 }
 
 fn sha256_hex(data: &[u8]) -> String {

@@ -9,14 +9,21 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Ring, audit_chunks, wait_until};
+use swarm::manifest::{Chunking, Manifest};
 
 const CHUNK: usize = 102_400;
 
 /// The first 8 hex digits of the file ID `path` has now, as logs name a
 /// version.
 fn short_id(path: &Path) -> String {
-    let m = swarm::store::index(path, CHUNK as u32).unwrap();
-    swarm::peer::short_id(&m.id())
+    manifest_of(path, CHUNK as u32, Chunking::Fixed).1
+}
+
+/// The manifest `path` has now and its short ID.
+fn manifest_of(path: &Path, chunk_size: u32, chunking: Chunking) -> (Manifest, String) {
+    let m = swarm::store::index(path, chunk_size, chunking).unwrap();
+    let id = swarm::peer::short_id(&m.id());
+    (m, id)
 }
 
 /// What a peer's log says it took to get version `id`: chunk bytes from
@@ -228,4 +235,62 @@ fn a_peer_killed_during_a_version_switch_resumes_keeping_nothing_unverified() {
     assert!(fs::read(ring.peer_dir(0).join("input.bin")).unwrap() == data);
     assert_eq!(audit_chunks(&ring.peer_dir(0)), (200, 0));
     assert!(!ring.peer_dir(0).join("chunks/.reuse").exists());
+}
+
+#[test]
+fn content_chunking_moves_only_the_chunks_around_an_insertion() {
+    let len = 2 << 20;
+    let mut ring = Ring::new("insert", 3, len);
+    ring.extra = vec!["--follow".into()];
+    let args = [
+        "--peers",
+        "3",
+        "--chunking",
+        "content",
+        "--chunk-size",
+        "4096",
+    ];
+    ring.start_owner(&args);
+    for i in 0..3 {
+        ring.start_wired_peer(i);
+    }
+    let (m1, v1) = manifest_of(&ring.file, 4096, Chunking::Content);
+    for i in 0..3 {
+        wait_for_version(&mut ring, i, &v1);
+    }
+    // 1000 bytes inserted at 10 %, the file replaced in one rename.
+    let at = len / 10;
+    let mut data = ring.data[..at].to_vec();
+    data.extend(common::random_bytes(1000, 3));
+    data.extend_from_slice(&ring.data[at..]);
+    let next = ring.dir.join("next.bin");
+    fs::write(&next, &data).unwrap();
+    fs::rename(&next, &ring.file).unwrap();
+    let (m2, v2) = manifest_of(&ring.file, 4096, Chunking::Content);
+    // The chunks of the new version that the old one does not have.
+    let old: std::collections::HashSet<_> = m1.chunk_hashes().iter().collect();
+    let layout = m2.layout();
+    let new: Vec<_> = layout
+        .ids()
+        .filter(|&id| !old.contains(m2.chunk_hash(id)))
+        .collect();
+    let new_bytes: u64 = new.iter().map(|&id| layout.chunk_len(id) as u64).sum();
+    assert!(
+        (1..=3).contains(&new.len()),
+        "{} of {} chunks changed",
+        new.len(),
+        layout.count()
+    );
+    for i in 0..3 {
+        let got = wait_for_version(&mut ring, i, &v2);
+        assert_eq!(got.owner + got.ring, new_bytes, "peer{i}: {got:?}");
+        assert_eq!(got.reused, data.len() as u64 - new_bytes, "peer{i}");
+        let copy = fs::read(ring.peer_dir(i).join("input.bin")).unwrap();
+        assert!(copy == data, "peer{i}: copy is not the new version");
+    }
+    let shared = layout.count() as usize - new.len();
+    ring.await_owner_log(&format!(
+        "{shared} of its {} chunks were in the version before",
+        layout.count()
+    ));
 }

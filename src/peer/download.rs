@@ -115,7 +115,7 @@ impl Download {
                 wire::Error::Refused("it shares a different file".into()),
             ));
         }
-        dec.set_layout(*self.store.layout());
+        dec.set_layout(self.store.layout().clone());
         backoff.reset();
         log::info!(
             "{name}: connected to download neighbour {} at {addr}",

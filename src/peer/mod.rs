@@ -537,7 +537,7 @@ struct Coordinator<'a> {
 impl<'a> Coordinator<'a> {
     fn new(args: &'a PeerArgs, store: Arc<Store>, shared: &'a Shared, out: PathBuf) -> Self {
         let now = Instant::now();
-        let sched = Scheduler::new(*store.layout(), store.snapshot(), args.stall_timeout);
+        let sched = Scheduler::new(store.layout().clone(), store.snapshot(), args.stall_timeout);
         let last_held = sched.held().len();
         let last_count = store.layout().count();
         Coordinator {
@@ -762,11 +762,11 @@ impl<'a> Coordinator<'a> {
         };
         let mut gained = self.sched.held().clone();
         gained.subtract(&self.reported);
-        let layout = *self.store.layout();
+        let layout = self.store.layout();
         let mut buf = Vec::new();
         if !gained.is_empty() {
-            let ids: Vec<ChunkId> = gained.iter(&layout).collect();
-            wire::encode_have(&ids, &layout, &mut buf);
+            let ids: Vec<ChunkId> = gained.iter(layout).collect();
+            wire::encode_have(&ids, layout, &mut buf);
         }
         wire::encode(&Message::Progress { rate }, &mut buf);
         if link.send(Outgoing::Frames(buf)).is_ok() {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::{Event, Shared};
 use crate::conn::{self, Conn, Handle, Role, Setup};
 use crate::error::{Error, Result};
-use crate::manifest::{self, Layout, Manifest};
+use crate::manifest::{self, Chunking, Layout, Manifest, Shape};
 use crate::net::{self, Backoff};
 use crate::scheduler::SourceKind;
 use crate::store::Store;
@@ -161,7 +161,7 @@ impl OwnerLink {
             return Ok(Ended::NewVersion);
         };
         self.version_due = false;
-        dec.set_layout(*store.layout());
+        dec.set_layout(store.layout().clone());
         let held = store.snapshot();
         let neighbour = match (self.shared.wired, self.shared.target()) {
             (false, Some(addr)) => addr.to_string(),
@@ -330,7 +330,8 @@ impl Role for OwnerRole {
     }
 }
 
-/// Reads MANIFEST and the HASHES frames that follow it into a manifest.
+/// Reads MANIFEST and the HASHES frames that follow it into a manifest,
+/// and leaves `dec` set to its layout.
 pub(crate) fn receive_manifest(
     dec: &mut Decoder,
     stream: &mut std::net::TcpStream,
@@ -339,17 +340,23 @@ pub(crate) fn receive_manifest(
     let fail = |err| Error::wire(owner, err);
     dec.set_accepts(Kinds::of(&[Kind::Manifest, Kind::Refuse]));
     net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
-    let (file_len, chunk_size, file_hash, raw_name) = match dec.message().map_err(fail)? {
+    let (shape, file_hash, raw_name) = match dec.message().map_err(fail)? {
         Message::Manifest {
             file_len,
             chunk_size,
+            chunking,
+            chunks,
             file_hash,
             name,
-        } => (file_len, chunk_size, file_hash, name.to_string()),
+        } => (
+            Shape::new(file_len, chunk_size, chunking, chunks),
+            file_hash,
+            name.to_string(),
+        ),
         Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
         other => return Err(fail(wire::Error::Unexpected(other.name()))),
     };
-    let layout = Layout::new(file_len, chunk_size)?;
+    let shape = shape?;
     // An owner makes its name plain before it hashes the manifest, so a
     // name that is not plain cannot be an honest owner's.
     let name = manifest::plain_name(&raw_name);
@@ -358,21 +365,30 @@ pub(crate) fn receive_manifest(
             "{owner} sent a file name that is not a plain name ({raw_name:?})"
         )));
     }
-    dec.set_layout(layout);
+    dec.set_shape(shape);
     dec.set_accepts(Kinds::of(&[Kind::Hashes]));
     // Grown as digests arrive, not sized from what the owner claims.
     let mut hashes = Vec::new();
-    while hashes.len() < layout.count() as usize {
+    let mut lens = Vec::new();
+    while hashes.len() < shape.count() as usize {
         net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
         match dec.message().map_err(fail)? {
             Message::Hashes {
                 first,
                 hashes: more,
-            } if first.index() == hashes.len() => {
+                lens: more_lens,
+            } if first as usize == hashes.len() => {
                 hashes.extend(more);
+                // The decoder gives lengths exactly for content chunking.
+                lens.extend(more_lens.into_iter().flatten());
             }
             other => return Err(fail(wire::Error::Unexpected(other.name()))),
         }
     }
+    let layout = match shape.chunking() {
+        Chunking::Fixed => Layout::new(shape.file_len(), shape.chunk_size())?,
+        Chunking::Content => Layout::content(shape.file_len(), shape.chunk_size(), &lens)?,
+    };
+    dec.set_layout(layout.clone());
     Manifest::new(name, layout, file_hash, hashes)
 }

@@ -78,7 +78,7 @@ fn serve(
     let fail = |e: std::io::Error| Error::wire(who.as_str(), e.into());
     conn::answer_hello(&mut stream, file_id, name, &hello, shared.secret.as_deref())
         .map_err(fail)?;
-    dec.set_layout(*store.layout());
+    dec.set_layout(store.layout().clone());
     // The list and the feed of chunks gained after it, taken at one
     // instant so no chunk falls between the two.
     let (held, gained) = store.subscribe();

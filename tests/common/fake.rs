@@ -12,7 +12,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use swarm::chunks::ChunkSet;
-use swarm::manifest::{ChunkId, Layout, Manifest};
+use swarm::manifest::{ChunkId, Chunking, Layout, Manifest, Shape};
 use swarm::wire::{self, Decoder, Message};
 
 /// The manifest a swarm directory caches (the owner's or a peer's).
@@ -46,7 +46,7 @@ impl FakeConn {
     /// Connects to a peer's upload port as a downloader of `manifest`
     /// would: HELLO both ways.
     pub fn hello(port: u16, manifest: &Manifest, name: &str) -> FakeConn {
-        FakeConn::hello_with(port, manifest.id(), *manifest.layout(), name)
+        FakeConn::hello_with(port, manifest.id(), manifest.layout().clone(), name)
     }
 
     /// [`FakeConn::hello`] with the file's ID and layout given apart.
@@ -66,24 +66,43 @@ impl FakeConn {
         let mut c = FakeConn::connect(port);
         send(&mut c.stream, &hello_msg([0; 32], name));
         assert!(matches!(c.read(), Message::Hello { .. }));
-        let (file_len, chunk_size, file_hash, fname) = match c.read() {
+        let (shape, file_hash, fname) = match c.read() {
             Message::Manifest {
                 file_len,
                 chunk_size,
+                chunking,
+                chunks,
                 file_hash,
                 name,
-            } => (file_len, chunk_size, file_hash, name.to_string()),
+            } => (
+                Shape::new(file_len, chunk_size, chunking, chunks).unwrap(),
+                file_hash,
+                name.to_string(),
+            ),
             other => panic!("expected MANIFEST, got {other:?}"),
         };
-        let layout = Layout::new(file_len, chunk_size).unwrap();
-        c.dec.set_layout(layout);
-        let mut hashes = Vec::new();
-        while hashes.len() < layout.count() as usize {
+        c.dec.set_shape(shape);
+        let (mut hashes, mut lens) = (Vec::new(), Vec::new());
+        while hashes.len() < shape.count() as usize {
             match c.read() {
-                Message::Hashes { hashes: more, .. } => hashes.extend(more),
+                Message::Hashes {
+                    hashes: more,
+                    lens: more_lens,
+                    ..
+                } => {
+                    hashes.extend(more);
+                    lens.extend(more_lens.into_iter().flatten());
+                }
                 other => panic!("expected HASHES, got {other:?}"),
             }
         }
+        let layout = match shape.chunking() {
+            Chunking::Fixed => Layout::new(shape.file_len(), shape.chunk_size()).unwrap(),
+            Chunking::Content => {
+                Layout::content(shape.file_len(), shape.chunk_size(), &lens).unwrap()
+            }
+        };
+        c.dec.set_layout(layout.clone());
         let m = Manifest::new(fname, layout, file_hash, hashes).unwrap();
         (c, m)
     }
@@ -295,7 +314,7 @@ impl Serve<'_> {
         stream
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        let layout = *self.manifest.layout();
+        let layout = self.manifest.layout();
         let mut dec = Decoder::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         let hello = loop {
@@ -309,11 +328,11 @@ impl Serve<'_> {
             return;
         }
         let ok = wire::send(&mut stream, &hello_msg(self.manifest.id(), "fake")).is_ok()
-            && wire::send(&mut stream, &Message::ChunkList(all_chunks(&layout))).is_ok();
+            && wire::send(&mut stream, &Message::ChunkList(all_chunks(layout))).is_ok();
         if !ok {
             return;
         }
-        dec.set_layout(layout);
+        dec.set_layout(layout.clone());
         let mut queue: std::collections::VecDeque<ChunkId> = Default::default();
         let mut held: Vec<ChunkId> = Vec::new();
         let mut last_sent = Instant::now();
