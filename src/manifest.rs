@@ -34,7 +34,7 @@
 //! name report.pdf
 //! size 250000
 //! chunk-size 102400
-//! chunking fastcdc-2020 25600 102400 409600
+//! chunking fastcdc-2020 25600 92681 409600
 //! chunks 3
 //! sha256 <64 hex digits of the whole file>
 //! 0 98304 <64 hex digits of chunk 0>
@@ -163,12 +163,30 @@ impl fmt::Display for Chunking {
     }
 }
 
-/// The minimum, average and maximum chunk lengths of content chunking
-/// with average `chunk_size`: a quarter, once and four times it. Every
-/// chunk but the last is at least the minimum (the last may be shorter),
-/// and none is longer than the maximum.
+/// The minimum, average and maximum chunk lengths handed to FastCDC for
+/// content chunking with average `chunk_size`: a quarter, about once and
+/// four times it. Every chunk but the last is at least the minimum (the
+/// last may be shorter), and none is longer than the maximum.
+///
+/// The crate cuts with a mask of `round(log2(avg))` bits, so an average
+/// whose logarithm's fraction is .5 or more would cut as if it were the
+/// next power of two (102400 gives chunks of 134 KB on average, measured
+/// on 64 MiB of random bytes). Such an average is handed over as the
+/// largest value that still rounds down: 92681 for 102400, whose chunks
+/// then average 97.5 KB.
 pub fn content_sizes(chunk_size: u32) -> (u32, u32, u32) {
-    (chunk_size / 4, chunk_size, chunk_size.saturating_mul(4))
+    let floor = 31 - chunk_size.max(1).leading_zeros();
+    let cap = (f64::from(floor) + 0.5).exp2().floor() as u32;
+    let avg = if f64::from(cap).log2().round() as u32 > floor {
+        cap - 1
+    } else {
+        cap
+    };
+    (
+        chunk_size / 4,
+        chunk_size.min(avg),
+        chunk_size.saturating_mul(4),
+    )
 }
 
 /// What a MANIFEST frame says of a file's chunks: the scheme, the size,
@@ -675,6 +693,16 @@ mod tests {
             hashes.collect(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn content_averages_are_handed_over_below_the_next_power_of_two() {
+        assert_eq!(content_sizes(102_400), (25_600, 92_681, 409_600));
+        assert_eq!((92_681f64).log2().round(), 16.0);
+        assert_eq!(content_sizes(1024), (256, 1024, 4096));
+        assert_eq!(content_sizes(4096), (1024, 4096, 16_384));
+        assert_eq!(content_sizes(1500).1, 1448);
+        assert_eq!(content_sizes(4 << 20).1, 4 << 20);
     }
 
     #[test]

@@ -1502,8 +1502,8 @@ mod tests {
     fn content_cuts_are_fastcdc_over_the_whole_file() {
         let data = noise(5 << 20, 3);
         for avg in [1024, 16 * 1024, 100 * 1024] {
-            let (min, _, max) = content_sizes(avg);
-            let want: Vec<usize> = FastCDC::new(&data, min, avg, max)
+            let (min, handed, max) = content_sizes(avg);
+            let want: Vec<usize> = FastCDC::new(&data, min, handed, max)
                 .map(|c| c.length)
                 .collect();
             let mut cuts = ContentCuts::new(Dribble(&data, 100_000), data.len() as u64, avg);

@@ -116,9 +116,13 @@
 //!   inserted into a file change only the chunks around them. The owner
 //!   finds them with FastCDC as published in 2020 (the `fastcdc` crate's
 //!   `v2020`: its gear table, normalization level 1) with minimum
-//!   `chunk_size / 4`, average `chunk_size` and maximum `max_len = 4 ·
+//!   `chunk_size / 4`, average `AVG` and maximum `max_len = 4 ·
 //!   chunk_size`, but a receiver needs none of that: the chunk lengths are
-//!   in the HASHES. `chunk_size` is within 1024..=4194304; every length is
+//!   in the HASHES. `AVG` is `chunk_size`, or if `log2(chunk_size)` has a
+//!   fraction of .5 or more (FastCDC would cut as for the next power of
+//!   two), the largest integer below `2^(k + 0.5)`, `k =
+//!   floor(log2(chunk_size))`: 92681 for 102400, whose chunks then
+//!   average about 100 KB. `chunk_size` is within 1024..=4194304; every length is
 //!   within 1..=max_len (every chunk but the last is at least the minimum,
 //!   which a receiver need not check), they add up to `file_len`, and
 //!   their number is `chunks`, so `chunks <= file_len <= chunks · max_len`.
@@ -144,7 +148,7 @@
 //! "name " NAME LF
 //! "size " DEC(file_len) LF
 //! "chunk-size " DEC(chunk_size) LF
-//! "chunking fastcdc-2020 " DEC(chunk_size / 4) " " DEC(chunk_size) " " DEC(4 · chunk_size) LF
+//! "chunking fastcdc-2020 " DEC(chunk_size / 4) " " DEC(AVG) " " DEC(4 · chunk_size) LF
 //! "chunks " DEC(chunks) LF
 //! "sha256 " HEX(file_sha256) LF
 //! DEC(i) " " DEC(chunk i's length) " " HEX(chunk i's SHA-256) LF      for i = 0 .. chunks-1
