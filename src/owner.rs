@@ -1108,23 +1108,13 @@ fn watch(shared: &Arc<Shared>) {
         if now.saturating_duration_since(since) < QUIET {
             continue;
         }
-        if shared.once {
-            let v = shared.current();
-            let id = v.store.layout().ids().next();
-            match id {
-                Some(id) => shared.fail(shared.changed(id)),
-                None => shared.fail(Error::Integrity(format!(
-                    "{} changed while being shared; restart the owner to share the new version",
-                    shared.source.display()
-                ))),
-            }
-            return;
-        }
         let before = stamp(&shared.source);
-        log::info!(
-            "owner: {} changed; indexing it again",
-            shared.source.display()
-        );
+        let doing = if shared.once {
+            "checking its bytes"
+        } else {
+            "indexing it again"
+        };
+        log::info!("owner: {} changed; {doing}", shared.source.display());
         let started = Instant::now();
         let indexed = store::index(&shared.source, shared.chunk_size, shared.chunking);
         if stamp(&shared.source) != before {
@@ -1138,6 +1128,23 @@ fn watch(shared: &Arc<Shared>) {
         }
         pending = None;
         shared.suspect.store(false, Ordering::Release);
+        if shared.once {
+            // Touched but the same bytes is no change.
+            let v = shared.current();
+            let changed = match &indexed {
+                Ok(m) if m.id() == v.file_id => continue,
+                Ok(m) => first_difference(v.store.manifest(), m),
+                Err(_) => None,
+            };
+            shared.fail(match changed.or_else(|| v.store.layout().ids().next()) {
+                Some(id) => shared.changed(id),
+                None => Error::Integrity(format!(
+                    "{} changed while being shared; restart the owner to share the new version",
+                    shared.source.display()
+                )),
+            });
+            return;
+        }
         match indexed {
             Ok(m) if m.id() == shared.current().file_id => {
                 log::info!("owner: {} is unchanged", shared.source.display());
@@ -1162,6 +1169,17 @@ fn watch(shared: &Arc<Shared>) {
             }
         }
     }
+}
+
+/// The first chunk of `old` that `new` does not have at the same place.
+fn first_difference(old: &Manifest, new: &Manifest) -> Option<ChunkId> {
+    old.layout().ids().find(|&id| {
+        let same = new.layout().chunk_id(id.get()).is_some_and(|at| {
+            new.chunk_hash(at) == old.chunk_hash(id)
+                && new.layout().chunk_len(at) == old.layout().chunk_len(id)
+        });
+        !same
+    })
 }
 
 /// Makes `m` the current version: every session of an older one is told

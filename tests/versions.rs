@@ -294,3 +294,32 @@ fn content_chunking_moves_only_the_chunks_around_an_insertion() {
         layout.count()
     ));
 }
+
+#[test]
+fn with_once_a_changed_file_stops_the_owner_naming_the_chunk() {
+    let mut ring = Ring::new("once", 1, 20 * CHUNK);
+    ring.start_owner(&["--once"]);
+    ring.await_owner_log("owner: wrote 20 chunk files");
+    // Touched, same bytes: no change.
+    fs::write(&ring.file, &ring.data).unwrap();
+    ring.await_owner_log("changed; checking its bytes");
+    thread::sleep(Duration::from_millis(500));
+    let owner = ring.owner.as_mut().unwrap();
+    assert!(
+        owner.wait_for(Duration::ZERO).is_none(),
+        "the owner stopped"
+    );
+    let mut data = ring.data.clone();
+    rewrite_chunks(&ring.file, &mut data, &[7, 12], 1);
+    let status = owner
+        .wait_for(common::patience())
+        .expect("the owner did not stop");
+    assert_eq!(status.code(), Some(1));
+    let log = owner.log_text();
+    let want = format!(
+        "swarm: integrity check failed: {} changed while being shared (chunk 7 no longer \
+         matches its digest); restart the owner to share the new version",
+        ring.file.display()
+    );
+    assert_eq!(log.lines().last(), Some(want.as_str()), "{log}");
+}
