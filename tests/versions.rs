@@ -77,21 +77,40 @@ fn wait_for_version(ring: &mut Ring, i: usize, id: &str) -> Took {
     found.unwrap()
 }
 
-#[test]
-fn a_running_ring_takes_up_a_changed_file_fetching_only_changed_chunks() {
-    let len = 60 * CHUNK + 123;
-    let mut ring = Ring::new("follow", 3, len);
+/// An owner and `n` peers started with `--follow`, every peer holding
+/// the first version, verified.
+fn following_ring(name: &str, n: usize, len: usize, owner_args: &[&str]) -> Ring {
+    let mut ring = Ring::new(name, n, len);
     ring.extra = vec!["--follow".into()];
-    ring.start_owner(&["--peers", "3"]);
-    for i in 0..3 {
+    let peers = n.to_string();
+    let mut args = vec!["--peers", peers.as_str()];
+    args.extend_from_slice(owner_args);
+    ring.start_owner(&args);
+    for i in 0..n {
         ring.start_wired_peer(i);
     }
-    let v1 = short_id(&ring.file);
-    for i in 0..3 {
+    let chunking = if owner_args.contains(&"content") {
+        Chunking::Content
+    } else {
+        Chunking::Fixed
+    };
+    let size = owner_args
+        .iter()
+        .position(|&a| a == "--chunk-size")
+        .map_or(CHUNK as u32, |i| owner_args[i + 1].parse().unwrap());
+    let v1 = manifest_of(&ring.file, size, chunking).1;
+    for i in 0..n {
         let first = wait_for_version(&mut ring, i, &v1);
         assert_eq!(first.reused, 0, "peer{i}");
         assert_eq!(first.owner + first.ring, len as u64, "peer{i}");
     }
+    ring
+}
+
+#[test]
+fn a_running_ring_takes_up_a_changed_file_fetching_only_changed_chunks() {
+    let len = 60 * CHUNK + 123;
+    let mut ring = following_ring("follow", 3, len, &[]);
 
     let changed = [5, 30, 60];
     let mut data = ring.data.clone();
@@ -162,17 +181,7 @@ fn a_peer_restarted_on_an_old_dir_catches_up_to_the_newest_version() {
 #[test]
 fn a_file_that_changes_during_indexing_ends_on_its_newest_version() {
     // Large enough that indexing takes a while, so a change lands in it.
-    let len = 640 * CHUNK;
-    let mut ring = Ring::new("settle", 2, len);
-    ring.extra = vec!["--follow".into()];
-    ring.start_owner(&["--peers", "2"]);
-    for i in 0..2 {
-        ring.start_wired_peer(i);
-    }
-    let v1 = short_id(&ring.file);
-    for i in 0..2 {
-        wait_for_version(&mut ring, i, &v1);
-    }
+    let mut ring = following_ring("settle", 2, 640 * CHUNK, &[]);
     let mut data = ring.data.clone();
     rewrite_chunks(&ring.file, &mut data, &[1], 10);
     ring.await_owner_log("changed; indexing it again");
@@ -200,17 +209,7 @@ fn a_file_that_changes_during_indexing_ends_on_its_newest_version() {
 
 #[test]
 fn a_peer_killed_during_a_version_switch_resumes_keeping_nothing_unverified() {
-    let len = 200 * CHUNK;
-    let mut ring = Ring::new("switch-kill", 3, len);
-    ring.extra = vec!["--follow".into()];
-    ring.start_owner(&["--peers", "3"]);
-    for i in 0..3 {
-        ring.start_wired_peer(i);
-    }
-    let v1 = short_id(&ring.file);
-    for i in 0..3 {
-        wait_for_version(&mut ring, i, &v1);
-    }
+    let mut ring = following_ring("switch-kill", 3, 200 * CHUNK, &[]);
     let old = ring.data.clone();
     let mut data = ring.data.clone();
     let changed: Vec<usize> = (0..200).step_by(4).collect();
