@@ -70,16 +70,21 @@
 # alone), WIRING=hand,owner (the netbed section's swarm variants),
 # BED_CASES (the netbed section's cases, e.g. '5 100 64;20 25 32'),
 # REPAIR_KILL_AT (percent of N × chunks held at "half", default 50), BASE_PORT
-# (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR.
+# (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR,
+# CARGO_TARGET_DIR (where the build goes and the binaries are taken from).
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
 # memory needs /usr/bin/time (package time); repair needs GNU date.
 set -euo pipefail
 export LC_ALL=C
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bin=$root/target/release/swarm
-uni=$root/target/release/examples/unicast
-chart=$root/target/release/examples/chart
+# Cargo's build folder: CARGO_TARGET_DIR when set (relative to here, as
+# cargo takes it), else target/ beside the sources.
+target=${CARGO_TARGET_DIR:-$root/target}
+[[ $target == /* ]] || target=$PWD/$target
+bin=$target/release/swarm
+uni=$target/release/examples/unicast
+chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
