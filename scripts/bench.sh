@@ -36,6 +36,28 @@
 #   4. scaling on loopback, N = 5, 10, 20, 40 at 32 MiB: wall time and time
 #      per delivered GiB (N x S delivered).
 #   5. peak resident memory of the owner and each peer, 1 GiB, N=5, loopback.
+#   6. versions: the owner following its file (the default) while N=5
+#      peers started with --follow take up each new version, on loopback
+#      and on the netbed at 100 Mbit/s (owner-wired), 1 GiB, one series
+#      per chunking: fixed, and content (--chunking content) when `swarm
+#      owner --help` offers it. A series: v1, the whole file; v2, 1 % of
+#      its 100 KiB chunks rewritten in place at random (dd conv=notrunc);
+#      v3, v2 with 1 MiB of random bytes inserted at 10 % (written beside
+#      the file, then mv'd over it). Times (from the logs' timestamps) run
+#      from the owner's start (v1) or the end of the change (v2, v3; also
+#      from the owner's "now sharing version N") to the last peer's line
+#      for that version. Per version: what each peer received from the
+#      network (its own count: chunks, manifest, protocol) as % of the
+#      file's size, largest and median; chunk bytes from the owner and the
+#      ring; the chunks the owner kept; CPU-seconds of the owner and the
+#      peers (/proc); every copy checked with cmp. Peak RSS of every
+#      process over the series (/usr/bin/time). Targets: in v2 each peer
+#      receives ≤ 2 % of S and, on the netbed, v2 takes ≤ 5 % of v1's
+#      time; in v3 with content chunking ≤ 3 % of S; every process ≤ 32
+#      MiB. Each series runs once, whatever REPEAT says (v1 alone is
+#      about 100 s on the netbed); the section takes about 10 minutes.
+#      Logs of every series are kept in bench-out/logs/. In smoke mode:
+#      loopback, N=3, 8 MiB, no targets.
 # A swarm time runs from the owner's start until every peer has exited and
 # its copy matches the input byte for byte (cmp); a run that fails or times
 # out shows as FAILED in the table and keeps its logs in bench-out/logs/.
@@ -66,14 +88,17 @@
 # one run's disk writeback does not slow the next.
 #
 # Environment: SMOKE=1 (as --smoke), REPEAT, ONLY=netbed,repair,loopback,
-# scaling,memory (sections to run; ONLY=repair runs the dead-peer case
-# alone), WIRING=hand,owner (the netbed section's swarm variants),
+# scaling,memory,versions (sections to run; ONLY=repair runs the dead-peer
+# case alone), WIRING=hand,owner (the netbed section's swarm variants),
 # BED_CASES (the netbed section's cases, e.g. '5 100 64;20 25 32'),
 # REPAIR_KILL_AT (percent of N × chunks held at "half", default 50), BASE_PORT
 # (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR,
-# CARGO_TARGET_DIR (where the build goes and the binaries are taken from).
+# CARGO_TARGET_DIR (where the build goes and the binaries are taken from),
+# VERSIONS_BEDS=loopback,netbed (the versions section's beds), VERSIONS_SIZE
+# (its file, MiB; default 1024, 8 in smoke mode).
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
-# memory needs /usr/bin/time (package time); repair needs GNU date.
+# memory needs /usr/bin/time (package time); repair and versions need GNU
+# date; versions needs dd, shuf, stat, sort.
 set -euo pipefail
 export LC_ALL=C
 
@@ -88,7 +113,7 @@ chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
-only=${ONLY:-netbed,repair,loopback,scaling,memory}
+only=${ONLY:-netbed,repair,loopback,scaling,memory,versions}
 wirings=${WIRING:-hand,owner}
 kill_at=${REPAIR_KILL_AT:-50}
 BASE_PORT=${BASE_PORT:-31000}
@@ -126,6 +151,7 @@ if [[ $smoke == 1 ]]; then
     loop_n=3 loop_s=8
     scale_ns=(3 5) scale_s=4
     mem_n=3 mem_s=16
+    ver_n=3 ver_s=${VERSIONS_SIZE:-8} ver_bed_list=${VERSIONS_BEDS:-loopback}
     repeat=${REPEAT:-1}
 else
     bed_cases=("5 100 64" "20 25 32" "20 100 64")
@@ -133,9 +159,18 @@ else
     loop_n=5 loop_s=256
     scale_ns=(5 10 20 40) scale_s=32
     mem_n=5 mem_s=1024
+    ver_n=5 ver_s=${VERSIONS_SIZE:-1024} ver_bed_list=${VERSIONS_BEDS:-loopback,netbed}
     repeat=${REPEAT:-3}
 fi
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive whole number"
+# The versions section: N --follow peers at ver_rate Mbit/s on the netbed,
+# its beds in order, its log levels (the owner's and peers' info lines,
+# without one per chunk).
+ver_rate=100 ver_log=info,swarm::chunk=warn
+[[ ,$ver_bed_list, =~ ^(,(loopback|netbed))+,$ ]] ||
+    die "VERSIONS_BEDS must list loopback and/or netbed, e.g. loopback,netbed"
+IFS=, read -r -a ver_beds <<<"$ver_bed_list"
+[[ $ver_s =~ ^[1-9][0-9]*$ ]] || die "VERSIONS_SIZE must be a whole number of MiB"
 if [[ -n ${BED_CASES:-} ]]; then
     IFS=';' read -r -a bed_cases <<<"$BED_CASES"
     for c in "${bed_cases[@]}"; do
@@ -891,6 +926,319 @@ netbed_up() {
     bed_up=1
 }
 
+# --- new versions (section 6) ----------------------------------------------
+# A series: the owner and VER_N --follow peers stay up through three
+# versions of one file; every number comes from their logs (timestamps
+# included), /proc and /usr/bin/time.
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+declare -a V_PIDS=() V_INNER=()
+declare -A VRSS=()
+declare -a VSTATUS=() VS=() VSHARE=() VRMAX=() VRMED=() VOWN=() VRING=() VKEPT=() VCHUNKS=() VSIZE=()
+declare -a VCPU_OWN=() VCPU_PEERS=() VCPU_ALL=() VCPU_USER=() VCPU_SYS=() VCPU_PCT=()
+
+# ver_inner I: the process doing V_PIDS[I]'s work, in V_INNER[I]: under
+# /usr/bin/time, its child (once it has one); else the process itself.
+ver_inner() {
+    local pid=${V_PIDS[$1]} kids=""
+    [[ -z ${V_INNER[$1]:-} ]] || return 0
+    if ((can_mem)); then
+        { read -r kids <"/proc/$pid/task/$pid/children" || true; } 2>/dev/null
+        [[ -n $kids ]] && V_INNER[$1]=${kids%% *}
+    else
+        V_INNER[$1]=$pid
+    fi
+    return 0
+}
+# ver_cpu: clock ticks used so far (from /proc, no fork) by the owner
+# (C_OWN_U, C_OWN_S) and by all peers (C_PEERS_U, C_PEERS_S).
+ver_cpu() {
+    local i stat rest f
+    C_OWN_U=0 C_OWN_S=0 C_PEERS_U=0 C_PEERS_S=0
+    for i in "${!V_PIDS[@]}"; do
+        ver_inner "$i"
+        [[ -n ${V_INNER[i]:-} ]] || continue
+        { read -r stat <"/proc/${V_INNER[i]}/stat"; } 2>/dev/null || continue
+        rest=${stat##*) }
+        read -r -a f <<<"$rest"
+        # Fields 14 and 15 of stat(5): utime, stime.
+        if ((i == 0)); then
+            C_OWN_U=${f[11]} C_OWN_S=${f[12]}
+        else
+            C_PEERS_U=$((C_PEERS_U + f[11])) C_PEERS_S=$((C_PEERS_S + f[12]))
+        fi
+    done
+}
+# ver_alive: whether every process of the series still runs; else WHY.
+ver_alive() {
+    local i
+    for i in "${!V_PIDS[@]}"; do
+        if exited "${V_PIDS[i]}"; then
+            if ((i == 0)); then WHY="the owner exited"; else WHY="p$i exited"; fi
+            return 1
+        fi
+    done
+    return 0
+}
+# ver_grep FILE PATTERN: the first line of FILE holding PATTERN (fixed
+# text) in LINE, or "" (status 1).
+ver_grep() {
+    LINE=$(grep -m 1 -F -- "$2" "$1" 2>/dev/null) || { LINE=""; return 1; }
+}
+# ver_await_owner DEADLINE_US PATTERN: waits for the owner's log line
+# holding PATTERN (in LINE); status 1 with WHY when the deadline passes or
+# a process of the series exits first.
+ver_await_owner() {
+    until ver_grep "$RUN_DIR/owner.log" "$2"; do
+        ver_alive || return 1
+        if ((${EPOCHREALTIME/./} >= $1)); then
+            WHY="the owner never logged \"$2\""
+            return 1
+        fi
+        nap 0.1
+    done
+}
+# ver_await_peers DEADLINE_US ID: waits until every peer has logged its
+# line for version ID; their lines, in peer order, in PLINES[]. Status 1
+# with WHY when the deadline passes or a process exits first.
+declare -a PLINES=()
+ver_await_peers() {
+    local deadline=$1 id=$2 i out line f missing
+    local logs=()
+    PLINES=()
+    for ((i = 1; i <= ver_n; i++)); do logs+=("$RUN_DIR/p$i.log"); done
+    while :; do
+        # One grep a poll for all the logs; -m 1 counts per file.
+        out=$(grep -H -m 1 -F -- ": version $id in " "${logs[@]}" 2>/dev/null || true)
+        while IFS= read -r line; do
+            [[ -n $line ]] || continue
+            f=${line%%:*}
+            f=${f##*/p}
+            PLINES[${f%.log}]=${line#*:}
+        done <<<"$out"
+        ((${#PLINES[@]} < ver_n)) || return 0
+        if ! ver_alive; then return 1; fi
+        if ((${EPOCHREALTIME/./} >= deadline)); then
+            missing=""
+            for ((i = 1; i <= ver_n; i++)); do [[ -n ${PLINES[i]:-} ]] || missing+="${missing:+, }p$i"; done
+            WHY="$missing never logged version $id"
+            return 1
+        fi
+        nap 0.25
+    done
+}
+# ver_ms STAMP...: each log timestamp (2026-01-02T03:04:05.678Z) as epoch
+# milliseconds, in MS[], with one date.
+declare -a MS=()
+ver_ms() {
+    mapfile -t MS < <(printf '%s\n' "$@" | date -u -f - +%s%3N)
+}
+# stamp_in LINE: a log line's timestamp.
+stamp_in() { STAMP=${1#\[}; STAMP=${STAMP%% *}; }
+ver_rss_mib() { if [[ $1 =~ ^[0-9]+$ ]]; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; else echo -; fi; }
+
+# ver_rewrite FILE COUNT: COUNT whole chunks of FILE, at random, rewritten
+# in place with random bytes, each with one dd.
+ver_rewrite() {
+    local file=$1 count=$2 whole p
+    whole=$(($(stat -c %s "$file") / CHUNK_BYTES))
+    for p in $(shuf -i "0-$((whole - 1))" -n "$count"); do
+        dd if=/dev/urandom of="$file" bs="$CHUNK_BYTES" seek="$p" count=1 conv=notrunc iflag=fullblock status=none ||
+            return 1
+    done
+}
+# ver_insert FILE: FILE with 1 MiB of random bytes inserted at 10 % of its
+# size, written beside it and synced (untimed), then moved over it. The
+# move is the change.
+ver_insert() {
+    local file=$1 size at
+    size=$(stat -c %s "$file")
+    at=$((size / 10))
+    {
+        head -c "$at" "$file"
+        head -c 1048576 /dev/urandom
+        tail -c "+$((at + 1))" "$file"
+    } >"$file.new" || return 1
+    (($(stat -c %s "$file.new") == size + 1048576)) || return 1
+    sync
+    mv "$file.new" "$file"
+}
+
+# versions_series MODE CHUNKING: one series on loopback (loop) or the
+# netbed (bed, already up), with fixed or content chunking. Sets, per
+# version K (1..3) reached: VSTATUS[K] (ok, or FAILED: why; unset when not
+# run), VS[K] (s from the owner's start or the change to the last peer's
+# line), VSHARE[K] (s from "now sharing" to it), VRMAX[K] and VRMED[K]
+# (bytes received, % of the version's size: largest peer's, median),
+# VOWN[K] and VRING[K] (chunk bytes all peers took from the owner and the
+# ring), VKEPT[K] and VCHUNKS[K] (the owner's "S of its C chunks"),
+# VSIZE[K] (bytes), VCPU_OWN[K] and VCPU_PEERS[K] (CPU-s), VCPU_ALL[K],
+# VCPU_USER[K], VCPU_SYS[K] (all processes), VCPU_PCT[K] (share of all
+# cores busy); VRSS[owner], VRSS[pI] (peak KiB over the series) and
+# VSERIES (ok, or the first failure).
+versions_series() {
+    local mode=$1 chunking=$2 n=$ver_n i k
+    local bedname=loopback
+    [[ $mode == bed ]] && bedname="n$n-${ver_rate}mbit"
+    check_interrupt
+    new_run "versions-$bedname-$chunking"
+    [[ $mode == bed ]] || free_base "$n"
+    VSTATUS=() VS=() VSHARE=() VRMAX=() VRMED=() VOWN=() VRING=() VKEPT=() VCHUNKS=() VSIZE=()
+    VCPU_OWN=() VCPU_PEERS=() VCPU_ALL=() VCPU_USER=() VCPU_SYS=() VCPU_PCT=()
+    VRSS=() V_PIDS=() V_INNER=() VSERIES=ok
+    input_file "$ver_s"
+    mkdir -p "$RUN_DIR/src"
+    local file=$RUN_DIR/src/data.bin
+    cp "$INPUT" "$file" || die "cannot copy $INPUT (disk full?)"
+    sync
+    local timeout
+    if [[ $mode == bed ]]; then
+        timeout=$(awk -v i="$(ideal_of "$ver_s" "$ver_rate")" 'BEGIN { printf "%d", 4 * i + 60 }')
+    else
+        timeout=$((120 + n * ver_s / 8))
+    fi
+    local chunk_opt=() memfile=""
+    [[ $chunking == content ]] && chunk_opt=(--chunking content)
+    ((can_mem)) && memfile=$RUN_DIR/owner.rss
+    addr_of "$mode" owner
+    local owner_addr=$ADDR
+    # v1's CPU counts from here: the owner's first indexing is part of it.
+    cpu_ticks
+    local busy1=$TICKS_BUSY total1=$TICKS_TOTAL
+    now_us
+    local t0=$NOW
+    LOG_LEVEL=$ver_log launch "$mode" owner "$RUN_DIR/owner.log" "$memfile" \
+        "$bin" owner --port "$PORT" --bind "$BIND" --dir "$RUN_DIR/owner" --peers "$n" \
+        "${chunk_opt[@]}" "$file"
+    V_PIDS[0]=$LAUNCHED
+    WHY=""
+    if ver_await_owner $((t0 + timeout * 1000000)) "owner: listening on "; then
+        for ((i = 1; i <= n; i++)); do
+            ((can_mem)) && memfile=$RUN_DIR/p$i.rss
+            addr_of "$mode" "$i"
+            LOG_LEVEL=$ver_log launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
+                "$bin" peer --owner "$owner_addr" --port "$PORT" --bind "$BIND" \
+                --dir "$RUN_DIR/p$i" --follow
+            V_PIDS[i]=$LAUNCHED
+        done
+    fi
+    local change_ms id line busy0 total0 ou0 os0 pu0 ps0 stamps
+    local -a recv
+    for k in 1 2 3; do
+        if [[ -n $WHY ]]; then
+            ((k > 1)) || VSTATUS[1]="FAILED: $WHY"
+            break
+        fi
+        check_interrupt
+        if ((k == 1)); then
+            busy0=$busy1 total0=$total1 ou0=0 os0=0 pu0=0 ps0=0
+        else
+            cpu_ticks
+            busy0=$TICKS_BUSY total0=$TICKS_TOTAL
+            ver_cpu
+            ou0=$C_OWN_U os0=$C_OWN_S pu0=$C_PEERS_U ps0=$C_PEERS_S
+        fi
+        case $k in
+            1) change_ms=$((t0 / 1000)) ;;
+            2)
+                ver_rewrite "$file" "$ver_k" || die "cannot rewrite chunks of $file"
+                now_us
+                change_ms=$((NOW / 1000))
+                ;;
+            3)
+                ver_insert "$file" || die "cannot write $file.new (disk full?)"
+                now_us
+                change_ms=$((NOW / 1000))
+                ;;
+        esac
+        VSTATUS[k]=ok
+        VSIZE[k]=$(stat -c %s "$file")
+        local deadline=$((change_ms * 1000 + timeout * 1000000))
+        if ! ver_await_owner "$deadline" "owner: version $k: file ID "; then
+            VSTATUS[k]="FAILED: $WHY"
+            break
+        fi
+        # owner: version 2: file ID 3787793e, 82 chunks; 80 of its 82 chunks were in the version before
+        [[ $LINE =~ file\ ID\ ([0-9a-f]+),\ ([0-9]+)\ chunks(\;\ ([0-9]+)\ of\ its)? ]] ||
+            { WHY="cannot read the owner's line: $LINE"; VSTATUS[k]="FAILED: $WHY"; break; }
+        id=${BASH_REMATCH[1]} VCHUNKS[k]=${BASH_REMATCH[2]} VKEPT[k]=${BASH_REMATCH[4]}
+        local share_line=""
+        if ((k > 1)); then
+            if ! ver_await_owner "$deadline" "owner: now sharing version $k;"; then
+                VSTATUS[k]="FAILED: $WHY"
+                break
+            fi
+            share_line=$LINE
+        fi
+        if ! ver_await_peers "$deadline" "$id"; then
+            VSTATUS[k]="FAILED: $WHY"
+            break
+        fi
+        cpu_ticks
+        ver_cpu
+        VCPU_PCT[k]=$(awk -v b=$((TICKS_BUSY - busy0)) -v t=$((TICKS_TOTAL - total0)) \
+            'BEGIN { if (t > 0) printf "%.0f", 100 * b / t; else print "-" }')
+        VCPU_OWN[k]=$(awk -v u=$((C_OWN_U - ou0)) -v s=$((C_OWN_S - os0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (u + s) / h }')
+        VCPU_PEERS[k]=$(awk -v u=$((C_PEERS_U - pu0)) -v s=$((C_PEERS_S - ps0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (u + s) / h }')
+        VCPU_USER[k]=$(awk -v u=$((C_OWN_U - ou0 + C_PEERS_U - pu0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", u / h }')
+        VCPU_SYS[k]=$(awk -v s=$((C_OWN_S - os0 + C_PEERS_S - ps0)) -v h="$CLK_TCK" 'BEGIN { printf "%.2f", s / h }')
+        VCPU_ALL[k]=$(awk -v a="${VCPU_USER[k]}" -v b="${VCPU_SYS[k]}" 'BEGIN { printf "%.2f", a + b }')
+        # peer 31001: version 3787793e in 0.11 s: chunk bytes 204800 from the owner, 0 from the ring, 8183808 reused; 210528 bytes received from the network
+        stamps=()
+        recv=()
+        VOWN[k]=0 VRING[k]=0
+        for ((i = 1; i <= n; i++)); do
+            line=${PLINES[i]}
+            stamp_in "$line"
+            stamps+=("$STAMP")
+            if [[ $line =~ chunk\ bytes\ ([0-9]+)\ from\ the\ owner,\ ([0-9]+)\ from\ the\ ring,\ ([0-9]+)\ reused\;\ ([0-9]+)\ bytes\ received ]]; then
+                VOWN[k]=$((VOWN[k] + BASH_REMATCH[1])) VRING[k]=$((VRING[k] + BASH_REMATCH[2]))
+                recv+=("$(ver_pct "${BASH_REMATCH[4]}" "${VSIZE[k]}")")
+            else
+                VSTATUS[k]="FAILED: cannot read p$i's line: $line"
+            fi
+        done
+        [[ -n $share_line ]] && { stamp_in "$share_line"; stamps+=("$STAMP"); }
+        ver_ms "${stamps[@]}"
+        local last=0
+        for ((i = 0; i < n; i++)); do ((MS[i] > last)) && last=${MS[i]}; done
+        VS[k]=$(secs $(((last - change_ms) * 1000)))
+        [[ -n $share_line ]] && VSHARE[k]=$(secs $(((last - MS[n]) * 1000)))
+        spread_of "${recv[@]}"
+        VRMED[k]=$MED
+        VRMAX[k]=$(printf '%s\n' "${recv[@]}" | sort -g | tail -n 1)
+        # The copies, renamed into place before the peers' lines.
+        for ((i = 1; i <= n; i++)); do
+            if ! cmp -s "$file" "$RUN_DIR/p$i/data.bin"; then
+                VSTATUS[k]="FAILED: p$i's copy of v$k differs"
+                break
+            fi
+        done
+        [[ ${VSTATUS[k]} == ok ]] || { WHY=${VSTATUS[k]#FAILED: }; break; }
+        echo "bench:   v$k: ${VS[k]} s${VSHARE[k]:+ (${VSHARE[k]} s after sharing)}, received max ${VRMAX[k]} % of S (median ${VRMED[k]}), ${VKEPT[k]:+${VKEPT[k]} of }${VCHUNKS[k]} chunks${VKEPT[k]:+ kept}"
+        # Write back this version's files before the next change.
+        sync
+    done
+    [[ -z $WHY ]] || { VSERIES="FAILED: $WHY"; note "versions $bedname $chunking: $WHY (logs in bench-out/logs/)"; }
+    # They follow forever: SIGTERM to the processes under time, which then
+    # writes their peaks; SIGKILL after 10 s.
+    for ((i = n; i >= 0; i--)); do
+        [[ -n ${V_PIDS[i]:-} ]] || continue
+        ver_inner "$i"
+        kill -TERM "${V_INNER[i]:-${V_PIDS[i]}}" 2>/dev/null || true
+    done
+    await $((${EPOCHREALTIME/./} + 10000000)) "${V_PIDS[@]}"
+    if ((can_mem)); then
+        VRSS[owner]=$(tail -n 1 "$RUN_DIR/owner.rss" 2>/dev/null || true)
+        for ((i = 1; i <= n; i++)); do
+            VRSS[p$i]=$(tail -n 1 "$RUN_DIR/p$i.rss" 2>/dev/null || true)
+        done
+    fi
+    keep_logs
+    mv "$RUN_DIR" "$work/trash/" 2>/dev/null || rm -rf "$RUN_DIR"
+    # A series leaves about 12 GiB behind: gone before the next one.
+    empty_trash
+}
+
 # --- results --------------------------------------------------------------
 
 csv=$out/bench.csv
@@ -898,20 +1246,21 @@ md=$out/bench.md
 csv_head=section,case,n,rate_mbit,size_mib,tool,status,seconds,runs,cpu_pct,ideal_seconds,ratio,sec_per_gib,peak_rss_kib
 csv_head+=,owner_sent_x_s,owner_sent_runs,half_seconds,half_held_pct,complete_seconds,gone_ms,rewire_ms,fallback_ms,killed
 csv_head+=,cpu_seconds,cpu_user,cpu_sys,cpu_s_per_gib,timeline,timeline_run
+csv_head+=,received_max_pct,received_median_pct,after_sharing_seconds,chunks_kept,chunks_total,owner_cpu_seconds
 echo "$csv_head" >"$csv"
 # csv_row SECTION CASE N RATE SIZE TOOL STATUS SECONDS RUNS CPU IDEAL RATIO SPG RSS
 #   [SENT_X SENT_RUNS HALF_S HALF_PCT COMPLETE GONE_MS REWIRE_MS FALLBACK_MS KILLED]
 # (for the repair section: seconds are the slowest survivor's, ratio is to
 # the no-failure median). Missing fields are left empty. The CPU columns
 # come from CSV_CPU ("seconds,user,sys,per GiB"; see cpu_cols), the
-# timeline columns from CSV_TL ("file,run"; see keep_timeline), empty
-# unless set.
+# timeline columns from CSV_TL ("file,run"; see keep_timeline), the
+# versions section's last six from CSV_VER, empty unless set.
 csv_row() {
     local IFS=,
     local row=("$@")
     row[6]=${row[6]//,/;}
     while ((${#row[@]} < 23)); do row+=(""); done
-    echo "${row[*]},${CSV_CPU:-,,,},${CSV_TL:-,}" >>"$csv"
+    echo "${row[*]},${CSV_CPU:-,,,},${CSV_TL:-,},${CSV_VER:-,,,,,}" >>"$csv"
 }
 # keep_timeline NAME: the last measurement's timeline (TL_PICK), kept as
 # bench-out/timeline-NAME.csv, and CSV_TL for csv_row; a missing one is
@@ -1270,6 +1619,129 @@ if wants memory; then
             csv_row memory "unicast-$k" "$mem_n" "" "$mem_s" "unicast-$k" "$STATUS" "$SECS" "$SECS" "$CPU" "" "" "" "${RSS[$k]:-}"
         done
     fi
+fi
+
+# 6. new versions: the owner following its file, --follow peers taking up
+# each version.
+if wants versions; then
+    ver_help=$("$bin" owner --help 2>&1 || true)
+    ver_chunkings=(fixed)
+    if [[ $ver_help == *--chunking* ]]; then
+        ver_chunkings+=(content)
+    else
+        note "versions: this swarm has no --chunking; the content-chunking series is left out"
+    fi
+    # v2 rewrites 1 % of the chunks (at least one).
+    ver_k=$(((((ver_s << 20) + CHUNK_BYTES - 1) / CHUNK_BYTES + 50) / 100))
+    ((ver_k >= 1)) || ver_k=1
+    ver_pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", 100 * a / b }'; }
+    ver_mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+    {
+        echo
+        echo "## 6. new versions: N=$ver_n --follow peers, $ver_s MiB, owner-wired"
+        echo
+        echo "The owner follows its file (the default); each series starts it and $ver_n peers with --follow"
+        echo "on v1, the whole file (time from the owner's start), then makes v2: $ver_k of its"
+        echo "$(((ver_s << 20) / CHUNK_BYTES)) whole 100 KiB chunks, at random, rewritten in place with random bytes"
+        echo "(dd conv=notrunc), and v3: v2 with 1 MiB of random bytes inserted at 10 % (written beside"
+        echo "the file, then mv'd over it). Times for v2 and v3 run from the end of the change (the owner"
+        echo "waits for 1 s without change before it indexes again) to the last peer's line for that"
+        echo "version (all from the logs' timestamps); \"after sharing\" from the owner's \"now sharing"
+        echo "version N\". Received: each peer's own count of bytes read from sockets since it verified"
+        echo "the version before (chunks, manifest and protocol), as % of that version's size, the"
+        echo "largest peer's (the median's). Kept: the owner's count of the new version's chunks that"
+        echo "were in the version before. Fetched: chunk bytes all peers took from the owner + from"
+        echo "the ring. CPU-s: the owner's / all peers' (from /proc) during that version. Every peer's"
+        echo "copy matched the file after each version (cmp). One series per bed and chunking, not"
+        echo "repeated. Content chunking: --chunking content (average 100 KiB), same changes."
+        echo
+        echo "| bed | chunking | version | kept chunks | s | ÷ v1 | target | | s after sharing | received, max % of S (median) | target | | fetched MiB, owner + ring | CPU-s owner / peers |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    } >>"$md"
+    ver_rss_rows=()
+    ver_secs_total=$SECONDS
+    for ver_bed in "${ver_beds[@]}"; do
+        if [[ $ver_bed == netbed ]]; then
+            mode=bed bedname="n$ver_n-${ver_rate}mbit" bedtext="netbed $ver_rate Mbit/s"
+            if ((!can_bed)); then
+                note "versions on the netbed: skipped ($bed_why)"
+                echo "| $bedtext | - | SKIPPED ($bed_why) | | | | | | | | | | | |" >>"$md"
+                csv_row versions "$bedname" "$ver_n" "$ver_rate" "$ver_s" swarm "skipped: $bed_why" "" "" "" "" "" "" ""
+                continue
+            fi
+            netbed_up "$ver_n" "$ver_rate"
+        else
+            mode=loop bedname=loopback bedtext=loopback
+        fi
+        for chunking in "${ver_chunkings[@]}"; do
+            echo "bench: versions, $bedtext, N=$ver_n, $ver_s MiB, $chunking chunking..."
+            versions_series "$mode" "$chunking"
+            v1=${VS[1]:-}
+            for k in 1 2 3; do
+                if [[ -z ${VSTATUS[k]:-} ]]; then
+                    echo "| $bedtext | $chunking | v$k | - | not run | | | | | | | | | |" >>"$md"
+                    continue
+                fi
+                size_k=${VSIZE[k]}
+                r=- t="" v=""
+                [[ $k -gt 1 && -n ${VS[k]:-} ]] && r=$(ratio "${VS[k]}" "$v1")
+                if [[ $k == 2 && $mode == bed ]]; then t="≤ 0.05" v=$(verdict "$r" 0.05); fi
+                rt="" rv=""
+                if [[ $k == 2 ]]; then rt="≤ 2 %" rv=$(verdict "${VRMAX[k]:-}" 2); fi
+                if [[ $k == 3 && $chunking == content ]]; then rt="≤ 3 %" rv=$(verdict "${VRMAX[k]:-}" 3); fi
+                kept=-
+                [[ -n ${VKEPT[k]:-} ]] && kept="${VKEPT[k]} of ${VCHUNKS[k]}"
+                [[ $k == 1 ]] && kept="${VCHUNKS[k]:--} chunks"
+                secs_cell=${VS[k]:--}
+                [[ ${VSTATUS[k]} == ok ]] || secs_cell=${VSTATUS[k]}
+                fetched=-
+                [[ -n ${VOWN[k]:-} ]] && fetched="$(ver_mib "${VOWN[k]}") + $(ver_mib "${VRING[k]}")"
+                recv_cell=-
+                [[ -n ${VRMAX[k]:-} ]] && recv_cell="${VRMAX[k]} (${VRMED[k]})"
+                echo "| $bedtext | $chunking | v$k | $kept | $secs_cell | $r | $t | $v | ${VSHARE[k]:--} | $recv_cell | $rt | $rv | $fetched | ${VCPU_OWN[k]:--} / ${VCPU_PEERS[k]:--} |" >>"$md"
+                sent_x=""
+                [[ -n ${VOWN[k]:-} ]] && sent_x=$(fx "${VOWN[k]}" "$size_k")
+                ideal=""
+                [[ $mode == bed ]] && ideal=$(ideal_of "$ver_s" "$ver_rate")
+                rate_col=""
+                [[ $mode == bed ]] && rate_col=$ver_rate
+                CSV_CPU="${VCPU_ALL[k]:-},${VCPU_USER[k]:-},${VCPU_SYS[k]:-},"
+                CSV_VER="${VRMAX[k]:-},${VRMED[k]:-},${VSHARE[k]:-},${VKEPT[k]:-},${VCHUNKS[k]:-},${VCPU_OWN[k]:-}"
+                csv_row versions "$bedname-$chunking-v$k" "$ver_n" "$rate_col" "$ver_s" "swarm-$chunking" "${VSTATUS[k]}" "${VS[k]:-}" "${VS[k]:-}" "${VCPU_PCT[k]:-}" "$ideal" "${r/-/}" "" "" "$sent_x"
+                CSV_CPU="" CSV_VER=""
+            done
+            peers_rss="" largest=""
+            for key in owner $(seq -f 'p%g' 1 "$ver_n"); do
+                m=${VRSS[$key]:-}
+                [[ $key == owner ]] || peers_rss+="${peers_rss:+, }$(ver_rss_mib "$m")"
+                [[ $m =~ ^[0-9]+$ ]] && { [[ -z $largest ]] || ((m > largest)); } && largest=$m
+            done
+            o=$(ver_rss_mib "${VRSS[owner]:-}") big=$(ver_rss_mib "$largest")
+            ver_rss_rows+=("| $bedtext | $chunking | $o | $peers_rss | $big | ≤ 32 | $(verdict "$big" 32) |")
+            csv_row versions "$bedname-$chunking-rss" "$ver_n" "" "$ver_s" swarm-owner "$VSERIES" "" "" "" "" "" "" "${VRSS[owner]:-}"
+            for ((i = 1; i <= ver_n; i++)); do
+                csv_row versions "$bedname-$chunking-rss" "$ver_n" "" "$ver_s" "swarm-p$i" "$VSERIES" "" "" "" "" "" "" "${VRSS[p$i]:-}"
+            done
+        done
+        if [[ $mode == bed ]]; then
+            "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
+            bed_up=0
+        fi
+    done
+    {
+        echo
+        if ((can_mem)); then
+            echo "Peak RSS over each whole series (/usr/bin/time), MiB. Target: every process ≤ 32 MiB."
+            echo
+            echo "| bed | chunking | owner | p1 … p$ver_n | largest | target | |"
+            echo "|---|---|---|---|---|---|---|"
+            printf '%s\n' "${ver_rss_rows[@]}"
+        else
+            echo "Peak RSS: not measured (needs /usr/bin/time; apt-get install time)."
+        fi
+        echo
+        echo "Section time: $((SECONDS - ver_secs_total)) s. Logs of every series: bench-out/logs/."
+    } >>"$md"
 fi
 
 # The chart: time / (S/B) against N from the netbed rows, then a panel
