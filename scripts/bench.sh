@@ -1658,7 +1658,7 @@ if wants versions; then
         echo "| bed | chunking | version | kept chunks | s | ÷ v1 | target | | s after sharing | received, max % of S (median) | target | | fetched MiB, owner + ring | CPU-s owner / peers |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     } >>"$md"
-    ver_rss_rows=()
+    ver_rss_rows=() ver_failed=0
     ver_secs_total=$SECONDS
     for ver_bed in "${ver_beds[@]}"; do
         if [[ $ver_bed == netbed ]]; then
@@ -1676,6 +1676,7 @@ if wants versions; then
         for chunking in "${ver_chunkings[@]}"; do
             echo "bench: versions, $bedtext, N=$ver_n, $ver_s MiB, $chunking chunking..."
             versions_series "$mode" "$chunking"
+            [[ $VSERIES == ok ]] || ver_failed=1
             v1=${VS[1]:-}
             for k in 1 2 3; do
                 if [[ -z ${VSTATUS[k]:-} ]]; then
@@ -1684,11 +1685,13 @@ if wants versions; then
                 fi
                 size_k=${VSIZE[k]}
                 r=- t="" v=""
-                [[ $k -gt 1 && -n ${VS[k]:-} ]] && r=$(ratio "${VS[k]}" "$v1")
+                [[ $k -gt 1 && -n ${VS[k]:-} && ${VSTATUS[k]} == ok ]] && r=$(ratio "${VS[k]}" "$v1")
                 if [[ $k == 2 && $mode == bed ]]; then t="≤ 0.05" v=$(verdict "$r" 0.05); fi
                 rt="" rv=""
-                if [[ $k == 2 ]]; then rt="≤ 2 %" rv=$(verdict "${VRMAX[k]:-}" 2); fi
-                if [[ $k == 3 && $chunking == content ]]; then rt="≤ 3 %" rv=$(verdict "${VRMAX[k]:-}" 3); fi
+                ok_max=""
+                [[ ${VSTATUS[k]} == ok ]] && ok_max=${VRMAX[k]:-}
+                if [[ $k == 2 ]]; then rt="≤ 2 %" rv=$(verdict "$ok_max" 2); fi
+                if [[ $k == 3 && $chunking == content ]]; then rt="≤ 3 %" rv=$(verdict "$ok_max" 3); fi
                 kept=-
                 [[ -n ${VKEPT[k]:-} ]] && kept="${VKEPT[k]} of ${VCHUNKS[k]}"
                 [[ $k == 1 ]] && kept="${VCHUNKS[k]:--} chunks"
@@ -1761,3 +1764,7 @@ fi
 } >>"$md"
 echo
 cat "$md"
+# Smoke mode (CI) asserts that every peer took up every version intact.
+if [[ $smoke == 1 && ${ver_failed:-0} == 1 ]]; then
+    die "versions: a series failed (see the table and bench-out/logs/)"
+fi
