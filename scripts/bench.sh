@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench: swarm against plain unicast (examples/unicast.rs), side by side.
 #
-#   scripts/bench.sh            the full benchmark, about 23 minutes
+#   scripts/bench.sh            the full benchmark, about 38 minutes
 #   scripts/bench.sh --smoke    tiny files, seconds, no targets (CI); same as SMOKE=1
 #
 # Builds in release mode, then runs:
@@ -55,7 +55,7 @@
 #      receives ≤ 2 % of S and, on the netbed, v2 takes ≤ 5 % of v1's
 #      time; in v3 with content chunking ≤ 3 % of S; every process ≤ 32
 #      MiB. Each series runs once, whatever REPEAT says (v1 alone is
-#      about 100 s on the netbed); the section takes about 10 minutes.
+#      about 100 s on the netbed); the section takes about 15 minutes.
 #      Logs of every series are kept in bench-out/logs/. In smoke mode:
 #      loopback, N=3, 8 MiB, no targets.
 # A swarm time runs from the owner's start until every peer has exited and
@@ -78,7 +78,8 @@
 # and bench-out/bench.svg (time / (S/B) against N, and below it a panel per
 # timeline: each peer's share of the chunks against time, S/B and the
 # run's end marked, the tail between them shaded). Temporary files (inputs,
-# peer folders; about 12 GiB at the peak of the full run) live in a temp
+# peer folders; about 19 GiB at the peak of the versions section, whose
+# peers each hold the chunks, their copy and the next version's) live in a temp
 # folder under $TMPDIR that is removed at the end; every process started is
 # stopped and the netbed torn down on exit, even on Ctrl-C.
 #
@@ -1235,7 +1236,7 @@ versions_series() {
     fi
     keep_logs
     mv "$RUN_DIR" "$work/trash/" 2>/dev/null || rm -rf "$RUN_DIR"
-    # A series leaves about 12 GiB behind: gone before the next one.
+    # A series leaves about 13 GiB behind: gone before the next one.
     empty_trash
 }
 
@@ -1653,7 +1654,9 @@ if wants versions; then
         echo "were in the version before. Fetched: chunk bytes all peers took from the owner + from"
         echo "the ring. CPU-s: the owner's / all peers' (from /proc) during that version. Every peer's"
         echo "copy matched the file after each version (cmp). One series per bed and chunking, not"
-        echo "repeated. Content chunking: --chunking content (average 100 KiB), same changes."
+        echo "repeated. Content chunking: --chunking content (average 100 KiB), the same changes; a"
+        echo "rewritten 100 KiB block there also moves the content boundaries around it, so v2 changes"
+        echo "more chunks than blocks were rewritten (see kept chunks)."
         echo
         echo "| bed | chunking | version | kept chunks | s | ÷ v1 | target | | s after sharing | received, max % of S (median) | target | | fetched MiB, owner + ring | CPU-s owner / peers |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
