@@ -108,6 +108,13 @@ pub struct Store {
 /// hidden, so `cat DIR/chunks/*` never sees it.
 const REUSE_DIR: &str = ".reuse";
 
+/// How the folders of chunk files to delete start, inside `DIR/chunks`
+/// (hidden, like [`REUSE_DIR`]).
+const TRASH_PREFIX: &str = ".trash-";
+
+/// Numbers the trash folders of one process.
+static TRASH_SEQ: AtomicU64 = AtomicU64::new(0);
+
 /// What [`Store::open`] kept of the chunk files it found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reused {
@@ -165,11 +172,30 @@ impl Assembly {
     }
 }
 
+/// An output file created and sized by [`Store::start_assembly`], not
+/// yet filled.
+#[derive(Debug)]
+pub struct StartedAssembly(Assembly);
+
 /// The summary file's state: whether it lags behind the held set.
 #[derive(Debug)]
 struct Summary {
     dirty: bool,
     written: Option<Instant>,
+}
+
+/// Where the output `out` of the file called `name` is assembled:
+/// `.NAME.swarm-partial` beside it (see [`side_name`]).
+fn partial_of(out: &Path, name: &str) -> PathBuf {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = match out.file_name() {
+        Some(name) => name.to_os_string(),
+        None => OsString::from(name),
+    };
+    parent.join(side_name(&name, ".", ".swarm-partial"))
 }
 
 /// The path of chunk `id` under `dir`.
@@ -868,8 +894,25 @@ impl Store {
         let mut checked = HashSet::new();
         let mut dropped = 0u32;
         let mut buf = Vec::new();
+        // Chunk files no version uses any more, moved here and deleted on
+        // a thread of their own: deleting thousands of files can take
+        // seconds, which a switch to a new version need not wait for.
+        let trash = dir.join(CHUNKS_DIR).join(format!(
+            "{TRASH_PREFIX}{}-{}",
+            std::process::id(),
+            TRASH_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut old_trash = Vec::new();
         for (path, raw) in list_chunk_files(dir)? {
             if path == reuse {
+                continue;
+            }
+            if path
+                .file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|n| n.starts_with(TRASH_PREFIX))
+            {
+                old_trash.push(path);
                 continue;
             }
             let id = raw.and_then(|raw| layout.chunk_id(raw));
@@ -894,13 +937,19 @@ impl Store {
                     fs::rename(&path, &aside).map_err(|e| Error::io_write("move", &path, e))?;
                     checked.insert(d);
                 }
+                _ if raw.is_some() && earlier => {
+                    dropped += 1;
+                    if dropped == 1 {
+                        real_dir(&trash)?;
+                    }
+                    let to = trash.join(path.file_name().unwrap_or(OsStr::new("chunk")));
+                    if fs::rename(&path, &to).is_err() {
+                        let _ = remove_entry(&path);
+                    }
+                }
                 _ => {
                     if raw.is_some() {
-                        if earlier {
-                            dropped += 1;
-                        } else {
-                            log::warn!("dropping damaged chunk file {}", path.display());
-                        }
+                        log::warn!("dropping damaged chunk file {}", path.display());
                     }
                     let _ = remove_entry(&path);
                 }
@@ -964,6 +1013,19 @@ impl Store {
             log::info!(
                 "dropped {dropped} chunk files of an earlier version that this one does not use"
             );
+            old_trash.push(trash);
+        }
+        if !old_trash.is_empty() {
+            let spawned = std::thread::Builder::new()
+                .name("trash".into())
+                .spawn(move || {
+                    for path in old_trash {
+                        let _ = remove_entry(&path);
+                    }
+                });
+            if let Err(e) = spawned {
+                log::warn!("cannot start a thread to delete old chunk files: {e}");
+            }
         }
         let mut store = Store::with_set(dir, manifest, have)?;
         store.reused = reused;
@@ -1278,11 +1340,24 @@ impl Store {
     /// remains to hash. [`Store::finish_assembly`] checks it and renames
     /// the file into place. Whatever sat at the partial name (a symlink
     /// included) is removed and the file created afresh.
+    ///
+    /// The chunks held when it starts are copied without holding the
+    /// assembly lock, so chunks go on being stored meanwhile (as chunk
+    /// files only); those are copied in at the end, under the lock. A peer
+    /// that takes up a new version holds most of the file, and copying it
+    /// must not stop its downloads.
     pub fn begin_assembly(&self, out: &Path) -> Result<()> {
-        let mut slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
+        let started = self.start_assembly(out)?;
+        self.fill_assembly(started)
+    }
+
+    /// The first half of [`Store::begin_assembly`]: creates the output's
+    /// partial file and allocates its blocks, so a disk too small for the
+    /// file shows at once, before anything is fetched.
+    pub fn start_assembly(&self, out: &Path) -> Result<StartedAssembly> {
         // An earlier assembly's partial file may be the one replaced
         // below; its state would no longer match any file.
-        *slot = None;
+        *self.assembly.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -1294,11 +1369,7 @@ impl Store {
             fs::create_dir_all(&parent)
                 .map_err(|e| Error::io_write("create directory", &parent, e))?;
         }
-        let name = match out.file_name() {
-            Some(name) => name.to_os_string(),
-            None => OsString::from(self.manifest.name()),
-        };
-        let partial = parent.join(side_name(&name, ".", ".swarm-partial"));
+        let partial = partial_of(out, self.manifest.name());
         remove_entry(&partial).map_err(|e| Error::io_path("remove", &partial, e))?;
         let file = File::options()
             .read(true)
@@ -1307,16 +1378,38 @@ impl Store {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&partial)
             .map_err(|e| Error::io_write("create", &partial, e))?;
-        let mut assembly = Assembly {
+        if let Err(e) = allocate(&file, self.layout().file_len()) {
+            let _ = fs::remove_file(&partial);
+            return Err(Error::io_write("size", &partial, e));
+        }
+        Ok(StartedAssembly(Assembly {
             partial,
             out: out.to_path_buf(),
             file,
             whole: Sha256::new(),
             cursor: 0,
             buf: Vec::with_capacity(self.layout().max_chunk_len() as usize),
-        };
-        match self.fill(&mut assembly) {
-            Ok(()) => {
+        }))
+    }
+
+    /// The second half of [`Store::begin_assembly`]: copies every chunk
+    /// held into the started assembly, which from then on takes every
+    /// chunk stored.
+    pub fn fill_assembly(&self, started: StartedAssembly) -> Result<()> {
+        let mut assembly = started.0;
+        let first = self.snapshot();
+        let result = self
+            .copy_in(&mut assembly, first.iter(self.layout()))
+            .and_then(|()| {
+                let slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
+                let now = self.snapshot();
+                let since = now.iter(self.layout()).filter(|&id| !first.contains(id));
+                self.copy_in(&mut assembly, since)?;
+                assembly.advance(self)?;
+                Ok(slot)
+            });
+        match result {
+            Ok(mut slot) => {
                 *slot = Some(assembly);
                 Ok(())
             }
@@ -1327,15 +1420,13 @@ impl Store {
         }
     }
 
-    /// Sizes a new assembly's file, copies in every chunk held now and
-    /// hashes the held prefix. The caller holds the assembly lock.
-    fn fill(&self, assembly: &mut Assembly) -> Result<()> {
+    /// Copies chunks `ids` (held, in ID order) into a new assembly's file,
+    /// hashing the held prefix from memory as it goes.
+    fn copy_in(&self, assembly: &mut Assembly, ids: impl Iterator<Item = ChunkId>) -> Result<()> {
         let layout = self.layout();
         let partial = &assembly.partial;
-        allocate(&assembly.file, layout.file_len())
-            .map_err(|e| Error::io_write("size", partial, e))?;
         let mut buf = Vec::with_capacity(layout.max_chunk_len() as usize);
-        for id in self.snapshot().iter(layout) {
+        for id in ids {
             self.read_chunk(id, &mut buf)?;
             assembly
                 .file
@@ -1349,7 +1440,7 @@ impl Store {
                 assembly.cursor += 1;
             }
         }
-        assembly.advance(self)
+        Ok(())
     }
 
     /// Checks the whole-file SHA-256 of the assembled file, flushes it to

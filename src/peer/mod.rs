@@ -122,6 +122,9 @@ pub(crate) enum Event {
     SwarmComplete,
     /// The owner shares another version of the file, with this manifest.
     NewVersion(Manifest),
+    /// The output file is started: every chunk held is in it, and every
+    /// chunk stored from now on goes in as it is stored.
+    Assembling(Result<()>),
     /// A thread hit an error the peer cannot get past.
     Fatal(Error),
 }
@@ -138,6 +141,10 @@ pub(crate) struct Shared {
     /// Set once the file is verified; the dialers then only deliver
     /// COMPLETE.
     verified: AtomicBool,
+    /// Set once the output file's blocks are allocated: the owner link
+    /// registers (and so is seeded) only then, so a disk too small for
+    /// the file stops the peer before anything is fetched.
+    pub output_ready: AtomicBool,
     /// Set while the coordinator wants the owner as a source (the end
     /// game, or a stalled ring): the owner link reconnects only then.
     need_owner: AtomicBool,
@@ -282,14 +289,16 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
                     short_id(&manifest.id()),
                     manifest.name()
                 );
+                let opening = Instant::now();
                 let next = Store::open_after(&args.dir, manifest, &prev)?;
                 drop(prev);
                 let reused = next.reused();
                 log::info!(
-                    "{name}: reused {} chunks ({:.2} MiB) of the earlier version from {}: {} in place, {} moved; {} to fetch",
+                    "{name}: reused {} chunks ({:.2} MiB) of the earlier version from {} in {:.2} s: {} in place, {} moved; {} to fetch",
                     reused.in_place + reused.moved,
                     reused.bytes as f64 / MIB,
                     args.dir.display(),
+                    opening.elapsed().as_secs_f64(),
                     reused.in_place,
                     reused.moved,
                     next.layout().count() - next.held(),
@@ -356,6 +365,7 @@ fn round(
         started,
         stop: AtomicBool::new(false),
         verified: AtomicBool::new(false),
+        output_ready: AtomicBool::new(false),
         need_owner: AtomicBool::new(false),
         shun_until: AtomicU64::new(0),
         wired: args.download_neighbor.is_none(),
@@ -389,7 +399,28 @@ fn round(
     // The output grows as chunks arrive, so little is left to do at the
     // end; it takes its final name only once whole and verified.
     let out = output_path(args, &store);
-    store.begin_assembly(&out)?;
+    // On a thread of its own: a peer that holds most of the file (resuming,
+    // or taking up a new version) copies it while it downloads the rest.
+    // Its blocks are allocated first, so a disk too small for the file
+    // stops the peer before it fetches anything.
+    let assembly = store.start_assembly(&out)?;
+    shared.output_ready.store(true, Ordering::Release);
+    let (assembler, assembly_store, assembly_out) =
+        (Arc::clone(&shared), Arc::clone(&store), out.clone());
+    threads.push(spawn("assembly", move || {
+        let started = Instant::now();
+        let held = assembly_store.held();
+        let result = assembly_store.fill_assembly(assembly);
+        if result.is_ok() && held > 0 {
+            log::info!(
+                "{}: copied the {held} chunks held into {} in {:.2} s",
+                assembler.name,
+                assembly_out.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        assembler.report(Event::Assembling(result));
+    })?);
 
     let stopper = Stopper::new(local);
     let up = upload::Upload {
@@ -532,6 +563,8 @@ struct Coordinator<'a> {
     /// was verified.
     mark: Mark,
     verified_mark: Option<Mark>,
+    /// Whether the output file is started (see [`Event::Assembling`]).
+    assembling: bool,
 }
 
 impl<'a> Coordinator<'a> {
@@ -577,6 +610,7 @@ impl<'a> Coordinator<'a> {
             endgame_asked: 0,
             mark: Mark::now(),
             verified_mark: None,
+            assembling: false,
         }
     }
 
@@ -588,8 +622,20 @@ impl<'a> Coordinator<'a> {
     fn run(&mut self, events: &Receiver<Event>) -> Result<Ending> {
         let ticker = crossbeam_channel::tick(TICK);
         let mut second = Instant::now();
+        // Chunks stored before the scheduler was made are held in it
+        // already; their events, queued, still say where they came from.
+        while let Ok(ev) = events.try_recv() {
+            if let Event::NewVersion(manifest) = ev {
+                return Ok(Ending::Switch(
+                    Arc::clone(&self.store),
+                    manifest,
+                    Mark::now(),
+                ));
+            }
+            self.on_event(ev)?;
+        }
         loop {
-            if self.report.is_none() && self.sched.is_complete() {
+            if self.report.is_none() && self.sched.is_complete() && self.assembling {
                 self.finish()?;
             }
             if let Some(report) = self.may_leave() {
@@ -699,6 +745,10 @@ impl<'a> Coordinator<'a> {
             Event::SwarmComplete => self.swarm_complete = true,
             // Taken by the loop in `run` before it gets here.
             Event::NewVersion(_) => {}
+            Event::Assembling(result) => {
+                result?;
+                self.assembling = true;
+            }
             Event::Neighbour(addr) => self.rewire(addr),
             Event::Unreachable(addr) => {
                 if let (Some(link), Some(text)) = (&self.owner_link, &self.assigned)
@@ -1101,6 +1151,7 @@ impl<'a> Coordinator<'a> {
     fn finish(&mut self) -> Result<()> {
         let name = self.shared.name.clone();
         self.store.flush_summary()?;
+        let finishing = Instant::now();
         let digest = match self.store.finish_assembly() {
             Ok(digest) => digest,
             Err(Error::Integrity(msg)) => {
@@ -1146,9 +1197,10 @@ impl<'a> Coordinator<'a> {
             self.args.dir.display(),
         );
         log::info!(
-            "{name}: version {} in {:.2} s: chunk bytes {} from the owner, {} from the ring, {} reused; {} bytes received from the network",
+            "{name}: version {} in {:.2} s (the last {:.2} s checking and flushing the output): chunk bytes {} from the owner, {} from the ring, {} reused; {} bytes received from the network",
             short_id(&self.store.manifest().id()),
             self.mark.at.elapsed().as_secs_f64(),
+            finishing.elapsed().as_secs_f64(),
             self.from_owner,
             self.from_ring,
             reused,

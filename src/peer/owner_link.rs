@@ -162,6 +162,13 @@ impl OwnerLink {
         };
         self.version_due = false;
         dec.set_layout(store.layout().clone());
+        // Nothing is asked of the owner before the output has its room.
+        while !self.shared.output_ready.load(Ordering::Acquire) {
+            if self.shared.stopping() {
+                return Ok(Ended::InOrder);
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
         let held = store.snapshot();
         let neighbour = match (self.shared.wired, self.shared.target()) {
             (false, Some(addr)) => addr.to_string(),
