@@ -175,13 +175,33 @@ impl Assembly {
 /// An output file created and sized by [`Store::start_assembly`], not
 /// yet filled.
 #[derive(Debug)]
-pub struct StartedAssembly(Assembly);
+pub struct StartedAssembly {
+    assembly: Assembly,
+    /// Where the file started as a clone of the version before: each of
+    /// that version's chunks by offset, with its length and digest. A
+    /// chunk of the new version found there is in the file already.
+    cloned: Option<HashMap<u64, (usize, Digest)>>,
+}
 
 /// The summary file's state: whether it lags behind the held set.
 #[derive(Debug)]
 struct Summary {
     dirty: bool,
     written: Option<Instant>,
+}
+
+/// Makes `to` share `from`'s blocks (`FICLONE`), so it holds the same
+/// bytes at no cost in writes; fails where the file system has no
+/// reflinks.
+fn clone_file(from: &File, to: &File) -> io::Result<()> {
+    // SAFETY: both descriptors are open for the whole call; the ioctl
+    // reads no memory of ours.
+    let done = unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Where the output `out` of the file called `name` is assembled:
@@ -1347,14 +1367,23 @@ impl Store {
     /// that takes up a new version holds most of the file, and copying it
     /// must not stop its downloads.
     pub fn begin_assembly(&self, out: &Path) -> Result<()> {
-        let started = self.start_assembly(out)?;
-        self.fill_assembly(started)
+        let started = self.start_assembly(out, None)?;
+        self.fill_assembly(started).map(|_| ())
     }
 
     /// The first half of [`Store::begin_assembly`]: creates the output's
     /// partial file and allocates its blocks, so a disk too small for the
     /// file shows at once, before anything is fetched.
-    pub fn start_assembly(&self, out: &Path) -> Result<StartedAssembly> {
+    ///
+    /// With `before`, the manifest of the version this process verified
+    /// and wrote to `out` last, the partial file is first made a clone of
+    /// `out` (`FICLONE`: the two share blocks until either is written, on
+    /// file systems with reflinks such as XFS and Btrfs), and the chunks
+    /// found at their places in it are not written again: a new version
+    /// then costs the disk only what changed. Elsewhere (ext4, tmpfs) the
+    /// file is allocated and every chunk written, as without `before`.
+    /// Either way the whole-file check at the end reads every byte.
+    pub fn start_assembly(&self, out: &Path, before: Option<&Manifest>) -> Result<StartedAssembly> {
         // An earlier assembly's partial file may be the one replaced
         // below; its state would no longer match any file.
         *self.assembly.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -1378,40 +1407,67 @@ impl Store {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&partial)
             .map_err(|e| Error::io_write("create", &partial, e))?;
-        if let Err(e) = allocate(&file, self.layout().file_len()) {
+        let len = self.layout().file_len();
+        let cloned = before.and_then(|before| {
+            let old_len = before.layout().file_len();
+            let (old, _) = open_checked(out, old_len..=old_len).ok()?;
+            clone_file(&old, &file).ok()?;
+            file.set_len(len).ok()?;
+            let layout = before.layout();
+            let places = layout
+                .ids()
+                .map(|id| {
+                    let entry = (layout.chunk_len(id), *before.chunk_hash(id));
+                    (layout.offset(id), entry)
+                })
+                .collect::<HashMap<_, _>>();
+            Some(places)
+        });
+        if cloned.is_none()
+            && let Err(e) = allocate(&file, len)
+        {
             let _ = fs::remove_file(&partial);
             return Err(Error::io_write("size", &partial, e));
         }
-        Ok(StartedAssembly(Assembly {
-            partial,
-            out: out.to_path_buf(),
-            file,
-            whole: Sha256::new(),
-            cursor: 0,
-            buf: Vec::with_capacity(self.layout().max_chunk_len() as usize),
-        }))
+        Ok(StartedAssembly {
+            assembly: Assembly {
+                partial,
+                out: out.to_path_buf(),
+                file,
+                whole: Sha256::new(),
+                cursor: 0,
+                buf: Vec::with_capacity(self.layout().max_chunk_len() as usize),
+            },
+            cloned,
+        })
     }
 
     /// The second half of [`Store::begin_assembly`]: copies every chunk
     /// held into the started assembly, which from then on takes every
-    /// chunk stored.
-    pub fn fill_assembly(&self, started: StartedAssembly) -> Result<()> {
-        let mut assembly = started.0;
+    /// chunk stored. Says how, for logs: "copied", or for a clone of the
+    /// version before, "a clone of the earlier version's output".
+    pub fn fill_assembly(&self, started: StartedAssembly) -> Result<&'static str> {
+        let (mut assembly, cloned) = (started.assembly, started.cloned);
         let first = self.snapshot();
         let result = self
-            .copy_in(&mut assembly, first.iter(self.layout()))
+            .copy_in(&mut assembly, first.iter(self.layout()), cloned.as_ref())
             .and_then(|()| {
                 let slot = self.assembly.lock().unwrap_or_else(|p| p.into_inner());
                 let now = self.snapshot();
                 let since = now.iter(self.layout()).filter(|&id| !first.contains(id));
-                self.copy_in(&mut assembly, since)?;
+                self.copy_in(&mut assembly, since, cloned.as_ref())?;
                 assembly.advance(self)?;
                 Ok(slot)
             });
+        let how = if cloned.is_some() {
+            "a clone of the earlier version's output"
+        } else {
+            "copied"
+        };
         match result {
             Ok(mut slot) => {
                 *slot = Some(assembly);
-                Ok(())
+                Ok(how)
             }
             Err(e) => {
                 let _ = fs::remove_file(&assembly.partial);
@@ -1421,17 +1477,32 @@ impl Store {
     }
 
     /// Copies chunks `ids` (held, in ID order) into a new assembly's file,
+    /// but for those a clone of the version before has in place already,
     /// hashing the held prefix from memory as it goes.
-    fn copy_in(&self, assembly: &mut Assembly, ids: impl Iterator<Item = ChunkId>) -> Result<()> {
+    fn copy_in(
+        &self,
+        assembly: &mut Assembly,
+        ids: impl Iterator<Item = ChunkId>,
+        cloned: Option<&HashMap<u64, (usize, Digest)>>,
+    ) -> Result<()> {
         let layout = self.layout();
         let partial = &assembly.partial;
         let mut buf = Vec::with_capacity(layout.max_chunk_len() as usize);
         for id in ids {
             self.read_chunk(id, &mut buf)?;
-            assembly
-                .file
-                .write_all_at(&buf, layout.offset(id))
-                .map_err(|e| Error::io_write("write", partial, e))?;
+            let at = layout.offset(id);
+            let in_place =
+                cloned
+                    .and_then(|places| places.get(&at))
+                    .is_some_and(|(len, digest)| {
+                        *len == buf.len() && digest == self.manifest.chunk_hash(id)
+                    });
+            if !in_place {
+                assembly
+                    .file
+                    .write_all_at(&buf, at)
+                    .map_err(|e| Error::io_write("write", partial, e))?;
+            }
             if assembly.cursor == id.get() {
                 // The held prefix is hashed from memory, not read back:
                 // a peer resuming, or taking up a new version, holds most

@@ -322,3 +322,94 @@ fn with_once_a_changed_file_stops_the_owner_naming_the_chunk() {
     );
     assert_eq!(log.lines().last(), Some(want.as_str()), "{log}");
 }
+
+/// An XFS file system in an image file, mounted on a loop device.
+struct Xfs {
+    path: std::path::PathBuf,
+}
+
+impl Xfs {
+    /// Mounts a fresh 320 MiB XFS image with reflinks at `path`, or
+    /// `None` where that cannot be done (not root, no mkfs.xfs).
+    fn mount(image: &Path, path: &Path) -> Option<Xfs> {
+        use std::process::{Command, Stdio};
+        let run = |cmd: &mut Command| {
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        fs::File::create(image).ok()?.set_len(320 << 20).ok()?;
+        fs::create_dir_all(path).ok()?;
+        let made = run(Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(image));
+        let mounted = made
+            && run(Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(image)
+                .arg(path));
+        mounted.then(|| Xfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        let done = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !done {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn on_a_file_system_with_reflinks_a_new_output_starts_as_a_clone_of_the_old() {
+    let len = 40 * CHUNK;
+    let mut ring = Ring::new("reflink", 2, len);
+    let image = ring.dir.join("xfs.img");
+    let Some(xfs) = Xfs::mount(&image, &ring.peer_dir(0)) else {
+        eprintln!("skipped: needs root and mkfs.xfs to mount an XFS image");
+        return;
+    };
+    ring.extra = vec!["--follow".into()];
+    ring.start_owner(&["--peers", "2"]);
+    for i in 0..2 {
+        ring.start_wired_peer(i);
+    }
+    let v1 = short_id(&ring.file);
+    for i in 0..2 {
+        wait_for_version(&mut ring, i, &v1);
+    }
+    let mut data = ring.data.clone();
+    rewrite_chunks(&ring.file, &mut data, &[4, 17], 9);
+    let v2 = short_id(&ring.file);
+    for i in 0..2 {
+        let got = wait_for_version(&mut ring, i, &v2);
+        assert_eq!(got.owner + got.ring, 2 * CHUNK as u64, "peer{i}");
+        let copy = fs::read(ring.peer_dir(i).join("input.bin")).unwrap();
+        assert!(copy == data, "peer{i}: copy is not the new version");
+    }
+    // Peer 0's folder is on XFS, peer 1's on the test folder's own.
+    let on_xfs = ring.peer(0).log_text();
+    assert!(
+        on_xfs.contains("with the 38 chunks held (a clone of the earlier version's output)"),
+        "{on_xfs}"
+    );
+    let elsewhere = ring.peer(1).log_text();
+    assert!(
+        elsewhere.contains("with the 38 chunks held ("),
+        "{elsewhere}"
+    );
+    ring.kill_peer(0);
+    ring.kill_peer(1);
+    drop(xfs);
+}

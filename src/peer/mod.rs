@@ -276,14 +276,26 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         at: started,
         received: 0,
     };
+    // The manifest of the version last verified and written to the
+    // output, which the next version's output may start as a clone of.
+    let mut before = None;
     loop {
         let listener = listener
             .try_clone()
             .map_err(|e| Error::io("share the listening socket", e))?;
-        match round(args, listener, &secret, started, mark, store.take())? {
+        match round(
+            args,
+            listener,
+            &secret,
+            started,
+            mark,
+            store.take(),
+            before.take(),
+        )? {
             Ending::Left(report) => return Ok(report),
-            Ending::Switch(prev, manifest, since) => {
+            Ending::Switch(prev, manifest, since, verified) => {
                 mark = since;
+                before = verified.then(|| prev.manifest().clone());
                 log::info!(
                     "{name}: the owner now shares version {} of {}; switching to it",
                     short_id(&manifest.id()),
@@ -314,9 +326,10 @@ enum Ending {
     /// The file is verified and the peer may leave.
     Left(Report),
     /// The owner shares a new version: the store of the old one (to take
-    /// its verified chunks from), the new manifest, and where the new
-    /// version's distribution is counted from.
-    Switch(Arc<Store>, Manifest, Mark),
+    /// its verified chunks from), the new manifest, where the new
+    /// version's distribution is counted from, and whether the old one
+    /// was verified and written to the output.
+    Switch(Arc<Store>, Manifest, Mark, bool),
 }
 
 /// Where a version's distribution is counted from: its time from the
@@ -352,6 +365,7 @@ fn round(
     started: Instant,
     mark: Mark,
     store: Option<Arc<Store>>,
+    before: Option<Manifest>,
 ) -> Result<Ending> {
     let local = listener
         .local_addr()
@@ -403,7 +417,7 @@ fn round(
     // or taking up a new version) copies it while it downloads the rest.
     // Its blocks are allocated first, so a disk too small for the file
     // stops the peer before it fetches anything.
-    let assembly = store.start_assembly(&out)?;
+    let assembly = store.start_assembly(&out, before.as_ref())?;
     shared.output_ready.store(true, Ordering::Release);
     let (assembler, assembly_store, assembly_out) =
         (Arc::clone(&shared), Arc::clone(&store), out.clone());
@@ -411,14 +425,15 @@ fn round(
         let started = Instant::now();
         let held = assembly_store.held();
         let result = assembly_store.fill_assembly(assembly);
-        if result.is_ok() && held > 0 {
+        if let (Ok(how), true) = (&result, held > 0) {
             log::info!(
-                "{}: copied the {held} chunks held into {} in {:.2} s",
+                "{}: started {} with the {held} chunks held ({how}) in {:.2} s",
                 assembler.name,
                 assembly_out.display(),
                 started.elapsed().as_secs_f64()
             );
         }
+        let result = result.map(|_| ());
         assembler.report(Event::Assembling(result));
     })?);
 
@@ -630,6 +645,7 @@ impl<'a> Coordinator<'a> {
                     Arc::clone(&self.store),
                     manifest,
                     Mark::now(),
+                    false,
                 ));
             }
             self.on_event(ev)?;
@@ -650,7 +666,13 @@ impl<'a> Coordinator<'a> {
                             at: Instant::now(),
                             received: self.verified_mark.unwrap_or_else(Mark::now).received,
                         };
-                        return Ok(Ending::Switch(Arc::clone(&self.store), manifest, since));
+                        let verified = self.report.is_some();
+                        return Ok(Ending::Switch(
+                            Arc::clone(&self.store),
+                            manifest,
+                            since,
+                            verified,
+                        ));
                     }
                     Ok(ev) => self.on_event(ev)?,
                     Err(_) => return Err(Error::Bug("the event channel closed".into())),
