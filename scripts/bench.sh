@@ -97,7 +97,8 @@
 # REPAIR_KILL_AT (percent of N × chunks held at "half", default 50), BASE_PORT
 # (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR,
 # CARGO_TARGET_DIR (where the build goes and the binaries are taken from),
-# VERSIONS_BEDS=loopback,netbed (the versions section's beds), VERSIONS_SIZE
+# VERSIONS_BEDS=loopback,netbed (the versions section's beds),
+# VERSIONS_CHUNKING=fixed,content (fixed alone leaves content out), VERSIONS_SIZE
 # (its file, MiB; default 1024, 8 in smoke mode).
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
 # memory needs /usr/bin/time (package time); repair and versions need GNU
@@ -1629,10 +1630,10 @@ fi
 if wants versions; then
     ver_help=$("$bin" owner --help 2>&1 || true)
     ver_chunkings=(fixed)
-    if [[ $ver_help == *--chunking* ]]; then
-        ver_chunkings+=(content)
-    else
+    if [[ $ver_help != *--chunking* ]]; then
         note "versions: this swarm has no --chunking; the content-chunking series is left out"
+    elif [[ ${VERSIONS_CHUNKING:-fixed,content} == *content* ]]; then
+        ver_chunkings+=(content)
     fi
     # v2 rewrites 1 % of the chunks (at least one).
     ver_k=$(((((ver_s << 20) + CHUNK_BYTES - 1) / CHUNK_BYTES + 50) / 100))

@@ -183,12 +183,22 @@ struct Version {
     /// Set when a newer version replaces this one: its split stops.
     retired: AtomicBool,
     /// Held by the split while it writes chunk files, so the next
-    /// version's split starts only once this one's has stopped.
+    /// version takes over the chunk files only once this one's split has
+    /// stopped.
     splitting: Mutex<()>,
 }
 
 impl Version {
-    fn new(number: u32, manifest: Manifest, args: &VersionSetup) -> Result<Version> {
+    /// The version of `manifest`. With `before`, the version it replaces,
+    /// whose chunk files this process wrote and verified: those the new
+    /// one has too are taken over wherever they sit, without being read,
+    /// and the split writes only the rest.
+    fn new(
+        number: u32,
+        manifest: Manifest,
+        args: &VersionSetup,
+        before: Option<&Version>,
+    ) -> Result<Version> {
         let m = &manifest;
         let mut seeder = Seeder::new(m.layout().count(), args.peers);
         if args.prev.is_some() {
@@ -197,7 +207,10 @@ impl Version {
         let tracker = Tracker::new(m.layout().count(), args.max_peers);
         let file_id = m.id();
         let manifest_frames = encode_manifest(m).into();
-        let store = Store::open_owner(&args.dir, manifest)?;
+        let store = match before {
+            Some(before) => Store::open_after(&args.dir, manifest, &before.store)?,
+            None => Store::open_owner(&args.dir, manifest)?,
+        };
         Ok(Version {
             number,
             store,
@@ -455,7 +468,7 @@ impl Owner {
             max_peers: args.max_peers as usize,
             prev,
         };
-        let first = Arc::new(Version::new(1, manifest, &setup)?);
+        let first = Arc::new(Version::new(1, manifest, &setup, None)?);
         let stopper = Stopper::new(addr);
         let shared = Arc::new(Shared {
             current: Mutex::new(Arc::clone(&first)),
@@ -474,7 +487,7 @@ impl Owner {
             sent: AtomicU64::new(0),
             stopper: stopper.clone(),
         });
-        start_split(&shared, first, None)?;
+        start_split(&shared, first)?;
         Ok(Owner {
             listener,
             addr,
@@ -1004,16 +1017,12 @@ fn log_version(number: u32, m: &Manifest, prev: Option<&Manifest>, took: Duratio
 
 /// Writes version `v`'s chunk files on a thread of its own; sessions
 /// read chunks from the source file (verified) until then.
-fn start_split(shared: &Arc<Shared>, v: Arc<Version>, prev: Option<Arc<Version>>) -> Result<()> {
+fn start_split(shared: &Arc<Shared>, v: Arc<Version>) -> Result<()> {
     let splitter = Arc::clone(shared);
     thread::Builder::new()
         .name("split".into())
         .spawn(move || {
             let _splitting = v.splitting.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(prev) = prev {
-                // Both write into one folder: the older must be done.
-                drop(prev.splitting.lock().unwrap_or_else(|p| p.into_inner()));
-            }
             let started = Instant::now();
             match v.store.split_from(&splitter.source, &v.retired) {
                 Ok(_) if v.retired.load(Ordering::Acquire) => {
@@ -1152,7 +1161,7 @@ fn watch(shared: &Arc<Shared>) {
                 // A split that a passing change cut short goes on.
                 if !v.store.is_complete()
                     && v.splitting.try_lock().is_ok()
-                    && let Err(e) = start_split(shared, v, None)
+                    && let Err(e) = start_split(shared, v)
                 {
                     shared.fail(e);
                     return;
@@ -1196,8 +1205,11 @@ fn switch_to(shared: &Arc<Shared>, m: Manifest, took: Duration) -> Result<()> {
         prev: Some(old.store.manifest().clone()),
     };
     let file_id = m.id();
+    // The old split stops between two chunks; the new version takes over
+    // its chunk files only once it has.
     old.retired.store(true, Ordering::Release);
-    let next = Arc::new(Version::new(number, m, &setup)?);
+    drop(old.splitting.lock().unwrap_or_else(|p| p.into_inner()));
+    let next = Arc::new(Version::new(number, m, &setup, Some(&old))?);
     *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&next);
     let older: Vec<Handle> = {
         let sessions = shared.sessions();
@@ -1215,7 +1227,7 @@ fn switch_to(shared: &Arc<Shared>, m: Manifest, took: Duration) -> Result<()> {
         "owner: now sharing version {number}; told {} sessions",
         older.len()
     );
-    start_split(shared, next, Some(old))
+    start_split(shared, next)
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

@@ -143,6 +143,8 @@ fn a_running_ring_takes_up_a_changed_file_fetching_only_changed_chunks() {
         "{owner}"
     );
     assert!(owner.contains("owner: now sharing version 2; told "));
+    // The owner took its own chunk files over and wrote only the changed.
+    ring.await_owner_log("(reused 58 unchanged chunk files)");
 }
 
 #[test]
