@@ -290,7 +290,9 @@ impl Shared {
         Arc::clone(&self.current.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Carries out what the tracker decided, outside its lock.
+    /// Carries out what the tracker decided. The caller still holds the
+    /// tracker's lock, so decisions go out in the order they were made
+    /// (nothing here blocks: messages are queued, not written).
     fn act(self: &Arc<Shared>, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -400,6 +402,12 @@ impl ChunkSource for Serving {
             if let Some(taken) = Budget::take(&shared.source_reads, len) {
                 break taken;
             }
+            if v.retired.load(Ordering::Acquire) {
+                return Err(Error::Integrity(format!(
+                    "chunk {id} of version {}, which is no longer shared, is not on disk",
+                    v.number
+                )));
+            }
             if shared.suspect.load(Ordering::Acquire) {
                 return Err(Error::Integrity(format!(
                     "chunk {id} of version {} is not on disk and {} has changed",
@@ -453,6 +461,10 @@ impl Owner {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
+        if !args.once {
+            // Before the first index, which a SIGHUP must not end.
+            catch_hangup();
+        }
         let started = Instant::now();
         let manifest = store::index(&args.file, args.chunk_size, args.chunking)?;
         // A restart on a changed file: what the last run shared is what
@@ -772,7 +784,8 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
     }
     shared.sessions().ended(handle.id());
     if role.registration.is_some() {
-        let actions = v.tracker().link_down(handle.id(), Instant::now());
+        let mut tracker = v.tracker();
+        let actions = tracker.link_down(handle.id(), Instant::now());
         shared.act(actions);
     }
     Ok(())
@@ -871,11 +884,13 @@ impl Role for Session {
             Message::Have(ids) => v.tracker().have(conn.id(), &ids),
             Message::Progress { rate } => v.tracker().progress(conn.id(), rate),
             Message::Unreachable(addr) => {
-                let actions = v.tracker().unreachable(conn.id(), addr);
+                let mut tracker = v.tracker();
+                let actions = tracker.unreachable(conn.id(), addr);
                 shared.act(actions);
             }
             Message::Complete => {
-                let actions = v.tracker().complete(conn.id());
+                let mut tracker = v.tracker();
+                let actions = tracker.complete(conn.id());
                 shared.act(actions);
             }
             Message::StatusRequest => {
@@ -910,8 +925,12 @@ impl Session {
         let mut known = false;
         let mut wired = false;
         let mut actions = Vec::new();
+        // Held until the decisions are carried out: two sessions that
+        // register at once must send their NEIGHBOURs in the order the
+        // tracker decided them, or a peer keeps a stale neighbour.
+        let mut tracker = v.tracker();
         if let Some(reg) = &self.registration {
-            let joined = v.tracker().register(
+            let joined = tracker.register(
                 conn.id(),
                 &reg.addr,
                 reg.wired,
@@ -944,10 +963,11 @@ impl Session {
             }
         };
         log::info!("owner: seeding {} chunks to {who}", seeds.len());
-        v.tracker().seeded(conn.id(), &seeds);
+        tracker.seeded(conn.id(), &seeds);
         // NEIGHBOUR goes before the seeds: a peer whose seeds are in and
         // who has no neighbour turns to the owner for the rest.
         shared.act(actions);
+        drop(tracker);
         shared.push_seeds(conn, seeds);
     }
 }
@@ -960,8 +980,10 @@ fn track(shared: &Arc<Shared>) {
         thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
         let v = shared.current();
-        let actions = v.tracker().tick(now);
+        let mut tracker = v.tracker();
+        let actions = tracker.tick(now);
         shared.act(actions);
+        drop(tracker);
         if now.saturating_duration_since(last_table) >= TABLE_EVERY {
             last_table = now;
             let (active, peers) = {
@@ -1015,6 +1037,12 @@ fn log_version(number: u32, m: &Manifest, prev: Option<&Manifest>, took: Duratio
     );
 }
 
+/// The first chunk `store` does not hold.
+fn first_missing(store: &Store) -> Option<ChunkId> {
+    let held = store.snapshot();
+    store.layout().ids().find(|&id| !held.contains(id))
+}
+
 /// Writes version `v`'s chunk files on a thread of its own; sessions
 /// read chunks from the source file (verified) until then.
 fn start_split(shared: &Arc<Shared>, v: Arc<Version>) -> Result<()> {
@@ -1029,22 +1057,22 @@ fn start_split(shared: &Arc<Shared>, v: Arc<Version>) -> Result<()> {
                     log::info!("owner: version {} is replaced; its split stopped", v.number);
                 }
                 Ok(kept) => log::info!(
-                    "owner: wrote {} chunk files under {} in {:.2} s (reused {kept} unchanged chunk files)",
+                    "owner: wrote {} of {} chunk files under {} in {:.2} s (reused {kept} unchanged chunk files)",
+                    v.store.layout().count() - kept,
                     v.store.layout().count(),
                     splitter.dir.display(),
                     started.elapsed().as_secs_f64()
                 ),
-                Err(Error::Integrity(_)) => {
-                    let id = v.store.layout().chunk_id(v.store.held());
-                    match id {
-                        Some(id) => splitter.source_changed(&v, id),
-                        None => splitter.fail(Error::Bug("split failed past the last chunk".into())),
-                    }
-                }
+                // The split goes in ID order, passing over the chunks held:
+                // the first one not held is where it stopped.
+                Err(Error::Integrity(_)) => match first_missing(&v.store) {
+                    Some(id) => splitter.source_changed(&v, id),
+                    None => splitter.fail(Error::Bug("split failed past the last chunk".into())),
+                },
                 // Cut short, or truncated, by a writer: a change to follow.
                 Err(e @ Error::Io { .. }) if !splitter.once && !v.store.is_complete() => {
                     log::warn!("owner: {e}");
-                    if let Some(id) = v.store.layout().chunk_id(v.store.held()) {
+                    if let Some(id) = first_missing(&v.store) {
                         splitter.source_changed(&v, id);
                     }
                 }
@@ -1069,6 +1097,15 @@ extern "C" fn on_hangup(_: libc::c_int) {
     HANGUP.store(true, Ordering::SeqCst);
 }
 
+/// Makes SIGHUP ask for a new index instead of ending the process.
+fn catch_hangup() {
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t);
+    }
+}
+
 /// What the watcher compares to notice a change: size, modification and
 /// change times, and the inode (a file replaced by rename).
 fn stamp(path: &std::path::Path) -> Option<(u64, i64, i64, i64, i64, u64)> {
@@ -1090,13 +1127,6 @@ fn stamp(path: &std::path::Path) -> Option<(u64, i64, i64, i64, i64, u64)> {
 /// the current version if it differs. With `--once`, a change stops the
 /// owner instead.
 fn watch(shared: &Arc<Shared>) {
-    if !shared.once {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t);
-        }
-    }
     let mut seen = stamp(&shared.source);
     // When a change was last seen, while one is pending.
     let mut pending: Option<Instant> = None;
@@ -1205,29 +1235,35 @@ fn switch_to(shared: &Arc<Shared>, m: Manifest, took: Duration) -> Result<()> {
         prev: Some(old.store.manifest().clone()),
     };
     let file_id = m.id();
-    // The old split stops between two chunks; the new version takes over
-    // its chunk files only once it has.
+    // The old version's sessions send nothing more after the frame they
+    // are writing (VERSION goes next, then they stop), and its split
+    // stops between two chunks; only then does the new version take over
+    // the chunk files, some of which it moves.
     old.retired.store(true, Ordering::Release);
+    let told = tell_older(shared, number, file_id);
     drop(old.splitting.lock().unwrap_or_else(|p| p.into_inner()));
     let next = Arc::new(Version::new(number, m, &setup, Some(&old))?);
     *shared.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&next);
-    let older: Vec<Handle> = {
-        let sessions = shared.sessions();
-        sessions
-            .live
-            .values()
-            .filter(|l| l.version != number)
-            .map(|l| l.handle.clone())
-            .collect()
-    };
+    // Sessions that began meanwhile got the old version.
+    tell_older(shared, number, file_id);
+    log::info!("owner: now sharing version {number}; told {told} sessions");
+    start_split(shared, next)
+}
+
+/// Sends VERSION to every session of a version older than `number`, as
+/// its last frame; returns how many there were.
+fn tell_older(shared: &Shared, number: u32, file_id: [u8; 32]) -> usize {
+    let older: Vec<Handle> = shared
+        .sessions()
+        .live
+        .values()
+        .filter(|l| l.version < number)
+        .map(|l| l.handle.clone())
+        .collect();
     for handle in &older {
         handle.leave_with(&Message::Version(file_id));
     }
-    log::info!(
-        "owner: now sharing version {number}; told {} sessions",
-        older.len()
-    );
-    start_split(shared, next)
+    older.len()
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

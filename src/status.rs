@@ -32,8 +32,22 @@ pub fn run(args: &StatusArgs) -> Result<()> {
     };
     // Each pass is one session; the owner ends it when it shares a new
     // version, and the next pass asks about that one.
-    while !session(args, &owner, secret.as_ref())? {}
-    Ok(())
+    // A few times at most: an owner whose file changes that often has no
+    // answer to give.
+    for _ in 0..10 {
+        match session(args, &owner, secret.as_ref()) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(Error::Wire {
+                err: wire::Error::Refused(why),
+                ..
+            }) if why == crate::peer::NEW_VERSION => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Timeout(format!(
+        "the {owner} switched to a new version ten times while asked"
+    )))
 }
 
 /// One session: returns whether the answer was printed (`false`: the

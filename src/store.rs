@@ -101,6 +101,13 @@ pub struct Store {
     recent: Mutex<VecDeque<(ChunkId, Arc<File>)>>,
     /// What opening the directory kept.
     reused: Reused,
+    /// Set when a newer version's store is about to take over the
+    /// directory: from then on nothing is written for this one.
+    retired: AtomicBool,
+    /// Held (read) by every `put` while it writes, so [`Store::retire`]
+    /// can wait for the writes under way. Nothing that holds the
+    /// assembly lock takes it.
+    writing: std::sync::RwLock<()>,
 }
 
 /// Where [`Store::open`] keeps chunk files of an earlier version while it
@@ -1140,6 +1147,8 @@ impl Store {
             assembly: Mutex::new(None),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_FILES)),
             reused: Reused::default(),
+            retired: AtomicBool::new(false),
+            writing: std::sync::RwLock::new(()),
         };
         store.flush_summary()?;
         Ok(store)
@@ -1205,6 +1214,19 @@ impl Store {
         self.manifest.layout()
     }
 
+    /// Stops all writing for this store, once every write under way is
+    /// done: a newer version's store is about to take over the directory
+    /// (see [`Store::open_after`]). Chunks offered later are dropped, and
+    /// an assembly being filled stops between two chunks.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        drop(self.writing.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// What [`Store::open`] kept of the chunk files it found.
     pub fn reused(&self) -> Reused {
         self.reused
@@ -1248,7 +1270,8 @@ impl Store {
     /// Verifies `data` as chunk `id` and stores it. A full disk is
     /// [`Error::NoSpace`]: the caller should stop, not fetch again.
     pub fn put(&self, id: ChunkId, data: &[u8]) -> Result<Put> {
-        if self.has(id) {
+        let _writing = self.writing.read().unwrap_or_else(|p| p.into_inner());
+        if self.is_retired() || self.has(id) {
             return Ok(Put::Duplicate);
         }
         if !self.manifest.verify(id, data) {
@@ -1479,6 +1502,9 @@ impl Store {
                 *slot = Some(assembly);
                 Ok(how)
             }
+            // A retired store's partial file may already be the next
+            // version's, under the same name.
+            Err(e) if self.is_retired() => Err(e),
             Err(e) => {
                 let _ = fs::remove_file(&assembly.partial);
                 Err(e)
@@ -1499,15 +1525,25 @@ impl Store {
         let partial = &assembly.partial;
         let mut buf = Vec::with_capacity(layout.max_chunk_len() as usize);
         for id in ids {
-            self.read_chunk(id, &mut buf)?;
+            if self.is_retired() {
+                return Err(Error::Bug("the store was retired during assembly".into()));
+            }
             let at = layout.offset(id);
-            let in_place =
-                cloned
-                    .and_then(|places| places.get(&at))
-                    .is_some_and(|(len, digest)| {
-                        *len == buf.len() && digest == self.manifest.chunk_hash(id)
-                    });
-            if !in_place {
+            let len = layout.chunk_len(id);
+            let in_place = cloned
+                .and_then(|places| places.get(&at))
+                .is_some_and(|(was, digest)| *was == len && digest == self.manifest.chunk_hash(id));
+            if in_place {
+                // Hashed as it is in the output, not as the chunk file
+                // has it: the whole-file check must cover what the clone
+                // brought along.
+                buf.resize(len, 0);
+                assembly
+                    .file
+                    .read_exact_at(&mut buf, at)
+                    .map_err(|e| Error::io_path("read", partial, e))?;
+            } else {
+                self.read_chunk(id, &mut buf)?;
                 assembly
                     .file
                     .write_all_at(&buf, at)

@@ -332,7 +332,7 @@
 //! | owner, after STATUS_REQUEST                        | STATUS_REQUEST, KEEPALIVE                              |
 //! | peer, first frame                                  | HELLO, REFUSE (after admission, if any)                |
 //! | peer, after the owner's HELLO, with a secret       | PROOF                                                  |
-//! | peer, before MANIFEST                              | MANIFEST, REFUSE                                       |
+//! | peer, before MANIFEST                              | MANIFEST, REFUSE, VERSION                              |
 //! | peer, until it has `chunks` digests                | HASHES                                                 |
 //! | peer, once it has sent CHUNK_LIST                  | CHUNK, SEED_DONE, SEEDING, NEIGHBOUR, COMPLETE, KEEPALIVE, REFUSE, VERSION |
 //! | status client, once it has the digests             | STATUS, KEEPALIVE, REFUSE, VERSION                     |
@@ -567,9 +567,9 @@
 //! file's size, modification and change times and inode every 0.25 s; a
 //! change, SIGHUP, or a chunk read from the file that no longer matches
 //! its digest marks the file changed. Once it has stayed unchanged for
-//! 1 s, the owner indexes it again, while it keeps serving the current
-//! version; a file that changes during that read is indexed again once
-//! quiet. A result with the current file ID changes nothing. Otherwise the
+//! 1 s (at once for SIGHUP or a read that no longer matches), the owner
+//! indexes it again, while it keeps serving the current version; a file
+//! that changes during that read is indexed again once quiet. A result with the current file ID changes nothing. Otherwise the
 //! new manifest becomes the *current version*, numbered one more: every
 //! session opened from then on gets its HELLO, MANIFEST and HASHES, and
 //! every older session (whatever its state) is sent VERSION with the new
@@ -597,8 +597,13 @@
 //! up a version announced before it leaves. A peer that was away through
 //! several versions gets the newest manifest when it reconnects.
 //!
-//! A status client that reads VERSION instead of a STATUS answer opens a
-//! new session and asks again.
+//! A session whose VERSION arrives before its MANIFEST (it began just as
+//! the owner switched) ends the same way: the peer or status client
+//! opens a new one. A status client that reads VERSION instead of a
+//! STATUS answer opens a new session and asks again (ten times at most).
+//! Before the owner's new version takes over its chunk files, the old
+//! version's sessions have been sent VERSION, and they send no chunk
+//! after the frame they are writing.
 //!
 //! # Seeding and end game
 //!

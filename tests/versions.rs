@@ -125,9 +125,10 @@ fn a_running_ring_takes_up_a_changed_file_fetching_only_changed_chunks() {
             "peer{i} fetched exactly the changed chunks: {second:?}"
         );
         assert_eq!(second.reused, len as u64 - changed_bytes, "peer{i}");
-        // The changed chunks, the manifest (61 digests) and the protocol.
+        // The changed chunks, the manifest (61 digests) and the protocol,
+        // and a chunk the end game may have had from two sources at once.
         assert!(
-            second.received < changed_bytes + 16 * 1024,
+            second.received < changed_bytes + CHUNK as u64 + 16 * 1024,
             "peer{i} received {} bytes",
             second.received
         );
@@ -300,7 +301,7 @@ fn content_chunking_moves_only_the_chunks_around_an_insertion() {
 fn with_once_a_changed_file_stops_the_owner_naming_the_chunk() {
     let mut ring = Ring::new("once", 1, 20 * CHUNK);
     ring.start_owner(&["--once"]);
-    ring.await_owner_log("owner: wrote 20 chunk files");
+    ring.await_owner_log("owner: wrote 20 of 20 chunk files");
     // Touched, same bytes: no change.
     fs::write(&ring.file, &ring.data).unwrap();
     ring.await_owner_log("changed; checking its bytes");

@@ -26,7 +26,7 @@ mod download;
 mod owner_link;
 mod upload;
 
-pub(crate) use owner_link::receive_manifest;
+pub(crate) use owner_link::{NEW_VERSION, receive_manifest};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -421,7 +421,7 @@ fn round(
     shared.output_ready.store(true, Ordering::Release);
     let (assembler, assembly_store, assembly_out) =
         (Arc::clone(&shared), Arc::clone(&store), out.clone());
-    threads.push(spawn("assembly", move || {
+    let assembling = spawn("assembly", move || {
         let started = Instant::now();
         let held = assembly_store.held();
         let result = assembly_store.fill_assembly(assembly);
@@ -435,7 +435,7 @@ fn round(
         }
         let result = result.map(|_| ());
         assembler.report(Event::Assembling(result));
-    })?);
+    })?;
 
     let stopper = Stopper::new(local);
     let up = upload::Upload {
@@ -464,6 +464,16 @@ fn round(
     coordinator.close_all();
     stopper.stop();
     drop(coordinator);
+    if let Ok(Ending::Switch(..)) = result {
+        // The next version's store takes over the directory: nothing of
+        // this one may write there from now on, its assembly included
+        // (it stops between two chunks; no event of it is awaited).
+        store.retire();
+        drop(event_rx);
+        let _ = assembling.join();
+    } else {
+        threads.push(assembling);
+    }
     join_within(threads, Duration::from_secs(1));
     result
 }

@@ -337,6 +337,10 @@ impl Role for OwnerRole {
     }
 }
 
+/// Why a session ended whose VERSION came before its MANIFEST: a new
+/// session gets the new manifest.
+pub(crate) const NEW_VERSION: &str = "the owner now shares a new version";
+
 /// Reads MANIFEST and the HASHES frames that follow it into a manifest,
 /// and leaves `dec` set to its layout.
 pub(crate) fn receive_manifest(
@@ -345,7 +349,9 @@ pub(crate) fn receive_manifest(
     owner: &str,
 ) -> Result<Manifest> {
     let fail = |err| Error::wire(owner, err);
-    dec.set_accepts(Kinds::of(&[Kind::Manifest, Kind::Refuse]));
+    // VERSION may come first from a session that began just before the
+    // owner switched: the new manifest is a reconnect away.
+    dec.set_accepts(Kinds::of(&[Kind::Manifest, Kind::Refuse, Kind::Version]));
     net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
     let (shape, file_hash, raw_name) = match dec.message().map_err(fail)? {
         Message::Manifest {
@@ -361,6 +367,7 @@ pub(crate) fn receive_manifest(
             name.to_string(),
         ),
         Message::Refuse(why) => return Err(fail(wire::Error::Refused(why.into()))),
+        Message::Version(_) => return Err(fail(wire::Error::Refused(NEW_VERSION.into()))),
         other => return Err(fail(wire::Error::Unexpected(other.name()))),
     };
     let shape = shape?;
