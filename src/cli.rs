@@ -673,6 +673,28 @@ mod tests {
     }
 
     #[test]
+    fn once_and_follow_are_switches_off_by_default() {
+        let Command::Owner(a) = run("owner --port 1 f").unwrap() else {
+            panic!()
+        };
+        assert!(!a.once);
+        let Command::Owner(a) = run("owner --port 1 --once f").unwrap() else {
+            panic!()
+        };
+        assert!(a.once);
+        assert_eq!(a.file.to_str(), Some("f"));
+        let Command::Peer(a) = run("peer --owner 1 --port 2").unwrap() else {
+            panic!()
+        };
+        assert!(!a.follow);
+        let Command::Peer(a) = run("peer --owner 1 --port 2 --follow --linger 3").unwrap() else {
+            panic!()
+        };
+        assert!(a.follow);
+        assert_eq!(a.linger.as_secs(), 3);
+    }
+
+    #[test]
     fn a_secret_file_comes_from_the_flag_else_the_environment() {
         let owner = |line: &str, env| match run_env(line, env).unwrap() {
             Command::Owner(a) => a.secret_file,
