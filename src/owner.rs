@@ -1171,7 +1171,10 @@ fn watch(shared: &Arc<Shared>) {
             // Touched but the same bytes is no change.
             let v = shared.current();
             let changed = match &indexed {
-                Ok(m) if m.id() == v.file_id => continue,
+                Ok(m) if m.id() == v.file_id => {
+                    log::info!("owner: {} is unchanged", shared.source.display());
+                    continue;
+                }
                 Ok(m) => first_difference(v.store.manifest(), m),
                 Err(_) => None,
             };

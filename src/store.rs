@@ -561,16 +561,22 @@ fn inner_text(err: &Error) -> String {
 
 /// Writes `manifest` to `DIR/manifest` unless that already holds exactly
 /// its text (an unchanged restart then writes and syncs nothing).
-fn cache_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+/// Returns whether it replaced another manifest (an earlier version's,
+/// or a damaged one).
+fn cache_manifest(dir: &Path, manifest: &Manifest) -> Result<bool> {
     let text = manifest.to_text();
     let path = dir.join(MANIFEST_FILE);
     let len = text.len() as u64;
     let mut old = Vec::new();
-    let same = read_checked(&path, len..=len, &mut old).is_ok() && old == text.as_bytes();
+    let found = read_checked(&path, len..=len, &mut old);
+    let same = found.is_ok() && old == text.as_bytes();
     if !same {
         write_atomic(&path, text.as_bytes(), true)?;
     }
-    Ok(())
+    Ok(match found {
+        Ok(()) => !same,
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    })
 }
 
 /// Creates `dir` and its chunk folder; a chunk folder that is a symlink
@@ -897,12 +903,8 @@ impl Store {
         create_dirs(dir)?;
         // A directory that held another version: its chunk files are
         // expected not to match, and are not called damaged.
-        let earlier = prev.is_some()
-            || read_manifest(dir)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.id() != manifest.id());
-        cache_manifest(dir, &manifest)?;
+        let replaced = cache_manifest(dir, &manifest)?;
+        let earlier = prev.is_some() || replaced;
         let layout = manifest.layout().clone();
         let longest = 1..=u64::from(layout.max_chunk_len());
         let mut have = ChunkSet::new(layout.count());

@@ -569,8 +569,9 @@
 //! its digest marks the file changed. Once it has stayed unchanged for
 //! 1 s (at once for SIGHUP or a read that no longer matches), the owner
 //! indexes it again, while it keeps serving the current version; a file
-//! that changes during that read is indexed again once quiet. A result with the current file ID changes nothing. Otherwise the
-//! new manifest becomes the *current version*, numbered one more: every
+//! that changes during that read is indexed again once quiet. A result
+//! with the current file ID changes nothing. Otherwise the new manifest
+//! becomes the *current version*, numbered one more: every
 //! session opened from then on gets its HELLO, MANIFEST and HASHES, and
 //! every older session (whatever its state) is sent VERSION with the new
 //! file ID, ahead of anything still queued for it, and nothing after it:
@@ -579,7 +580,9 @@
 //! (peers register again as they come back), and a version's seed shares
 //! are `ceil(L / N)` chunks for a session whose CHUNK_LIST lacks `L`
 //! (chosen as under Seeding), so N peers that held the version before
-//! share out what changed between them.
+//! share out what changed between them. The same holds for the first
+//! version of an owner started on a directory whose cached manifest is
+//! another file's: its peers likely hold that one.
 //!
 //! A peer that reads VERSION closes its owner session and connects again
 //! at once (verified or not), as a new session. A peer whose owner session

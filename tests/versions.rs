@@ -305,7 +305,7 @@ fn with_once_a_changed_file_stops_the_owner_naming_the_chunk() {
     // Touched, same bytes: no change.
     fs::write(&ring.file, &ring.data).unwrap();
     ring.await_owner_log("changed; checking its bytes");
-    thread::sleep(Duration::from_millis(500));
+    ring.await_owner_log(" is unchanged");
     let owner = ring.owner.as_mut().unwrap();
     assert!(
         owner.wait_for(Duration::ZERO).is_none(),
