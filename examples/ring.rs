@@ -67,7 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 owner: addr(ports[0]),
                 listen: addr(ports[i]),
                 // The owner wires each peer into the ring.
-                download_neighbor: None,
+                download_neighbors: Vec::new(),
+                sources: 1,
                 advertise: None,
                 dir: work.join(format!("peer{i}")),
                 out: Some(work.join(format!("copy{i}.bin"))),

@@ -17,6 +17,7 @@ use crate::manifest::{
     Chunking, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CONTENT_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
 use crate::net::parse_addr;
+use crate::wire;
 
 /// What the user asked for.
 #[derive(Debug, PartialEq)]
@@ -78,9 +79,11 @@ pub struct PeerArgs {
     pub owner: SocketAddr,
     /// Where to listen for the upload neighbour.
     pub listen: SocketAddr,
-    /// The download neighbour's address; `None` lets the owner wire the
-    /// peer into the ring.
-    pub download_neighbor: Option<SocketAddr>,
+    /// The download neighbours' addresses, as given (at most `sources`);
+    /// none lets the owner wire the peer into the ring.
+    pub download_neighbors: Vec<SocketAddr>,
+    /// How many download neighbours to download from at once.
+    pub sources: u8,
     /// Where others reach the upload port, as HOST and PORT, if not at
     /// the listening port of the address the owner sees us from.
     pub advertise: Option<(String, u16)>,
@@ -111,7 +114,7 @@ swarm: get one file from its owner onto many machines, verified chunk by chunk
 
 Usage:
   swarm owner --port PORT [OPTIONS] FILE
-  swarm peer --owner [HOST:]PORT --port PORT [--download-neighbor [HOST:]PORT] [OPTIONS]
+  swarm peer --owner [HOST:]PORT --port PORT [--download-neighbor [HOST:]PORT]... [OPTIONS]
   swarm status --owner [HOST:]PORT [--watch] [--json] [--secret-file PATH]
   swarm --help | swarm owner --help | swarm peer --help | swarm status --help
   swarm --version
@@ -192,8 +195,13 @@ A bare PORT means 127.0.0.1:PORT.
 Options:
   --owner [HOST:]PORT              the owner's address (required)
   --port PORT                      TCP port to serve the upload neighbour on (required)
-  --download-neighbor [HOST:]PORT  the peer to download from [default: the one
-                                   the owner assigns]
+  --download-neighbor [HOST:]PORT  a peer to download from; up to --sources
+                                   times [default: the ones the owner assigns]
+  --sources K                      download from K neighbours at once, rarest
+                                   chunks first, 1 to 4 [default: 1, a ring];
+                                   the owner wires K=2 as a ring plus the peer
+                                   two back, so one slow or dead peer does not
+                                   set the pace
   --advertise HOST:PORT            where other peers reach this one's upload
                                    port [default: PORT at the address the
                                    owner sees this peer connect from]
@@ -295,6 +303,7 @@ const PEER_FLAGS: &[&str] = &[
     "--owner",
     "--port",
     "--download-neighbor",
+    "--sources",
     "--bind",
     "--dir",
     "--out",
@@ -308,6 +317,8 @@ const PEER_FLAGS: &[&str] = &[
 const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json", "--secret-file"];
 /// Flags that take no value.
 const SWITCHES: &[&str] = &["--watch", "--json", "--once", "--follow"];
+/// Flags that may be given more than once.
+const REPEATABLE: &[&str] = &["--download-neighbor"];
 
 impl Flags {
     fn parse(args: &[String], sub: &'static str, help: &'static str) -> Result<Flags> {
@@ -356,7 +367,7 @@ impl Flags {
                     .cloned()
                     .ok_or_else(|| usage(format!("{name} needs a value")))?,
             };
-            if flags.pairs.iter().any(|(n, _)| n == name) {
+            if !REPEATABLE.contains(&name) && flags.pairs.iter().any(|(n, _)| n == name) {
                 return Err(usage(format!("{name} is given twice")));
             }
             flags.pairs.push((name.to_string(), value));
@@ -368,6 +379,14 @@ impl Flags {
         self.pairs
             .iter()
             .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeatable flag, in order.
+    fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -496,10 +515,22 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
     }
     let owner = flags.addr("--owner")?;
     let port = flags.port()?;
-    let download_neighbor = match flags.get("--download-neighbor") {
-        Some(_) => Some(flags.addr("--download-neighbor")?),
-        None => None,
-    };
+    let sources = flags.number("--sources", 1, 1, u64::from(wire::MAX_SOURCES))? as u8;
+    let mut download_neighbors: Vec<SocketAddr> = Vec::new();
+    for raw in flags.all("--download-neighbor") {
+        let addr =
+            parse_addr(raw).map_err(|why| usage(format!("invalid --download-neighbor: {why}")))?;
+        if download_neighbors.contains(&addr) {
+            return Err(usage(format!("--download-neighbor {addr} is given twice")));
+        }
+        download_neighbors.push(addr);
+    }
+    if download_neighbors.len() > usize::from(sources) {
+        return Err(usage(format!(
+            "--download-neighbor is given {} times, but --sources {sources} takes at most {sources}",
+            download_neighbors.len()
+        )));
+    }
     let advertise = flags.get("--advertise").map(advertised).transpose()?;
     let listen = flags.bind(port)?;
     let linger = flags.number("--linger", 30, 0, 86_400)?;
@@ -508,7 +539,8 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
     Ok(Command::Peer(PeerArgs {
         owner,
         listen,
-        download_neighbor,
+        download_neighbors,
+        sources,
         advertise,
         dir: flags
             .path("--dir")?
@@ -635,7 +667,9 @@ mod tests {
         };
         assert_eq!(a.owner.to_string(), "127.0.0.1:9000");
         assert_eq!(a.listen.to_string(), "0.0.0.0:9001");
-        assert_eq!(a.download_neighbor.unwrap().to_string(), "127.0.0.1:9002");
+        assert_eq!(a.download_neighbors.len(), 1);
+        assert_eq!(a.download_neighbors[0].to_string(), "127.0.0.1:9002");
+        assert_eq!(a.sources, 1);
         assert_eq!(a.advertise, None);
         assert_eq!(a.dir, PathBuf::from("swarm-peer-9001"));
         assert_eq!(a.out, None);
@@ -654,8 +688,16 @@ mod tests {
         let Command::Peer(a) = run(line).unwrap() else {
             panic!()
         };
-        assert_eq!(a.download_neighbor, None);
+        assert!(a.download_neighbors.is_empty());
         assert_eq!(a.advertise, Some(("peer-1.lan".to_string(), 9101)));
+        let line = "peer --owner 9000 --port 9001 --sources 2 --download-neighbor 9002 \
+                    --download-neighbor=10.0.0.4:9003";
+        let Command::Peer(a) = run(line).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.sources, 2);
+        let given: Vec<String> = a.download_neighbors.iter().map(|a| a.to_string()).collect();
+        assert_eq!(given, ["127.0.0.1:9002", "10.0.0.4:9003"]);
     }
 
     #[test]
@@ -835,6 +877,27 @@ mod tests {
             (
                 "peer --owner 1 --port 2 --download-neighbor 3 --secret-file a --secret-file b",
                 "--secret-file is given twice",
+            ),
+            (
+                "peer --owner 1 --port 2 --download-neighbor 3 --download-neighbor 4",
+                "--download-neighbor is given 2 times, but --sources 1 takes at most 1",
+            ),
+            (
+                "peer --owner 1 --port 2 --sources 2 --download-neighbor 3 \
+                 --download-neighbor 127.0.0.1:3",
+                "--download-neighbor 127.0.0.1:3 is given twice",
+            ),
+            (
+                "peer --owner 1 --port 2 --sources 5",
+                "invalid --sources '5': expected a whole number from 1 to 4",
+            ),
+            (
+                "peer --owner 1 --port 2 --sources 0",
+                "invalid --sources '0': expected a whole number from 1 to 4",
+            ),
+            (
+                "peer --owner 1 --port 2 --sources 2 --sources 2",
+                "--sources is given twice",
             ),
         ];
         for (line, want) in cases {

@@ -297,12 +297,17 @@ impl Shared {
         for action in actions {
             match action {
                 Action::Log(line) => log::info!("owner: {line}"),
-                Action::Tell { conn, addr } => {
+                Action::Tell { conn, addrs } => {
                     let handle = self.sessions().live.get(&conn).map(|l| l.handle.clone());
                     if let Some(handle) = handle {
-                        let shown = if addr.is_empty() { "no one" } else { &addr };
+                        let shown = if addrs.is_empty() {
+                            "no one".to_string()
+                        } else {
+                            addrs.join(", ")
+                        };
                         log::info!("owner: told {} to download from {shown}", handle.who());
-                        let _ = handle.send_urgent(&Message::Neighbour(&addr));
+                        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+                        let _ = handle.send_urgent(&Message::Neighbour(addrs));
                     }
                 }
                 Action::Release(conn) => {
@@ -806,6 +811,7 @@ enum Phase {
 struct Registration {
     addr: String,
     wired: bool,
+    sources: u8,
     neighbour: String,
 }
 
@@ -856,6 +862,7 @@ impl Role for Session {
         match msg {
             Message::Register {
                 wired,
+                sources,
                 port,
                 host,
                 neighbour,
@@ -868,6 +875,7 @@ impl Role for Session {
                 self.registration = Some(Registration {
                     addr,
                     wired,
+                    sources,
                     neighbour: neighbour.to_string(),
                 });
             }
@@ -934,6 +942,7 @@ impl Session {
                 conn.id(),
                 &reg.addr,
                 reg.wired,
+                reg.sources,
                 &reg.neighbour,
                 peer_has.clone(),
             );

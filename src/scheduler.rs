@@ -55,6 +55,14 @@ pub enum Order {
     Arrival,
     /// Highest ID first: the owner's, so the two meet in the middle.
     Highest,
+    /// Offered by the fewest live sources first, in arrival order among
+    /// equals: for a peer with several sources. What only this source
+    /// holds is fetched from it while it is there (asked of another it
+    /// would wait until that one has it), what several hold is left for
+    /// whichever has room; and as a claim is never shared, two sources
+    /// asked in turn take different chunks. With one source it is
+    /// [`Order::Arrival`].
+    Rarest,
 }
 
 /// How a chunk that arrived fits what was asked.
@@ -241,8 +249,8 @@ impl Scheduler {
         self.reserve_except(id, max, order, now, None)
     }
 
-    /// Claims for source `id` up to `max` wanted chunks that no source of
-    /// `kind` offers, each the highest such chunk in the longest run of
+    /// Claims for source `id` up to `max` wanted chunks that no source for
+    /// which `counts` holds offers, each the highest such chunk in the longest run of
     /// chunks not held. For the owner in the end game: shares are runs of
     /// IDs and travel the ring one hop at a time, so the longest run still
     /// missing is the share that started farthest away, and its top is
@@ -252,13 +260,13 @@ impl Scheduler {
         id: SourceId,
         max: usize,
         now: Instant,
-        kind: SourceKind,
+        counts: impl Fn(SourceId) -> bool,
     ) -> Vec<ChunkId> {
         if max == 0 || !self.sources.contains_key(&id) {
             return Vec::new();
         }
         let mut offered = ChunkSet::new(self.layout.count());
-        for source in self.sources.values().filter(|s| s.kind == kind) {
+        for (_, source) in self.sources.iter().filter(|(s, _)| counts(**s)) {
             if let Some(set) = &source.offered {
                 offered.union_with(set);
             }
@@ -327,6 +335,13 @@ impl Scheduler {
         now: Instant,
         except: Option<&ChunkSet>,
     ) -> Vec<ChunkId> {
+        // The rarest a chunk of this source can be: offered by it and by
+        // every owner.
+        let floor = 1 + self
+            .sources
+            .values()
+            .filter(|s| s.offered.is_none())
+            .count();
         let Some(source) = self.sources.get_mut(&id) else {
             return Vec::new();
         };
@@ -336,7 +351,7 @@ impl Scheduler {
         let mut exclude = vec![&self.held, &self.claimed, &source.asked];
         exclude.extend(except);
         let mut chunks = Vec::new();
-        if order == Order::Arrival {
+        if matches!(order, Order::Arrival | Order::Rarest) {
             while source
                 .arrivals
                 .front()
@@ -344,13 +359,34 @@ impl Scheduler {
             {
                 source.arrivals.pop_front();
             }
-            chunks.extend(
-                source
-                    .arrivals
-                    .iter()
-                    .filter(|&&c| !exclude.iter().any(|set| set.contains(c)))
-                    .take(max),
-            );
+        }
+        let queued = source
+            .arrivals
+            .iter()
+            .copied()
+            .filter(|&c| !exclude.iter().any(|set| set.contains(c)));
+        match order {
+            Order::Arrival => chunks.extend(queued.take(max)),
+            Order::Rarest => {
+                // Buckets by offer count, each in arrival order and cut at
+                // `max`: no sort, and the scan stops once the rarest
+                // bucket has `max` chunks.
+                let mut buckets: Vec<Vec<ChunkId>> = Vec::new();
+                for c in queued {
+                    let rank = usize::from(self.offers[c.index()]).saturating_sub(floor);
+                    if buckets.len() <= rank {
+                        buckets.resize_with(rank + 1, Vec::new);
+                    }
+                    if buckets[rank].len() < max {
+                        buckets[rank].push(c);
+                    }
+                    if rank == 0 && buckets[0].len() == max {
+                        break;
+                    }
+                }
+                chunks.extend(buckets.into_iter().flatten().take(max));
+            }
+            _ => {}
         }
         // Whatever the order, anything else offered (a chunk dropped and
         // wanted again is offered but no longer queued) comes by ID.
@@ -375,7 +411,8 @@ impl Scheduler {
     }
 
     /// Takes over up to `max` chunks claimed by sources for which
-    /// `from` holds, oldest claim first, for source `id`: each is claimed
+    /// `from` holds at least `older_than` ago, oldest claim first, for
+    /// source `id`: each is claimed
     /// by `id` from `now` and recorded as asked of it. It stays
     /// outstanding at its old source, whose late reply is accepted. For a
     /// source that stalls: its claims would otherwise block the chunks
@@ -385,9 +422,14 @@ impl Scheduler {
         id: SourceId,
         max: usize,
         now: Instant,
+        older_than: Duration,
         from: impl Fn(SourceId) -> bool,
     ) -> Vec<ChunkId> {
         let Some(source) = self.sources.get(&id) else {
+            return Vec::new();
+        };
+        // A claim's deadline is its time plus the timeout.
+        let Some(latest) = (now + self.timeout).checked_sub(older_than) else {
             return Vec::new();
         };
         let mut victims: Vec<(Instant, ChunkId)> = self
@@ -395,6 +437,7 @@ impl Scheduler {
             .iter()
             .filter(|(chunk, claim)| {
                 claim.source != id
+                    && claim.deadline <= latest
                     && from(claim.source)
                     && !source.asked.contains(**chunk)
                     && source
@@ -717,6 +760,85 @@ mod tests {
     }
 
     #[test]
+    fn rarest_first_takes_what_fewest_sources_offer_and_never_twice() {
+        // Chunk:    0 1 2 3 4 5 6 7
+        // RING:     x x x x . . x x
+        // OTHER:    x . x . x x x .
+        // Offered by both: 0, 2, 6; by one: 1, 3, 7 (RING), 4, 5 (OTHER).
+        // The owner offers everything, so it shifts every count alike.
+        let (mut s, l, now) = sched(8);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OTHER, SourceKind::Ring, 40);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        let set = |raw: &[u32]| {
+            let mut set = ChunkSet::new(8);
+            ids(&l, raw).into_iter().for_each(|id| {
+                set.insert(id);
+            });
+            set
+        };
+        s.offer(RING, set(&[0, 1, 2, 3, 6, 7]));
+        // OTHER came to offer 6 before the rest: arrival order among equals.
+        s.offer_more(OTHER, &ids(&l, &[6, 5]));
+        s.offer_more(OTHER, &ids(&l, &[0, 2, 4]));
+        assert_eq!(s.offer_count(l.chunk_id(0).unwrap()), 3);
+        assert_eq!(s.offer_count(l.chunk_id(1).unwrap()), 2);
+        // RING's rarest are those only it has, then the shared ones.
+        assert_eq!(
+            s.reserve(RING, 4, Order::Rarest, now),
+            ids(&l, &[1, 3, 7, 0])
+        );
+        // OTHER gets its own rare ones, then what RING has not claimed.
+        assert_eq!(
+            s.reserve(OTHER, 8, Order::Rarest, now),
+            ids(&l, &[5, 4, 6, 2])
+        );
+        assert_eq!(s.reserve(RING, 8, Order::Rarest, now), vec![]);
+        check(&s);
+        // A source that leaves makes what only it offered rarer for none,
+        // and what it shared rare for the one left.
+        let (mut s, l, now) = sched(8);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OTHER, SourceKind::Ring, 40);
+        s.offer(RING, set(&[0, 1, 2]));
+        s.offer(OTHER, set(&[0, 1]));
+        assert_eq!(s.reserve(RING, 1, Order::Rarest, now), ids(&l, &[2]));
+        s.remove_source(OTHER);
+        assert_eq!(s.offer_count(l.chunk_id(0).unwrap()), 1);
+        assert_eq!(s.reserve(RING, 5, Order::Rarest, now), ids(&l, &[0, 1]));
+        check(&s);
+    }
+
+    #[test]
+    fn the_end_game_takes_over_only_claims_older_than_asked() {
+        let (mut s, l, now) = sched(4);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OTHER, SourceKind::Ring, 40);
+        s.offer(RING, all(&l));
+        s.offer(OTHER, all(&l));
+        assert_eq!(s.reserve(RING, 2, Order::Rarest, now), ids(&l, &[0, 1]));
+        let later = now + Duration::from_millis(300);
+        assert_eq!(s.reserve(RING, 2, Order::Rarest, later), ids(&l, &[2, 3]));
+        let at = later + Duration::from_millis(300);
+        // Claims at least 0.5 s old: the first two only.
+        assert_eq!(
+            s.steal(OTHER, 4, at, Duration::from_millis(500), |src| src == RING),
+            ids(&l, &[0, 1])
+        );
+        // Never asked of the same source twice, and never claimed twice.
+        assert!(
+            s.steal(OTHER, 4, at, Duration::from_millis(500), |_| true)
+                .is_empty()
+        );
+        assert!(
+            s.steal(RING, 4, at, Duration::from_millis(500), |_| true)
+                .is_empty()
+        );
+        assert!(s.is_claimed(l.chunk_id(0).unwrap()));
+        check(&s);
+    }
+
+    #[test]
     fn the_ring_and_the_owner_never_claim_the_same_chunk() {
         let (mut s, l, now) = sched(10);
         s.add_source(RING, SourceKind::Ring, 40);
@@ -791,12 +913,12 @@ mod tests {
         }
         s.offer_more(RING, &ids(&l, &[14]));
         assert_eq!(
-            s.reserve_tail(OWNER, 1, now, SourceKind::Ring),
+            s.reserve_tail(OWNER, 1, now, |src| src != OWNER),
             ids(&l, &[15])
         );
         // Claimed chunks still count as missing: 10-15 stays the longest.
         assert_eq!(
-            s.reserve_tail(OWNER, 2, now, SourceKind::Ring),
+            s.reserve_tail(OWNER, 2, now, |src| src != OWNER),
             ids(&l, &[13, 12])
         );
         // A run with nothing left to ask for is passed over.
@@ -805,10 +927,10 @@ mod tests {
             s.on_chunk(OWNER, l.chunk_id(c).unwrap(), now);
         }
         assert_eq!(
-            s.reserve_tail(OWNER, 1, now, SourceKind::Ring),
+            s.reserve_tail(OWNER, 1, now, |src| src != OWNER),
             ids(&l, &[7])
         );
-        assert!(s.reserve_tail(OWNER, 0, now, SourceKind::Ring).is_empty());
+        assert!(s.reserve_tail(OWNER, 0, now, |src| src != OWNER).is_empty());
         check(&s);
     }
 
@@ -904,12 +1026,18 @@ mod tests {
         let later = now + Duration::from_secs(1);
         assert_eq!(s.reserve(RING, 1, Order::Lowest, later), ids(&l, &[2]));
         // Only sources the caller names are stolen from, oldest first.
-        assert!(s.steal(OWNER, 5, later, |src| src == OTHER).is_empty());
+        assert!(
+            s.steal(OWNER, 5, later, Duration::ZERO, |src| src == OTHER)
+                .is_empty()
+        );
         assert_eq!(
-            s.steal(OWNER, 2, later, |src| src == RING),
+            s.steal(OWNER, 2, later, Duration::ZERO, |src| src == RING),
             ids(&l, &[0, 1])
         );
-        assert_eq!(s.steal(OWNER, 5, later, |src| src == RING), ids(&l, &[2]));
+        assert_eq!(
+            s.steal(OWNER, 5, later, Duration::ZERO, |src| src == RING),
+            ids(&l, &[2])
+        );
         // The ring's replies are late, not unasked; the owner's are fresh.
         assert_eq!(
             s.on_chunk(OWNER, l.chunk_id(0).unwrap(), later),

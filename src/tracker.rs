@@ -5,10 +5,13 @@
 //! The [`Tracker`] keeps that registry and, for peers started without a
 //! `--download-neighbor`, the ring itself: a list in data-flow order in
 //! which each member downloads from the one before it (the first from
-//! the last). A newcomer goes at the end, in front of the first member,
-//! which is told to download from it; a member that dies or leaves is
-//! taken out, and the one after it is told to download from the one
-//! before it. Hand-wired peers keep their neighbours and are only listed.
+//! the last) and, with `--sources K`, from the K members before it: for
+//! K = 2 the ring plus a chord to the member two back. So every member
+//! serves at most as many downloaders as the largest K, and with K >= 2
+//! the ring stays connected when any one member dies. A newcomer goes in
+//! after the first member; a member that dies or leaves is taken out, and
+//! the members after it are told their new download neighbours.
+//! Hand-wired peers keep their neighbours and are only listed.
 //!
 //! A member whose link drops is *away*; it keeps its place for
 //! [`GRACE`], so a reconnect costs nothing. Past that, or at once when
@@ -44,8 +47,9 @@ const KEEP_GONE: usize = 1000;
 /// What the owner must do after a tracker call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send NEIGHBOUR: session `conn` downloads from `addr` (empty: no one).
-    Tell { conn: ConnId, addr: String },
+    /// Send NEIGHBOUR: session `conn` downloads from `addrs`, nearest
+    /// first (none: no one).
+    Tell { conn: ConnId, addrs: Vec<String> },
     /// Push `chunks` as seeds to session `conn`: no live member holds them.
     Reseed { conn: ConnId, chunks: ChunkSet },
     /// Send COMPLETE to session `conn`: every live peer holds the file,
@@ -68,10 +72,13 @@ pub struct Joined {
 struct Member {
     addr: String,
     wired: bool,
-    /// A hand-wired member's own download neighbour.
+    /// How many download neighbours it asked for (`--sources`).
+    sources: u8,
+    /// A hand-wired member's own download neighbours.
     hand_neighbour: String,
-    /// The download neighbour it was last told (wired members).
-    assigned: Option<String>,
+    /// The download neighbours it was last told, nearest first (wired
+    /// members; `None` before the first).
+    assigned: Option<Vec<String>>,
     /// Its live session, if any.
     link: Option<ConnId>,
     held: ChunkSet,
@@ -155,16 +162,19 @@ impl Tracker {
     }
 
     /// Session `conn` registers the peer reachable at `addr`, holding
-    /// `held`. Wired members get their place in the ring. Fails with the
-    /// reason to refuse it when the swarm is full.
+    /// `held`, which downloads from `sources` neighbours at once. Wired
+    /// members get their place in the ring. Fails with the reason to
+    /// refuse it when the swarm is full.
     pub fn register(
         &mut self,
         conn: ConnId,
         addr: &str,
         wired: bool,
+        sources: u8,
         hand_neighbour: &str,
         held: ChunkSet,
     ) -> Result<(Joined, Vec<Action>), String> {
+        let sources = sources.max(1);
         let mut actions = Vec::new();
         let known = self.by_addr.get(addr).copied();
         if let Some(i) = known {
@@ -186,6 +196,7 @@ impl Tracker {
             m.held = held;
             m.promised = ChunkSet::new(self.count);
             m.wired = wired;
+            m.sources = sources;
             m.hand_neighbour = hand_neighbour.to_string();
             self.by_conn.insert(conn, i);
             let what = if was_ended { "rejoined" } else { "reconnected" };
@@ -204,10 +215,12 @@ impl Tracker {
                         .and_then(|s| self.ring.iter().position(|&r| r == s));
                     let at = before.unwrap_or_else(|| self.place());
                     self.insert(i, at, &mut actions);
-                } else {
-                    // Same place; the new session needs telling.
-                    let addr = self.members[i].assigned.clone().unwrap_or_default();
-                    actions.push(Action::Tell { conn, addr });
+                } else if let Some(at) = self.ring.iter().position(|&r| r == i) {
+                    // Same place; the new session needs telling (and the
+                    // members after it, should it ask for more or fewer
+                    // sources than before).
+                    self.members[i].assigned = None;
+                    self.rewire_from(at, &mut actions);
                 }
                 // A peer back without what it held (another --dir, a lost
                 // disk) may have taken chunks no one else has.
@@ -224,6 +237,7 @@ impl Tracker {
         self.members.push(Member {
             addr: addr.to_string(),
             wired,
+            sources,
             hand_neighbour: hand_neighbour.to_string(),
             assigned: None,
             link: Some(conn),
@@ -237,7 +251,9 @@ impl Tracker {
         });
         self.by_addr.insert(addr.to_string(), i);
         self.by_conn.insert(conn, i);
-        let how = if wired {
+        let how = if wired && sources > 1 {
+            format!("wired by the owner, {sources} sources")
+        } else if wired {
             "wired by the owner".to_string()
         } else {
             format!("downloads from {hand_neighbour}")
@@ -371,8 +387,12 @@ impl Tracker {
         let Some(&i) = self.by_addr.get(addr) else {
             return Vec::new();
         };
-        // Only the member told to download from it has reason to know.
-        if self.members[reporter].assigned.as_deref() != Some(addr) {
+        // Only a member told to download from it has reason to know.
+        if !self.members[reporter]
+            .assigned
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|x| x == addr))
+        {
             return Vec::new();
         }
         let m = &self.members[i];
@@ -524,60 +544,90 @@ impl Tracker {
     }
 
     /// Puts member `i` into the ring at position `at`: it downloads from
-    /// the member before it, and the member now after it from it.
+    /// the members before it, and the members after it from it.
     fn insert(&mut self, i: usize, at: usize, actions: &mut Vec<Action>) {
         self.ring.insert(at, i);
         let n = self.ring.len();
-        let prev = self.ring[(at + n - 1) % n];
         let next = self.ring[(at + 1) % n];
-        self.assign(i, (prev != i).then_some(prev), actions);
-        if next != i {
-            self.assign(next, Some(i), actions);
-        }
+        self.rewire_from(at, actions);
         let (addr, from) = (&self.members[i].addr, self.members[i].assigned.clone());
         actions.push(Action::Log(match from {
             Some(from) if !from.is_empty() => format!(
-                "wired {addr} into the ring: it downloads from {from}, and {} from it ({n} in the ring)",
+                "wired {addr} into the ring: it downloads from {}, and {} from it ({n} in the ring)",
+                from.join(", "),
                 self.members[next].addr
             ),
             _ => format!("{addr} is alone in the ring for now"),
         }));
     }
 
-    /// Takes the member at ring position `at` out: the one after it now
-    /// downloads from the one before it.
+    /// Takes the member at ring position `at` out: the members after it
+    /// now download from the ones before it.
     fn remove_at(&mut self, at: usize, actions: &mut Vec<Action>) {
         self.ring.remove(at);
-        let n = self.ring.len();
-        if n == 0 {
+        if self.ring.is_empty() {
             return;
         }
-        let next = self.ring[at % n];
-        let prev = self.ring[(at + n - 1) % n];
-        self.assign(next, (prev != next).then_some(prev), actions);
-        if !self.members[next].complete {
-            let from = self.members[next].assigned.clone().unwrap_or_default();
+        let at = at % self.ring.len();
+        let before: Vec<Option<Vec<String>>> = self
+            .ring
+            .iter()
+            .map(|&r| self.members[r].assigned.clone())
+            .collect();
+        self.rewire_from(at, actions);
+        let n = self.ring.len();
+        for step in 0..n {
+            let p = (at + step) % n;
+            let m = &self.members[self.ring[p]];
+            if m.complete || m.assigned == before[p] {
+                continue;
+            }
+            let from = m.assigned.clone().unwrap_or_default();
             actions.push(Action::Log(format!(
                 "re-wired {}: it now downloads from {}",
-                self.members[next].addr,
-                if from.is_empty() { "no one" } else { &from }
+                m.addr,
+                if from.is_empty() {
+                    "no one".to_string()
+                } else {
+                    from.join(", ")
+                }
             )));
         }
     }
 
-    /// Tells member `i` to download from member `from` (or no one).
-    fn assign(&mut self, i: usize, from: Option<usize>, actions: &mut Vec<Action>) {
-        let addr = from
-            .map(|f| self.members[f].addr.clone())
-            .unwrap_or_default();
+    /// The download neighbours of the member at ring position `p`: the
+    /// members before it, nearest first, as many as it asked for.
+    fn sources_of(&self, p: usize) -> Vec<String> {
+        let n = self.ring.len();
+        let k = usize::from(self.members[self.ring[p]].sources).min(n - 1);
+        (1..=k)
+            .map(|back| self.members[self.ring[(p + n - back) % n]].addr.clone())
+            .collect()
+    }
+
+    /// Gives every member of the ring its download neighbours, from
+    /// position `at` on around the ring, telling those whose neighbours
+    /// changed: a change at `at` moves the neighbours of the members just
+    /// after it, and so they are told first.
+    fn rewire_from(&mut self, at: usize, actions: &mut Vec<Action>) {
+        let n = self.ring.len();
+        for step in 0..n {
+            let p = (at + step) % n;
+            let addrs = self.sources_of(p);
+            self.assign(self.ring[p], addrs, actions);
+        }
+    }
+
+    /// Tells member `i` to download from `addrs` (none: no one).
+    fn assign(&mut self, i: usize, addrs: Vec<String>, actions: &mut Vec<Action>) {
         let m = &mut self.members[i];
-        if m.assigned.as_deref() == Some(addr.as_str()) {
+        if m.assigned.as_ref() == Some(&addrs) {
             return;
         }
-        m.assigned = Some(addr.clone());
+        m.assigned = Some(addrs.clone());
         // A complete member downloads nothing: no need to tell it.
         if let Some(conn) = m.link.filter(|_| !m.complete) {
-            actions.push(Action::Tell { conn, addr });
+            actions.push(Action::Tell { conn, addrs });
         }
     }
 
@@ -633,7 +683,7 @@ impl Tracker {
                 rate: m.rate,
                 addr: m.addr.clone(),
                 neighbour: if m.wired {
-                    m.assigned.clone().unwrap_or_default()
+                    m.assigned.clone().unwrap_or_default().join(", ")
                 } else {
                     m.hand_neighbour.clone()
                 },
@@ -762,7 +812,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Tell { conn, addr } => Some((conn.get(), addr.clone())),
+                Action::Tell { conn, addrs } => Some((conn.get(), addrs.join(","))),
                 _ => None,
             })
             .collect()
@@ -770,7 +820,7 @@ mod tests {
 
     fn join(t: &mut Tracker, n: u64) -> Vec<Action> {
         let addr = format!("h:{n}");
-        t.register(conn(n), &addr, true, "", none()).unwrap().1
+        t.register(conn(n), &addr, true, 1, "", none()).unwrap().1
     }
 
     #[test]
@@ -826,7 +876,7 @@ mod tests {
         assert_eq!(reseeds(&a), vec![(1, some(&[7, 8, 9]))]);
         assert_eq!(t.ring(), vec!["h:1", "h:4", "h:3"]);
         // It restarts with chunks on disk: back in front of 1.
-        let (j, a) = t.register(conn(5), "h:2", true, "", some(&[7])).unwrap();
+        let (j, a) = t.register(conn(5), "h:2", true, 1, "", some(&[7])).unwrap();
         assert!(j.known);
         assert_eq!(tells(&a), vec![(5, "h:3".into()), (1, "h:2".into())]);
         assert!(reseeds(&a).is_empty());
@@ -846,7 +896,7 @@ mod tests {
         let now = Instant::now();
         t.link_down(conn(2), now);
         assert!(t.tick(now + Duration::from_secs(1)).is_empty());
-        let (j, a) = t.register(conn(9), "h:2", true, "", none()).unwrap();
+        let (j, a) = t.register(conn(9), "h:2", true, 1, "", none()).unwrap();
         assert!(j.known);
         assert_eq!(tells(&a), vec![(9, "h:3".into())]);
         // An unreachable report while its link is up again is ignored.
@@ -854,7 +904,7 @@ mod tests {
         // Nor is one from a member that does not download from it.
         t.link_down(conn(9), now);
         assert!(t.unreachable(conn(3), "h:2").is_empty());
-        t.register(conn(10), "h:2", true, "", none()).unwrap();
+        t.register(conn(10), "h:2", true, 1, "", none()).unwrap();
         assert!(tells(&t.tick(now + GRACE * 2)).is_empty());
         assert_eq!(t.ring(), vec!["h:1", "h:3", "h:2"]);
     }
@@ -896,7 +946,7 @@ mod tests {
         let now = Instant::now();
         t.link_down(conn(2), now);
         // Back within its grace, holding only chunk 5: 6 to 9 are lost.
-        let (_, a) = t.register(conn(3), "h:2", true, "", some(&[5])).unwrap();
+        let (_, a) = t.register(conn(3), "h:2", true, 1, "", some(&[5])).unwrap();
         assert_eq!(reseeds(&a), vec![(3, some(&[6, 7, 8, 9]))]);
     }
 
@@ -905,7 +955,7 @@ mod tests {
         let mut t = Tracker::new(COUNT, 100);
         join(&mut t, 1);
         join(&mut t, 2);
-        t.register(conn(3), "h:3", false, "h:9", none()).unwrap();
+        t.register(conn(3), "h:3", false, 1, "h:9", none()).unwrap();
         let released = |a: &[Action]| -> Vec<u64> {
             a.iter()
                 .filter_map(|a| match a {
@@ -974,11 +1024,11 @@ mod tests {
     #[test]
     fn hand_wired_members_are_listed_not_wired_and_the_cap_holds() {
         let mut t = Tracker::new(COUNT, 2);
-        let (_, a) = t.register(conn(1), "h:1", false, "h:7", none()).unwrap();
+        let (_, a) = t.register(conn(1), "h:1", false, 1, "h:7", none()).unwrap();
         assert!(tells(&a).is_empty());
         join(&mut t, 2);
         assert_eq!(
-            t.register(conn(3), "h:3", true, "", none()).unwrap_err(),
+            t.register(conn(3), "h:3", true, 1, "", none()).unwrap_err(),
             "the swarm is full: this owner takes at most 2 peers (--max-peers)"
         );
         assert_eq!(t.ring(), vec!["h:2"]);

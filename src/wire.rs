@@ -60,10 +60,10 @@
 //! | 12   | SEEDING    | `busy:u8`, 1 or 0: whether the owner is pushing seeds to any session now | 2 | no |
 //! | 13   | CHALLENGE  | `nonce:[32]`: fresh random bytes to be proved over (see Admission) | 33 | no |
 //! | 14   | PROOF      | `mac:[32]`: HMAC-SHA-256 over both nonces (see Admission) | 33 | no |
-//! | 15   | REGISTER   | `wired:u8` (1 or 0) `port:u16` `host_len:u8` `host:utf8` `nb_len:u8` `neighbour:utf8`, each text 0..=255 bytes | 6..=516; the two lengths account for the payload exactly | no |
+//! | 15   | REGISTER   | `wired:u8` (1 or 0) `sources:u8` (1..=4) `port:u16` `host_len:u8` `host:utf8` `nb_len:u8` `neighbour:utf8`, each text 0..=255 bytes | 7..=517; the two lengths account for the payload exactly | no |
 //! | 16   | PROGRESS   | `rate:u64`: bytes of new chunks the sender stored per second, over about the last second | 9 | no |
-//! | 17   | NEIGHBOUR  | `addr:utf8 (0..=255 bytes)`: `HOST:PORT` to download from; empty: no one | 1..=256 | no |
-//! | 18   | UNREACHABLE | `addr:utf8 (1..=255 bytes)`: the download neighbour, as NEIGHBOUR named it, cannot be reached | 2..=256 | no |
+//! | 17   | NEIGHBOUR  | `n:u8` (0..=4), then `n` entries `len:u8` (1..=255) `addr:utf8`: the `HOST:PORT`s to download from, nearest first; `n` 0: no one | 2..=1026; the lengths account for the payload exactly | no |
+//! | 18   | UNREACHABLE | `addr:utf8 (1..=255 bytes)`: a download neighbour, as NEIGHBOUR named it, cannot be reached | 2..=256 | no |
 //! | 19   | STATUS_REQUEST | empty | 1 | no |
 //! | 20   | STATUS     | `total:u32` `first:u32` `sent:u64`, then entries to the end of the frame | 17..=limit | no |
 //! | 21   | VERSION    | `file_id:[32]`: the owner now shares another version of its file, with this ID; the sender then stops writing (see Versions) | 33 | no |
@@ -102,7 +102,9 @@
 //!   registry is one frame with none
 //!   ([`encode_status`](crate::wire::encode_status)).
 //! - CHUNK_LIST and CHUNK always fit the limit, which is made for them;
-//!   MANIFEST, REGISTER, NEIGHBOUR and UNREACHABLE always fit 1024.
+//!   MANIFEST, REGISTER and UNREACHABLE always fit 1024, and NEIGHBOUR
+//!   (which only a peer that has the MANIFEST receives) fits every limit
+//!   with a layout, 1088 at least.
 //!
 //! # Manifest and file ID
 //!
@@ -698,7 +700,7 @@ use crate::manifest::{ChunkId, Chunking, Digest, Layout, MAX_NAME_LEN, Shape};
 /// The four bytes every HELLO starts with.
 pub const MAGIC: [u8; 4] = *b"SWRM";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The largest `length` accepted before the manifest is known.
 pub const HANDSHAKE_LIMIT: usize = 1024;
 /// The longest name a HELLO may carry.
@@ -733,6 +735,10 @@ const KIND_VERSION: u8 = 21;
 
 /// The longest address a REGISTER, NEIGHBOUR or UNREACHABLE may carry.
 pub const MAX_ADDR_LEN: usize = 255;
+
+/// The most download neighbours a peer may have (`--sources`), and so
+/// the most addresses a NEIGHBOUR carries.
+pub const MAX_SOURCES: u8 = 4;
 
 /// A message kind: the byte after the length field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -857,15 +863,18 @@ pub enum Message<'a> {
     /// and whether the owner wires it into the ring.
     Register {
         wired: bool,
+        /// How many download neighbours it wants the owner to give it.
+        sources: u8,
         port: u16,
         host: &'a str,
-        /// A hand-wired peer's download neighbour, for the registry.
+        /// A hand-wired peer's download neighbours, for the registry.
         neighbour: &'a str,
     },
     /// A peer's receive rate over the last second, in bytes per second.
     Progress { rate: u64 },
-    /// The owner tells a peer whom to download from (empty: no one yet).
-    Neighbour(&'a str),
+    /// The owner tells a peer whom to download from, nearest first
+    /// (none: no one yet).
+    Neighbour(Vec<&'a str>),
     /// A peer cannot reach its download neighbour at this address.
     Unreachable(&'a str),
     /// Asks the owner for its registry.
@@ -1190,17 +1199,28 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         }
         Message::Register {
             wired,
+            sources,
             port,
             host,
             neighbour,
         } => {
             out.push(u8::from(*wired));
+            out.push(*sources);
             out.extend_from_slice(&port.to_be_bytes());
             short_text(host, out);
             short_text(neighbour, out);
         }
         Message::Progress { rate } => out.extend_from_slice(&rate.to_be_bytes()),
-        Message::Neighbour(addr) | Message::Unreachable(addr) => {
+        Message::Neighbour(addrs) => {
+            // The sender keeps to the limits; an address too long or too
+            // many would be a bug, cut here rather than break the frame.
+            let addrs = &addrs[..addrs.len().min(usize::from(MAX_SOURCES))];
+            out.push(addrs.len() as u8);
+            for addr in addrs {
+                short_text(addr, out);
+            }
+        }
+        Message::Unreachable(addr) => {
             out.extend_from_slice(addr.as_bytes());
         }
         Message::StatusRequest => {}
@@ -1357,9 +1377,9 @@ fn length_bounds(
         KIND_REFUSE => (0, MAX_REFUSE_LEN),
         KIND_SEEDING => (1, 1),
         KIND_CHALLENGE | KIND_PROOF => (NONCE_LEN, NONCE_LEN),
-        KIND_REGISTER => (1 + 2 + 1 + 1, 1 + 2 + 2 * (1 + MAX_ADDR_LEN)),
+        KIND_REGISTER => (1 + 1 + 2 + 1 + 1, 1 + 1 + 2 + 2 * (1 + MAX_ADDR_LEN)),
         KIND_PROGRESS => (8, 8),
-        KIND_NEIGHBOUR => (0, MAX_ADDR_LEN),
+        KIND_NEIGHBOUR => (1, 1 + usize::from(MAX_SOURCES) * (1 + MAX_ADDR_LEN)),
         KIND_UNREACHABLE => (1, MAX_ADDR_LEN),
         KIND_STATUS_REQUEST => (0, 0),
         KIND_STATUS => (STATUS_FIXED, usize::MAX - 1),
@@ -1709,7 +1729,7 @@ fn decode_with<'a>(
                 kind: name,
                 len: frame.len(),
             };
-            let mut at = 3;
+            let mut at = 4;
             let mut field = |what| -> Result<&'a str, Error> {
                 let len = *payload.get(at).ok_or_else(bad)? as usize;
                 let bytes = payload.get(at + 1..at + 1 + len).ok_or_else(bad)?;
@@ -1718,12 +1738,13 @@ fn decode_with<'a>(
             };
             let host = field("registered host")?;
             let neighbour = field("registered neighbour")?;
-            if at != payload.len() || payload[0] > 1 {
+            if at != payload.len() || payload[0] > 1 || !(1..=MAX_SOURCES).contains(&payload[1]) {
                 return Err(bad());
             }
             Message::Register {
                 wired: payload[0] == 1,
-                port: u16::from_be_bytes([payload[1], payload[2]]),
+                sources: payload[1],
+                port: u16::from_be_bytes([payload[2], payload[3]]),
                 host,
                 neighbour,
             }
@@ -1731,7 +1752,31 @@ fn decode_with<'a>(
         KIND_PROGRESS => Message::Progress {
             rate: u64::from_be_bytes(payload.try_into().unwrap()),
         },
-        KIND_NEIGHBOUR => Message::Neighbour(text(payload, "neighbour address")?),
+        KIND_NEIGHBOUR => {
+            let bad = || Error::BadLength {
+                kind: name,
+                len: frame.len(),
+            };
+            let n = payload[0];
+            if n > MAX_SOURCES {
+                return Err(bad());
+            }
+            let mut at = 1;
+            let mut addrs = Vec::with_capacity(usize::from(n));
+            for _ in 0..n {
+                let len = *payload.get(at).ok_or_else(bad)? as usize;
+                let bytes = payload.get(at + 1..at + 1 + len).ok_or_else(bad)?;
+                if len == 0 {
+                    return Err(bad());
+                }
+                at += 1 + len;
+                addrs.push(text(bytes, "neighbour address")?);
+            }
+            if at != payload.len() {
+                return Err(bad());
+            }
+            Message::Neighbour(addrs)
+        }
         KIND_UNREACHABLE => Message::Unreachable(text(payload, "unreachable address")?),
         KIND_STATUS_REQUEST => Message::StatusRequest,
         KIND_STATUS => Message::Status(decode_status(payload).ok_or(Error::BadLength {
@@ -1815,6 +1860,9 @@ mod tests {
     }
 
     /// The longest name a MANIFEST carries.
+    /// An address of the most bytes NEIGHBOUR allows.
+    static LONG_ADDR: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{}:65535", "h".repeat(MAX_ADDR_LEN - 6)));
     static NAME: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| "n".repeat(MAX_NAME_LEN));
 
@@ -1923,19 +1971,23 @@ mod tests {
             Message::Proof(std::array::from_fn(|i| i as u8)),
             Message::Register {
                 wired: true,
+                sources: 1,
                 port: 9001,
                 host: "",
                 neighbour: "",
             },
             Message::Register {
                 wired: false,
+                sources: 4,
                 port: 65535,
                 host: "peer-7.example.org",
                 neighbour: "[::1]:9002",
             },
             Message::Progress { rate: u64::MAX },
-            Message::Neighbour("127.0.0.1:9002"),
-            Message::Neighbour(""),
+            Message::Neighbour(vec!["127.0.0.1:9002"]),
+            Message::Neighbour(vec!["127.0.0.1:9002", "peer-3.example.org:9003"]),
+            Message::Neighbour(vec![LONG_ADDR.as_str(); 4]),
+            Message::Neighbour(vec![]),
             Message::Unreachable("127.0.0.1:9002"),
             Message::StatusRequest,
             Message::Version([0xA5; 32]),
@@ -2004,11 +2056,36 @@ mod tests {
     }
 
     #[test]
+    fn neighbour_lists_out_of_bounds_are_rejected() {
+        let bad = |payload: &[u8]| {
+            let mut frame = vec![KIND_NEIGHBOUR];
+            frame.extend_from_slice(payload);
+            matches!(
+                decode(&frame, Some(&layout())),
+                Err(Error::BadLength { .. })
+            )
+        };
+        // Five addresses, one more than --sources allows.
+        let mut five = vec![5u8];
+        for _ in 0..5 {
+            five.extend_from_slice(&[3, b'a', b':', b'1']);
+        }
+        assert!(bad(&five));
+        // An empty address; a length past the payload; a byte left over.
+        assert!(bad(&[1, 0]));
+        assert!(bad(&[1, 4, b'a', b':', b'1']));
+        assert!(bad(&[1, 3, b'a', b':', b'1', 0]));
+        assert!(bad(&[]));
+        assert!(!bad(&[0]));
+    }
+
+    #[test]
     fn register_with_a_bad_field_length_is_rejected() {
         let mut buf = Vec::new();
         encode(
             &Message::Register {
                 wired: true,
+                sources: 2,
                 port: 1,
                 host: "ab",
                 neighbour: "",
@@ -2016,7 +2093,7 @@ mod tests {
             &mut buf,
         );
         // Claim a host of 3 bytes where 2 follow.
-        buf[5 + 3] = 3;
+        buf[5 + 4] = 3;
         assert!(matches!(
             decode(&buf[4..], Some(&layout())),
             Err(Error::BadLength { .. })

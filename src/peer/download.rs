@@ -1,20 +1,23 @@
-//! The download side: the connection to the download neighbour.
+//! The download side: the connections to the download neighbours.
 //!
-//! One thread connects to the download neighbour of the moment (the one
-//! given, or the one the owner last assigned; retrying with backoff while
-//! it is not up, and telling the coordinator, which tells the owner, when
-//! it cannot be reached) and runs the connection with [`DownloadRole`]: the neighbour's
-//! chunk-ID list and HAVE updates go to the coordinator, which decides
-//! what to request; each chunk that arrives is verified and stored by the
-//! store, then reported. Once the file is verified the coordinator sends
-//! COMPLETE on this connection and the thread ends when it closes; a
+//! One thread keeps a dialer thread for each download neighbour of the
+//! moment (those given, or those the owner last assigned; `--sources` of
+//! them at most). A dialer connects to its neighbour, retrying with
+//! backoff while it is not up and telling the coordinator (which tells the
+//! owner) when it cannot be reached, and runs the connection with
+//! [`DownloadRole`]: the neighbour's chunk-ID list and HAVE updates go to
+//! the coordinator, which decides what to request from which neighbour;
+//! each chunk that arrives is verified and stored by the store, then
+//! reported. A dialer ends once its neighbour is no longer one of the
+//! peer's. Once the file is verified the coordinator sends COMPLETE on
+//! every connection and each dialer ends when its connection closes; a
 //! neighbour still unreachable [`GIVE_UP_WHEN_COMPLETE`] after that is
-//! gone. After a neighbour sent corrupt chunks the thread stays away for
+//! gone. After a neighbour sent corrupt chunks its dialer stays away for
 //! the time the coordinator set.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,37 +35,73 @@ use crate::wire::{self, Kind, Kinds, Message};
 const GIVE_UP_WHEN_COMPLETE: Duration = Duration::from_secs(3);
 
 /// Everything the download thread needs.
+#[derive(Clone)]
 pub(crate) struct Download {
     pub store: Arc<Store>,
     pub shared: Arc<Shared>,
 }
 
 impl Download {
-    /// The thread's body: sessions until the file is verified and the
-    /// neighbour told, or the peer leaves.
+    /// The thread's body: a dialer for every download neighbour, until
+    /// the file is verified and every neighbour told, or the peer leaves.
     pub fn run(self) {
+        let mut dialers: HashMap<SocketAddr, thread::JoinHandle<()>> = HashMap::new();
+        let mut first = true;
+        loop {
+            dialers.retain(|_, d| !d.is_finished());
+            if self.shared.stopping() || (!first && self.shared.verified() && dialers.is_empty()) {
+                break;
+            }
+            // Once verified, only the connections up or being retried go
+            // on, to deliver COMPLETE (a peer that starts verified tells
+            // each neighbour once).
+            if std::mem::take(&mut first) || !self.shared.verified() {
+                for addr in self.shared.targets() {
+                    if dialers.contains_key(&addr) {
+                        continue;
+                    }
+                    let dialer = self.clone();
+                    let spawned = thread::Builder::new()
+                        .name(format!("download {addr}"))
+                        .spawn(move || dialer.dial(addr));
+                    match spawned {
+                        Ok(thread) => {
+                            dialers.insert(addr, thread);
+                        }
+                        Err(e) => {
+                            let e = Error::io("start a download thread", e);
+                            self.shared.report(super::Event::Fatal(e));
+                            return;
+                        }
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        for (_, dialer) in dialers {
+            if dialer.is_finished() {
+                let _ = dialer.join();
+            }
+        }
+    }
+
+    /// One download neighbour's dialer: sessions until the file is
+    /// verified and the neighbour told, the neighbour is no longer one of
+    /// this peer's, or the peer leaves.
+    fn dial(self, addr: SocketAddr) {
         let name = &self.shared.name;
         let mut backoff = Backoff::default();
         let mut failures = 0u32;
         let mut verified_since = None;
         loop {
-            if self.shared.stopping() {
+            if self.shared.stopping() || !self.shared.is_target(addr) {
                 return;
             }
-            let shun = self.shared.shun_until.load(Ordering::Relaxed);
-            let (Some(addr), generation) = self.shared.target_gen() else {
-                // Alone in the ring, or not yet placed: wait to be told.
-                if self.shared.verified() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(20));
-                continue;
-            };
-            if self.shared.now_ms() < shun {
+            if self.shared.now_ms() < self.shared.shunned_until(addr) {
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            match self.session(addr, generation, &mut backoff) {
+            match self.session(addr, &mut backoff) {
                 // Ended in order after the file was verified: COMPLETE
                 // went out.
                 Ok(()) if self.shared.verified() => return,
@@ -94,16 +133,13 @@ impl Download {
             }
             // A new assignment ends the wait early.
             let until = Instant::now() + backoff.next_delay();
-            while Instant::now() < until && self.shared.target() == Some(addr) {
+            while Instant::now() < until && self.shared.is_target(addr) {
                 thread::sleep(Duration::from_millis(10));
-            }
-            if self.shared.target() != Some(addr) {
-                backoff.reset();
             }
         }
     }
 
-    fn session(&self, to: SocketAddr, generation: u64, backoff: &mut Backoff) -> Result<()> {
+    fn session(&self, to: SocketAddr, backoff: &mut Backoff) -> Result<()> {
         let name = &self.shared.name;
         let file_id = self.store.manifest().id();
         let addr = to.to_string();
@@ -134,7 +170,7 @@ impl Download {
         self.shared.report(Event::SourceUp(
             SourceKind::Ring,
             conn.handle().clone(),
-            generation,
+            Some(to),
         ));
         let mut role = DownloadRole {
             store: Arc::clone(&self.store),

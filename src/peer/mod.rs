@@ -11,13 +11,15 @@
 //!   the coordinator may ask and as the channel for the coordinator's
 //!   progress reports and the owner's re-wiring;
 //! - the upload side ([`upload`]) serves whoever downloads from this peer;
-//! - the download side ([`download`]) connects to the download neighbour,
-//!   the one given or the one the owner last assigned.
+//! - the download side ([`download`]) connects to the download neighbours
+//!   (`--sources` of them at most), those given or those the owner last
+//!   assigned.
 //!
 //! Connections store the chunks they receive (the store verifies each
 //! one first) and report everything to the coordinator on one channel of
 //! [`Event`]s. The coordinator alone owns the [`Scheduler`]: it decides
-//! which source is asked for which chunk, lets requests that are not
+//! which source is asked for which chunk (with several download
+//! neighbours, the chunks fewest of them hold first), lets requests that are not
 //! answered in time lapse so another source can be asked, calls in the
 //! owner for the tail of the file (the end game) or while the ring stalls,
 //! reassembles and verifies the file, and decides when to leave.
@@ -31,7 +33,7 @@ pub(crate) use owner_link::{NEW_VERSION, receive_manifest};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -69,6 +71,10 @@ const ENDGAME_BUDGET: u32 = 5;
 /// neighbour may be before the owner helps out.
 const SLOW_FACTOR: u32 = 4;
 
+/// How old a request to one download neighbour must be at least before
+/// another with room takes it over in the end game.
+const STEAL_AFTER: Duration = Duration::from_millis(500);
+
 /// How long a peer the owner wires waits without a download neighbour,
 /// once its seeds are in, before it fetches the rest from the owner.
 const ALONE_GRACE: Duration = Duration::from_secs(1);
@@ -84,10 +90,10 @@ const TICK: Duration = Duration::from_millis(100);
 pub(crate) enum Event {
     /// The manifest is known and the store is open.
     Store(Arc<Store>),
-    /// A connection to a source (the download neighbour, the owner) is up.
-    /// For a ring source, the generation of the download neighbour it
-    /// was dialed for (see [`Shared::target_gen`]).
-    SourceUp(SourceKind, Handle, u64),
+    /// A connection to a source (a download neighbour, the owner) is up.
+    /// For a ring source, the download neighbour's address it was dialed
+    /// for.
+    SourceUp(SourceKind, Handle, Option<SocketAddr>),
     /// A source listed every chunk it holds.
     Offered(ConnId, ChunkSet),
     /// A source gained chunks.
@@ -113,10 +119,10 @@ pub(crate) enum Event {
     DownloaderGone(ConnId),
     /// The chunks the owner link listed to the owner in a new session.
     OwnerListed(ChunkSet),
-    /// The owner assigned a download neighbour, with its address as the
-    /// owner wrote it (`None`: no one yet).
-    Neighbour(Option<(SocketAddr, String)>),
-    /// The download side cannot reach its neighbour at this address.
+    /// The owner assigned download neighbours, nearest first, each with
+    /// its address as the owner wrote it (none: no one yet).
+    Neighbour(Vec<(SocketAddr, String)>),
+    /// The download side cannot reach a neighbour at this address.
     Unreachable(SocketAddr),
     /// The owner reports every peer it knows holds the whole file.
     SwarmComplete,
@@ -148,16 +154,16 @@ pub(crate) struct Shared {
     /// Set while the coordinator wants the owner as a source (the end
     /// game, or a stalled ring): the owner link reconnects only then.
     need_owner: AtomicBool,
-    /// Milliseconds after `started` before which the download side must
-    /// not reconnect (its neighbour sent corrupt chunks).
-    shun_until: AtomicU64,
+    /// Per download neighbour that sent corrupt chunks, milliseconds
+    /// after `started` before which it must not be dialed again.
+    shunned: Mutex<HashMap<SocketAddr, u64>>,
     /// Whether the owner wires this peer into the ring.
     pub wired: bool,
-    /// The download neighbour: given, or assigned by the owner (`None`
-    /// until it is, or while the peer is alone in the ring).
-    /// With a generation that counts every assignment, so a connection
-    /// made for an older one is known as such.
-    target: Mutex<(Option<SocketAddr>, u64)>,
+    /// How many download neighbours this peer has at most (`--sources`).
+    pub sources: u8,
+    /// The download neighbours: given, or assigned by the owner (none
+    /// until they are, or while the peer is alone in the ring).
+    targets: Mutex<Vec<SocketAddr>>,
     /// What this peer proves, and requires, on every connection; `None`
     /// for an open swarm.
     pub secret: Option<Arc<Secret>>,
@@ -179,19 +185,36 @@ impl Shared {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The download neighbour now.
-    pub fn target(&self) -> Option<SocketAddr> {
-        self.target_gen().0
+    /// The download neighbours now, nearest first.
+    pub fn targets(&self) -> Vec<SocketAddr> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// The download neighbour now and its generation.
-    pub fn target_gen(&self) -> (Option<SocketAddr>, u64) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether `addr` is one of the download neighbours now.
+    pub fn is_target(&self, addr: SocketAddr) -> bool {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&addr)
     }
 
-    fn set_target(&self, addr: Option<SocketAddr>) {
-        let mut target = self.target.lock().unwrap_or_else(|p| p.into_inner());
-        *target = (addr, target.1 + 1);
+    fn set_targets(&self, addrs: Vec<SocketAddr>) {
+        *self.targets.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
+    }
+
+    /// Until when (milliseconds after the start) the neighbour at `addr`
+    /// is not to be dialed.
+    pub fn shunned_until(&self, addr: SocketAddr) -> u64 {
+        let shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
+        shunned.get(&addr).copied().unwrap_or(0)
+    }
+
+    fn shun(&self, addr: SocketAddr, until_ms: u64) {
+        let mut shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
+        shunned.insert(addr, until_ms);
     }
 
     /// Tells the coordinator; it is gone only when the peer is leaving.
@@ -209,8 +232,11 @@ pub struct Report {
     pub digest: Digest,
     /// Chunk bytes received from the owner.
     pub from_owner: u64,
-    /// Chunk bytes received from the download neighbour.
+    /// Chunk bytes received from the download neighbours.
     pub from_ring: u64,
+    /// Chunk bytes received from each source, by name ("the owner",
+    /// "peer 9002"), in the order they first delivered.
+    pub by_source: Vec<(String, u64)>,
     /// Chunk bytes found in `--dir` (resumed, or from an earlier version).
     pub reused: u64,
     /// Time from start until the file was verified.
@@ -239,14 +265,24 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         .local_addr()
         .map_err(|e| Error::io("read the listening address", e))?;
     let name = format!("peer {}", local.port());
-    match args.download_neighbor {
-        Some(addr) => log::info!(
+    match args.download_neighbors.as_slice() {
+        [] if args.sources == 1 => log::info!(
+            "{name}: listening on {local}; owner {}, which assigns the download neighbour",
+            args.owner
+        ),
+        [] => log::info!(
+            "{name}: listening on {local}; owner {}, which assigns {} download neighbours",
+            args.owner,
+            args.sources
+        ),
+        [addr] => log::info!(
             "{name}: listening on {local}; owner {}, download neighbour {addr}",
             args.owner
         ),
-        None => log::info!(
-            "{name}: listening on {local}; owner {}, which assigns the download neighbour",
-            args.owner
+        addrs => log::info!(
+            "{name}: listening on {local}; owner {}, download neighbours {}",
+            args.owner,
+            addr_list(addrs)
         ),
     }
     // Resume: a cached manifest lets the ring start before the owner is
@@ -381,9 +417,10 @@ fn round(
         verified: AtomicBool::new(false),
         output_ready: AtomicBool::new(false),
         need_owner: AtomicBool::new(false),
-        shun_until: AtomicU64::new(0),
-        wired: args.download_neighbor.is_none(),
-        target: Mutex::new((args.download_neighbor, 0)),
+        shunned: Mutex::new(HashMap::new()),
+        wired: args.download_neighbors.is_empty(),
+        sources: args.sources,
+        targets: Mutex::new(args.download_neighbors.clone()),
         secret: secret.clone(),
         events,
     });
@@ -531,8 +568,9 @@ struct Coordinator<'a> {
     shared: &'a Shared,
     out: PathBuf,
     sched: Scheduler,
-    /// Live source connections.
-    sources: HashMap<ConnId, (SourceKind, Handle)>,
+    /// Live source connections, with the address a ring source was
+    /// dialed at.
+    sources: HashMap<ConnId, (SourceKind, Handle, Option<SocketAddr>)>,
     /// Open connections that have downloaded from this peer and not
     /// reported holding every chunk.
     downloaders: HashMap<ConnId, Handle>,
@@ -542,6 +580,9 @@ struct Coordinator<'a> {
     last_contact: Option<Instant>,
     from_owner: u64,
     from_ring: u64,
+    /// Chunk bytes stored from each source, by name, in the order they
+    /// first delivered.
+    by_source: Vec<(String, u64)>,
     /// Chunks the owner pushed as seeds in this run, and in its current
     /// session.
     seeded: u32,
@@ -574,8 +615,8 @@ struct Coordinator<'a> {
     owner_link: Option<Handle>,
     /// Chunks the owner has been told this peer holds.
     reported: ChunkSet,
-    /// The download neighbour as the owner named it, for UNREACHABLE.
-    assigned: Option<String>,
+    /// The download neighbours as the owner named them, for UNREACHABLE.
+    assigned: HashMap<SocketAddr, String>,
     /// Whether the owner has sent all of a session's seeds.
     seed_done: bool,
     /// Since when this peer has had no download neighbour, if it has none.
@@ -610,6 +651,7 @@ impl<'a> Coordinator<'a> {
             last_contact: None,
             from_owner: 0,
             from_ring: 0,
+            by_source: Vec::new(),
             seeded: 0,
             session_seeds: 0,
             owner_up: None,
@@ -628,9 +670,9 @@ impl<'a> Coordinator<'a> {
             last_line: now,
             owner_link: None,
             reported: ChunkSet::new(last_count),
-            assigned: None,
+            assigned: HashMap::new(),
             seed_done: false,
-            alone_since: shared.target().is_none().then_some(now),
+            alone_since: shared.targets().is_empty().then_some(now),
             swarm_complete: false,
             endgame_asked: 0,
             mark: Mark::now(),
@@ -704,11 +746,10 @@ impl<'a> Coordinator<'a> {
         let now = Instant::now();
         match ev {
             Event::Store(_) => {}
-            Event::SourceUp(kind, handle, generation) => {
-                if kind == SourceKind::Ring && generation != self.shared.target_gen().1 {
+            Event::SourceUp(kind, handle, addr) => {
+                if kind == SourceKind::Ring && !addr.is_some_and(|a| self.shared.is_target(a)) {
                     // Dialed for a neighbour the owner has since replaced
-                    // (two NEIGHBOURs in a row): the download side dials
-                    // the new one next.
+                    // (two NEIGHBOURs in a row): its dialer ends.
                     handle.close();
                     return Ok(());
                 }
@@ -726,7 +767,7 @@ impl<'a> Coordinator<'a> {
                 if self.report.is_some() {
                     self.tell_complete(kind, &handle);
                 }
-                self.sources.insert(handle.id(), (kind, handle));
+                self.sources.insert(handle.id(), (kind, handle, addr));
             }
             Event::Offered(from, set) => {
                 let who = self.who(from);
@@ -781,11 +822,11 @@ impl<'a> Coordinator<'a> {
                 result?;
                 self.assembling = true;
             }
-            Event::Neighbour(addr) => self.rewire(addr),
+            Event::Neighbour(assigned) => self.rewire(assigned),
             Event::Unreachable(addr) => {
-                if let (Some(link), Some(text)) = (&self.owner_link, &self.assigned)
+                if let (Some(link), Some(text)) = (&self.owner_link, self.assigned.get(&addr))
                     && self.shared.wired
-                    && self.shared.target() == Some(addr)
+                    && self.shared.is_target(addr)
                 {
                     let _ = link.send_message(&Message::Unreachable(text));
                 }
@@ -812,23 +853,27 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    /// The owner assigned `addr` as the download neighbour: the ring
-    /// connection, if any, makes way for one to the new neighbour.
-    fn rewire(&mut self, assigned: Option<(SocketAddr, String)>) {
+    /// The owner assigned download neighbours: ring connections to any
+    /// other make way for connections to the new ones.
+    fn rewire(&mut self, assigned: Vec<(SocketAddr, String)>) {
         let name = self.shared.name.clone();
-        let addr = assigned.as_ref().map(|(a, _)| *a);
-        self.assigned = assigned.map(|(_, text)| text);
-        if addr == self.shared.target() {
+        let addrs: Vec<SocketAddr> = assigned.iter().map(|(a, _)| *a).collect();
+        self.assigned = assigned.into_iter().collect();
+        if addrs == self.shared.targets() {
             return;
         }
-        match addr {
-            Some(addr) => log::info!("{name}: the owner assigned download neighbour {addr}"),
-            None => log::info!("{name}: the owner has no download neighbour for this peer yet"),
+        match addrs.as_slice() {
+            [] => log::info!("{name}: the owner has no download neighbour for this peer yet"),
+            [addr] => log::info!("{name}: the owner assigned download neighbour {addr}"),
+            addrs => log::info!(
+                "{name}: the owner assigned download neighbours {}",
+                addr_list(addrs)
+            ),
         }
-        self.shared.set_target(addr);
-        self.alone_since = addr.is_none().then(Instant::now);
-        for (kind, handle) in self.sources.values() {
-            if *kind == SourceKind::Ring {
+        self.shared.set_targets(addrs.clone());
+        self.alone_since = addrs.is_empty().then(Instant::now);
+        for (kind, handle, addr) in self.sources.values() {
+            if *kind == SourceKind::Ring && !addr.is_some_and(|a| addrs.contains(&a)) {
                 handle.close();
             }
         }
@@ -869,12 +914,12 @@ impl<'a> Coordinator<'a> {
     fn who(&self, from: ConnId) -> String {
         self.sources.get(&from).map_or_else(
             || "a closed connection".into(),
-            |(_, h)| h.who().to_string(),
+            |(_, h, _)| h.who().to_string(),
         )
     }
 
     fn on_received(&mut self, from: ConnId, id: ChunkId, put: Put, bytes: u64, now: Instant) {
-        let Some((kind, handle)) = self.sources.get(&from).cloned() else {
+        let Some((kind, handle, addr)) = self.sources.get(&from).cloned() else {
             // Its connection is gone; whatever the store kept is held.
             if put != Put::Corrupt {
                 self.sched.on_chunk(source(from), id, now);
@@ -892,8 +937,8 @@ impl<'a> Coordinator<'a> {
                     handle.who()
                 );
                 handle.close();
-                if kind == SourceKind::Ring {
-                    self.shun_ring();
+                if let (SourceKind::Ring, Some(addr)) = (kind, addr) {
+                    self.shun_ring(addr);
                 }
             } else {
                 log::warn!(
@@ -918,6 +963,14 @@ impl<'a> Coordinator<'a> {
         }
         if put == Put::Stored {
             self.progress_at = now;
+            match self
+                .by_source
+                .iter_mut()
+                .find(|(who, _)| who == handle.who())
+            {
+                Some((_, total)) => *total += bytes,
+                None => self.by_source.push((handle.who().to_string(), bytes)),
+            }
             match kind {
                 SourceKind::Owner => {
                     self.from_owner += bytes;
@@ -935,11 +988,18 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Keeps the download side away for a while and calls in the owner.
-    fn shun_ring(&mut self) {
+    /// Keeps the download side away from the neighbour at `addr` for a
+    /// while; calls in the owner unless another neighbour is connected.
+    fn shun_ring(&mut self, addr: SocketAddr) {
         let until = self.shared.now_ms() + 3 * self.args.stall_timeout.as_millis() as u64;
-        self.shared.shun_until.store(until, Ordering::Relaxed);
-        self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
+        self.shared.shun(addr, until);
+        let others = self
+            .sources
+            .values()
+            .any(|(kind, h, a)| *kind == SourceKind::Ring && *a != Some(addr) && !h.is_closed());
+        if !others {
+            self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
+        }
     }
 
     /// Lets lapsed requests go back to wanted, so another source is asked
@@ -947,7 +1007,7 @@ impl<'a> Coordinator<'a> {
     fn expire(&mut self, now: Instant) {
         let lapsed = self.sched.expire(now);
         for (id, src) in lapsed {
-            let Some((_, handle)) = self.sources.get(&ConnId::from_raw(src.0)) else {
+            let Some((_, handle, _)) = self.sources.get(&ConnId::from_raw(src.0)) else {
                 continue;
             };
             let logged = self.lapse_logged.get(&src).copied();
@@ -965,13 +1025,13 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Whether the ring should have the owner's help now, and why: no
-    /// ring source delivered for `--stall-timeout`, one let a request
-    /// lapse within that time, or one that has requests to answer takes
-    /// far longer per chunk than the owner did (a neighbour that delivers
-    /// just enough never to lapse).
+    /// ring source delivered for `--stall-timeout`, or every connected
+    /// one is failing (see [`Coordinator::failing`]). With several
+    /// download neighbours one that fails is only passed over: the others
+    /// take its chunks, and the owner those that only it holds.
     fn ring_stalled(&self, now: Instant) -> Option<String> {
         let limit = self.args.stall_timeout;
-        if self.shared.target().is_none() {
+        if self.shared.targets().is_empty() {
             // Alone in the ring: once its seeds are in, only the owner
             // has what it lacks; a moment's grace lets the peers started
             // beside it join first.
@@ -996,50 +1056,70 @@ impl<'a> Coordinator<'a> {
                 return Some(format!("delivered nothing for {} s", limit.as_secs()));
             }
         }
+        let mut why = None;
         for src in self.sched.sources(SourceKind::Ring) {
-            if self
-                .sched
-                .last_expiry(src)
-                .is_some_and(|at| now.saturating_duration_since(at) < limit)
-            {
-                return Some(format!(
-                    "did not answer a request within {} s",
-                    limit.as_secs()
-                ));
+            match self.failing(src, now) {
+                Some(failing) => why = why.or(Some(failing)),
+                None => return None,
             }
-            let (Some(ring), Some(owner)) = (self.sched.chunk_time(src), self.owner_chunk_time)
-            else {
-                continue;
-            };
-            if self.sched.outstanding(src) > 0 && ring > (owner * SLOW_FACTOR).max(limit / 10) {
-                return Some(format!(
+        }
+        why
+    }
+
+    /// Whether ring source `src` is failing this peer, and how: it let a
+    /// request lapse within `--stall-timeout`, or it has requests to
+    /// answer and takes far longer per chunk than the owner did (a
+    /// neighbour that delivers just enough never to lapse).
+    fn failing(&self, src: SourceId, now: Instant) -> Option<String> {
+        let limit = self.args.stall_timeout;
+        if self
+            .sched
+            .last_expiry(src)
+            .is_some_and(|at| now.saturating_duration_since(at) < limit)
+        {
+            return Some(format!(
+                "did not answer a request within {} s",
+                limit.as_secs()
+            ));
+        }
+        let (Some(ring), Some(owner)) = (self.sched.chunk_time(src), self.owner_chunk_time) else {
+            return None;
+        };
+        (self.sched.outstanding(src) > 0 && ring > (owner * SLOW_FACTOR).max(limit / 10)).then(
+            || {
+                format!(
                     "takes {} ms per chunk where the owner took {} ms",
                     ring.as_millis(),
                     owner.as_millis()
-                ));
-            }
-        }
-        None
+                )
+            },
+        )
     }
 
     fn set_stalled(&mut self, stalled: bool, why: &str) {
         let name = &self.shared.name;
-        let at = self
-            .shared
-            .target()
-            .map_or_else(String::new, |a| format!(" at {a}"));
+        let targets = self.shared.targets();
+        let at = if targets.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", addr_list(&targets))
+        };
+        let who = if targets.len() > 1 {
+            "download neighbours"
+        } else {
+            "download neighbour"
+        };
         match (self.stalled, stalled) {
             // Alone is no fault of a neighbour's: not worth a warning.
-            (false, true) if at.is_empty() => log::info!(
-                "{name}: the download neighbour {why}; fetching missing chunks from the owner"
-            ),
-            (false, true) => log::warn!(
-                "{name}: the download neighbour{at} {why}; fetching missing chunks from the owner"
-            ),
+            (false, true) if at.is_empty() => {
+                log::info!("{name}: the {who} {why}; fetching missing chunks from the owner")
+            }
+            (false, true) => {
+                log::warn!("{name}: the {who}{at} {why}; fetching missing chunks from the owner")
+            }
             (true, false) => {
-                log::info!(
-                    "{name}: the download neighbour{at} is delivering again; back to the ring"
-                )
+                let are = if targets.len() > 1 { "are" } else { "is" };
+                log::info!("{name}: the {who}{at} {are} delivering again; back to the ring")
             }
             _ => {}
         }
@@ -1047,10 +1127,12 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Tops up every source's requests: ring sources first in, first out
-    /// (in the order they offered the chunks), within the window their
-    /// link shows; the owner from the highest
+    /// (in the order they offered the chunks; with several, rarest first),
+    /// within the window their link shows; the owner from the highest
     /// ID down, two at a time in the end game and a full window while the
-    /// ring stalls.
+    /// ring stalls. With several ring sources, one with room and nothing
+    /// left to ask for takes over the others' oldest requests in the end
+    /// game.
     fn refill(&mut self) {
         if self.sched.is_complete() {
             self.shared.need_owner.store(false, Ordering::Relaxed);
@@ -1089,24 +1171,41 @@ impl<'a> Coordinator<'a> {
         self.shared
             .need_owner
             .store(owner_window > 0, Ordering::Relaxed);
-        let links: Vec<(SourceKind, Handle)> = self.sources.values().cloned().collect();
+        let ring: Vec<SourceId> = self.sched.sources(SourceKind::Ring).collect();
+        let healthy: Vec<SourceId> = ring
+            .iter()
+            .copied()
+            .filter(|&src| self.failing(src, now).is_none())
+            .collect();
+        let ring_order = if self.args.sources > 1 {
+            Order::Rarest
+        } else {
+            Order::Arrival
+        };
+        let links: Vec<(SourceKind, Handle)> = self
+            .sources
+            .values()
+            .map(|(kind, handle, _)| (*kind, handle.clone()))
+            .collect();
         for (kind, handle) in links {
             let src = source(handle.id());
             let (room, order) = match kind {
-                SourceKind::Ring => (self.sched.room(src), Order::Arrival),
+                SourceKind::Ring => (self.sched.room(src), ring_order),
                 SourceKind::Owner if self.sched.is_pushing(src) => continue,
                 SourceKind::Owner => {
                     let policy = owner_window.saturating_sub(self.sched.outstanding(src));
                     (self.sched.room(src).min(policy), Order::Highest)
                 }
             };
-            // In the end game the owner is asked only for chunks the ring
-            // does not offer yet: its link stands in for what no
-            // neighbour holds, not for what is on its way; of those, the
-            // ones farthest away.
+            // In the end game the owner is asked only for chunks no
+            // download neighbour that is not failing offers yet: its link
+            // stands in for what no neighbour holds in time, not for what
+            // is on its way; of those, the ones farthest away.
             let mut ids = if kind == SourceKind::Owner && !stalled {
                 let room = room.min(endgame_left as usize);
-                let ids = self.sched.reserve_tail(src, room, now, SourceKind::Ring);
+                let ids = self
+                    .sched
+                    .reserve_tail(src, room, now, |s| healthy.contains(&s));
                 self.endgame_asked += ids.len() as u32;
                 endgame_left -= ids.len() as u32;
                 ids
@@ -1116,9 +1215,31 @@ impl<'a> Coordinator<'a> {
             if kind == SourceKind::Owner && stalled && ids.len() < room {
                 // What the stalling ring has claimed would otherwise wait
                 // for its deadline.
-                let ring: Vec<SourceId> = self.sched.sources(SourceKind::Ring).collect();
                 let more = room - ids.len();
-                ids.extend(self.sched.steal(src, more, now, |s| ring.contains(&s)));
+                ids.extend(
+                    self.sched
+                        .steal(src, more, now, Duration::ZERO, |s| ring.contains(&s)),
+                );
+            }
+            if kind == SourceKind::Ring
+                && ring.len() > 1
+                && ids.len() < room
+                && self.sched.missing() as usize <= full
+            {
+                // The end game among neighbours: the last chunks are not
+                // left to wait on a slow one. A request taken over stays
+                // outstanding at its first source, whose reply is still
+                // taken; only one old enough that this source would
+                // likely deliver first is taken.
+                let after = self
+                    .sched
+                    .chunk_time(src)
+                    .map_or(STEAL_AFTER, |t| (t * 4).max(STEAL_AFTER));
+                let more = room - ids.len();
+                ids.extend(
+                    self.sched
+                        .steal(src, more, now, after, |s| s != src && ring.contains(&s)),
+                );
             }
             if ids.is_empty() {
                 continue;
@@ -1238,6 +1359,21 @@ impl<'a> Coordinator<'a> {
             reused,
             wire::bytes_received() - self.mark.received,
         );
+        if self.args.sources > 1 || self.by_source.len() > 2 {
+            let each: Vec<String> = self
+                .by_source
+                .iter()
+                .map(|(who, bytes)| format!("{who} {bytes}"))
+                .collect();
+            log::info!(
+                "{name}: chunk bytes by source: {}",
+                if each.is_empty() {
+                    "none".to_string()
+                } else {
+                    each.join(", ")
+                }
+            );
+        }
         self.verified_mark = Some(Mark::now());
         log::info!(
             "{name}: verified sha256 {}  {}",
@@ -1249,13 +1385,18 @@ impl<'a> Coordinator<'a> {
             digest,
             from_owner: self.from_owner,
             from_ring: self.from_ring,
+            by_source: self.by_source.clone(),
             reused,
             elapsed,
         });
         self.verified_at = Some(Instant::now());
         self.shared.verified.store(true, Ordering::Relaxed);
         self.shared.need_owner.store(false, Ordering::Relaxed);
-        let links: Vec<(SourceKind, Handle)> = self.sources.values().cloned().collect();
+        let links: Vec<(SourceKind, Handle)> = self
+            .sources
+            .values()
+            .map(|(kind, handle, _)| (*kind, handle.clone()))
+            .collect();
         for (kind, handle) in links {
             self.tell_complete(kind, &handle);
         }
@@ -1339,7 +1480,7 @@ impl<'a> Coordinator<'a> {
         }
         // An honest neighbour closes within a round trip of reading it.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self.sources.values().any(|(_, h)| !h.is_closed()) {
+        while self.sources.values().any(|(_, h, _)| !h.is_closed()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match events.recv_timeout(left.min(TICK)) {
                 Ok(Event::SourceDown(from)) => {
@@ -1356,13 +1497,19 @@ impl<'a> Coordinator<'a> {
 
     /// Closes every connection the coordinator knows of.
     fn close_all(&self) {
-        for (_, handle) in self.sources.values() {
+        for (_, handle, _) in self.sources.values() {
             handle.close();
         }
         for handle in self.downloaders.values() {
             handle.close();
         }
     }
+}
+
+/// Addresses as a log names them: "A, B".
+fn addr_list(addrs: &[SocketAddr]) -> String {
+    let each: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    each.join(", ")
 }
 
 fn source(id: ConnId) -> SourceId {

@@ -170,14 +170,22 @@ impl OwnerLink {
             thread::sleep(Duration::from_millis(2));
         }
         let held = store.snapshot();
-        let neighbour = match (self.shared.wired, self.shared.target()) {
-            (false, Some(addr)) => addr.to_string(),
-            _ => String::new(),
+        let neighbour = if self.shared.wired {
+            String::new()
+        } else {
+            let given: Vec<String> = self
+                .shared
+                .targets()
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            given.join(", ")
         };
         let mut buf = Vec::new();
         wire::encode(
             &Message::Register {
                 wired: self.shared.wired,
+                sources: self.shared.sources,
                 port: self.advertise.1,
                 host: &self.advertise.0,
                 neighbour: &neighbour,
@@ -204,8 +212,11 @@ impl OwnerLink {
         )?;
         let id = conn.handle().id();
         self.seeded_once = true;
-        self.shared
-            .report(Event::SourceUp(SourceKind::Owner, conn.handle().clone(), 0));
+        self.shared.report(Event::SourceUp(
+            SourceKind::Owner,
+            conn.handle().clone(),
+            None,
+        ));
         let mut role = OwnerRole {
             store,
             shared: Arc::clone(&self.shared),
@@ -295,26 +306,31 @@ impl Role for OwnerRole {
                 self.shared.report(Event::SwarmComplete);
                 Ok(())
             }
-            Message::Neighbour(text) if !self.shared.wired => {
+            Message::Neighbour(texts) if !self.shared.wired => {
                 log::debug!(
-                    "{}: ignoring the owner's neighbour {text:?}: hand-wired",
+                    "{}: ignoring the owner's neighbours {texts:?}: hand-wired",
                     self.shared.name
                 );
                 Ok(())
             }
-            Message::Neighbour("") => {
-                self.shared.report(Event::Neighbour(None));
-                Ok(())
-            }
-            Message::Neighbour(text) => {
-                match net::parse_addr(text) {
-                    Ok(addr) => self
-                        .shared
-                        .report(Event::Neighbour(Some((addr, text.to_string())))),
-                    Err(why) => log::warn!(
-                        "{}: the owner assigned download neighbour {text:?}, which is not usable: {why}",
-                        self.shared.name
-                    ),
+            Message::Neighbour(texts) => {
+                let named = !texts.is_empty();
+                let mut assigned = Vec::new();
+                for text in texts.into_iter().take(usize::from(self.shared.sources)) {
+                    match net::parse_addr(text) {
+                        Ok(addr) if !assigned.iter().any(|(a, _)| *a == addr) => {
+                            assigned.push((addr, text.to_string()));
+                        }
+                        Ok(_) => {}
+                        Err(why) => log::warn!(
+                            "{}: the owner assigned download neighbour {text:?}, which is not usable: {why}",
+                            self.shared.name
+                        ),
+                    }
+                }
+                // Nothing usable: keep the neighbours there are.
+                if !(named && assigned.is_empty()) {
+                    self.shared.report(Event::Neighbour(assigned));
                 }
                 Ok(())
             }
