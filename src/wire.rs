@@ -307,7 +307,7 @@
 //!    implementation's peer sends no REQUEST before SEED_DONE. The peer
 //!    also sends HAVE for the chunks it gained since its CHUNK_LIST or last
 //!    HAVE, and PROGRESS, each once a second until its file is verified;
-//!    UNREACHABLE when it cannot connect to the download neighbour the
+//!    UNREACHABLE when it cannot connect to a download neighbour the
 //!    owner named; and once verified, a last HAVE (if any), PROGRESS 0 and
 //!    COMPLETE.
 //! 6. At any time the owner may send NEIGHBOUR (ahead of anything still
@@ -342,11 +342,13 @@
 //! So before its CHUNK_LIST a peer takes a REFUSE only in place of the
 //! owner's HELLO or MANIFEST, and between HASHES frames a REFUSE or a
 //! KEEPALIVE is a violation (an honest owner writes MANIFEST and HASHES at
-//! once). A hand-wired peer ignores NEIGHBOUR. A wired one ignores a
-//! NEIGHBOUR whose address it cannot resolve; on any other that changes its
-//! download neighbour it closes its ring connection and connects to the new
-//! one (to none if empty). A peer closes the session on the third chunk
-//! from it that fails its digest (it discards each bad one and asks again).
+//! once). A hand-wired peer ignores NEIGHBOUR. A wired one takes the first
+//! `sources` addresses of a NEIGHBOUR that it can resolve, and ignores a
+//! NEIGHBOUR none of whose addresses it can; when they differ from its
+//! download neighbours it closes its ring connections to any neighbour not
+//! among them and connects to each new one (to none if `n` is 0). A peer
+//! closes the session on the third chunk from it that fails its digest (it
+//! discards each bad one and asks again).
 //!
 //! ## Ring session (a downloader connects to an uploader's listening port)
 //!
@@ -452,7 +454,9 @@
 //! port is reached, is `host:port`, or for an empty `host` the address the
 //! session comes from with `port`. `wired` 1 asks the owner to place the
 //! peer in its ring; 0 marks a hand-wired peer (`--download-neighbor`),
-//! whose `neighbour` (`HOST:PORT`) is for the registry only.
+//! whose `neighbour` (its `HOST:PORT`s, separated by `, `) is for the
+//! registry only. `sources` is how many download neighbours the peer
+//! downloads from at once (`--sources`).
 //!
 //! A peer registers when its CHUNK_LIST arrives. A new address is refused
 //! (owner session, step 4) while the live members (downloading, complete or
@@ -468,25 +472,32 @@
 //! oldest dropped first.
 //!
 //! The ring is a list of the live wired members in which each downloads
-//! from the one before it, and the first from the last. A newcomer is
-//! inserted at position `p`: it downloads from the member at `p - 1`, and
-//! the member that was at `p` is told to download from it; a member alone
-//! is told NEIGHBOUR empty. While the list has fewer than 16 members,
+//! from the `k` before it, nearest first (the first from the last), `k`
+//! the member's `sources` but at most the list's length less one: with
+//! `sources` 1 from the one before it, with 2 also from the one two back
+//! (a ring plus a chord), so that with every member at 2 or more no single
+//! member's death cuts anyone off. A member serves at most as many
+//! downloaders as the largest `sources`. A newcomer is inserted at
+//! position `p` and the members after it get new download neighbours; a
+//! member alone is told NEIGHBOUR with `n` 0. While the list has fewer than 16 members,
 //! `p = 1` (right after the first member: so peer `i` downloads from peer
 //! `i + 1` when they join in order, and each member is re-wired once as
 //! the ring grows); from 16 on, `p = 1 + (h mod n)` with `n` the list's
 //! length and `h` the high 32 bits of `j × 0x9E3779B97F4A7C15` (mod 2^64),
 //! `j` the number of members registered so far: newcomers spread around
 //! the ring instead of all opening their first ring connection to one
-//! member. A member that is gone or has left is taken out, and the one after
-//! it is told to download from the one before it (from no one if it is now
-//! alone). A gone or left member that registers again wired, holding
+//! member. A member that is gone or has left is taken out, and the members
+//! after it are told their download neighbours anew (from no one if one is
+//! now alone). A gone or left member that registers again wired, holding
 //! chunks, goes back in front of the member that was after it, if that one
 //! is still in the ring; otherwise it goes where a newcomer would. One that registers again
 //! hand-wired is taken out. The owner sends NEIGHBOUR to a member with a
-//! session whose download neighbour changes, unless it is complete, and to
+//! session whose download neighbours change, unless it is complete, and to
 //! every new session of a wired member that keeps its place; to a
-//! registering session it goes before the seeds.
+//! registering session it goes before the seeds. After each change to the
+//! list the owner works out every member's neighbours, from the changed
+//! position on around the ring, and tells those whose neighbours changed
+//! in that order.
 //!
 //! Repair: the chunks that no member in the ring holds (by its CHUNK_LIST
 //! and HAVEs) or, with its session up, has been pushed by the owner go, as
@@ -505,8 +516,8 @@
 //! downloading, 1 complete, 2 away, 3 gone, 4 left; `wired` 1 if the owner
 //! wires it; `held` how many chunks its CHUNK_LIST and HAVEs named; `rate`
 //! its last PROGRESS (0 once complete or ended); `addr` its address;
-//! `neighbour` its download neighbour (the one the owner assigned, or a
-//! hand-wired peer's own), empty if none. `sent` is the chunk bytes the
+//! `neighbour` its download neighbours, separated by `, ` (those the owner
+//! assigned, or a hand-wired peer's own; cut to 255 bytes), empty if none. `sent` is the chunk bytes the
 //! owner has sent in all. A status client (`swarm status`) opens an owner
 //! session with a zero `file_id`, reads MANIFEST and HASHES, then sends
 //! STATUS_REQUEST, again whenever it wants a fresh answer; each gets one
@@ -655,15 +666,16 @@
 //!   its own to fetch.
 //! - `stalled` (the ring needs help). Without a download neighbour (none
 //!   named yet, or NEIGHBOUR empty): once it has received a SEED_DONE and
-//!   has had no neighbour for 1 s. With one, when any of: no new chunk came
+//!   has had no neighbour for 1 s. With some, when: no new chunk came
 //!   from the ring for `--stall-timeout` (counted from the coordinator's
-//!   start or the last change of neighbour), and, for a wired peer, no ring
+//!   start or the last change of neighbours), and, for a wired peer, no ring
 //!   connection is up (a wired peer's connected neighbour is given time:
 //!   the owner re-wires around a dead one and seeds what the whole ring
-//!   lacks); a ring request lapsed within
-//!   the last `--stall-timeout`; a ring source with requests outstanding
-//!   takes longer per chunk than `max(4 × t_owner, --stall-timeout /
-//!   10)`. `t_owner` is (arrival of the last new seed − start of the owner
+//!   lacks); or every ring connection up is *failing*. A ring source is
+//!   failing when a request to it lapsed within the last
+//!   `--stall-timeout`, or when it has requests outstanding and takes
+//!   longer per chunk than `max(4 × t_owner, --stall-timeout / 10)`.
+//!   `t_owner` is (arrival of the last new seed − start of the owner
 //!   session) / new seeds in it, taken at a SEED_DONE of a session that
 //!   brought at least 4; a source's time per chunk is the gap between
 //!   chunks arriving while requests remain outstanding, smoothed as
@@ -677,7 +689,7 @@
 //! has claimed, earliest deadline first), from the highest wanted ID down;
 //! else in the end game, for at most 2 outstanding (and no more than
 //! `max(seeded / 5, 2) - asked`), and only chunks that no ring connection
-//! now up has offered (listed or HAVE'd): one at a time, the highest such
+//! now up and not failing has offered (listed or HAVE'd): one at a time, the highest such
 //! chunk in the longest run of consecutive chunks not held (the first such
 //! run on a tie; a run counts chunks claimed from any source, and is passed
 //! over if none of its chunks may be asked); else for nothing. Shares are
@@ -685,8 +697,17 @@
 //! the share that started farthest away. The ring is asked first in, first
 //! out: the chunks it listed in ID order, then those it announced in HAVE,
 //! in the order they arrived (any other chunk it offers and this peer wants
-//! again, lowest ID first, after those). A chunk is claimed by one source
-//! at a time until its request lapses. Until verified, a wired peer keeps
+//! again, lowest ID first, after those). With `--sources` above 1 each
+//! ring source is asked rarest first: among the chunks it offers, those
+//! offered by the fewest live sources (the owner counting as one that
+//! offers every chunk) first, in the order above among equals. And in the
+//! end game among them (at most `W` chunks not held), a ring source with
+//! room that has nothing left to ask for takes over the requests of the
+//! other ring sources that are at least `max(4 × its time per chunk, 0.5
+//! s)` old, earliest deadline first, never one asked of it before: the
+//! request stays outstanding at its first source, whose CHUNK is still
+//! taken. A chunk is claimed by one source at a time until its request
+//! lapses or is taken over. Until verified, a wired peer keeps
 //! its owner session up, reconnecting whenever it drops; a hand-wired one,
 //! after its first session, reconnects only while `stalled` or in the end
 //! game, since each of its sessions is seeded again.
