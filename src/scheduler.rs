@@ -88,6 +88,10 @@ struct Source {
     /// What it offers, in the order it came to offer it; entries already
     /// held are dropped from the front as they are met.
     arrivals: VecDeque<ChunkId>,
+    /// About how many entries of `arrivals` are held by now: chunks taken
+    /// out of order (rarest first, or from another source) stay behind the
+    /// front, and are swept out once they are half the queue.
+    stale: usize,
     /// The same chunks as `outstanding`, for word-wise exclusion.
     asked: ChunkSet,
     pacer: Pacer,
@@ -149,6 +153,7 @@ impl Scheduler {
                 pushing: owner,
                 outstanding: VecDeque::new(),
                 arrivals: VecDeque::new(),
+                stale: 0,
                 asked: ChunkSet::new(self.layout.count()),
                 pacer: Pacer::new(max_window),
                 bad: 0,
@@ -194,6 +199,7 @@ impl Scheduler {
             self.offers[chunk.index()] -= 1;
         }
         source.arrivals.clear();
+        source.stale = 0;
         for chunk in set.iter(&self.layout) {
             self.offers[chunk.index()] += 1;
             if !self.held.contains(chunk) {
@@ -352,6 +358,10 @@ impl Scheduler {
         exclude.extend(except);
         let mut chunks = Vec::new();
         if matches!(order, Order::Arrival | Order::Rarest) {
+            if source.stale > 32 && source.stale * 2 > source.arrivals.len() {
+                source.arrivals.retain(|&c| !self.held.contains(c));
+                source.stale = 0;
+            }
             while source
                 .arrivals
                 .front()
@@ -533,11 +543,19 @@ impl Scheduler {
         if self.claims.contains_key(&chunk) {
             self.unclaim(chunk);
         }
-        if self.held.insert(chunk) {
-            Arrival::Fresh
-        } else {
-            Arrival::Late
+        if !self.held.insert(chunk) {
+            return Arrival::Late;
         }
+        for source in self.sources.values_mut() {
+            if source
+                .offered
+                .as_ref()
+                .is_some_and(|set| set.contains(chunk))
+            {
+                source.stale += 1;
+            }
+        }
+        Arrival::Fresh
     }
 
     fn unclaim(&mut self, chunk: ChunkId) {
