@@ -696,9 +696,12 @@ watch_half() {
 # --download-neighbor; owner: none, the owner wires them), WATCH_PCT and
 # KILL_RANK (watch the owner's registry until the peers hold WATCH_PCT % of
 # N × chunks, then kill a peer; see watch_half), OWNER_LOG and PEER_LOG (RUST_LOG of each; warn),
-# KEEP_LOGS=1 (keep the logs of a run that went well too) and TIMELINE=1
-# (sample each peer's chunks held into RUN_TL; see tl_start).
-WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
+# KEEP_LOGS=1 (keep the logs of a run that went well too), TIMELINE=1
+# (sample each peer's chunks held into RUN_TL; see tl_start) and
+# PEER_SOURCES (K: every peer given --sources K when K ≥ 2; K=1 passes no
+# flag, since 1 is the default and a swarm without --sources runs it too;
+# "" leaves it out of the run's label as well).
+WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0 PEER_SOURCES=""
 declare -A RSS=()
 declare -a LAUNCH_US=()
 run_one() {
@@ -706,7 +709,7 @@ run_one() {
     check_interrupt
     input_file "$size"
     local label=$tool-$mode
-    [[ $tool == swarm ]] && label+=-$WIRED${KILL_RANK:+-kill}
+    [[ $tool == swarm ]] && label+=-$WIRED${PEER_SOURCES:+-k$PEER_SOURCES}${KILL_RANK:+-kill}
     new_run "$label-n$n-${size}M"
     [[ $mode == bed ]] || free_base "$n"
     RSS=() X=() LAUNCH_US=()
@@ -740,7 +743,8 @@ run_one() {
         return
     fi
     PEER_PIDS=()
-    local neighbour=()
+    local neighbour=() sources=()
+    [[ -n $PEER_SOURCES ]] && ((PEER_SOURCES >= 2)) && sources=(--sources "$PEER_SOURCES")
     for ((i = 1; i <= n; i++)); do
         [[ $mem == 1 ]] && memfile=$RUN_DIR/p$i.rss
         now_us
@@ -754,7 +758,7 @@ run_one() {
             addr_of "$mode" "$i"
             LOG_LEVEL=$PEER_LOG launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
                 "$bin" peer --owner "$owner_addr" --port "$PORT" --bind "$BIND" \
-                "${neighbour[@]}" --dir "$RUN_DIR/p$i" --out "$RUN_DIR/p$i.bin"
+                "${neighbour[@]}" "${sources[@]}" --dir "$RUN_DIR/p$i" --out "$RUN_DIR/p$i.bin"
         else
             launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
                 "$uni" recv --from "$owner_addr" --out "$RUN_DIR/p$i.bin" --wait 60
@@ -1321,6 +1325,55 @@ shown() {
     fi
 }
 
+# x_cells: table cells from the last measurement's XS (see measure and
+# analyse_logs), each a median with its min–max or "-": HALF_CELL (half
+# at s), COMP_CELL (slowest complete s), PARTS_CELL (what the owner sent
+# split by its log: seeds / reseeded / asked, in files' worth of chunks)
+# and AFTER_CELL (after a kill in an owner-wired run: ms to the owner's
+# gone and re-wired lines and to the upload neighbour's reconnect; in any
+# run, ms to the first stall fallback to the owner).
+x_cells() {
+    local parts after=-
+    spread_of ${XS[half_s]:-}
+    HALF_CELL="${MED:--}${SPR:+ ($SPR)}"
+    spread_of ${XS[complete]:-}
+    COMP_CELL=${MED:--}${SPR:+ ($SPR)}
+    spread_of ${XS[seed_x]:-}
+    parts=${MED:+seeds $MED}
+    spread_of ${XS[reseed_x]:-}
+    parts+=${MED:+, reseeded $MED}
+    spread_of ${XS[reseed_kill_x]:-}
+    parts+=${MED:+ ($MED at the death)}
+    spread_of ${XS[req_x]:-}
+    parts+=${MED:+, asked $MED}
+    PARTS_CELL=${parts:--}
+    if [[ -n $KILL_RANK && $WIRED == owner ]]; then
+        spread_of ${XS[gone_ms]:-}
+        after="gone ${MED:-?} ms${GONE_HOWS:+ (${GONE_HOWS// /, })}"
+        spread_of ${XS[rewire_ms]:-}
+        after+=", re-wired ${MED:-?} ms"
+        spread_of ${XS[reconnect_ms]:-}
+        after+=", its upload neighbour reconnected ${MED:-?} ms${SPR:+ ($SPR)}"
+    fi
+    spread_of ${XS[fallback_ms]:-}
+    if [[ -n $MED ]]; then
+        [[ $after == - ]] && after="" || after+="; "
+        after+="first stall fallback to the owner after $MED ms"
+    fi
+    AFTER_CELL=$after
+}
+# xs_med KEY: the median of the last measurement's XS[KEY], or "".
+xs_med() {
+    spread_of ${XS[$1]:-}
+    echo "$MED"
+}
+# x_fields: the last measurement's csv_row fields from SENT_X to KILLED,
+# in XF[] (medians of its runs; every victim).
+x_fields() {
+    XF=("${SENT:-}" "${SENT_RUNS:-}" "$(xs_med half_s)" "$(xs_med half_pct)" "$(xs_med complete)"
+        "$(xs_med gone_ms)" "$(xs_med rewire_ms)" "$(xs_med fallback_ms)" "${VICTIMS// /;}")
+}
+
 mode_text="full, swarm runs repeated $repeat× (median, min–max)"
 [[ $smoke == 1 ]] && mode_text="smoke (tiny files, no targets)"
 {
@@ -1447,47 +1500,19 @@ if wants repair; then
                 worst=$(tr ';' '\n' <<<"$RUNS" | sort -g | tail -n 1)
                 worst=$(ratio "$worst" "${base[owner]}")
             fi
-            spread_of ${XS[half_s]:-}
-            half="${MED:--}${SPR:+ ($SPR)}"
             [[ -n $KILL_RANK ]] && k_halves+=(${XS[half_pct]:-})
-            spread_of ${XS[complete]:-}
-            comp=${MED:--}${SPR:+ ($SPR)}
-            spread_of ${XS[seed_x]:-}
-            parts=${MED:+seeds $MED}
-            spread_of ${XS[reseed_x]:-}
-            parts+=${MED:+, reseeded $MED}
-            spread_of ${XS[reseed_kill_x]:-}
-            parts+=${MED:+ ($MED at the death)}
-            spread_of ${XS[req_x]:-}
-            parts+=${MED:+, asked $MED}
-            repair="-"
-            if [[ $variant == kill-owner ]]; then
-                spread_of ${XS[gone_ms]:-}
-                repair="gone ${MED:-?} ms${GONE_HOWS:+ (${GONE_HOWS// /, })}"
-                spread_of ${XS[rewire_ms]:-}
-                repair+=", re-wired ${MED:-?} ms"
-                spread_of ${XS[reconnect_ms]:-}
-                repair+=", its upload neighbour reconnected ${MED:-?} ms${SPR:+ ($SPR)}"
-            fi
-            spread_of ${XS[fallback_ms]:-}
-            if [[ -n $MED ]]; then
-                [[ $repair == - ]] && repair="" || repair+="; "
-                repair+="first stall fallback to the owner after $MED ms"
-            fi
+            x_cells
             sent_cell="${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)}"
             tv="" vv=""
             if [[ $variant == kill-owner ]]; then
                 tv="≤ 1.25 × / ≤ 1.25 × S"
                 vv="$(verdict "$r" 1.25) / $(verdict "${SENT:-}" 1.25)"
             fi
-            echo "bench:     $(shown) s (× $r of owner-wired no failure, × $r_same of the same wiring's, worst run × $worst), half at $half s, owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
-            [[ $repair != - ]] && echo "bench:     $repair"
-            rep_rows+=("| $label | $(shown) | $r | $r_same | $worst | $half | $comp | ${CPU:--} | $sent_cell | ${parts:--} | $repair | $tv | $vv |")
-            spread_of ${XS[half_pct]:-}
-            csv_row repair "n$n-${rate}mbit-$variant" "$n" "$rate" "$size" "swarm-$variant" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$r" "" "" \
-                "$SENT" "$SENT_RUNS" "$(spread_of ${XS[half_s]:-}; echo "$MED")" "$MED" "$(spread_of ${XS[complete]:-}; echo "$MED")" \
-                "$(spread_of ${XS[gone_ms]:-}; echo "$MED")" "$(spread_of ${XS[rewire_ms]:-}; echo "$MED")" \
-                "$(spread_of ${XS[fallback_ms]:-}; echo "$MED")" "${VICTIMS// /;}"
+            echo "bench:     $(shown) s (× $r of owner-wired no failure, × $r_same of the same wiring's, worst run × $worst), half at $HALF_CELL s, owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
+            [[ $AFTER_CELL != - ]] && echo "bench:     $AFTER_CELL"
+            rep_rows+=("| $label | $(shown) | $r | $r_same | $worst | $HALF_CELL | $COMP_CELL | ${CPU:--} | $sent_cell | $PARTS_CELL | $AFTER_CELL | $tv | $vv |")
+            x_fields
+            csv_row repair "n$n-${rate}mbit-$variant" "$n" "$rate" "$size" "swarm-$variant" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$r" "" "" "${XF[@]}"
             [[ $variant == kill-owner ]] && k_victims=$VICTIMS
         done
         WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
