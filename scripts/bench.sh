@@ -1836,7 +1836,7 @@ if wants sources; then
     else
         src_has=1
         [[ $("$bin" peer --help 2>&1 || true) == *--sources* ]] || src_has=0
-        ((src_has)) || note "sources: this swarm peer has no --sources; K ≥ 2 is left out"
+        ((src_has || src_ks[-1] < 2)) || note "sources: this swarm peer has no --sources; K ≥ 2 is left out"
         # The kill case is measured against the same K's undisturbed runs:
         # those of the equal case, so kill brings equal along.
         src_run=()
@@ -1909,7 +1909,7 @@ if wants sources; then
                         kill) tv="÷ undisturbed ≤ 1.1" vv=$(verdict "$r_und" 1.1) ;;
                     esac
                 fi
-                echo "bench:     $(shown) s (× $r_ideal S/B, × $r_k1 K=1's$([[ $c == kill ]] && echo ", × $r_und K=$k undisturbed")), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
+                echo "bench:     $(shown)${SECS:+ s} (× $r_ideal S/B, × $r_k1 K=1's$([[ $c == kill ]] && echo ", × $r_und K=$k undisturbed")), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
                 echo "bench:     CPU-seconds $(cpu_shown)"
                 [[ $AFTER_CELL != - ]] && echo "bench:     $AFTER_CELL"
                 src_rows+=("| $ctext${VICTIMS:+ (killed ${VICTIMS// /, })} | $k | $(shown) | $r_ideal | $r_k1 | $und_cell | $COMP_CELL | $HALF_CELL | ${CPU:--} | $(cpu_shown) | ${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)} | $PARTS_CELL | $AFTER_CELL | $tv | $vv |")
