@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench: swarm against plain unicast (examples/unicast.rs), side by side.
 #
-#   scripts/bench.sh            the full benchmark, about 38 minutes
+#   scripts/bench.sh            the full benchmark, about 45 minutes
 #   scripts/bench.sh --smoke    tiny files, seconds, no targets (CI); same as SMOKE=1
 #
 # Builds in release mode, then runs:
@@ -75,8 +75,9 @@
 #      median in (b) (so kill runs (b) too). Targets for K=2: (a) ≤ 1.3 ×
 #      S/B and ≤ 1.3 × S, (b) ≤ 1.0, (c) ≤ 1.1. Runs poll the registry
 #      until half and keep their logs as in section 2; (a)'s median runs'
-#      timelines are kept (timeline-sources-slow-kK.csv). In smoke mode:
-#      (a) only, N=4 at 25 Mbit/s, 4 MiB, no targets.
+#      timelines are kept (timeline-sources-slow-kK.csv). About 7 minutes
+#      (a K=1 run of (a) takes about 25 s). In smoke mode: (a) only, N=4 at
+#      25 Mbit/s, 4 MiB, no targets.
 # A swarm time runs from the owner's start until every peer has exited and
 # its copy matches the input byte for byte (cmp); a run that fails or times
 # out shows as FAILED in the table and keeps its logs in bench-out/logs/.
