@@ -976,6 +976,11 @@ netbed_up() {
     }
     bed_up=1
 }
+# netbed_down: the testbed torn down (a failure is only noted).
+netbed_down() {
+    "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
+    bed_up=0
+}
 
 # --- new versions (section 6) ----------------------------------------------
 # A series: the owner and VER_N --follow peers stay up through three
@@ -1490,8 +1495,7 @@ if wants netbed; then
         u_gib=$CPU_GIB u_csv_cpu=$CSV_CPU
         CSV_CPU=""
         echo "bench:   unicast $(shown) s (× $u_ratio, $u_gib CPU-s per GiB)"
-        "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
-        bed_up=0
+        netbed_down
         u_cells="$(shown) | $u_ratio | $u_gib"
         for r in "${rows[@]}"; do
             IFS='|' read -r w s_shown s_ratio s_sent s_cpu s_gib v <<<"$r"
@@ -1559,8 +1563,7 @@ if wants repair; then
             [[ $variant == kill-owner ]] && k_victims=$VICTIMS
         done
         WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
-        "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
-        bed_up=0
+        netbed_down
         spread_of "${k_halves[@]}"
         {
             echo "Each variant ran $repeat× in this run. \"Half\": the first moment the owner's registry (asked every"
@@ -1801,8 +1804,7 @@ if wants versions; then
             done
         done
         if [[ $mode == bed ]]; then
-            "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
-            bed_up=0
+            netbed_down
         fi
     done
     {
@@ -1923,8 +1925,7 @@ if wants sources; then
             done
         done
         WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0 PEER_SOURCES=""
-        "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
-        bed_up=0
+        netbed_down
         spread_of "${src_halves[@]}"
         {
             echo "K: every peer started with --sources K (K=1: no flag, today's ring), owner-wired (no"
