@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench: swarm against plain unicast (examples/unicast.rs), side by side.
 #
-#   scripts/bench.sh            the full benchmark, about 38 minutes
+#   scripts/bench.sh            the full benchmark, about 45 minutes
 #   scripts/bench.sh --smoke    tiny files, seconds, no targets (CI); same as SMOKE=1
 #
 # Builds in release mode, then runs:
@@ -60,6 +60,24 @@
 #      about 100 s on the netbed); the section takes about 15 minutes.
 #      Logs of every series are kept in bench-out/logs/. In smoke mode:
 #      loopback, N=3, 8 MiB, no targets.
+#   7. sources (needs root): sources per peer (issue 11), `swarm peer
+#      --sources K` for each K of SOURCES_K (1 and 2) side by side in the
+#      same run, owner-wired on the netbed; K=1 passes no flag (1 is the
+#      default, and a swarm without --sources runs it too), and a K ≥ 2
+#      that `swarm peer --help` does not offer shows as SKIPPED. Three
+#      cases, each K REPEAT times (K=1 first): (a) slow: N=10 at 25
+#      Mbit/s, 16 MiB, one peer's egress (p3) re-shaped to 5 Mbit/s
+#      (netbed.sh rate): the slowest peer's time ÷ S/B at 25 Mbit/s, and
+#      what the owner sent ÷ S;
+#      (b) equal: N=20 at 25 Mbit/s, 32 MiB (the repair case): each K's
+#      median ÷ K=1's; (c) kill: the same with the peer that joined 10th
+#      killed at half as in section 2, the slowest survivor ÷ the same K's
+#      median in (b) (so kill runs (b) too). Targets for K=2: (a) ≤ 1.3 ×
+#      S/B and ≤ 1.3 × S, (b) ≤ 1.0, (c) ≤ 1.1. Runs poll the registry
+#      until half and keep their logs as in section 2; (a)'s median runs'
+#      timelines are kept (timeline-sources-slow-kK.csv). About 7 minutes
+#      (a K=1 run of (a) takes about 25 s). In smoke mode: (a) only, N=4 at
+#      25 Mbit/s, 4 MiB, no targets.
 # A swarm time runs from the owner's start until every peer has exited and
 # its copy matches the input byte for byte (cmp); a run that fails or times
 # out shows as FAILED in the table and keeps its logs in bench-out/logs/.
@@ -67,14 +85,15 @@
 # (owner_sent_bytes of `swarm status --json`, asked once every peer has
 # exited, before the owner is stopped) divided by the file's size.
 #
-# Per-peer timeline: during every swarm run of sections 1 and 3 the bench
+# Per-peer timeline: during every swarm run of sections 1 and 3 (and of
+# section 7's slow case) the bench
 # counts, every 0.25 s, the chunk IDs in each peer's DIR/summary.txt, and
 # keeps the median run's samples (of the first failed run, if one failed)
 # of each netbed case and wiring and of the loopback case as
 # bench-out/timeline-CASE.csv (e.g. timeline-n5-100mbit-hand.csv,
 # timeline-loopback-n5.csv; columns seconds since the owner's start, peer,
 # held, total; named in bench.csv's timeline column). The repair, scaling
-# and memory runs are not sampled.
+# and memory runs, and section 7's equal and kill runs, are not sampled.
 #
 # Writes bench-out/bench.md (the table, also printed), bench-out/bench.csv
 # and bench-out/bench.svg (time / (S/B) against N, and below it a panel per
@@ -91,18 +110,21 @@
 # one run's disk writeback does not slow the next.
 #
 # Environment: SMOKE=1 (as --smoke), REPEAT, ONLY=netbed,repair,loopback,
-# scaling,memory,versions (sections to run; ONLY=repair runs the dead-peer
-# case alone), WIRING=hand,owner (the netbed section's swarm variants),
+# scaling,memory,versions,sources (sections to run; ONLY=repair runs the
+# dead-peer case alone), WIRING=hand,owner (the netbed section's swarm variants),
 # BED_CASES (the netbed section's cases, e.g. '5 100 64;20 25 32'),
 # REPAIR_KILL_AT (percent of N × chunks held at "half", default 50), BASE_PORT
 # (loopback ports, default 31000), BENCH_OUT (default bench-out), TMPDIR,
 # CARGO_TARGET_DIR (where the build goes and the binaries are taken from),
 # VERSIONS_BEDS=loopback,netbed (the versions section's beds),
 # VERSIONS_CHUNKING=fixed,content (fixed alone leaves content out), VERSIONS_SIZE
-# (its file, MiB; default 1024, 8 in smoke mode).
+# (its file, MiB; default 1024, 8 in smoke mode), SOURCES_CASES=slow,equal,kill
+# (section 7's cases; slow alone in smoke mode), SOURCES_K (its K values, 1
+# to 4; default "1 2"), SOURCES_SLOW_HOST (the slow case's slow peer, default
+# p3), SOURCES_SLOW_RATE (its egress, Mbit/s; default 5).
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
 # memory needs /usr/bin/time (package time); repair and versions need GNU
-# date; versions needs dd, shuf, stat, sort.
+# date; versions needs dd, shuf, stat, sort; sources needs what repair does.
 set -euo pipefail
 export LC_ALL=C
 
@@ -117,7 +139,7 @@ chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
-only=${ONLY:-netbed,repair,loopback,scaling,memory,versions}
+only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources}
 wirings=${WIRING:-hand,owner}
 kill_at=${REPAIR_KILL_AT:-50}
 BASE_PORT=${BASE_PORT:-31000}
@@ -156,6 +178,9 @@ if [[ $smoke == 1 ]]; then
     scale_ns=(3 5) scale_s=4
     mem_n=3 mem_s=16
     ver_n=3 ver_s=${VERSIONS_SIZE:-8} ver_bed_list=${VERSIONS_BEDS:-loopback}
+    # Sources per peer: the slow-uplink case's N RATE SIZE, and the cases
+    # run (equal and kill take the repair case's N RATE SIZE).
+    src_slow="4 25 4" src_case_list=${SOURCES_CASES:-slow}
     repeat=${REPEAT:-1}
 else
     bed_cases=("5 100 64" "20 25 32" "20 100 64")
@@ -164,6 +189,7 @@ else
     scale_ns=(5 10 20 40) scale_s=32
     mem_n=5 mem_s=1024
     ver_n=5 ver_s=${VERSIONS_SIZE:-1024} ver_bed_list=${VERSIONS_BEDS:-loopback,netbed}
+    src_slow="10 25 16" src_case_list=${SOURCES_CASES:-slow,equal,kill}
     repeat=${REPEAT:-3}
 fi
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive whole number"
@@ -175,6 +201,21 @@ ver_rate=100 ver_log=info,swarm::chunk=warn
     die "VERSIONS_BEDS must list loopback and/or netbed, e.g. loopback,netbed"
 IFS=, read -r -a ver_beds <<<"$ver_bed_list"
 [[ $ver_s =~ ^[1-9][0-9]*$ ]] || die "VERSIONS_SIZE must be a whole number of MiB"
+# The sources section: its K values (sorted, so K=1, every ratio's
+# baseline, runs first), and the slow case's host and its egress.
+[[ ,$src_case_list, =~ ^(,(slow|equal|kill))+,$ ]] ||
+    die "SOURCES_CASES must list slow, equal and/or kill, e.g. slow,equal,kill"
+src_k_list=${SOURCES_K:-1 2}
+read -r -a src_ks <<<"${src_k_list//,/ }"
+((${#src_ks[@]})) || die "SOURCES_K must list at least one K from 1 to 4, e.g. '1 2'"
+for k in "${src_ks[@]}"; do
+    [[ $k =~ ^[1-4]$ ]] || die "SOURCES_K must list K values from 1 to 4, e.g. '1 2' (got '$k')"
+done
+mapfile -t src_ks < <(printf '%s\n' "${src_ks[@]}" | sort -nu)
+src_slow_host=${SOURCES_SLOW_HOST:-p3} src_slow_rate=${SOURCES_SLOW_RATE:-5}
+[[ $src_slow_host =~ ^p([1-9][0-9]*)$ ]] && ((BASH_REMATCH[1] <= ${src_slow%% *})) ||
+    die "SOURCES_SLOW_HOST must be one of p1..p${src_slow%% *} (the slow case's peers)"
+[[ $src_slow_rate =~ ^[1-9][0-9]*$ ]] || die "SOURCES_SLOW_RATE must be a whole number of Mbit/s"
 if [[ -n ${BED_CASES:-} ]]; then
     IFS=';' read -r -a bed_cases <<<"$BED_CASES"
     for c in "${bed_cases[@]}"; do
@@ -484,7 +525,9 @@ verify_copies() {
     done
     if ((bad)); then
         STATUS="FAILED: $bad of $n peers ($first)"
-        [[ -n ${KILLED:-} ]] && STATUS="FAILED: $bad of $((n - 1)) survivors ($first)"
+        # Not `[[ ]] && ...`: without a kill that would be this function's
+        # status, and set -e would end the bench at its first failed run.
+        if [[ -n ${KILLED:-} ]]; then STATUS="FAILED: $bad of $((n - 1)) survivors ($first)"; fi
     else
         STATUS=ok
     fi
@@ -696,9 +739,12 @@ watch_half() {
 # --download-neighbor; owner: none, the owner wires them), WATCH_PCT and
 # KILL_RANK (watch the owner's registry until the peers hold WATCH_PCT % of
 # N × chunks, then kill a peer; see watch_half), OWNER_LOG and PEER_LOG (RUST_LOG of each; warn),
-# KEEP_LOGS=1 (keep the logs of a run that went well too) and TIMELINE=1
-# (sample each peer's chunks held into RUN_TL; see tl_start).
-WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
+# KEEP_LOGS=1 (keep the logs of a run that went well too), TIMELINE=1
+# (sample each peer's chunks held into RUN_TL; see tl_start) and
+# PEER_SOURCES (K: every peer given --sources K when K ≥ 2; K=1 passes no
+# flag, since 1 is the default and a swarm without --sources runs it too;
+# "" leaves it out of the run's label as well).
+WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0 PEER_SOURCES=""
 declare -A RSS=()
 declare -a LAUNCH_US=()
 run_one() {
@@ -706,7 +752,7 @@ run_one() {
     check_interrupt
     input_file "$size"
     local label=$tool-$mode
-    [[ $tool == swarm ]] && label+=-$WIRED${KILL_RANK:+-kill}
+    [[ $tool == swarm ]] && label+=-$WIRED${PEER_SOURCES:+-k$PEER_SOURCES}${KILL_RANK:+-kill}
     new_run "$label-n$n-${size}M"
     [[ $mode == bed ]] || free_base "$n"
     RSS=() X=() LAUNCH_US=()
@@ -740,7 +786,8 @@ run_one() {
         return
     fi
     PEER_PIDS=()
-    local neighbour=()
+    local neighbour=() sources=()
+    [[ -n $PEER_SOURCES ]] && ((PEER_SOURCES >= 2)) && sources=(--sources "$PEER_SOURCES")
     for ((i = 1; i <= n; i++)); do
         [[ $mem == 1 ]] && memfile=$RUN_DIR/p$i.rss
         now_us
@@ -754,7 +801,7 @@ run_one() {
             addr_of "$mode" "$i"
             LOG_LEVEL=$PEER_LOG launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
                 "$bin" peer --owner "$owner_addr" --port "$PORT" --bind "$BIND" \
-                "${neighbour[@]}" --dir "$RUN_DIR/p$i" --out "$RUN_DIR/p$i.bin"
+                "${neighbour[@]}" "${sources[@]}" --dir "$RUN_DIR/p$i" --out "$RUN_DIR/p$i.bin"
         else
             launch "$mode" "p$i" "$RUN_DIR/p$i.log" "$memfile" \
                 "$uni" recv --from "$owner_addr" --out "$RUN_DIR/p$i.bin" --wait 60
@@ -928,6 +975,11 @@ netbed_up() {
         die "netbed up failed"
     }
     bed_up=1
+}
+# netbed_down: the testbed torn down (a failure is only noted).
+netbed_down() {
+    "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
+    bed_up=0
 }
 
 # --- new versions (section 6) ----------------------------------------------
@@ -1321,6 +1373,55 @@ shown() {
     fi
 }
 
+# x_cells: table cells from the last measurement's XS (see measure and
+# analyse_logs), each a median with its min–max or "-": HALF_CELL (half
+# at s), COMP_CELL (slowest complete s), PARTS_CELL (what the owner sent
+# split by its log: seeds / reseeded / asked, in files' worth of chunks)
+# and AFTER_CELL (after a kill in an owner-wired run: ms to the owner's
+# gone and re-wired lines and to the upload neighbour's reconnect; in any
+# run, ms to the first stall fallback to the owner).
+x_cells() {
+    local parts after=-
+    spread_of ${XS[half_s]:-}
+    HALF_CELL="${MED:--}${SPR:+ ($SPR)}"
+    spread_of ${XS[complete]:-}
+    COMP_CELL=${MED:--}${SPR:+ ($SPR)}
+    spread_of ${XS[seed_x]:-}
+    parts=${MED:+seeds $MED}
+    spread_of ${XS[reseed_x]:-}
+    parts+=${MED:+, reseeded $MED}
+    spread_of ${XS[reseed_kill_x]:-}
+    parts+=${MED:+ ($MED at the death)}
+    spread_of ${XS[req_x]:-}
+    parts+=${MED:+, asked $MED}
+    PARTS_CELL=${parts:--}
+    if [[ -n $KILL_RANK && $WIRED == owner ]]; then
+        spread_of ${XS[gone_ms]:-}
+        after="gone ${MED:-?} ms${GONE_HOWS:+ (${GONE_HOWS// /, })}"
+        spread_of ${XS[rewire_ms]:-}
+        after+=", re-wired ${MED:-?} ms"
+        spread_of ${XS[reconnect_ms]:-}
+        after+=", its upload neighbour reconnected ${MED:-?} ms${SPR:+ ($SPR)}"
+    fi
+    spread_of ${XS[fallback_ms]:-}
+    if [[ -n $MED ]]; then
+        [[ $after == - ]] && after="" || after+="; "
+        after+="first stall fallback to the owner after $MED ms"
+    fi
+    AFTER_CELL=$after
+}
+# xs_med KEY: the median of the last measurement's XS[KEY], or "".
+xs_med() {
+    spread_of ${XS[$1]:-}
+    echo "$MED"
+}
+# x_fields: the last measurement's csv_row fields from SENT_X to KILLED,
+# in XF[] (medians of its runs; every victim).
+x_fields() {
+    XF=("${SENT:-}" "${SENT_RUNS:-}" "$(xs_med half_s)" "$(xs_med half_pct)" "$(xs_med complete)"
+        "$(xs_med gone_ms)" "$(xs_med rewire_ms)" "$(xs_med fallback_ms)" "${VICTIMS// /;}")
+}
+
 mode_text="full, swarm runs repeated $repeat× (median, min–max)"
 [[ $smoke == 1 ]] && mode_text="smoke (tiny files, no targets)"
 {
@@ -1394,8 +1495,7 @@ if wants netbed; then
         u_gib=$CPU_GIB u_csv_cpu=$CSV_CPU
         CSV_CPU=""
         echo "bench:   unicast $(shown) s (× $u_ratio, $u_gib CPU-s per GiB)"
-        "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
-        bed_up=0
+        netbed_down
         u_cells="$(shown) | $u_ratio | $u_gib"
         for r in "${rows[@]}"; do
             IFS='|' read -r w s_shown s_ratio s_sent s_cpu s_gib v <<<"$r"
@@ -1447,52 +1547,23 @@ if wants repair; then
                 worst=$(tr ';' '\n' <<<"$RUNS" | sort -g | tail -n 1)
                 worst=$(ratio "$worst" "${base[owner]}")
             fi
-            spread_of ${XS[half_s]:-}
-            half="${MED:--}${SPR:+ ($SPR)}"
             [[ -n $KILL_RANK ]] && k_halves+=(${XS[half_pct]:-})
-            spread_of ${XS[complete]:-}
-            comp=${MED:--}${SPR:+ ($SPR)}
-            spread_of ${XS[seed_x]:-}
-            parts=${MED:+seeds $MED}
-            spread_of ${XS[reseed_x]:-}
-            parts+=${MED:+, reseeded $MED}
-            spread_of ${XS[reseed_kill_x]:-}
-            parts+=${MED:+ ($MED at the death)}
-            spread_of ${XS[req_x]:-}
-            parts+=${MED:+, asked $MED}
-            repair="-"
-            if [[ $variant == kill-owner ]]; then
-                spread_of ${XS[gone_ms]:-}
-                repair="gone ${MED:-?} ms${GONE_HOWS:+ (${GONE_HOWS// /, })}"
-                spread_of ${XS[rewire_ms]:-}
-                repair+=", re-wired ${MED:-?} ms"
-                spread_of ${XS[reconnect_ms]:-}
-                repair+=", its upload neighbour reconnected ${MED:-?} ms${SPR:+ ($SPR)}"
-            fi
-            spread_of ${XS[fallback_ms]:-}
-            if [[ -n $MED ]]; then
-                [[ $repair == - ]] && repair="" || repair+="; "
-                repair+="first stall fallback to the owner after $MED ms"
-            fi
+            x_cells
             sent_cell="${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)}"
             tv="" vv=""
             if [[ $variant == kill-owner ]]; then
                 tv="≤ 1.25 × / ≤ 1.25 × S"
                 vv="$(verdict "$r" 1.25) / $(verdict "${SENT:-}" 1.25)"
             fi
-            echo "bench:     $(shown) s (× $r of owner-wired no failure, × $r_same of the same wiring's, worst run × $worst), half at $half s, owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
-            [[ $repair != - ]] && echo "bench:     $repair"
-            rep_rows+=("| $label | $(shown) | $r | $r_same | $worst | $half | $comp | ${CPU:--} | $sent_cell | ${parts:--} | $repair | $tv | $vv |")
-            spread_of ${XS[half_pct]:-}
-            csv_row repair "n$n-${rate}mbit-$variant" "$n" "$rate" "$size" "swarm-$variant" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$r" "" "" \
-                "$SENT" "$SENT_RUNS" "$(spread_of ${XS[half_s]:-}; echo "$MED")" "$MED" "$(spread_of ${XS[complete]:-}; echo "$MED")" \
-                "$(spread_of ${XS[gone_ms]:-}; echo "$MED")" "$(spread_of ${XS[rewire_ms]:-}; echo "$MED")" \
-                "$(spread_of ${XS[fallback_ms]:-}; echo "$MED")" "${VICTIMS// /;}"
+            echo "bench:     $(shown) s (× $r of owner-wired no failure, × $r_same of the same wiring's, worst run × $worst), half at $HALF_CELL s, owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
+            [[ $AFTER_CELL != - ]] && echo "bench:     $AFTER_CELL"
+            rep_rows+=("| $label | $(shown) | $r | $r_same | $worst | $HALF_CELL | $COMP_CELL | ${CPU:--} | $sent_cell | $PARTS_CELL | $AFTER_CELL | $tv | $vv |")
+            x_fields
+            csv_row repair "n$n-${rate}mbit-$variant" "$n" "$rate" "$size" "swarm-$variant" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$r" "" "" "${XF[@]}"
             [[ $variant == kill-owner ]] && k_victims=$VICTIMS
         done
         WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0
-        "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
-        bed_up=0
+        netbed_down
         spread_of "${k_halves[@]}"
         {
             echo "Each variant ran $repeat× in this run. \"Half\": the first moment the owner's registry (asked every"
@@ -1733,8 +1804,7 @@ if wants versions; then
             done
         done
         if [[ $mode == bed ]]; then
-            "$netbed" down >/dev/null 2>&1 || note "netbed down failed"
-            bed_up=0
+            netbed_down
         fi
     done
     {
@@ -1751,6 +1821,141 @@ if wants versions; then
         echo
         echo "Section time: $((SECONDS - ver_secs_total)) s. Logs of every series: bench-out/logs/."
     } >>"$md"
+fi
+
+# 7. sources per peer (issue 11): `swarm peer --sources K`, K side by
+# side, owner-wired on the netbed: one slow uplink, every link equal, and
+# a peer killed at half (the repair section's case and machinery).
+if wants sources; then
+    {
+        echo
+        echo "## 7. netbed: sources per peer (--sources K), owner-wired"
+        echo
+    } >>"$md"
+    if ((!can_bed)); then
+        note "sources: skipped ($bed_why)"
+        echo "SKIPPED ($bed_why)." >>"$md"
+        csv_row sources all "" "" "" swarm "skipped: $bed_why" "" "" "" "" "" "" ""
+    else
+        src_has=1
+        [[ $("$bin" peer --help 2>&1 || true) == *--sources* ]] || src_has=0
+        ((src_has || src_ks[-1] < 2)) || note "sources: this swarm peer has no --sources; K ≥ 2 is left out"
+        # The kill case is measured against the same K's undisturbed runs:
+        # those of the equal case, so kill brings equal along.
+        src_run=()
+        [[ ,$src_case_list, == *,slow,* ]] && src_run+=(slow)
+        [[ ,$src_case_list, == *,equal,* || ,$src_case_list, == *,kill,* ]] && src_run+=(equal)
+        [[ ,$src_case_list, == *,kill,* ]] && src_run+=(kill)
+        # As the repair section: logs kept, and every run polls the
+        # registry until half, so all pay the same for the polling.
+        OWNER_LOG=info PEER_LOG=info,swarm::chunk=warn KEEP_LOGS=1 WATCH_PCT=$kill_at WIRED=owner
+        declare -A src_base=() # "CASE-K": the median s of that case's runs with K
+        src_rows=() src_halves=()
+        for c in "${src_run[@]}"; do
+            if [[ $c == slow ]]; then read -r n rate size <<<"$src_slow"; else read -r n rate size <<<"$repair_case"; fi
+            ideal=$(ideal_of "$size" "$rate")
+            # A slow peer's downstream may take S at its rate: up to 5 × S/B.
+            to=$(awk -v i="$ideal" -v f="$([[ $c == slow ]] && echo 8 || echo 4)" 'BEGIN { printf "%d", f * i + 90 }')
+            case $c in
+                slow)
+                    cname="slow-n$n-${rate}mbit-$src_slow_host-${src_slow_rate}mbit"
+                    ctext="slow: N=$n @$rate Mbit/s, $src_slow_host's egress @$src_slow_rate"
+                    ;;
+                equal) cname="equal-n$n-${rate}mbit" ctext="equal: N=$n @$rate Mbit/s" ;;
+                kill) cname="kill-n$n-${rate}mbit" ctext="kill: N=$n @$rate Mbit/s, the $(ordinal "$repair_rank") to join killed at half" ;;
+            esac
+            echo "bench: sources, $ctext, $size MiB (S/B $ideal s)..."
+            # The slow case has a bed of its own; kill runs on equal's.
+            if [[ $c != kill ]]; then
+                netbed_up "$n" "$rate"
+                if [[ $c == slow ]]; then
+                    "$netbed" rate "$src_slow_host" "$src_slow_rate" >>"$work/netbed.log" 2>&1 || {
+                        cat "$work/netbed.log" >&2
+                        die "netbed rate failed"
+                    }
+                fi
+            fi
+            for k in "${src_ks[@]}"; do
+                if ((k >= 2 && !src_has)); then
+                    src_rows+=("| $ctext | $k | SKIPPED (this swarm has no --sources) | - | - | - | - | - | - | - | - | - | - | | |")
+                    csv_row sources "$cname" "$n" "$rate" "$size" "swarm-owner-wired-k$k" "skipped: no --sources" "" "" "" "$ideal" "" "" ""
+                    continue
+                fi
+                PEER_SOURCES=$k KILL_RANK=""
+                [[ $c == kill ]] && KILL_RANK=$repair_rank
+                [[ $c == slow ]] && TIMELINE=1
+                echo "bench:   K=$k..."
+                measure swarm bed "$n" "$size" "$to" "$repeat"
+                TIMELINE=0
+                CSV_TL=""
+                [[ $c == slow ]] && keep_timeline "sources-slow-k$k"
+                [[ $STATUS == ok ]] && src_base[$c-$k]=$SECS
+                cpu_cols "$n" "$size"
+                x_cells
+                [[ -n $KILL_RANK ]] && src_halves+=(${XS[half_pct]:-})
+                r_ideal=$(ratio "$SECS" "$ideal")
+                r_k1=$(ratio "$SECS" "${src_base[$c-1]:-}")
+                r_und=- und_cell=-
+                if [[ $c == kill ]]; then
+                    r_und=$(ratio "$SECS" "${src_base[equal-$k]:-}")
+                    und_cell=$r_und
+                    if [[ $STATUS == ok && $r_und != - ]]; then
+                        und_cell+=" (worst run $(ratio "$(tr ';' '\n' <<<"$RUNS" | sort -g | tail -n 1)" "${src_base[equal-$k]}"))"
+                    fi
+                fi
+                # Targets: K=2's, in full mode only.
+                tv="" vv=""
+                if [[ $smoke == 0 && $k == 2 ]]; then
+                    case $c in
+                        slow) tv="≤ 1.3 × S/B / ≤ 1.3 × S" vv="$(verdict "$r_ideal" 1.3) / $(verdict "${SENT:-}" 1.3)" ;;
+                        equal) tv="÷ K=1 ≤ 1.0" vv=$(verdict "$r_k1" 1.0) ;;
+                        kill) tv="÷ undisturbed ≤ 1.1" vv=$(verdict "$r_und" 1.1) ;;
+                    esac
+                fi
+                echo "bench:     $(shown)${SECS:+ s} (× $r_ideal S/B, × $r_k1 K=1's$([[ $c == kill ]] && echo ", × $r_und K=$k undisturbed")), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
+                echo "bench:     CPU-seconds $(cpu_shown)"
+                [[ $AFTER_CELL != - ]] && echo "bench:     $AFTER_CELL"
+                src_rows+=("| $ctext${VICTIMS:+ (killed ${VICTIMS// /, })} | $k | $(shown) | $r_ideal | $r_k1 | $und_cell | $COMP_CELL | $HALF_CELL | ${CPU:--} | $(cpu_shown) | ${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)} | $PARTS_CELL | $AFTER_CELL | $tv | $vv |")
+                # The CSV's ratio: the case's own (slow ÷ S/B, equal ÷ K=1,
+                # kill ÷ the same K undisturbed).
+                case $c in slow) r=$r_ideal ;; equal) r=$r_k1 ;; kill) r=$r_und ;; esac
+                x_fields
+                csv_row sources "$cname" "$n" "$rate" "$size" "swarm-owner-wired-k$k" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "${r/-/}" "" "" "${XF[@]}"
+                CSV_CPU="" CSV_TL=""
+            done
+        done
+        WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0 PEER_SOURCES=""
+        netbed_down
+        spread_of "${src_halves[@]}"
+        {
+            echo "K: every peer started with --sources K (K=1: no flag, today's ring), owner-wired (no"
+            echo "--download-neighbor). Each case and K ran $repeat× in this run, K=1 first; median (min–max)."
+            echo "Slowest peer s: from the owner's start to the last peer's exit (of the survivors, after a"
+            echo "kill); every copy was checked with cmp. S/B: the file at the bed's rate, ÷ K=1: each K's"
+            echo "median ÷ K=1's in the same case. Every run polls the owner's registry until half, so all"
+            echo "pay the same for it; half at, slowest complete, seeds / reseeded / asked and after the kill"
+            echo "are as in section 2."
+            if [[ ,${src_run[*]}, == *slow* ]]; then
+                echo "slow: $src_slow_host's egress re-shaped to $src_slow_rate Mbit/s once the bed is up (\`netbed.sh rate\`;"
+                echo "its ingress stays at the bed's rate)."
+            fi
+            [[ ,${src_run[*]}, == *equal* ]] && echo "equal: every link at the bed's rate."
+            if [[ ,${src_run[*]}, == *kill* ]]; then
+                echo "kill: as in section 2, the $(ordinal "$repair_rank") peer to join killed (SIGKILL) when the registry"
+                echo "showed $kill_at % of N × chunks held (it showed ${MED:-?} %${SPR:+, $SPR}); ÷ undisturbed is ÷ the same"
+                echo "K's median in equal (worst run: its slowest ÷ that median)."
+            fi
+            if [[ $smoke == 0 ]]; then
+                echo "Targets for K=2: slow, the slowest peer ≤ 1.3 × S/B and the owner sent ≤ 1.3 × S; equal,"
+                echo "no slower than K=1 (≤ 1.0); kill, ≤ 1.1 × undisturbed."
+            fi
+            echo "Logs of every run: bench-out/logs/."
+            echo
+            echo "| case | K | slowest peer s | ÷ S/B | ÷ K=1 | ÷ undisturbed | slowest complete s | half at s | CPU % | CPU-s | owner sent ÷ S | seeds / reseeded / asked ÷ S | after the kill | target | |"
+            echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            printf '%s\n' "${src_rows[@]}"
+        } >>"$md"
+    fi
 fi
 
 # The chart: time / (S/B) against N from the netbed rows, then a panel

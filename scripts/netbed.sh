@@ -7,6 +7,7 @@
 #   scripts/netbed.sh ip HOST             print HOST's address
 #   scripts/netbed.sh hosts               list hosts, namespaces and addresses
 #   scripts/netbed.sh check [HOST]        time a transfer owner -> HOST (default p1)
+#   scripts/netbed.sh rate HOST RATE      re-shape HOST's egress to RATE Mbit/s (after up)
 #
 # Hosts are `owner` and `p1`..`pN` (N <= 250). Each lives in its own network
 # namespace (swb-owner, swb-p1, ...) with one interface, eth0, whose other
@@ -17,7 +18,10 @@
 # bucket (tc tbf); with NETBED_INGRESS=1 its ingress is limited too, like a
 # full-duplex link (shaped on the bridge side of its cable). DELAY (e.g.
 # 5ms) adds one-way delay on each host's egress and needs the kernel's
-# netem qdisc (sch_netem).
+# netem qdisc (sch_netem). `rate` changes one host's egress token bucket in
+# place (tc qdisc change, burst as at `up`; a DELAY stays), so one host can
+# be made slower or faster than the rest; its ingress, when NETBED_INGRESS=1
+# shaped it, stays at the bed's RATE.
 #
 # Needs root and iproute2 (ip, tc) with the tbf qdisc (sch_tbf). `check`
 # needs the unicast example (cargo build --release --examples).
@@ -31,7 +35,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { echo "netbed: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '3,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 1
 }
 
@@ -80,15 +84,20 @@ down() {
     [[ -z $left ]] || die "could not remove namespaces: ${left//$'\n'/ }"
 }
 
+# The token bucket's burst at RATE Mbit/s, in BURST: about 4 ms of
+# traffic, at least 32 KiB so a GSO packet fits.
+burst_of() {
+    BURST=$(($1 * 1000000 / 8 / 250))
+    ((BURST >= 32768)) || BURST=32768
+}
+
 # Token bucket on DEV in NS at RATE Mbit/s, optionally with netem DELAY
 # under it.
 shape() {
     local ns=$1 dev=$2 rate=$3 delay=$4
-    # Burst: about 4 ms of traffic, at least 32 KiB so a GSO packet fits.
-    local burst=$((rate * 1000000 / 8 / 250))
-    ((burst >= 32768)) || burst=32768
+    burst_of "$rate"
     tc -n "$ns" qdisc add dev "$dev" root handle 1: tbf rate "${rate}mbit" \
-        burst "$burst" latency 50ms 2>/dev/null ||
+        burst "$BURST" latency 50ms 2>/dev/null ||
         die "tc cannot add a tbf qdisc; the kernel lacks sch_tbf (modprobe sch_tbf)"
     if [[ -n $delay ]]; then
         # netem's queue must hold a delay's worth of packets.
@@ -132,6 +141,23 @@ up() {
     trap - EXIT
     echo "netbed: up: owner and $n peers at $rate Mbit/s egress${delay:+, delay $delay}$([[ ${NETBED_INGRESS:-0} == 1 ]] && echo ", ingress limited too")"
     hosts
+}
+
+# rate HOST RATE: HOST's egress bucket changed to RATE Mbit/s in place
+# (the netem DELAY under it, if any, is kept).
+rate() {
+    [[ $# -eq 2 ]] || die "usage: netbed.sh rate HOST RATE"
+    local host=$1 rate=$2 ns
+    ns=$(ns_of "$host")
+    ip_of "$host" >/dev/null
+    [[ $rate =~ ^[0-9]+$ ]] && ((rate >= 1)) || die "RATE must be a whole number of Mbit/s"
+    ip netns list | grep -q "^$ns\b" || die "host $host is not up (run netbed.sh up first)"
+    tc -n "$ns" qdisc show dev eth0 | grep -q '^qdisc tbf 1: root' ||
+        die "host $host has no token bucket on eth0 (was the bed built by netbed.sh up?)"
+    burst_of "$rate"
+    tc -n "$ns" qdisc change dev eth0 root handle 1: tbf rate "${rate}mbit" \
+        burst "$BURST" latency 50ms || die "tc could not change $host's token bucket"
+    echo "netbed: $host: egress now $rate Mbit/s"
 }
 
 hosts() {
@@ -195,6 +221,7 @@ case $cmd in
     ip) [[ $# -eq 1 ]] || die "usage: netbed.sh ip HOST"; ip_of "$1" ;;
     hosts) need_root; hosts ;;
     check) need_root; check "$@" ;;
+    rate) need_root; rate "$@" ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (use up, down, exec, ip, hosts or check)" ;;
+    *) die "unknown command '$cmd' (use up, down, exec, ip, hosts, check or rate)" ;;
 esac
