@@ -121,7 +121,7 @@
 # (its file, MiB; default 1024, 8 in smoke mode), SOURCES_CASES=slow,equal,kill
 # (section 7's cases; slow alone in smoke mode), SOURCES_K (its K values, 1
 # to 4; default "1 2"), SOURCES_SLOW_HOST (the slow case's slow peer, default
-# p3), SOURCES_SLOW_RATE (its egress, Mbit/s; default 5).
+# p3), SOURCES_SLOW_RATE (its egress, Mbit/s; default 5), SOURCES_PEER_LOG (RUST_LOG of the section's peers; default info,swarm::chunk=warn).
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
 # memory needs /usr/bin/time (package time); repair and versions need GNU
 # date; versions needs dd, shuf, stat, sort; sources needs what repair does.
@@ -1848,7 +1848,7 @@ if wants sources; then
         [[ ,$src_case_list, == *,kill,* ]] && src_run+=(kill)
         # As the repair section: logs kept, and every run polls the
         # registry until half, so all pay the same for the polling.
-        OWNER_LOG=info PEER_LOG=info,swarm::chunk=warn KEEP_LOGS=1 WATCH_PCT=$kill_at WIRED=owner
+        OWNER_LOG=info PEER_LOG=${SOURCES_PEER_LOG:-info,swarm::chunk=warn} KEEP_LOGS=1 WATCH_PCT=$kill_at WIRED=owner
         declare -A src_base=() # "CASE-K": the median s of that case's runs with K
         src_rows=() src_halves=()
         for c in "${src_run[@]}"; do

@@ -256,16 +256,21 @@ impl Scheduler {
     }
 
     /// Claims for source `id` up to `max` wanted chunks that no source for
-    /// which `counts` holds offers, each the highest such chunk in the longest run of
-    /// chunks not held. For the owner in the end game: shares are runs of
-    /// IDs and travel the ring one hop at a time, so the longest run still
-    /// missing is the share that started farthest away, and its top is
-    /// the chunk the ring would bring last.
+    /// which `counts` holds offers, each in the longest run of chunks not
+    /// held: the highest such chunk with `spread` 0, else the one `spread`
+    /// places below it (modulo how many there are). For the owner in the
+    /// end game: shares are runs of IDs and travel the ring one hop at a
+    /// time, so the longest run still missing is the share that started
+    /// farthest away, and its top is the chunk the ring would bring last.
+    /// Peers with several sources pass each a spread of its own, so that
+    /// between them they ask the owner for different chunks of that run
+    /// and pass them on to each other, instead of all asking for its top.
     pub fn reserve_tail(
         &mut self,
         id: SourceId,
         max: usize,
         now: Instant,
+        spread: u64,
         counts: impl Fn(SourceId) -> bool,
     ) -> Vec<ChunkId> {
         if max == 0 || !self.sources.contains_key(&id) {
@@ -287,29 +292,37 @@ impl Scheduler {
                 break;
             }
             let wanted = |c: ChunkId| !exclude.iter().any(|set| set.contains(c));
-            // (length, highest wanted chunk) of the best run so far, and
-            // of the run being read.
-            let mut best: Option<(u32, ChunkId)> = None;
-            let mut run: (u32, Option<ChunkId>) = (0, None);
+            // (length, first chunk, wanted chunks) of the best run so far,
+            // and of the run being read.
+            let mut best: Option<(u32, u32, u32)> = None;
+            let mut run: (u32, u32, u32) = (0, 0, 0);
             // `None` ends the last run.
             for c in self.layout.ids().map(Some).chain([None]) {
                 if let Some(c) = c
                     && !self.held.contains(c)
                 {
-                    run.0 += 1;
-                    if wanted(c) {
-                        run.1 = Some(c);
+                    if run.0 == 0 {
+                        run.1 = c.get();
                     }
+                    run.0 += 1;
+                    run.2 += u32::from(wanted(c));
                     continue;
                 }
-                if let (len, Some(top)) = run
-                    && best.is_none_or(|(longest, _)| len > longest)
-                {
-                    best = Some((len, top));
+                if run.2 > 0 && best.is_none_or(|(longest, _, _)| run.0 > longest) {
+                    best = Some(run);
                 }
-                run = (0, None);
+                run = (0, 0, 0);
             }
-            let Some((_, chunk)) = best else { break };
+            let Some((len, first, n)) = best else { break };
+            let skip = (spread % u64::from(n)) as usize;
+            let Some(chunk) = (first..first + len)
+                .rev()
+                .filter_map(|raw| self.layout.chunk_id(raw))
+                .filter(|&c| wanted(c))
+                .nth(skip)
+            else {
+                break;
+            };
             self.claim(id, chunk, now);
             chunks.push(chunk);
         }
@@ -931,12 +944,12 @@ mod tests {
         }
         s.offer_more(RING, &ids(&l, &[14]));
         assert_eq!(
-            s.reserve_tail(OWNER, 1, now, |src| src != OWNER),
+            s.reserve_tail(OWNER, 1, now, 0, |src| src != OWNER),
             ids(&l, &[15])
         );
         // Claimed chunks still count as missing: 10-15 stays the longest.
         assert_eq!(
-            s.reserve_tail(OWNER, 2, now, |src| src != OWNER),
+            s.reserve_tail(OWNER, 2, now, 0, |src| src != OWNER),
             ids(&l, &[13, 12])
         );
         // A run with nothing left to ask for is passed over.
@@ -945,10 +958,36 @@ mod tests {
             s.on_chunk(OWNER, l.chunk_id(c).unwrap(), now);
         }
         assert_eq!(
-            s.reserve_tail(OWNER, 1, now, |src| src != OWNER),
+            s.reserve_tail(OWNER, 1, now, 0, |src| src != OWNER),
             ids(&l, &[7])
         );
-        assert!(s.reserve_tail(OWNER, 0, now, |src| src != OWNER).is_empty());
+        assert!(
+            s.reserve_tail(OWNER, 0, now, 0, |src| src != OWNER)
+                .is_empty()
+        );
+        // Spread: the same run, chunks further down it, wrapping around
+        // what may be asked (12 and 13 are claimed, 14 the ring offers).
+        let (mut s, l, now) = sched(20);
+        s.add_source(RING, SourceKind::Ring, 40);
+        s.add_source(OWNER, SourceKind::Owner, 40);
+        for c in [0, 1, 2, 3, 8, 9, 16, 17, 18, 19] {
+            s.on_chunk(OWNER, l.chunk_id(c).unwrap(), now);
+        }
+        s.offer_more(RING, &ids(&l, &[14]));
+        assert_eq!(
+            s.reserve_tail(OWNER, 1, now, 2, |src| src != OWNER),
+            ids(&l, &[12])
+        );
+        assert_eq!(
+            s.reserve_tail(OWNER, 1, now, 1, |src| src != OWNER),
+            ids(&l, &[13])
+        );
+        // Wanted in 10-15 now: 15, 11, 10; spread 4 is 4 mod 3 = 1.
+        assert_eq!(
+            s.reserve_tail(OWNER, 1, now, 4, |src| src != OWNER),
+            ids(&l, &[11])
+        );
+        check(&s);
         check(&s);
     }
 

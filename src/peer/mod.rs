@@ -625,6 +625,11 @@ struct Coordinator<'a> {
     swarm_complete: bool,
     /// Chunks asked of the owner in the end game.
     endgame_asked: u32,
+    /// Which chunk of the longest missing run this peer asks the owner
+    /// for in the end game (see [`Scheduler::reserve_tail`]): random with
+    /// several sources, so peers ask for different chunks and pass them
+    /// on; 0 (the top) in a ring.
+    spread: u64,
     /// Where this version's distribution is counted from, then when it
     /// was verified.
     mark: Mark,
@@ -675,6 +680,7 @@ impl<'a> Coordinator<'a> {
             alone_since: shared.targets().is_empty().then_some(now),
             swarm_complete: false,
             endgame_asked: 0,
+            spread: if args.sources > 1 { random_u64() } else { 0 },
             mark: Mark::now(),
             verified_mark: None,
             assembling: false,
@@ -1082,18 +1088,35 @@ impl<'a> Coordinator<'a> {
                 limit.as_secs()
             ));
         }
-        let (Some(ring), Some(owner)) = (self.sched.chunk_time(src), self.owner_chunk_time) else {
+        let ring = self.sched.chunk_time(src)?;
+        if self.sched.outstanding(src) == 0 {
             return None;
-        };
-        (self.sched.outstanding(src) > 0 && ring > (owner * SLOW_FACTOR).max(limit / 10)).then(
-            || {
-                format!(
-                    "takes {} ms per chunk where the owner took {} ms",
-                    ring.as_millis(),
-                    owner.as_millis()
-                )
-            },
-        )
+        }
+        // Beside another neighbour that shows the link it could have: one
+        // that is far slower holds back every chunk asked of it.
+        let best_other = self
+            .sched
+            .sources(SourceKind::Ring)
+            .filter(|&other| other != src)
+            .filter_map(|other| self.sched.chunk_time(other))
+            .min();
+        if let Some(other) = best_other
+            && ring > (other * SLOW_FACTOR).max(limit / 100)
+        {
+            return Some(format!(
+                "takes {} ms per chunk where another neighbour takes {} ms",
+                ring.as_millis(),
+                other.as_millis()
+            ));
+        }
+        let owner = self.owner_chunk_time?;
+        (ring > (owner * SLOW_FACTOR).max(limit / 10)).then(|| {
+            format!(
+                "takes {} ms per chunk where the owner took {} ms",
+                ring.as_millis(),
+                owner.as_millis()
+            )
+        })
     }
 
     fn set_stalled(&mut self, stalled: bool, why: &str) {
@@ -1190,6 +1213,15 @@ impl<'a> Coordinator<'a> {
         for (kind, handle) in links {
             let src = source(handle.id());
             let (room, order) = match kind {
+                // A neighbour that fails beside others that do not is
+                // asked for one chunk at a time: what only it holds comes
+                // out first, instead of queueing behind what others hold.
+                SourceKind::Ring if ring.len() > 1 && !healthy.contains(&src) => (
+                    self.sched
+                        .room(src)
+                        .min(1usize.saturating_sub(self.sched.outstanding(src))),
+                    ring_order,
+                ),
                 SourceKind::Ring => (self.sched.room(src), ring_order),
                 SourceKind::Owner if self.sched.is_pushing(src) => continue,
                 SourceKind::Owner => {
@@ -1205,7 +1237,7 @@ impl<'a> Coordinator<'a> {
                 let room = room.min(endgame_left as usize);
                 let ids = self
                     .sched
-                    .reserve_tail(src, room, now, |s| healthy.contains(&s));
+                    .reserve_tail(src, room, now, self.spread, |s| healthy.contains(&s));
                 self.endgame_asked += ids.len() as u32;
                 endgame_left -= ids.len() as u32;
                 ids
@@ -1504,6 +1536,15 @@ impl<'a> Coordinator<'a> {
             handle.close();
         }
     }
+}
+
+/// A random number from the standard library's per-process hash keys:
+/// enough to make peers differ, and no crate for it.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
 }
 
 /// Addresses as a log names them: "A, B".
