@@ -134,6 +134,20 @@ fn usage_errors_exit_2_with_one_line() {
             ],
             "swarm: --linger needs a value",
         ),
+        (
+            &[
+                "peer",
+                "--owner",
+                "1",
+                "--port",
+                "2",
+                "--download-neighbor",
+                "3",
+                "--download-neighbor",
+                "4",
+            ],
+            "swarm: --download-neighbor is given 2 times, but --sources 1 takes at most 1",
+        ),
     ];
     for (args, line) in cases {
         assert_fails(&swarm(args, &dir.path), 2, line);
