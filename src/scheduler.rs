@@ -509,6 +509,23 @@ impl Scheduler {
         self.hold(chunk)
     }
 
+    /// A copy of a chunk the store already had arrived from source `id`:
+    /// the request is answered, but the chunk becomes held only with the
+    /// [`Scheduler::on_chunk`] of the copy that was stored (its report may
+    /// still be on its way), and a claim on it stays until then.
+    pub fn on_duplicate(&mut self, id: SourceId, chunk: ChunkId, now: Instant) -> Arrival {
+        let Some(source) = self.sources.get_mut(&id) else {
+            return Arrival::Late;
+        };
+        if !take_outstanding(source, chunk, now)
+            && !source.pushing
+            && source.kind != SourceKind::Owner
+        {
+            return Arrival::Unasked;
+        }
+        Arrival::Late
+    }
+
     /// A chunk from source `id` failed its SHA-256 check: it is wanted
     /// again. Returns how many bad chunks the source has sent.
     pub fn on_bad_chunk(&mut self, id: SourceId, chunk: ChunkId, now: Instant) -> u32 {

@@ -4,7 +4,7 @@
 //! [`Message`](crate::wire::Message) enum, one encoder
 //! ([`encode`](crate::wire::encode)) and one decoder
 //! ([`Decoder`](crate::wire::Decoder)). It knows nothing of files or
-//! threads. The text below is the specification of protocol version 4; a
+//! threads. The text below is the specification of protocol version 5; a
 //! compatible peer can be written from it alone.
 //!
 //! # Frames
@@ -252,9 +252,10 @@
 //!
 //! The dialing side speaks first (after admission, if any): HELLO. The
 //! listening side reads it and, if it serves the session, answers with its
-//! own HELLO. `version` is 4 (version 1 had no SEEDING, version 2 no
+//! own HELLO. `version` is 5 (version 1 had no SEEDING, version 2 no
 //! CHALLENGE and PROOF, version 3 no content chunking, whose MANIFEST had
-//! no `chunking` and `chunks`, and no VERSION). `file_id` is the file ID, or 32 zero bytes from a
+//! no `chunking` and `chunks`, and no VERSION, version 4 one download
+//! neighbour per peer: REGISTER without `sources`, NEIGHBOUR one address). `file_id` is the file ID, or 32 zero bytes from a
 //! side that has no manifest yet (sent only to the owner). `name` names the
 //! sender in logs (`"owner"`, `"peer 9001"`, `"status"`); empty means "use
 //! my address". Each side gives the other 10 s from its accept or connect
@@ -265,8 +266,8 @@
 //!
 //! | first frame                                    | owner           | peer's upload port |
 //! |------------------------------------------------|-----------------|--------------------|
-//! | HELLO with magic `"SWRM"` and version 4        | served, whatever its `file_id` | served if `file_id` is its file ID, else REFUSE `this peer is sharing a different file` (zero ID included) |
-//! | HELLO with magic `"SWRM"` and another version V | REFUSE `protocol version V is not supported (this is version 4)` | same |
+//! | HELLO with magic `"SWRM"` and version 5        | served, whatever its `file_id` | served if `file_id` is its file ID, else REFUSE `this peer is sharing a different file` (zero ID included) |
+//! | HELLO with magic `"SWRM"` and another version V | REFUSE `protocol version V is not supported (this is version 5)` | same |
 //! | HELLO with another magic; REFUSE, another kind, a malformed frame | closed | closed |
 //! | CHALLENGE, or HELLO where a CHALLENGE is due    | see Admission   | see Admission      |
 //! | nothing whole within 10 s                      | closed          | closed             |
@@ -2074,6 +2075,32 @@ mod tests {
         let mut one = Vec::new();
         encode_status(0, &[], l.frame_limit(), &mut one);
         assert_eq!(one.len(), 5 + 16);
+    }
+
+    /// The specification is written so that a compatible peer can be
+    /// built from it alone: every place it names the version must name
+    /// the one spoken.
+    #[test]
+    fn the_specification_names_the_protocol_version_spoken() {
+        let spec: Vec<&str> = include_str!("wire.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect();
+        let spec = spec.join("\n");
+        let v = VERSION;
+        let stale: Vec<String> = [
+            format!("specification of protocol version {v}"),
+            format!("`version` is {v}"),
+            format!("`\"SWRM\"` and version {v}"),
+            format!("this is version {v}"),
+        ]
+        .into_iter()
+        .filter(|want| !spec.contains(want.as_str()))
+        .collect();
+        assert!(
+            stale.is_empty(),
+            "the protocol is version {v}, but src/wire.rs's specification lacks {stale:#?}"
+        );
     }
 
     #[test]

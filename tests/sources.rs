@@ -898,31 +898,3 @@ fn more_download_neighbors_than_sources_is_a_usage_error() {
         "swarm: --download-neighbor is given 3 times, but --sources 2 takes at most 2\n"
     );
 }
-
-/// Protocol version 5 came with several sources (REGISTER carries the
-/// count, NEIGHBOUR a list), and a peer refuses any other version; but
-/// the specification at the top of src/wire.rs, written so that "a
-/// compatible peer can be built from it alone", still gives version 4
-/// wherever it names one, so a peer built from it is refused.
-#[test]
-fn the_specification_names_the_protocol_version_spoken() {
-    let spec: Vec<&str> = include_str!("../src/wire.rs")
-        .lines()
-        .take_while(|l| l.starts_with("//!"))
-        .collect();
-    let spec = spec.join("\n");
-    let v = wire::VERSION;
-    let stale: Vec<String> = [
-        format!("specification of protocol version {v}"),
-        format!("`version` is {v}"),
-        format!("`\"SWRM\"` and version {v}"),
-        format!("this is version {v}"),
-    ]
-    .into_iter()
-    .filter(|want| !spec.contains(want.as_str()))
-    .collect();
-    assert!(
-        stale.is_empty(),
-        "the protocol is version {v}, but src/wire.rs's specification lacks {stale:#?}"
-    );
-}

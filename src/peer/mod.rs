@@ -571,6 +571,9 @@ struct Coordinator<'a> {
     /// Live source connections, with the address a ring source was
     /// dialed at.
     sources: HashMap<ConnId, (SourceKind, Handle, Option<SocketAddr>)>,
+    /// Source connections that ended, for the reports still queued from
+    /// them.
+    ended: HashMap<ConnId, (SourceKind, String)>,
     /// Open connections that have downloaded from this peer and not
     /// reported holding every chunk.
     downloaders: HashMap<ConnId, Handle>,
@@ -651,6 +654,7 @@ impl<'a> Coordinator<'a> {
             out,
             sched,
             sources: HashMap::new(),
+            ended: HashMap::new(),
             downloaders: HashMap::new(),
             released: false,
             last_contact: None,
@@ -815,7 +819,14 @@ impl<'a> Coordinator<'a> {
             Event::OwnerSeeding(busy) => self.owner_seeding = busy,
             Event::SourceDown(from) => {
                 self.sched.remove_source(source(from));
-                self.sources.remove(&from);
+                if let Some((kind, handle, _)) = self.sources.remove(&from) {
+                    // Reports queued from a connection arrive just after
+                    // its end: the last thousand are plenty.
+                    if self.ended.len() >= 1024 {
+                        self.ended.clear();
+                    }
+                    self.ended.insert(from, (kind, handle.who().to_string()));
+                }
                 if self.owner_link.as_ref().is_some_and(|h| h.id() == from) {
                     self.owner_link = None;
                 }
@@ -926,9 +937,13 @@ impl<'a> Coordinator<'a> {
 
     fn on_received(&mut self, from: ConnId, id: ChunkId, put: Put, bytes: u64, now: Instant) {
         let Some((kind, handle, addr)) = self.sources.get(&from).cloned() else {
-            // Its connection is gone; whatever the store kept is held.
-            if put != Put::Corrupt {
+            // Its connection is gone; what the store kept is held, and
+            // counted for the source that sent it.
+            if put == Put::Stored {
                 self.sched.on_chunk(source(from), id, now);
+                if let Some((kind, who)) = self.ended.get(&from).cloned() {
+                    self.count_stored(kind, &who, bytes, now);
+                }
             }
             return;
         };
@@ -936,7 +951,11 @@ impl<'a> Coordinator<'a> {
         let name = self.shared.name.clone();
         if put == Put::Corrupt {
             let bad = self.sched.on_bad_chunk(src, id, now);
-            if bad >= MAX_BAD_CHUNKS {
+            if bad > MAX_BAD_CHUNKS {
+                // Still in flight when it was disconnected.
+                return;
+            }
+            if bad == MAX_BAD_CHUNKS {
                 log::warn!(
                     "{name}: chunk {id} from {} failed its SHA-256 check; \
                      {MAX_BAD_CHUNKS} bad chunks from it; disconnecting",
@@ -955,7 +974,16 @@ impl<'a> Coordinator<'a> {
             return;
         }
         let pushing = self.sched.is_pushing(src);
-        match self.sched.on_chunk(src, id, now) {
+        // A duplicate may be of a copy from another source that the store
+        // has taken but whose report is still on its way: that report
+        // makes the chunk held (and counts its bytes for its source), so
+        // the peer cannot finish before it is counted.
+        let arrival = if put == Put::Duplicate {
+            self.sched.on_duplicate(src, id, now)
+        } else {
+            self.sched.on_chunk(src, id, now)
+        };
+        match arrival {
             Arrival::Unasked => {
                 log::warn!(
                     "{name}: {} sent chunk {id}, which was not asked of it; disconnecting",
@@ -968,44 +996,46 @@ impl<'a> Coordinator<'a> {
             Arrival::Fresh => {}
         }
         if put == Put::Stored {
-            self.progress_at = now;
-            match self
-                .by_source
-                .iter_mut()
-                .find(|(who, _)| who == handle.who())
-            {
-                Some((_, total)) => *total += bytes,
-                None => self.by_source.push((handle.who().to_string(), bytes)),
+            self.count_stored(kind, handle.who(), bytes, now);
+            if kind == SourceKind::Owner && pushing {
+                self.seeded += 1;
+                self.session_seeds += 1;
+                self.last_seed = Some(now);
             }
-            match kind {
-                SourceKind::Owner => {
-                    self.from_owner += bytes;
-                    if pushing {
-                        self.seeded += 1;
-                        self.session_seeds += 1;
-                        self.last_seed = Some(now);
-                    }
-                }
-                SourceKind::Ring => {
-                    self.from_ring += bytes;
-                    self.ring_progress = now;
-                }
+        }
+    }
+
+    /// Counts a chunk's `bytes` stored from source `who`.
+    fn count_stored(&mut self, kind: SourceKind, who: &str, bytes: u64, now: Instant) {
+        self.progress_at = now;
+        match self.by_source.iter_mut().find(|(w, _)| w == who) {
+            Some((_, total)) => *total += bytes,
+            None => self.by_source.push((who.to_string(), bytes)),
+        }
+        match kind {
+            SourceKind::Owner => self.from_owner += bytes,
+            SourceKind::Ring => {
+                self.from_ring += bytes;
+                self.ring_progress = now;
             }
         }
     }
 
     /// Keeps the download side away from the neighbour at `addr` for a
-    /// while; calls in the owner unless another neighbour is connected.
+    /// while. Its requests go to other sources; with no other neighbour
+    /// connected, the stall rule calls in the owner.
     fn shun_ring(&mut self, addr: SocketAddr) {
         let until = self.shared.now_ms() + 3 * self.args.stall_timeout.as_millis() as u64;
-        self.shared.shun(addr, until);
-        let others = self
-            .sources
-            .values()
-            .any(|(kind, h, a)| *kind == SourceKind::Ring && *a != Some(addr) && !h.is_closed());
-        if !others {
-            self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
+        if self.shared.shunned_until(addr) >= until.saturating_sub(1000) {
+            // Already shunned for this (bad chunks still in flight).
+            return;
         }
+        self.shared.shun(addr, until);
+        log::warn!(
+            "{}: not dialing download neighbour {addr} again for {} s",
+            self.shared.name,
+            3 * self.args.stall_timeout.as_secs()
+        );
     }
 
     /// Lets lapsed requests go back to wanted, so another source is asked
