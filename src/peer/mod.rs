@@ -1022,20 +1022,39 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Keeps the download side away from the neighbour at `addr` for a
-    /// while. Its requests go to other sources; with no other neighbour
-    /// connected, the stall rule calls in the owner.
+    /// while. Its requests go to the other neighbours; with none
+    /// connected, the owner stands in at once (the ring counts as having
+    /// delivered nothing for `--stall-timeout`) until a neighbour delivers.
     fn shun_ring(&mut self, addr: SocketAddr) {
-        let until = self.shared.now_ms() + 3 * self.args.stall_timeout.as_millis() as u64;
-        if self.shared.shunned_until(addr) >= until.saturating_sub(1000) {
-            // Already shunned for this (bad chunks still in flight).
+        let limit = self.args.stall_timeout;
+        let until = self.shared.now_ms() + 3 * limit.as_millis() as u64;
+        self.shared.shun(addr, until);
+        let others = self
+            .sources
+            .values()
+            .any(|(kind, h, a)| *kind == SourceKind::Ring && *a != Some(addr) && !h.is_closed());
+        if others {
+            log::warn!(
+                "{}: not dialing download neighbour {addr} again for {} s",
+                self.shared.name,
+                3 * limit.as_secs()
+            );
             return;
         }
-        self.shared.shun(addr, until);
-        log::warn!(
-            "{}: not dialing download neighbour {addr} again for {} s",
-            self.shared.name,
-            3 * self.args.stall_timeout.as_secs()
-        );
+        let now = Instant::now();
+        self.ring_progress = now.checked_sub(limit).unwrap_or(self.ring_progress);
+        if self.stalled {
+            return;
+        }
+        if self.shared.targets().len() > 1 {
+            log::warn!(
+                "{}: download neighbour {addr} sent {MAX_BAD_CHUNKS} corrupt chunks and no other is connected; fetching missing chunks from the owner",
+                self.shared.name
+            );
+            self.stalled = true;
+        } else {
+            self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
+        }
     }
 
     /// Lets lapsed requests go back to wanted, so another source is asked
