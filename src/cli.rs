@@ -570,7 +570,8 @@ fn advertised(raw: &str) -> Result<(String, u16)> {
         .ok_or_else(bad)?;
     let plain = host.trim_start_matches('[').trim_end_matches(']');
     if plain.is_empty()
-        || host.len() > 253
+        // Peers must be told HOST:PORT in at most 255 bytes.
+        || raw.len() > crate::wire::MAX_ADDR_LEN
         || plain.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
         || (host.starts_with('[') != host.ends_with(']'))
     {

@@ -872,6 +872,7 @@ impl Role for Session {
                 } else {
                     format!("{host}:{port}")
                 };
+
                 self.registration = Some(Registration {
                     addr,
                     wired,
@@ -938,6 +939,16 @@ impl Session {
         // tracker decided them, or a peer keeps a stale neighbour.
         let mut tracker = v.tracker();
         if let Some(reg) = &self.registration {
+            if reg.addr.len() > wire::MAX_ADDR_LEN {
+                // NEIGHBOUR could not name it whole to other peers.
+                let why = format!(
+                    "the address to reach this peer at is longer than {} bytes",
+                    wire::MAX_ADDR_LEN
+                );
+                log::warn!("owner: refused {who}: {why}");
+                conn.refuse(&why);
+                return;
+            }
             let joined = tracker.register(
                 conn.id(),
                 &reg.addr,

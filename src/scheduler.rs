@@ -381,6 +381,7 @@ impl Scheduler {
                 .is_some_and(|&c| self.held.contains(c))
             {
                 source.arrivals.pop_front();
+                source.stale = source.stale.saturating_sub(1);
             }
         }
         let queued = source

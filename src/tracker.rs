@@ -216,11 +216,12 @@ impl Tracker {
                     let at = before.unwrap_or_else(|| self.place());
                     self.insert(i, at, &mut actions);
                 } else if let Some(at) = self.ring.iter().position(|&r| r == i) {
-                    // Same place; the new session needs telling (and the
-                    // members after it, should it ask for more or fewer
-                    // sources than before).
-                    self.members[i].assigned = None;
-                    self.rewire_from(at, &mut actions);
+                    // Same place; the new session needs telling, complete
+                    // or not. (Should it ask for another number of sources
+                    // than before, only its own neighbours change.)
+                    let addrs = self.sources_of(at);
+                    self.members[i].assigned = Some(addrs.clone());
+                    actions.push(Action::Tell { conn, addrs });
                 }
                 // A peer back without what it held (another --dir, a lost
                 // disk) may have taken chunks no one else has.
@@ -548,14 +549,26 @@ impl Tracker {
     fn insert(&mut self, i: usize, at: usize, actions: &mut Vec<Action>) {
         self.ring.insert(at, i);
         let n = self.ring.len();
-        let next = self.ring[(at + 1) % n];
         self.rewire_from(at, actions);
         let (addr, from) = (&self.members[i].addr, self.members[i].assigned.clone());
+        // The members it serves: the next one, and with several sources
+        // those after it that reach back to it.
+        let serves: Vec<&str> = (1..n)
+            .map(|ahead| self.ring[(at + ahead) % n])
+            .take_while(|&r| r != i)
+            .filter(|&r| {
+                self.members[r]
+                    .assigned
+                    .as_ref()
+                    .is_some_and(|a| a.iter().any(|x| x == addr))
+            })
+            .map(|r| self.members[r].addr.as_str())
+            .collect();
         actions.push(Action::Log(match from {
             Some(from) if !from.is_empty() => format!(
                 "wired {addr} into the ring: it downloads from {}, and {} from it ({n} in the ring)",
                 from.join(", "),
-                self.members[next].addr
+                serves.join(", ")
             ),
             _ => format!("{addr} is alone in the ring for now"),
         }));
@@ -611,7 +624,15 @@ impl Tracker {
     /// after it, and so they are told first.
     fn rewire_from(&mut self, at: usize, actions: &mut Vec<Action>) {
         let n = self.ring.len();
-        for step in 0..n {
+        // Past the K members after `at`, every member's K before it are
+        // the ones they were.
+        let reach = self
+            .ring
+            .iter()
+            .map(|&r| usize::from(self.members[r].sources))
+            .max()
+            .unwrap_or(1);
+        for step in 0..n.min(reach + 1) {
             let p = (at + step) % n;
             let addrs = self.sources_of(p);
             self.assign(self.ring[p], addrs, actions);
@@ -881,6 +902,68 @@ mod tests {
         assert_eq!(tells(&a), vec![(5, "h:3".into()), (1, "h:2".into())]);
         assert!(reseeds(&a).is_empty());
         assert_eq!(t.ring(), vec!["h:2", "h:1", "h:4", "h:3"]);
+    }
+
+    #[test]
+    fn with_two_sources_each_member_downloads_from_the_two_before_it() {
+        let mut t = Tracker::new(COUNT, 100);
+        let join2 = |t: &mut Tracker, n: u64| {
+            let addr = format!("h:{n}");
+            t.register(conn(n), &addr, true, 2, "", none()).unwrap().1
+        };
+        // Alone, then one source while the ring has two members.
+        assert_eq!(tells(&join2(&mut t, 1)), vec![(1, String::new())]);
+        assert_eq!(
+            tells(&join2(&mut t, 2)),
+            vec![(2, "h:1".into()), (1, "h:2".into())]
+        );
+        // 3 goes after 1: it downloads from 1 and 2; 2 from 3 and 1; 1
+        // from 2 and 3. Members are told in ring order from the change.
+        assert_eq!(
+            tells(&join2(&mut t, 3)),
+            vec![
+                (3, "h:1,h:2".into()),
+                (2, "h:3,h:1".into()),
+                (1, "h:2,h:3".into())
+            ]
+        );
+        // Data flows 1 -> 4 -> 3 -> 2 -> 1, with chords two ahead. A
+        // member with one source keeps the ring's one neighbour.
+        let a = t.register(conn(4), "h:4", true, 1, "", none()).unwrap().1;
+        assert_eq!(t.ring(), vec!["h:1", "h:4", "h:3", "h:2"]);
+        assert_eq!(
+            tells(&a),
+            vec![
+                (4, "h:1".into()),
+                (3, "h:4,h:1".into()),
+                (2, "h:3,h:4".into())
+            ]
+        );
+        assert!(a.contains(&Action::Log(
+            "wired h:4 into the ring: it downloads from h:1, and h:3, h:2 from it (4 in the ring)"
+                .into()
+        )));
+        // Every member serves at most two; with 3 dead, 2 still had 4 and
+        // 1 still had 2, and both get their second source back.
+        let now = Instant::now();
+        t.link_down(conn(3), now);
+        let a = t.unreachable(conn(2), "h:3");
+        assert_eq!(t.ring(), vec!["h:1", "h:4", "h:2"]);
+        assert_eq!(
+            tells(&a),
+            vec![(2, "h:4,h:1".into()), (1, "h:2,h:4".into())]
+        );
+        assert!(a.contains(&Action::Log(
+            "re-wired h:2: it now downloads from h:4, h:1".into()
+        )));
+        // A member back in the same place is told, complete or not, and
+        // one that now asks for two sources gets them.
+        t.complete(conn(4));
+        let (_, a) = t.register(conn(7), "h:4", true, 2, "", none()).unwrap();
+        assert_eq!(tells(&a), vec![(7, "h:1,h:2".into())]);
+        let status = t.status();
+        let four = status.iter().find(|p| p.addr == "h:4").unwrap();
+        assert_eq!(four.neighbour, "h:1, h:2");
     }
 
     fn layout() -> Layout {

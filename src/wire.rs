@@ -343,9 +343,10 @@
 //! So before its CHUNK_LIST a peer takes a REFUSE only in place of the
 //! owner's HELLO or MANIFEST, and between HASHES frames a REFUSE or a
 //! KEEPALIVE is a violation (an honest owner writes MANIFEST and HASHES at
-//! once). A hand-wired peer ignores NEIGHBOUR. A wired one takes the first
-//! `sources` addresses of a NEIGHBOUR that it can resolve, and ignores a
-//! NEIGHBOUR none of whose addresses it can; when they differ from its
+//! once). A hand-wired peer ignores NEIGHBOUR. A wired one takes, in
+//! order, the addresses of a NEIGHBOUR that it can resolve, skipping
+//! repeats, up to `sources` of them, and ignores a NEIGHBOUR none of
+//! whose addresses it can; when they differ from its
 //! download neighbours it closes its ring connections to any neighbour not
 //! among them and connects to each new one (to none if `n` is 0). A peer
 //! closes the session on the third chunk from it that fails its digest (it
@@ -482,8 +483,8 @@
 //! position `p` and the members after it get new download neighbours; a
 //! member alone is told NEIGHBOUR with `n` 0. While the list has fewer than 16 members,
 //! `p = 1` (right after the first member: so peer `i` downloads from peer
-//! `i + 1` when they join in order, and each member is re-wired once as
-//! the ring grows); from 16 on, `p = 1 + (h mod n)` with `n` the list's
+//! `i + 1` when they join in order, and each member is re-wired once, `k`
+//! times with `k` sources, as the ring grows); from 16 on, `p = 1 + (h mod n)` with `n` the list's
 //! length and `h` the high 32 bits of `j × 0x9E3779B97F4A7C15` (mod 2^64),
 //! `j` the number of members registered so far: newcomers spread around
 //! the ring instead of all opening their first ring connection to one
@@ -674,8 +675,12 @@
 //!   the owner re-wires around a dead one and seeds what the whole ring
 //!   lacks); or every ring connection up is *failing*. A ring source is
 //!   failing when a request to it lapsed within the last
-//!   `--stall-timeout`, or when it has requests outstanding and takes
-//!   longer per chunk than `max(4 × t_owner, --stall-timeout / 10)`.
+//!   `--stall-timeout`; with `--sources` above 1, when its time per chunk
+//!   is over `max(4 × t, --stall-timeout / 100)`, `t` the least time per
+//!   chunk of the other ring sources that have requests outstanding and
+//!   let none lapse within `--stall-timeout`; or when it has requests
+//!   outstanding and takes longer per chunk than `max(4 × t_owner,
+//!   --stall-timeout / 10)`.
 //!   `t_owner` is (arrival of the last new seed − start of the owner
 //!   session) / new seeds in it, taken at a SEED_DONE of a session that
 //!   brought at least 4; a source's time per chunk is the gap between
@@ -693,13 +698,18 @@
 //! now up and not failing has offered (listed or HAVE'd): one at a time, the highest such
 //! chunk in the longest run of consecutive chunks not held (the first such
 //! run on a tie; a run counts chunks claimed from any source, and is passed
-//! over if none of its chunks may be asked); else for nothing. Shares are
+//! over if none of its chunks may be asked), or with `--sources` above 1
+//! the one `s mod m` places below it among the `m` such chunks of that
+//! run, `s` a random number the peer draws at its start (so peers ask for
+//! different chunks and pass them on to each other); else for nothing. Shares are
 //! runs of IDs that travel the ring a hop at a time, so that is the tail of
 //! the share that started farthest away. The ring is asked first in, first
 //! out: the chunks it listed in ID order, then those it announced in HAVE,
 //! in the order they arrived (any other chunk it offers and this peer wants
-//! again, lowest ID first, after those). With `--sources` above 1 each
-//! ring source is asked rarest first: among the chunks it offers, those
+//! again, lowest ID first, after those). With `--sources` above 1 a
+//! failing ring source, while another is not failing, has at most 2
+//! requests outstanding (what only it holds then comes out first), and
+//! each ring source is asked rarest first: among the chunks it offers, those
 //! offered by the fewest live sources (the owner counting as one that
 //! offers every chunk) first, in the order above among equals. And in the
 //! end game among them (at most `W` chunks not held), a ring source with

@@ -15,7 +15,7 @@
 //! gone. After a neighbour sent corrupt chunks its dialer stays away for
 //! the time the coordinator set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
@@ -46,18 +46,36 @@ impl Download {
     /// the file is verified and every neighbour told, or the peer leaves.
     pub fn run(self) {
         let mut dialers: HashMap<SocketAddr, thread::JoinHandle<()>> = HashMap::new();
-        let mut first = true;
+        // Neighbours whose dialer ended after the file was verified: told
+        // COMPLETE, or given up on; not dialed again.
+        let mut done: HashSet<SocketAddr> = HashSet::new();
+        let mut verified_at = None;
         loop {
-            dialers.retain(|_, d| !d.is_finished());
-            if self.shared.stopping() || (!first && self.shared.verified() && dialers.is_empty()) {
+            let verified = self.shared.verified();
+            dialers.retain(|&addr, d| {
+                let finished = d.is_finished();
+                if finished && verified {
+                    done.insert(addr);
+                }
+                !finished
+            });
+            if self.shared.stopping() {
                 break;
             }
-            // Once verified, only the connections up or being retried go
-            // on, to deliver COMPLETE (a peer that starts verified tells
-            // each neighbour once).
-            if std::mem::take(&mut first) || !self.shared.verified() {
+            // Once verified, a neighbour assigned within a few seconds is
+            // still dialed, to deliver COMPLETE.
+            if verified {
+                verified_at.get_or_insert_with(Instant::now);
+            } else {
+                verified_at = None;
+            }
+            let late = verified_at.is_some_and(|at| at.elapsed() >= GIVE_UP_WHEN_COMPLETE);
+            if late && dialers.is_empty() {
+                break;
+            }
+            if !late {
                 for addr in self.shared.targets() {
-                    if dialers.contains_key(&addr) {
+                    if dialers.contains_key(&addr) || done.contains(&addr) {
                         continue;
                     }
                     let dialer = self.clone();

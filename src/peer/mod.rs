@@ -71,6 +71,10 @@ const ENDGAME_BUDGET: u32 = 5;
 /// neighbour may be before the owner helps out.
 const SLOW_FACTOR: u32 = 4;
 
+/// Requests in flight at most to a download neighbour that fails beside
+/// others that do not.
+const FAILING_WINDOW: usize = 2;
+
 /// How old a request to one download neighbour must be at least before
 /// another with room takes it over in the end game.
 const STEAL_AFTER: Duration = Duration::from_millis(500);
@@ -573,7 +577,7 @@ struct Coordinator<'a> {
     sources: HashMap<ConnId, (SourceKind, Handle, Option<SocketAddr>)>,
     /// Source connections that ended, for the reports still queued from
     /// them.
-    ended: HashMap<ConnId, (SourceKind, String)>,
+    ended: HashMap<ConnId, (SourceKind, String, Option<SocketAddr>)>,
     /// Open connections that have downloaded from this peer and not
     /// reported holding every chunk.
     downloaders: HashMap<ConnId, Handle>,
@@ -585,7 +589,7 @@ struct Coordinator<'a> {
     from_ring: u64,
     /// Chunk bytes stored from each source, by name, in the order they
     /// first delivered.
-    by_source: Vec<(String, u64)>,
+    by_source: Vec<(String, Option<SocketAddr>, u64)>,
     /// Chunks the owner pushed as seeds in this run, and in its current
     /// session.
     seeded: u32,
@@ -819,13 +823,14 @@ impl<'a> Coordinator<'a> {
             Event::OwnerSeeding(busy) => self.owner_seeding = busy,
             Event::SourceDown(from) => {
                 self.sched.remove_source(source(from));
-                if let Some((kind, handle, _)) = self.sources.remove(&from) {
+                if let Some((kind, handle, addr)) = self.sources.remove(&from) {
                     // Reports queued from a connection arrive just after
                     // its end: the last thousand are plenty.
                     if self.ended.len() >= 1024 {
                         self.ended.clear();
                     }
-                    self.ended.insert(from, (kind, handle.who().to_string()));
+                    self.ended
+                        .insert(from, (kind, handle.who().to_string(), addr));
                 }
                 if self.owner_link.as_ref().is_some_and(|h| h.id() == from) {
                     self.owner_link = None;
@@ -941,8 +946,8 @@ impl<'a> Coordinator<'a> {
             // counted for the source that sent it.
             if put == Put::Stored {
                 self.sched.on_chunk(source(from), id, now);
-                if let Some((kind, who)) = self.ended.get(&from).cloned() {
-                    self.count_stored(kind, &who, bytes, now);
+                if let Some((kind, who, addr)) = self.ended.get(&from).cloned() {
+                    self.count_stored(kind, &who, addr, bytes, now);
                 }
             }
             return;
@@ -996,7 +1001,7 @@ impl<'a> Coordinator<'a> {
             Arrival::Fresh => {}
         }
         if put == Put::Stored {
-            self.count_stored(kind, handle.who(), bytes, now);
+            self.count_stored(kind, handle.who(), addr, bytes, now);
             if kind == SourceKind::Owner && pushing {
                 self.seeded += 1;
                 self.session_seeds += 1;
@@ -1005,12 +1010,24 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Counts a chunk's `bytes` stored from source `who`.
-    fn count_stored(&mut self, kind: SourceKind, who: &str, bytes: u64, now: Instant) {
+    /// Counts a chunk's `bytes` stored from source `who`, a ring source
+    /// dialed at `addr`.
+    fn count_stored(
+        &mut self,
+        kind: SourceKind,
+        who: &str,
+        addr: Option<SocketAddr>,
+        bytes: u64,
+        now: Instant,
+    ) {
         self.progress_at = now;
-        match self.by_source.iter_mut().find(|(w, _)| w == who) {
-            Some((_, total)) => *total += bytes,
-            None => self.by_source.push((who.to_string(), bytes)),
+        match self
+            .by_source
+            .iter_mut()
+            .find(|(w, a, _)| w == who && *a == addr)
+        {
+            Some((_, _, total)) => *total += bytes,
+            None => self.by_source.push((who.to_string(), addr, bytes)),
         }
         match kind {
             SourceKind::Owner => self.from_owner += bytes,
@@ -1111,52 +1128,67 @@ impl<'a> Coordinator<'a> {
                 return Some(format!("delivered nothing for {} s", limit.as_secs()));
             }
         }
-        let mut why = None;
+        let mut why = Vec::new();
         for src in self.sched.sources(SourceKind::Ring) {
             match self.failing(src, now) {
-                Some(failing) => why = why.or(Some(failing)),
+                Some(failing) => why.push((src, failing)),
                 None => return None,
             }
         }
-        why
+        match why.as_slice() {
+            [] => None,
+            [(_, why)] if self.args.sources == 1 => Some(why.clone()),
+            [(src, why)] => Some(format!(
+                "(the one connected): {} {why}",
+                self.who(ConnId::from_raw(src.0))
+            )),
+            several => {
+                let each: Vec<String> = several
+                    .iter()
+                    .map(|(src, why)| format!("{} {why}", self.who(ConnId::from_raw(src.0))))
+                    .collect();
+                Some(format!("all fail: {}", each.join("; ")))
+            }
+        }
     }
 
     /// Whether ring source `src` is failing this peer, and how: it let a
-    /// request lapse within `--stall-timeout`, or it has requests to
-    /// answer and takes far longer per chunk than the owner did (a
+    /// request lapse within `--stall-timeout`; with several sources, it
+    /// takes far longer per chunk than another neighbour that is
+    /// delivering (its chunks wait behind its link); or it has requests
+    /// to answer and takes far longer per chunk than the owner did (a
     /// neighbour that delivers just enough never to lapse).
     fn failing(&self, src: SourceId, now: Instant) -> Option<String> {
         let limit = self.args.stall_timeout;
-        if self
-            .sched
-            .last_expiry(src)
-            .is_some_and(|at| now.saturating_duration_since(at) < limit)
-        {
+        if self.lapsed_recently(src, now) {
             return Some(format!(
                 "did not answer a request within {} s",
                 limit.as_secs()
             ));
         }
         let ring = self.sched.chunk_time(src)?;
+        if self.args.sources > 1 {
+            // Only neighbours delivering now count: a hung one's old pace,
+            // or an idle one's, says nothing of the link this one has.
+            let best_other = self
+                .sched
+                .sources(SourceKind::Ring)
+                .filter(|&other| other != src && self.sched.outstanding(other) > 0)
+                .filter(|&other| !self.lapsed_recently(other, now))
+                .filter_map(|other| self.sched.chunk_time(other))
+                .min();
+            if let Some(other) = best_other
+                && ring > (other * SLOW_FACTOR).max(limit / 100)
+            {
+                return Some(format!(
+                    "takes {} ms per chunk where another neighbour takes {} ms",
+                    ring.as_millis(),
+                    other.as_millis()
+                ));
+            }
+        }
         if self.sched.outstanding(src) == 0 {
             return None;
-        }
-        // Beside another neighbour that shows the link it could have: one
-        // that is far slower holds back every chunk asked of it.
-        let best_other = self
-            .sched
-            .sources(SourceKind::Ring)
-            .filter(|&other| other != src)
-            .filter_map(|other| self.sched.chunk_time(other))
-            .min();
-        if let Some(other) = best_other
-            && ring > (other * SLOW_FACTOR).max(limit / 100)
-        {
-            return Some(format!(
-                "takes {} ms per chunk where another neighbour takes {} ms",
-                ring.as_millis(),
-                other.as_millis()
-            ));
         }
         let owner = self.owner_chunk_time?;
         (ring > (owner * SLOW_FACTOR).max(limit / 10)).then(|| {
@@ -1166,6 +1198,14 @@ impl<'a> Coordinator<'a> {
                 owner.as_millis()
             )
         })
+    }
+
+    /// Whether a request to ring source `src` lapsed within
+    /// `--stall-timeout`.
+    fn lapsed_recently(&self, src: SourceId, now: Instant) -> bool {
+        self.sched
+            .last_expiry(src)
+            .is_some_and(|at| now.saturating_duration_since(at) < self.args.stall_timeout)
     }
 
     fn set_stalled(&mut self, stalled: bool, why: &str) {
@@ -1263,12 +1303,13 @@ impl<'a> Coordinator<'a> {
             let src = source(handle.id());
             let (room, order) = match kind {
                 // A neighbour that fails beside others that do not is
-                // asked for one chunk at a time: what only it holds comes
-                // out first, instead of queueing behind what others hold.
-                SourceKind::Ring if ring.len() > 1 && !healthy.contains(&src) => (
+                // asked for two chunks at a time: what only it holds comes
+                // out first, instead of queueing behind what others hold
+                // (two, so that its pace is still measured).
+                SourceKind::Ring if self.args.sources > 1 && !healthy.contains(&src) => (
                     self.sched
                         .room(src)
-                        .min(1usize.saturating_sub(self.sched.outstanding(src))),
+                        .min(FAILING_WINDOW.saturating_sub(self.sched.outstanding(src))),
                     ring_order,
                 ),
                 SourceKind::Ring => (self.sched.room(src), ring_order),
@@ -1303,6 +1344,7 @@ impl<'a> Coordinator<'a> {
                 );
             }
             if kind == SourceKind::Ring
+                && self.args.sources > 1
                 && ring.len() > 1
                 && ids.len() < room
                 && self.sched.missing() as usize <= full
@@ -1360,7 +1402,7 @@ impl<'a> Coordinator<'a> {
             self.last_held = held;
         } else if self.progress_at.elapsed() >= self.args.wait {
             return Err(Error::Timeout(format!(
-                "no chunk arrived from the owner or the download neighbour for {} s",
+                "no chunk arrived from the owner or a download neighbour for {} s",
                 self.args.wait.as_secs()
             )));
         }
@@ -1440,9 +1482,9 @@ impl<'a> Coordinator<'a> {
             reused,
             wire::bytes_received() - self.mark.received,
         );
-        if self.args.sources > 1 || self.by_source.len() > 2 {
-            let each: Vec<String> = self
-                .by_source
+        let by_source = self.by_source_named();
+        if self.args.sources > 1 || by_source.len() > 2 {
+            let each: Vec<String> = by_source
                 .iter()
                 .map(|(who, bytes)| format!("{who} {bytes}"))
                 .collect();
@@ -1466,7 +1508,7 @@ impl<'a> Coordinator<'a> {
             digest,
             from_owner: self.from_owner,
             from_ring: self.from_ring,
-            by_source: self.by_source.clone(),
+            by_source,
             reused,
             elapsed,
         });
@@ -1482,6 +1524,22 @@ impl<'a> Coordinator<'a> {
             self.tell_complete(kind, &handle);
         }
         Ok(())
+    }
+
+    /// Bytes per source, each named as it named itself, and by its
+    /// address too where two sources share a name (peers on different
+    /// machines listening on the same port).
+    fn by_source_named(&self) -> Vec<(String, u64)> {
+        self.by_source
+            .iter()
+            .map(|(who, addr, bytes)| {
+                let shared = self.by_source.iter().any(|(w, a, _)| w == who && a != addr);
+                match addr {
+                    Some(addr) if shared => (format!("{who} at {addr}"), *bytes),
+                    _ => (who.clone(), *bytes),
+                }
+            })
+            .collect()
     }
 
     /// Tells a download neighbour we hold every chunk and lets it go;

@@ -316,7 +316,10 @@ impl Role for OwnerRole {
             Message::Neighbour(texts) => {
                 let named = !texts.is_empty();
                 let mut assigned = Vec::new();
-                for text in texts.into_iter().take(usize::from(self.shared.sources)) {
+                for text in texts {
+                    if assigned.len() == usize::from(self.shared.sources) {
+                        break;
+                    }
                     match net::parse_addr(text) {
                         Ok(addr) if !assigned.iter().any(|(a, _)| *a == addr) => {
                             assigned.push((addr, text.to_string()));
