@@ -570,8 +570,9 @@ fn advertised(raw: &str) -> Result<(String, u16)> {
         .ok_or_else(bad)?;
     let plain = host.trim_start_matches('[').trim_end_matches(']');
     if plain.is_empty()
-        // Peers must be told HOST:PORT in at most 255 bytes.
-        || raw.len() > crate::wire::MAX_ADDR_LEN
+        // Peers must be told HOST:PORT in at most 255 bytes, the port
+        // written as a number.
+        || host.len() + 1 + port.to_string().len() > crate::wire::MAX_ADDR_LEN
         || plain.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
         || (host.starts_with('[') != host.ends_with(']'))
     {
@@ -685,6 +686,11 @@ mod tests {
         assert_eq!(a.out, Some(PathBuf::from("o.bin")));
         assert_eq!((a.linger.as_secs(), a.wait.as_secs()), (0, 5));
         assert_eq!(a.stall_timeout.as_secs(), 2);
+        let long = format!("peer --owner 1 --port 2 --advertise {}:9", "h".repeat(250));
+        let Command::Peer(a) = run(&long).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.advertise.unwrap().0.len(), 250);
         let line = "peer --owner 9000 --port 9001 --advertise peer-1.lan:9101";
         let Command::Peer(a) = run(line).unwrap() else {
             panic!()
@@ -904,5 +910,13 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(err(line), want, "for {line:?}");
         }
+        // 250 bytes and ":9" fit the 255 NEIGHBOUR carries; ":65535" not.
+        let long = format!("{}:65535", "h".repeat(250));
+        assert_eq!(
+            err(&format!("peer --owner 1 --port 2 --advertise {long}")),
+            format!(
+                "invalid --advertise '{long}': expected HOST:PORT, as other peers should dial it"
+            )
+        );
     }
 }

@@ -942,7 +942,8 @@ impl Session {
             if reg.addr.len() > wire::MAX_ADDR_LEN {
                 // NEIGHBOUR could not name it whole to other peers.
                 let why = format!(
-                    "the address to reach this peer at is longer than {} bytes",
+                    "{} is longer than {} bytes",
+                    crate::tracker::BAD_ADDRESS,
                     wire::MAX_ADDR_LEN
                 );
                 log::warn!("owner: refused {who}: {why}");

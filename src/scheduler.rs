@@ -632,6 +632,12 @@ impl Scheduler {
             .map_or(0, |s| s.pacer.window().saturating_sub(s.outstanding.len()))
     }
 
+    /// When the oldest request to source `id` not answered yet was sent.
+    pub fn oldest_outstanding(&self, id: SourceId) -> Option<Instant> {
+        let source = self.sources.get(&id)?;
+        source.outstanding.front().map(|&(_, sent)| sent)
+    }
+
     /// Requests sent to source `id` and not answered.
     pub fn outstanding(&self, id: SourceId) -> usize {
         self.sources.get(&id).map_or(0, |s| s.outstanding.len())

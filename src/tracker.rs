@@ -37,6 +37,10 @@ use crate::wire::{PeerState, PeerStatus};
 /// that reads it stops, as retrying cannot help.
 pub const FULL: &str = "the swarm is full";
 
+/// How the owner's refusal of a peer whose address other peers could not
+/// be told begins; as final as [`FULL`].
+pub const BAD_ADDRESS: &str = "the address to reach this peer at";
+
 /// How long a member whose link dropped keeps its place in the ring.
 pub const GRACE: Duration = Duration::from_secs(3);
 

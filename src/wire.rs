@@ -299,7 +299,10 @@
 //!    registered. A status client sends STATUS_REQUEST instead of both.
 //! 4. On the CHUNK_LIST the owner registers a peer that sent REGISTER, or
 //!    refuses it: REFUSE `the swarm is full: this owner takes at most N
-//!    peers (--max-peers)`. Then owner → NEIGHBOUR (to a peer it wires),
+//!    peers (--max-peers)`; or one whose address (`host:port`, see The
+//!    owner as tracker) is over 255 bytes, which NEIGHBOUR could not carry:
+//!    REFUSE `the address to reach this peer at is longer than 255 bytes`.
+//!    A peer stops on either. Then owner → NEIGHBOUR (to a peer it wires),
 //!    CHUNK for each chunk it seeds to this session, unasked, in ID order,
 //!    then SEED_DONE, then SEEDING (Seeding and end game).
 //! 5. From step 3 on the peer may send REQUEST for any chunk, even one it
@@ -675,10 +678,12 @@
 //!   the owner re-wires around a dead one and seeds what the whole ring
 //!   lacks); or every ring connection up is *failing*. A ring source is
 //!   failing when a request to it lapsed within the last
-//!   `--stall-timeout`; with `--sources` above 1, when its time per chunk
+//!   `--stall-timeout`; with `--sources` above 1, when a request to it has
+//!   gone unanswered for `--stall-timeout`, or when its time per chunk
 //!   is over `max(4 × t, --stall-timeout / 100)`, `t` the least time per
-//!   chunk of the other ring sources that have requests outstanding and
-//!   let none lapse within `--stall-timeout`; or when it has requests
+//!   chunk of the other ring sources that have requests outstanding, let
+//!   none lapse within `--stall-timeout` and have left none unanswered
+//!   that long; or when it has requests
 //!   outstanding and takes longer per chunk than `max(4 × t_owner,
 //!   --stall-timeout / 10)`.
 //!   `t_owner` is (arrival of the last new seed − start of the owner

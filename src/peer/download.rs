@@ -54,7 +54,9 @@ impl Download {
             let verified = self.shared.verified();
             dialers.retain(|&addr, d| {
                 let finished = d.is_finished();
-                if finished && verified {
+                // (One that ended because it is no longer a neighbour may
+                // be assigned again, and then told.)
+                if finished && verified && self.shared.is_target(addr) {
                     done.insert(addr);
                 }
                 !finished
@@ -116,6 +118,10 @@ impl Download {
                 return;
             }
             if self.shared.now_ms() < self.shared.shunned_until(addr) {
+                // A neighbour that sent corrupt chunks is not told COMPLETE.
+                if self.shared.verified() {
+                    return;
+                }
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }

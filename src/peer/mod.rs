@@ -822,19 +822,7 @@ impl<'a> Coordinator<'a> {
             }
             Event::OwnerSeeding(busy) => self.owner_seeding = busy,
             Event::SourceDown(from) => {
-                self.sched.remove_source(source(from));
-                if let Some((kind, handle, addr)) = self.sources.remove(&from) {
-                    // Reports queued from a connection arrive just after
-                    // its end: the last thousand are plenty.
-                    if self.ended.len() >= 1024 {
-                        self.ended.clear();
-                    }
-                    self.ended
-                        .insert(from, (kind, handle.who().to_string(), addr));
-                }
-                if self.owner_link.as_ref().is_some_and(|h| h.id() == from) {
-                    self.owner_link = None;
-                }
+                self.drop_source(from);
             }
             Event::OwnerListed(set) => self.reported = set,
             Event::SwarmComplete => self.swarm_complete = true,
@@ -967,6 +955,9 @@ impl<'a> Coordinator<'a> {
                     handle.who()
                 );
                 handle.close();
+                // Gone from now on, not when its thread says so: the
+                // stall rule must not count it as connected meanwhile.
+                self.drop_source(from);
                 if let (SourceKind::Ring, Some(addr)) = (kind, addr) {
                     self.shun_ring(addr);
                 }
@@ -995,6 +986,7 @@ impl<'a> Coordinator<'a> {
                     handle.who()
                 );
                 handle.close();
+                self.drop_source(from);
                 return;
             }
             Arrival::Late => {}
@@ -1007,6 +999,24 @@ impl<'a> Coordinator<'a> {
                 self.session_seeds += 1;
                 self.last_seed = Some(now);
             }
+        }
+    }
+
+    /// Forgets a source whose connection ended or is closed: its claims
+    /// go back to wanted. Reports still queued from it are counted for it.
+    fn drop_source(&mut self, from: ConnId) {
+        self.sched.remove_source(source(from));
+        if let Some((kind, handle, addr)) = self.sources.remove(&from) {
+            // Reports queued from a connection arrive just after its end:
+            // the last thousand are plenty.
+            if self.ended.len() >= 1024 {
+                self.ended.clear();
+            }
+            self.ended
+                .insert(from, (kind, handle.who().to_string(), addr));
+        }
+        if self.owner_link.as_ref().is_some_and(|h| h.id() == from) {
+            self.owner_link = None;
         }
     }
 
@@ -1137,7 +1147,9 @@ impl<'a> Coordinator<'a> {
         }
         match why.as_slice() {
             [] => None,
-            [(_, why)] if self.args.sources == 1 => Some(why.clone()),
+            [(_, why)] if self.args.sources == 1 || self.shared.targets().len() == 1 => {
+                Some(why.clone())
+            }
             [(src, why)] => Some(format!(
                 "(the one connected): {} {why}",
                 self.who(ConnId::from_raw(src.0))
@@ -1166,6 +1178,13 @@ impl<'a> Coordinator<'a> {
                 limit.as_secs()
             ));
         }
+        if self.args.sources > 1 && self.hung(src, now) {
+            // Its window is full of lapsed requests, so nothing new lapses.
+            return Some(format!(
+                "has not answered a request for {} s",
+                limit.as_secs()
+            ));
+        }
         let ring = self.sched.chunk_time(src)?;
         if self.args.sources > 1 {
             // Only neighbours delivering now count: a hung one's old pace,
@@ -1174,7 +1193,7 @@ impl<'a> Coordinator<'a> {
                 .sched
                 .sources(SourceKind::Ring)
                 .filter(|&other| other != src && self.sched.outstanding(other) > 0)
-                .filter(|&other| !self.lapsed_recently(other, now))
+                .filter(|&other| !self.lapsed_recently(other, now) && !self.hung(other, now))
                 .filter_map(|other| self.sched.chunk_time(other))
                 .min();
             if let Some(other) = best_other
@@ -1198,6 +1217,14 @@ impl<'a> Coordinator<'a> {
                 owner.as_millis()
             )
         })
+    }
+
+    /// Whether ring source `src` has left a request unanswered for
+    /// `--stall-timeout`.
+    fn hung(&self, src: SourceId, now: Instant) -> bool {
+        self.sched
+            .oldest_outstanding(src)
+            .is_some_and(|at| now.saturating_duration_since(at) >= self.args.stall_timeout)
     }
 
     /// Whether a request to ring source `src` lapsed within

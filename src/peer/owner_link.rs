@@ -89,11 +89,14 @@ impl OwnerLink {
                     self.shared.report(Event::Fatal(e));
                     return;
                 }
-                // A full swarm stays full for as long as it runs.
+                // A full swarm stays full for as long as it runs, and
+                // an address too long stays too long.
                 Err(Error::Wire {
                     peer,
                     err: wire::Error::Refused(why),
-                }) if why.starts_with(crate::tracker::FULL) => {
+                }) if why.starts_with(crate::tracker::FULL)
+                    || why.starts_with(crate::tracker::BAD_ADDRESS) =>
+                {
                     let err = wire::Error::Refused(why);
                     self.shared.report(Event::Fatal(Error::Wire { peer, err }));
                     return;
