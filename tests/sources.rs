@@ -11,18 +11,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::fake::{all_chunks, chunk_of, fill_by, manifest_of};
+use common::fake::{Answer, FakeNeighbour, Manner, Race, chunk_of, manifest_of};
 use common::{Ring, chunk_files, freeze, wait_until};
-use swarm::manifest::{ChunkId, Manifest};
-use swarm::wire::{self, Decoder, Message};
+use swarm::manifest::Manifest;
 
 const CHUNK: usize = 102_400;
 
@@ -184,253 +180,6 @@ fn audit_sources(log: &str, me: &str, m: &Manifest) -> BTreeMap<String, Vec<u32>
     got
 }
 
-/// How a fake download neighbour answers the requests it reads.
-#[derive(Clone, Debug)]
-enum Behaviour {
-    /// With the true bytes, at one chunk per interval: the k-th chunk
-    /// goes no sooner than k intervals after the first request, so the
-    /// pace holds on a busy machine too.
-    Honest(Duration),
-    /// Never; it sends a KEEPALIVE every second.
-    Silent,
-    /// At once, with the chunk's length of wrong bytes.
-    Liar,
-    /// Honestly and at once, except the race's chunk, which it holds
-    /// until every fake in the race has been asked for it; then the one
-    /// asked first sends it, and each other one a few milliseconds after
-    /// the one before it.
-    Racing(Arc<Race>),
-}
-
-/// A chunk that several fakes hold back and then deliver together.
-#[derive(Debug)]
-struct Race {
-    chunk: u32,
-    /// How many fakes must be asked for it before it goes.
-    runners: usize,
-    /// How many have been asked.
-    asked: AtomicUsize,
-    /// How many have sent it.
-    sent: AtomicUsize,
-}
-
-impl Race {
-    fn new(chunk: u32, runners: usize) -> Race {
-        Race {
-            chunk,
-            runners,
-            asked: AtomicUsize::new(0),
-            sent: AtomicUsize::new(0),
-        }
-    }
-
-    /// Waits until every runner has been asked for the chunk and it is
-    /// the turn of the runner asked `place`-th; false if that takes too
-    /// long (a runner was never asked).
-    fn await_turn(&self, place: usize) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.asked.load(Ordering::SeqCst) < self.runners
-            || self.sent.load(Ordering::SeqCst) < place
-        {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_micros(200));
-        }
-        if place > 0 {
-            thread::sleep(Self::GAP);
-        }
-        true
-    }
-
-    /// How long after the runner before it each runner sends the chunk.
-    const GAP: Duration = Duration::from_millis(5);
-}
-
-/// A download neighbour named `name` that lists every chunk and answers
-/// as told, one connection at a time, on a thread until dropped. With a
-/// `gate`, it lists only once the gate counts something (another fake's
-/// requests), so the peer has that one connected first.
-struct FakeSource {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    /// Requests read, over all connections.
-    requests: Arc<AtomicUsize>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeSource {
-    fn start(
-        name: &'static str,
-        manifest: Manifest,
-        data: Arc<Vec<u8>>,
-        how: Behaviour,
-        gate: Option<Arc<AtomicUsize>>,
-    ) -> FakeSource {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let (stop2, requests2) = (Arc::clone(&stop), Arc::clone(&requests));
-        let thread = thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((stream, _)) = listener.accept() else {
-                    thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                let fake = Serve {
-                    name,
-                    manifest: &manifest,
-                    data: &data,
-                    how: how.clone(),
-                    stop: &stop2,
-                    requests: &requests2,
-                    gate: gate.as_deref(),
-                };
-                fake.serve(stream);
-            }
-        });
-        FakeSource {
-            port,
-            stop,
-            requests,
-            thread: Some(thread),
-        }
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for FakeSource {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Serve<'a> {
-    name: &'a str,
-    manifest: &'a Manifest,
-    data: &'a [u8],
-    how: Behaviour,
-    stop: &'a AtomicBool,
-    requests: &'a AtomicUsize,
-    gate: Option<&'a AtomicUsize>,
-}
-
-impl Serve<'_> {
-    /// One ring session, as the uploader: HELLO both ways, the list of
-    /// every chunk, then answers; until the downloader says COMPLETE or
-    /// closes.
-    fn serve(&self, mut stream: TcpStream) {
-        stream.set_nonblocking(false).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(10)))
-            .unwrap();
-        let layout = self.manifest.layout();
-        let mut dec = Decoder::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        if fill_by(&mut dec, &mut stream, deadline).is_err()
-            || !matches!(dec.message(), Ok(Message::Hello { .. }))
-        {
-            return;
-        }
-        let hello = Message::Hello {
-            version: wire::VERSION,
-            file_id: self.manifest.id(),
-            name: self.name,
-        };
-        if wire::send(&mut stream, &hello).is_err() {
-            return;
-        }
-        if let Some(gate) = self.gate {
-            while gate.load(Ordering::Relaxed) == 0 {
-                if self.stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-        }
-        if wire::send(&mut stream, &Message::ChunkList(all_chunks(layout))).is_err() {
-            return;
-        }
-        dec.set_layout(layout.clone());
-        let mut queue = VecDeque::<ChunkId>::new();
-        let mut first_asked = None;
-        let mut sent = 0u32;
-        // This fake's place among those asked for the race's chunk.
-        let mut place = None;
-        let mut last_ping = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
-            match dec.fill(&mut stream) {
-                Ok(true) => match dec.message() {
-                    Ok(Message::Request(id)) => {
-                        self.requests.fetch_add(1, Ordering::Relaxed);
-                        first_asked.get_or_insert_with(Instant::now);
-                        queue.push_back(id);
-                    }
-                    Ok(Message::Complete) | Err(_) => return,
-                    Ok(_) => {}
-                },
-                Ok(false) => {}
-                Err(_) => return,
-            }
-            let ok = match &self.how {
-                Behaviour::Honest(gap) => match (queue.front(), first_asked) {
-                    (Some(&id), Some(at)) if at.elapsed() >= *gap * (sent + 1) => {
-                        queue.pop_front();
-                        sent += 1;
-                        let data = chunk_of(self.data, layout, id);
-                        wire::send(&mut stream, &Message::Chunk { id, data }).is_ok()
-                    }
-                    _ => true,
-                },
-                Behaviour::Silent if last_ping.elapsed() >= Duration::from_secs(1) => {
-                    last_ping = Instant::now();
-                    wire::send(&mut stream, &Message::KeepAlive).is_ok()
-                }
-                Behaviour::Silent => true,
-                Behaviour::Liar => queue.drain(..).all(|id| {
-                    let junk = vec![0xEE; layout.chunk_len(id)];
-                    let lie = Message::Chunk { id, data: &junk };
-                    wire::send(&mut stream, &lie).is_ok()
-                }),
-                Behaviour::Racing(race) => {
-                    let mut ok = true;
-                    for id in queue.drain(..) {
-                        if id.get() == race.chunk {
-                            place = Some(race.asked.fetch_add(1, Ordering::SeqCst));
-                            continue;
-                        }
-                        let data = chunk_of(self.data, layout, id);
-                        ok &= wire::send(&mut stream, &Message::Chunk { id, data }).is_ok();
-                    }
-                    match place {
-                        Some(n) if race.asked.load(Ordering::SeqCst) >= race.runners => {
-                            place = None;
-                            let id = layout.chunk_id(race.chunk).unwrap();
-                            let data = chunk_of(self.data, layout, id);
-                            let sent = race.await_turn(n)
-                                && wire::send(&mut stream, &Message::Chunk { id, data }).is_ok();
-                            race.sent.fetch_add(1, Ordering::SeqCst);
-                            ok && sent
-                        }
-                        _ => ok,
-                    }
-                }
-            };
-            if !ok {
-                return;
-            }
-        }
-    }
-}
-
 /// Two real peers that hold the whole file serve a third with
 /// `--sources 2 --download-neighbor A --download-neighbor B`: every chunk
 /// is stored once, from one source (the two are never asked for the
@@ -500,17 +249,26 @@ fn two_sources_deliver_disjoint_chunks_and_the_peer_completes() {
 fn with_two_fakes(
     name: &str,
     chunks: usize,
-    (a_name, how_a): (&'static str, Behaviour),
-    (b_name, how_b): (&'static str, Behaviour),
-) -> (Ring, Manifest, FakeSource, FakeSource) {
+    (a_name, how_a): (&'static str, Answer),
+    (b_name, how_b): (&'static str, Answer),
+) -> (Ring, Manifest, FakeNeighbour, FakeNeighbour) {
     let mut ring = Ring::new(name, 1, chunks * CHUNK - 5);
     ring.start_owner(&["--peers", &SHARES.to_string()]);
     await_owner(&ring);
     let m = manifest_of(&ring.dir.join("owner"));
     let data = Arc::new(ring.data.clone());
-    let a = FakeSource::start(a_name, m.clone(), Arc::clone(&data), how_a, None);
-    let gate = Some(Arc::clone(&a.requests));
-    let b = FakeSource::start(b_name, m.clone(), data, how_b, gate);
+    // One that never answers sends KEEPALIVE each second, so the peer's
+    // reads from it never time out and the stall must be found by the
+    // clock; one that answers needs none.
+    let manner = |name, how: &Answer, gate| Manner {
+        name,
+        keepalive: matches!(how, Answer::Never).then_some(Duration::from_secs(1)),
+        gate,
+    };
+    let a_manner = manner(a_name, &how_a, None);
+    let a = FakeNeighbour::start_as(m.clone(), Arc::clone(&data), how_a, a_manner);
+    let b_manner = manner(b_name, &how_b, Some(Arc::clone(&a.requests)));
+    let b = FakeNeighbour::start_as(m.clone(), data, how_b, b_manner);
     ring.extra = strings(&["--sources", "2", "--stall-timeout", "2", "--linger", "1"]);
     start_peer_from(&mut ring, 0, &[a.port, b.port]);
     ring.expect_identical_copies();
@@ -540,8 +298,8 @@ fn a_source_that_stalls_is_abandoned_and_the_other_delivers() {
     let (mut ring, m, good, silent) = with_two_fakes(
         "stalling-source",
         chunks,
-        ("honest", Behaviour::Honest(gap)),
-        ("silent", Behaviour::Silent),
+        ("honest", Answer::Paced(gap)),
+        ("silent", Answer::Never),
     );
     let me = peer_name(ring.ports[0]);
     let log = ring.peer(0).log_text();
@@ -590,8 +348,8 @@ fn a_source_that_lies_is_dropped_and_the_other_delivers() {
     let (mut ring, m, good, liar) = with_two_fakes(
         "lying-source",
         40,
-        ("honest", Behaviour::Honest(Duration::from_millis(20))),
-        ("liar", Behaviour::Liar),
+        ("honest", Answer::Paced(Duration::from_millis(20))),
+        ("liar", Answer::Lies),
     );
     let me = peer_name(ring.ports[0]);
     let log = ring.peer(0).log_text();
@@ -633,8 +391,8 @@ fn two_stalling_sources_call_in_the_owner() {
     let (mut ring, m, a, b) = with_two_fakes(
         "two-stalling-sources",
         30,
-        ("silent a", Behaviour::Silent),
-        ("silent b", Behaviour::Silent),
+        ("silent a", Answer::Never),
+        ("silent b", Answer::Never),
     );
     let me = peer_name(ring.ports[0]);
     let log = ring.peer(0).log_text();
@@ -686,10 +444,10 @@ fn a_chunk_both_sources_deliver_at_once_is_counted_for_the_one_stored() {
     let (mut ring, m, _a, _b) = with_two_fakes(
         "racing-sources",
         200,
-        ("runner a", Behaviour::Racing(Arc::clone(&race))),
-        ("runner b", Behaviour::Racing(Arc::clone(&race))),
+        ("runner a", Answer::Racing(Arc::clone(&race))),
+        ("runner b", Answer::Racing(Arc::clone(&race))),
     );
-    assert!(race.asked.load(Ordering::SeqCst) >= 2, "no race was run");
+    assert!(race.asked() >= 2, "no race was run");
     let me = peer_name(ring.ports[0]);
     let log = ring.peer(0).log_text();
     let stored = format!("{me}: received chunk 5 from runner ");
@@ -745,13 +503,7 @@ fn hand_wiring_with_two_download_neighbors_works() {
 /// newcomer in after the first, so peer i ends up downloading from peers
 /// i+1 and i+2.
 fn start_in_order(ring: &mut Ring, n: usize) {
-    for i in 0..n {
-        ring.start_wired_peer(i);
-        ring.await_owner_log(&format!(
-            "owner: {} joined (wired by the owner, 2 sources;",
-            ring.addr(i)
-        ));
-    }
+    ring.start_wired_in_order(n, "wired by the owner, 2 sources;");
 }
 
 /// The owner's exact line telling peer `i` of an `n`-ring its two ring

@@ -38,13 +38,7 @@ fn status_json(ring: &Ring) -> String {
 /// peer, so peer `i` downloads from peer `i + 1` and the last from peer
 /// 0, as in the hand-wired ring of the design card.
 fn start_in_order(ring: &mut Ring, n: usize) {
-    for i in 0..n {
-        ring.start_wired_peer(i);
-        ring.await_owner_log(&format!(
-            "owner: {} joined (wired by the owner;",
-            ring.addr(i)
-        ));
-    }
+    ring.start_wired_in_order(n, "wired by the owner;");
 }
 
 /// Whether the owner has logged that peer `i` is gone, in either of the

@@ -1,8 +1,10 @@
 //! Programs that speak the protocol correctly but lie, stall or squat:
-//! fake peers, a fake download neighbour and probes of a process's memory
-//! and CPU, for the tests that attack swarm. Every fake is bounded in
+//! fake peers, one fake download neighbour that answers in each of the
+//! ways the tests need, and probes of a process's memory and CPU, for the
+//! tests that attack swarm or watch it cope. Every fake is bounded in
 //! time: reads time out, and threads stop when their fixture is dropped.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -225,17 +227,105 @@ impl Drop for Squatters {
 }
 
 /// How a fake download neighbour answers requests.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Answer {
-    /// Never: it lists every chunk and only sends KEEPALIVE.
+    /// Never: it lists every chunk and sends nothing but KEEPALIVE (if
+    /// its [`Manner`] has it send any).
     Never,
     /// Honestly, but one chunk per interval at most.
     OneEvery(Duration),
+    /// Honestly, at one chunk per interval: the k-th chunk goes no sooner
+    /// than k intervals after the first request, so the pace holds on a
+    /// busy machine too (a late turn does not push back the ones after
+    /// it, as with [`Answer::OneEvery`]).
+    Paced(Duration),
     /// Honestly, but one byte per interval.
     ByteEvery(Duration),
+    /// At once, with the chunk's length of wrong bytes.
+    Lies,
     /// Honestly and at once, except `chunk`, which is held back until
     /// the fixture's `release` is set.
     HoldBack(u32),
+    /// Honestly and at once, except the race's chunk, which it holds
+    /// until every fake in the race has been asked for it; then the one
+    /// asked first sends it, and each other one a few milliseconds after
+    /// the one before it.
+    Racing(Arc<Race>),
+}
+
+/// A chunk that several fakes hold back and then deliver together.
+#[derive(Debug)]
+pub struct Race {
+    chunk: u32,
+    /// How many fakes must be asked for it before it goes.
+    runners: usize,
+    /// How many have been asked.
+    asked: AtomicUsize,
+    /// How many have sent it.
+    sent: AtomicUsize,
+}
+
+impl Race {
+    pub fn new(chunk: u32, runners: usize) -> Race {
+        Race {
+            chunk,
+            runners,
+            asked: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many runners have been asked for the chunk so far.
+    pub fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every runner has been asked for the chunk and it is
+    /// the turn of the runner asked `place`-th; false if that takes too
+    /// long (a runner was never asked).
+    fn await_turn(&self, place: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.asked.load(Ordering::SeqCst) < self.runners
+            || self.sent.load(Ordering::SeqCst) < place
+        {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        if place > 0 {
+            thread::sleep(Self::GAP);
+        }
+        true
+    }
+
+    /// How long after the runner before it each runner sends the chunk.
+    const GAP: Duration = Duration::from_millis(5);
+}
+
+/// How a fake download neighbour presents itself, apart from how it
+/// answers.
+#[derive(Clone, Debug)]
+pub struct Manner {
+    /// The name its HELLO gives, which the peer's log lines call it by.
+    pub name: &'static str,
+    /// How often it sends KEEPALIVE, whatever else it sends; `None` for
+    /// never. At one a second, the peer's reads from it never time out.
+    pub keepalive: Option<Duration>,
+    /// If set, it lists its chunks only once this counts something
+    /// (another fake's requests), so the peer has that one connected
+    /// first.
+    pub gate: Option<Arc<AtomicUsize>>,
+}
+
+impl Default for Manner {
+    fn default() -> Manner {
+        Manner {
+            name: "fake",
+            keepalive: Some(Duration::from_secs(2)),
+            gate: None,
+        }
+    }
 }
 
 /// A download neighbour that lists every chunk and answers requests as
@@ -251,7 +341,18 @@ pub struct FakeNeighbour {
 }
 
 impl FakeNeighbour {
+    /// A fake in the [`Manner::default`]: named "fake", with a KEEPALIVE
+    /// every 2 s.
     pub fn start(manifest: Manifest, data: Arc<Vec<u8>>, answer: Answer) -> FakeNeighbour {
+        FakeNeighbour::start_as(manifest, data, answer, Manner::default())
+    }
+
+    pub fn start_as(
+        manifest: Manifest,
+        data: Arc<Vec<u8>>,
+        answer: Answer,
+        manner: Manner,
+    ) -> FakeNeighbour {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -272,7 +373,8 @@ impl FakeNeighbour {
                 let ctx = Serve {
                     manifest: &manifest,
                     data: &data,
-                    answer,
+                    answer: &answer,
+                    manner: &manner,
                     stop: &stop2,
                     release: &release2,
                     requests: &requests2,
@@ -288,6 +390,11 @@ impl FakeNeighbour {
             thread: Some(thread),
         }
     }
+
+    /// Requests received so far, over all connections.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for FakeNeighbour {
@@ -302,65 +409,85 @@ impl Drop for FakeNeighbour {
 struct Serve<'a> {
     manifest: &'a Manifest,
     data: &'a [u8],
-    answer: Answer,
+    answer: &'a Answer,
+    manner: &'a Manner,
     stop: &'a AtomicBool,
     release: &'a AtomicBool,
     requests: &'a AtomicUsize,
 }
 
 impl Serve<'_> {
+    /// One ring session, as the uploader: HELLO both ways, the list of
+    /// every chunk, then answers; until the downloader says COMPLETE or
+    /// closes, or the fixture is dropped.
     fn serve(&self, mut stream: TcpStream) {
         stream.set_nonblocking(false).unwrap();
+        // Short, so that a pace of a few tens of milliseconds is kept.
         stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
+            .set_read_timeout(Some(Duration::from_millis(10)))
             .unwrap();
         let layout = self.manifest.layout();
         let mut dec = Decoder::new();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let hello = loop {
-            match dec.fill(&mut stream) {
-                Ok(true) => break dec.message().ok(),
-                Ok(false) if Instant::now() < deadline => continue,
-                _ => return,
-            }
-        };
-        if !matches!(hello, Some(Message::Hello { .. })) {
+        if fill_by(&mut dec, &mut stream, deadline).is_err()
+            || !matches!(dec.message(), Ok(Message::Hello { .. }))
+        {
             return;
         }
-        let ok = wire::send(&mut stream, &hello_msg(self.manifest.id(), "fake")).is_ok()
-            && wire::send(&mut stream, &Message::ChunkList(all_chunks(layout))).is_ok();
-        if !ok {
+        if wire::send(
+            &mut stream,
+            &hello_msg(self.manifest.id(), self.manner.name),
+        )
+        .is_err()
+        {
+            return;
+        }
+        if let Some(gate) = &self.manner.gate {
+            while gate.load(Ordering::Relaxed) == 0 {
+                if self.stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if wire::send(&mut stream, &Message::ChunkList(all_chunks(layout))).is_err() {
             return;
         }
         dec.set_layout(layout.clone());
-        let mut queue: std::collections::VecDeque<ChunkId> = Default::default();
-        let mut held: Vec<ChunkId> = Vec::new();
+        let mut queue = VecDeque::<ChunkId>::new();
+        let mut first_asked = None;
         let mut last_sent = Instant::now();
+        let mut sent = 0u32;
+        let mut held: Vec<ChunkId> = Vec::new();
+        // This fake's place among those asked for the race's chunk.
+        let mut place = None;
         let mut last_ping = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             match dec.fill(&mut stream) {
                 Ok(true) => match dec.message() {
                     Ok(Message::Request(id)) => {
                         self.requests.fetch_add(1, Ordering::Relaxed);
+                        first_asked.get_or_insert_with(Instant::now);
                         queue.push_back(id);
                     }
-                    Ok(Message::Complete) => return,
+                    Ok(Message::Complete) | Err(_) => return,
                     Ok(_) => {}
-                    Err(_) => return,
                 },
                 Ok(false) => {}
                 Err(_) => return,
             }
-            if last_ping.elapsed() >= Duration::from_secs(2) {
+            if let Some(every) = self.manner.keepalive
+                && last_ping.elapsed() >= every
+            {
                 if wire::send(&mut stream, &Message::KeepAlive).is_err() {
                     return;
                 }
                 last_ping = Instant::now();
             }
-            let sent = match self.answer {
+            let ok = match self.answer {
                 Answer::Never => true,
                 Answer::OneEvery(gap) => {
-                    if last_sent.elapsed() >= gap
+                    if last_sent.elapsed() >= *gap
                         && let Some(id) = queue.pop_front()
                     {
                         last_sent = Instant::now();
@@ -369,15 +496,28 @@ impl Serve<'_> {
                         true
                     }
                 }
+                Answer::Paced(gap) => match (queue.front(), first_asked) {
+                    (Some(&id), Some(at)) if at.elapsed() >= *gap * (sent + 1) => {
+                        queue.pop_front();
+                        sent += 1;
+                        self.chunk(&mut stream, id)
+                    }
+                    _ => true,
+                },
                 Answer::ByteEvery(gap) => match queue.pop_front() {
-                    Some(id) => self.trickle(&mut stream, id, gap),
+                    Some(id) => self.trickle(&mut stream, id, *gap),
                     None => true,
                 },
+                Answer::Lies => queue.drain(..).all(|id| {
+                    let junk = vec![0xEE; layout.chunk_len(id)];
+                    let lie = Message::Chunk { id, data: &junk };
+                    wire::send(&mut stream, &lie).is_ok()
+                }),
                 Answer::HoldBack(raw) => {
                     let mut ok = true;
                     queue.extend(held.drain(..));
                     while let Some(id) = queue.pop_front() {
-                        if id.get() == raw && !self.release.load(Ordering::Relaxed) {
+                        if id.get() == *raw && !self.release.load(Ordering::Relaxed) {
                             held.push(id);
                         } else {
                             ok &= self.chunk(&mut stream, id);
@@ -385,8 +525,28 @@ impl Serve<'_> {
                     }
                     ok
                 }
+                Answer::Racing(race) => {
+                    let mut ok = true;
+                    for id in queue.drain(..) {
+                        if id.get() == race.chunk {
+                            place = Some(race.asked.fetch_add(1, Ordering::SeqCst));
+                            continue;
+                        }
+                        ok &= self.chunk(&mut stream, id);
+                    }
+                    match place {
+                        Some(n) if race.asked.load(Ordering::SeqCst) >= race.runners => {
+                            place = None;
+                            let id = layout.chunk_id(race.chunk).unwrap();
+                            let sent = race.await_turn(n) && self.chunk(&mut stream, id);
+                            race.sent.fetch_add(1, Ordering::SeqCst);
+                            ok && sent
+                        }
+                        _ => ok,
+                    }
+                }
             };
-            if !sent {
+            if !ok {
                 return;
             }
         }

@@ -412,6 +412,17 @@ impl Ring {
         self.launch_peer(i, None);
     }
 
+    /// Starts peers `0..n` wired by the owner, one at a time, each once
+    /// the owner has logged the one before it joining ("owner: ADDR
+    /// joined (" then `how`): the owner places peers in the order they
+    /// register, so this order fixes who downloads from whom.
+    pub fn start_wired_in_order(&mut self, n: usize, how: &str) {
+        for i in 0..n {
+            self.start_wired_peer(i);
+            self.await_owner_log(&format!("owner: {} joined ({how}", self.addr(i)));
+        }
+    }
+
     /// The owner's log so far.
     pub fn owner_log(&self) -> String {
         self.owner.as_ref().map(Proc::log_text).unwrap_or_default()
