@@ -276,6 +276,14 @@ fn with_two_fakes(
 }
 
 /// The seconds a peer reports for getting its verified copy.
+/// The tests with fake neighbours run one at a time: each relies on a
+/// pace (a fake's, against `--stall-timeout`), which four at once on two
+/// cores did not always keep.
+fn timed() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn completion_secs(log: &str) -> f64 {
     let at = log.find("complete in ").expect("the peer never completed");
     let rest = &log[at + "complete in ".len()..];
@@ -293,6 +301,7 @@ fn completion_secs(log: &str) -> f64 {
 /// by the owner's single seed instead.
 #[test]
 fn a_source_that_stalls_is_abandoned_and_the_other_delivers() {
+    let _one_at_a_time = timed();
     let gap = Duration::from_millis(60);
     let chunks = 60;
     let (mut ring, m, good, silent) = with_two_fakes(
@@ -345,6 +354,7 @@ fn a_source_that_stalls_is_abandoned_and_the_other_delivers() {
 /// owner is not called in.
 #[test]
 fn a_source_that_lies_is_dropped_and_the_other_delivers() {
+    let _one_at_a_time = timed();
     let (mut ring, m, good, liar) = with_two_fakes(
         "lying-source",
         40,
@@ -388,6 +398,7 @@ fn a_source_that_lies_is_dropped_and_the_other_delivers() {
 /// other) and the owner brings the file.
 #[test]
 fn two_stalling_sources_call_in_the_owner() {
+    let _one_at_a_time = timed();
     let (mut ring, m, a, b) = with_two_fakes(
         "two-stalling-sources",
         30,
@@ -439,6 +450,7 @@ fn two_stalling_sources_call_in_the_owner() {
 /// game sends real duplicates.)
 #[test]
 fn a_chunk_both_sources_deliver_at_once_is_counted_for_the_one_stored() {
+    let _one_at_a_time = timed();
     // Not one of the owner's seeds (chunks 0 to 3 of 200).
     let race = Arc::new(Race::new(5, 2));
     let (mut ring, m, _a, _b) = with_two_fakes(
