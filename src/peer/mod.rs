@@ -1111,7 +1111,8 @@ impl<'a> Coordinator<'a> {
     /// one is failing (see [`Coordinator::failing`]). With several
     /// download neighbours one that fails is only passed over: the others
     /// take its chunks, and the owner those that only it holds.
-    fn ring_stalled(&self, now: Instant) -> Option<String> {
+    /// `failing` is each ring source with how it fails, if it does.
+    fn ring_stalled(&self, now: Instant, failing: &[(SourceId, Option<String>)]) -> Option<String> {
         let limit = self.args.stall_timeout;
         if self.shared.targets().is_empty() {
             // Alone in the ring: once its seeds are in, only the owner
@@ -1133,22 +1134,22 @@ impl<'a> Coordinator<'a> {
             // at a thousand peers on two cores, every peer whose busy
             // neighbour sent nothing for a while pulled the file from
             // the owner.
-            let connected = self.sched.sources(SourceKind::Ring).next().is_some();
+            let connected = !failing.is_empty();
             if !(self.shared.wired && connected) {
                 return Some(format!("delivered nothing for {} s", limit.as_secs()));
             }
         }
         let mut why = Vec::new();
-        for src in self.sched.sources(SourceKind::Ring) {
-            match self.failing(src, now) {
-                Some(failing) => why.push((src, failing)),
+        for (src, failing) in failing {
+            match failing {
+                Some(failing) => why.push((*src, failing)),
                 None => return None,
             }
         }
         match why.as_slice() {
             [] => None,
             [(_, why)] if self.args.sources == 1 || self.shared.targets().len() == 1 => {
-                Some(why.clone())
+                Some((*why).clone())
             }
             [(src, why)] => Some(format!(
                 "(the one connected): {} {why}",
@@ -1278,7 +1279,14 @@ impl<'a> Coordinator<'a> {
             return;
         }
         let now = Instant::now();
-        let why = self.ring_stalled(now);
+        // How each ring source fails, if it does: once per refill, for the
+        // stall rule and for which sources count as healthy below.
+        let failing: Vec<(SourceId, Option<String>)> = self
+            .sched
+            .sources(SourceKind::Ring)
+            .map(|src| (src, self.failing(src, now)))
+            .collect();
+        let why = self.ring_stalled(now, &failing);
         let stalled = why.is_some();
         if stalled != self.stalled {
             self.set_stalled(stalled, why.as_deref().unwrap_or(""));
@@ -1310,11 +1318,11 @@ impl<'a> Coordinator<'a> {
         self.shared
             .need_owner
             .store(owner_window > 0, Ordering::Relaxed);
-        let ring: Vec<SourceId> = self.sched.sources(SourceKind::Ring).collect();
-        let healthy: Vec<SourceId> = ring
+        let ring: Vec<SourceId> = failing.iter().map(|(src, _)| *src).collect();
+        let healthy: Vec<SourceId> = failing
             .iter()
-            .copied()
-            .filter(|&src| self.failing(src, now).is_none())
+            .filter(|(_, why)| why.is_none())
+            .map(|(src, _)| *src)
             .collect();
         let ring_order = if self.args.sources > 1 {
             Order::Rarest
