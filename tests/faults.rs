@@ -337,7 +337,7 @@ fn idle_handshakes_time_out() {
     // The owner hangs up after its 10 s handshake timeout.
     let mut buf = [0u8; 16];
     // A close, or a reset if the close raced the owner's shutdown.
-    match idle.read(&mut buf) {
+    match common::read_some(&mut idle, &mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("the owner should close the idle connection, not {other:?}"),
@@ -461,7 +461,7 @@ fn lying_owner(
         wire::send(&mut s, &Message::Chunk { id, data: chunk }).unwrap();
     }
     wire::send(&mut s, &Message::SeedDone).unwrap();
-    let _ = s.read(&mut [0u8; 64]);
+    let _ = common::read_some(&mut s, &mut [0u8; 64]);
 }
 
 /// A name that is not plain (a path, `..`) cannot come from an honest
@@ -548,7 +548,7 @@ fn content_chunk_lengths_that_do_not_add_up_are_refused_with_one_line() {
             for msg in [hello, manifest, hashes] {
                 wire::send(&mut s, &msg).unwrap();
             }
-            let _ = s.read(&mut [0u8; 64]);
+            let _ = common::read_some(&mut s, &mut [0u8; 64]);
         },
         "swarm: bad manifest: the chunk lengths add up to 2000 bytes, not the file's 3000",
     );

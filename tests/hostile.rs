@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
@@ -310,7 +309,9 @@ fn a_slow_reader_at_the_owner_slows_no_one_else() {
             thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let deadline = Instant::now() + Duration::from_secs(60);
-                while Instant::now() < deadline && c.stream.read(&mut buf).is_ok_and(|n| n > 0) {
+                while Instant::now() < deadline
+                    && common::read_some(&mut c.stream, &mut buf).is_ok_and(|n| n > 0)
+                {
                     thread::sleep(Duration::from_secs(1));
                 }
             })
@@ -354,7 +355,7 @@ fn an_out_of_place_chunk_header_costs_no_memory() {
     // Every one is refused and closed.
     for c in &mut conns {
         let mut sink = [0u8; 4096];
-        while c.stream.read(&mut sink).is_ok_and(|n| n > 0) {}
+        while common::read_some(&mut c.stream, &mut sink).is_ok_and(|n| n > 0) {}
     }
     let peak = status_kib(owner_pid, "VmHWM");
     eprintln!("owner: {before} KiB before, peak {peak} KiB after 200 CHUNK headers");
