@@ -64,19 +64,21 @@
 #      --sources K` for each K of SOURCES_K (1 and 2) side by side in the
 #      same run, owner-wired on the netbed; K=1 passes no flag (1 is the
 #      default, and a swarm without --sources runs it too), and a K ≥ 2
-#      that `swarm peer --help` does not offer shows as SKIPPED. Three
-#      cases, each K REPEAT times (K=1 first): (a) slow: N=10 at 25
-#      Mbit/s, 16 MiB, one peer's egress (p3) re-shaped to 5 Mbit/s
-#      (netbed.sh rate): the slowest peer's time ÷ S/B at 25 Mbit/s, and
-#      what the owner sent ÷ S;
+#      that `swarm peer --help` does not offer shows as SKIPPED. Four
+#      cases, each K REPEAT times (K=1 first): (floor) N=10 at 25 Mbit/s,
+#      16 MiB, every link at the bed's rate: the slow case's bed without
+#      its slow peer, what the slow case is compared with; (a) slow: the
+#      same with one peer's egress (p3) re-shaped to 5 Mbit/s (netbed.sh
+#      rate): the slowest peer's time ÷ S/B at 25 Mbit/s and ÷ the same
+#      K's floor, and what the owner sent ÷ S;
 #      (b) equal: N=20 at 25 Mbit/s, 32 MiB (the repair case): each K's
 #      median ÷ K=1's; (c) kill: the same with the peer that joined 10th
 #      killed at half as in section 2, the slowest survivor ÷ the same K's
 #      median in (b) (so kill runs (b) too). Targets for K=2: (a) ≤ 1.3 ×
 #      S/B and ≤ 1.3 × S, (b) ≤ 1.0, (c) ≤ 1.1. Runs poll the registry
 #      until half and keep their logs as in section 2; (a)'s median runs'
-#      timelines are kept (timeline-sources-slow-kK.csv). About 7 minutes
-#      (a K=1 run of (a) takes about 25 s). In smoke mode: (a) only, N=4 at
+#      timelines are kept (timeline-sources-slow-kK.csv). About 8 minutes
+#      (a K=1 run of (a) takes about 25 s, of (floor) about 7 s). In smoke mode: (a) only, N=4 at
 #      25 Mbit/s, 4 MiB, no targets.
 # A swarm time runs from the owner's start until every peer has exited and
 # its copy matches the input byte for byte (cmp); a run that fails or times
@@ -118,7 +120,7 @@
 # CARGO_TARGET_DIR (where the build goes and the binaries are taken from),
 # VERSIONS_BEDS=loopback,netbed (the versions section's beds),
 # VERSIONS_CHUNKING=fixed,content (fixed alone leaves content out), VERSIONS_SIZE
-# (its file, MiB; default 1024, 8 in smoke mode), SOURCES_CASES=slow,equal,kill
+# (its file, MiB; default 1024, 8 in smoke mode), SOURCES_CASES=floor,slow,equal,kill
 # (section 7's cases; slow alone in smoke mode), SOURCES_K (its K values, 1
 # to 4; default "1 2"), SOURCES_SLOW_HOST (the slow case's slow peer, default
 # p3), SOURCES_SLOW_RATE (its egress, Mbit/s; default 5), SOURCES_PEER_LOG (RUST_LOG of the section's peers; default info,swarm::chunk=warn).
@@ -189,7 +191,7 @@ else
     scale_ns=(5 10 20 40) scale_s=32
     mem_n=5 mem_s=1024
     ver_n=5 ver_s=${VERSIONS_SIZE:-1024} ver_bed_list=${VERSIONS_BEDS:-loopback,netbed}
-    src_slow="10 25 16" src_case_list=${SOURCES_CASES:-slow,equal,kill}
+    src_slow="10 25 16" src_case_list=${SOURCES_CASES:-floor,slow,equal,kill}
     repeat=${REPEAT:-3}
 fi
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive whole number"
@@ -203,8 +205,8 @@ IFS=, read -r -a ver_beds <<<"$ver_bed_list"
 [[ $ver_s =~ ^[1-9][0-9]*$ ]] || die "VERSIONS_SIZE must be a whole number of MiB"
 # The sources section: its K values (sorted, so K=1, every ratio's
 # baseline, runs first), and the slow case's host and its egress.
-[[ ,$src_case_list, =~ ^(,(slow|equal|kill))+,$ ]] ||
-    die "SOURCES_CASES must list slow, equal and/or kill, e.g. slow,equal,kill"
+[[ ,$src_case_list, =~ ^(,(floor|slow|equal|kill))+,$ ]] ||
+    die "SOURCES_CASES must list floor, slow, equal and/or kill, e.g. floor,slow,equal,kill"
 src_k_list=${SOURCES_K:-1 2}
 read -r -a src_ks <<<"${src_k_list//,/ }"
 ((${#src_ks[@]})) || die "SOURCES_K must list at least one K from 1 to 4, e.g. '1 2'"
@@ -1843,6 +1845,7 @@ if wants sources; then
         # The kill case is measured against the same K's undisturbed runs:
         # those of the equal case, so kill brings equal along.
         src_run=()
+        [[ ,$src_case_list, == *,floor,* ]] && src_run+=(floor)
         [[ ,$src_case_list, == *,slow,* ]] && src_run+=(slow)
         [[ ,$src_case_list, == *,equal,* || ,$src_case_list, == *,kill,* ]] && src_run+=(equal)
         [[ ,$src_case_list, == *,kill,* ]] && src_run+=(kill)
@@ -1852,11 +1855,12 @@ if wants sources; then
         declare -A src_base=() # "CASE-K": the median s of that case's runs with K
         src_rows=() src_halves=()
         for c in "${src_run[@]}"; do
-            if [[ $c == slow ]]; then read -r n rate size <<<"$src_slow"; else read -r n rate size <<<"$repair_case"; fi
+            if [[ $c == floor || $c == slow ]]; then read -r n rate size <<<"$src_slow"; else read -r n rate size <<<"$repair_case"; fi
             ideal=$(ideal_of "$size" "$rate")
             # A slow peer's downstream may take S at its rate: up to 5 × S/B.
             to=$(awk -v i="$ideal" -v f="$([[ $c == slow ]] && echo 8 || echo 4)" 'BEGIN { printf "%d", f * i + 90 }')
             case $c in
+                floor) cname="floor-n$n-${rate}mbit" ctext="floor: N=$n @$rate Mbit/s, no slow peer" ;;
                 slow)
                     cname="slow-n$n-${rate}mbit-$src_slow_host-${src_slow_rate}mbit"
                     ctext="slow: N=$n @$rate Mbit/s, $src_slow_host's egress @$src_slow_rate"
@@ -1896,6 +1900,11 @@ if wants sources; then
                 r_ideal=$(ratio "$SECS" "$ideal")
                 r_k1=$(ratio "$SECS" "${src_base[$c-1]:-}")
                 r_und=- und_cell=-
+                if [[ $c == slow ]]; then
+                    r_und=$(ratio "$SECS" "${src_base[floor-$k]:-}")
+                    und_cell="$r_und of floor"
+                    [[ $r_und == - ]] && und_cell=-
+                fi
                 if [[ $c == kill ]]; then
                     r_und=$(ratio "$SECS" "${src_base[equal-$k]:-}")
                     und_cell=$r_und
@@ -1912,13 +1921,13 @@ if wants sources; then
                         kill) tv="÷ undisturbed ≤ 1.1" vv=$(verdict "$r_und" 1.1) ;;
                     esac
                 fi
-                echo "bench:     $(shown)${SECS:+ s} (× $r_ideal S/B, × $r_k1 K=1's$([[ $c == kill ]] && echo ", × $r_und K=$k undisturbed")), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
+                echo "bench:     $(shown)${SECS:+ s} (× $r_ideal S/B, × $r_k1 K=1's$([[ $c == kill ]] && echo ", × $r_und K=$k undisturbed")$([[ $c == slow && $r_und != - ]] && echo ", × $r_und K=$k floor")), owner sent ${SENT:--} × S${VICTIMS:+, killed $VICTIMS}"
                 echo "bench:     CPU-seconds $(cpu_shown)"
                 [[ $AFTER_CELL != - ]] && echo "bench:     $AFTER_CELL"
                 src_rows+=("| $ctext${VICTIMS:+ (killed ${VICTIMS// /, })} | $k | $(shown) | $r_ideal | $r_k1 | $und_cell | $COMP_CELL | $HALF_CELL | ${CPU:--} | $(cpu_shown) | ${SENT:--}${SENT_SPREAD:+ ($SENT_SPREAD)} | $PARTS_CELL | $AFTER_CELL | $tv | $vv |")
                 # The CSV's ratio: the case's own (slow ÷ S/B, equal ÷ K=1,
                 # kill ÷ the same K undisturbed).
-                case $c in slow) r=$r_ideal ;; equal) r=$r_k1 ;; kill) r=$r_und ;; esac
+                case $c in floor | slow) r=$r_ideal ;; equal) r=$r_k1 ;; kill) r=$r_und ;; esac
                 x_fields
                 csv_row sources "$cname" "$n" "$rate" "$size" "swarm-owner-wired-k$k" "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "${r/-/}" "" "" "${XF[@]}"
                 CSV_CPU="" CSV_TL=""
@@ -1935,6 +1944,10 @@ if wants sources; then
             echo "median ÷ K=1's in the same case. Every run polls the owner's registry until half, so all"
             echo "pay the same for it; half at, slowest complete, seeds / reseeded / asked and after the kill"
             echo "are as in section 2."
+            if [[ ,${src_run[*]}, == *floor* ]]; then
+                echo "floor: the slow case's bed with every link at the bed's rate, to show what the slow"
+                echo "peer costs: the slow case's ÷ undisturbed is its median ÷ the same K's floor median."
+            fi
             if [[ ,${src_run[*]}, == *slow* ]]; then
                 echo "slow: $src_slow_host's egress re-shaped to $src_slow_rate Mbit/s once the bed is up (\`netbed.sh rate\`;"
                 echo "its ingress stays at the bed's rate)."
