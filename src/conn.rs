@@ -372,6 +372,18 @@ impl Handle {
     pub fn leave_with(&self, msg: &Message<'_>) {
         let mut frame = Vec::new();
         wire::encode(msg, &mut frame);
+        self.leave_after(frame);
+    }
+
+    /// Drops whatever is still queued and stops writing once the frame
+    /// being written is out; the connection then reads on until the other
+    /// side closes. For a downloader that holds every chunk: the chunks it
+    /// asked for before it knew would only delay its leaving.
+    pub fn finish_now(&self) {
+        self.leave_after(Vec::new());
+    }
+
+    fn leave_after(&self, frame: Vec<u8>) {
         *self
             .inner
             .last_word

@@ -418,9 +418,10 @@
 //! - A downloader, once its file is verified, sends COMPLETE on its ring
 //!   connection and stops writing. It still takes HAVE and CHUNK (stored if
 //!   new) and requests nothing more.
-//! - An uploader, on a downloader's COMPLETE, sends what it has queued and
-//!   stops writing; REQUESTs read after that go unanswered. When it sees
-//!   the downloader close, it closes at once, dropping anything queued.
+//! - An uploader, on a downloader's COMPLETE, finishes the frame it is
+//!   writing, drops the chunks still queued for it (the downloader holds
+//!   them all) and stops writing; REQUESTs read after that go unanswered.
+//!   When it sees the downloader close, it closes at once.
 //! - Toward the owner a verified peer sends COMPLETE (step 5 of the owner
 //!   session) and keeps the session open while it stays, since a registered
 //!   peer whose session ends without COMPLETE is away, then gone. When it

@@ -391,6 +391,74 @@ fn a_request_flood_is_cut_off() {
     );
 }
 
+/// A downloader that reports holding every chunk gets nothing more: the
+/// chunks it asked for and the peer has not yet written are dropped, so
+/// its leaving does not wait behind them.
+#[test]
+fn complete_drops_the_chunks_still_queued_for_a_downloader() {
+    const ASKED: u32 = 250;
+    let mut ring = Ring::new("drop-queued", 1, ASKED as usize * CHUNK);
+    ring.extra = ["--linger", "30", "--stall-timeout", "60"]
+        .map(String::from)
+        .to_vec();
+    ring.start_owner(&["--peers", "1"]);
+    ring.ports.push(free_ports(1)[0]);
+    ring.start_peer(0);
+    wait_until("the peer's copy", || {
+        ring.peer_dir(0).join("input.bin").exists()
+    });
+    let text = fs::read_to_string(ring.peer_dir(0).join("manifest")).unwrap();
+    let manifest = Manifest::from_text(&text).unwrap();
+    let layout = manifest.layout().clone();
+    let mut s = TcpStream::connect(("127.0.0.1", ring.ports[0])).unwrap();
+    s.set_read_timeout(Some(common::patience())).unwrap();
+    let hello = Message::Hello {
+        version: wire::VERSION,
+        file_id: manifest.id(),
+        name: "done early",
+    };
+    let mut frames = Vec::new();
+    wire::encode(&hello, &mut frames);
+    for i in 0..ASKED {
+        wire::encode(&Message::Request(layout.chunk_id(i).unwrap()), &mut frames);
+    }
+    s.write_all(&frames).unwrap();
+    // Unread, the socket buffers fill with a few MiB of chunks and the
+    // peer's writer waits with the rest queued.
+    wait_until("the peer's writer to wait", || {
+        ring.peer(0)
+            .log_text()
+            .contains("sent chunk 10 to done early")
+    });
+    thread::sleep(Duration::from_millis(500));
+    wire::send(&mut s, &Message::Complete).unwrap();
+    let mut dec = Decoder::new();
+    dec.set_layout(layout);
+    let mut chunks = 0;
+    let end = loop {
+        match dec.read(&mut s) {
+            Ok(Message::Chunk { .. }) => chunks += 1,
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(end, wire::Error::Closed),
+        "the peer should close, not {end}"
+    );
+    assert!(
+        chunks < ASKED - 100,
+        "{chunks} of {ASKED} asked chunks still came after COMPLETE"
+    );
+    drop(s);
+    ring.peer(0).expect_success();
+    assert!(
+        ring.peer(0)
+            .log_text()
+            .contains("upload neighbour holds every chunk; exiting")
+    );
+}
+
 /// Arguments for a peer in directory `peer` with the given owner port
 /// and a download neighbour port that nobody listens on.
 fn lone_peer_args(owner_port: u16, extra: &[&str]) -> Vec<String> {

@@ -161,8 +161,11 @@ impl Role for UploadRole {
             }
             Message::Complete if self.downloading => {
                 self.shared.report(Event::DownloaderComplete(conn.id()));
-                // Nothing more to send it; it closes once it has read this.
-                let _ = conn.send(Outgoing::Finish);
+                // Nothing more to send it, not even the chunks it asked
+                // for before it held them all (end-game requests that
+                // another neighbour answered first); it closes once it
+                // reads our close.
+                conn.finish_now();
             }
             Message::Complete => {
                 log::info!(
