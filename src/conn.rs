@@ -300,6 +300,10 @@ struct Inner {
     /// A second handle on the socket, to shut it down.
     stream: TcpStream,
     closed: AtomicBool,
+    /// Whether this side has queued its last word (FINISH, a last
+    /// frame): from then on the other side may end the connection
+    /// however it likes.
+    ending: AtomicBool,
     /// Dropped on close, which wakes the writer.
     wake: Mutex<Option<Sender<()>>>,
     /// When the writer stopped, if it has.
@@ -334,6 +338,9 @@ impl Handle {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
+        if matches!(out, Outgoing::Finish | Outgoing::LastWord(_)) {
+            self.inner.ending.store(true, Ordering::SeqCst);
+        }
         self.inner.tx.try_send(out).map_err(|e| match e {
             TrySendError::Full(_) => SendError::Full,
             TrySendError::Disconnected(_) => SendError::Closed,
@@ -345,6 +352,15 @@ impl Handle {
         let mut buf = Vec::with_capacity(16);
         wire::encode(msg, &mut buf);
         self.send(Outgoing::Frames(buf))
+    }
+
+    /// Queues `msg` as this side's last word: it goes after whatever is
+    /// queued, then the writer stops. From now on, the other side's close
+    /// ends the connection in order, even one that cuts a frame short.
+    pub fn send_last(&self, msg: &Message<'_>) -> std::result::Result<(), SendError> {
+        self.inner.ending.store(true, Ordering::SeqCst);
+        self.send_message(msg)?;
+        self.send(Outgoing::Finish)
     }
 
     /// Closes the connection: both threads stop, and the other side sees
@@ -384,6 +400,7 @@ impl Handle {
     }
 
     fn leave_after(&self, frame: Vec<u8>) {
+        self.inner.ending.store(true, Ordering::SeqCst);
         *self
             .inner
             .last_word
@@ -473,6 +490,7 @@ impl Conn {
                 tx,
                 stream: stream.try_clone().map_err(fail)?,
                 closed: AtomicBool::new(false),
+                ending: AtomicBool::new(false),
                 wake: Mutex::new(Some(wake_tx)),
                 finished: Mutex::new(None),
                 last_word: Mutex::new(None),
@@ -558,6 +576,14 @@ impl Conn {
                 // A close from either side between frames is an orderly end.
                 Err(wire::Error::Closed) => return Ok(()),
                 Err(_) if self.handle.is_closed() => return Ok(()),
+                // So is any end after our last word (COMPLETE, REFUSE):
+                // an uploader released by our COMPLETE may leave in the
+                // middle of a chunk we no longer need.
+                Err(wire::Error::Truncated { .. } | wire::Error::Io(_))
+                    if self.handle.inner.ending.load(Ordering::SeqCst) =>
+                {
+                    return Ok(());
+                }
                 Err(e) => return Err(fail(e)),
             }
             // Checked after every frame too: a peer that sends a KEEPALIVE

@@ -412,8 +412,12 @@
 //! # Leaving
 //!
 //! A side that is done stops writing (TCP half-close) after what it has
-//! queued, and reads on, in its current state, until the other side closes
-//! too, for at most 10 s, so its last message is not lost to a reset.
+//! queued (an uploader given COMPLETE drops its queued chunks, below), and
+//! reads on, in its current state, until the other side closes too, for
+//! at most 10 s, so its last message is not lost to a reset. Once it has
+//! stopped writing, the other side's close ends the connection in order
+//! even in the middle of a frame (a peer released by our COMPLETE may
+//! leave while sending a chunk we no longer need).
 //!
 //! - A downloader, once its file is verified, sends COMPLETE on its ring
 //!   connection and stops writing. It still takes HAVE and CHUNK (stored if

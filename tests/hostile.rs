@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::fake::{Answer, FakeConn, FakeNeighbour, Squatters, manifest_of, status_kib};
+use common::fake::{Answer, FakeConn, FakeNeighbour, Manner, Squatters, manifest_of, status_kib};
 use common::{Ring, free_port, wait_until};
 use swarm::chunks::ChunkSet;
 use swarm::wire::{self, Message};
@@ -59,6 +59,41 @@ fn lone_peer(name: &str, neighbour: Option<Answer>) -> (f64, String) {
     }
     let log = ring.peer(0).log_text();
     (completion_secs(&log), log)
+}
+
+/// A download neighbour released by our COMPLETE may leave in the middle
+/// of a chunk: that is its orderly end, not an error to retry (and report
+/// to the owner) after the file is verified.
+#[test]
+fn a_neighbour_leaving_mid_chunk_after_complete_is_an_orderly_end() {
+    let mut ring = Ring::new("cut-after-complete", 1, 40 * CHUNK - 5);
+    ring.extra = ["--linger", "1"].map(String::from).to_vec();
+    ring.start_owner(&["--peers", "4"]);
+    await_owner(&ring);
+    let m = manifest_of(&ring.dir.join("owner"));
+    let manner = Manner {
+        name: "leaver",
+        cut_on_complete: true,
+        ..Manner::default()
+    };
+    // Honest and at once: the chunk held back is one there is not.
+    let fake = FakeNeighbour::start_as(
+        m,
+        Arc::new(ring.data.clone()),
+        Answer::HoldBack(u32::MAX),
+        manner,
+    );
+    ring.start_peer_to(0, fake.port);
+    ring.expect_identical_copies();
+    assert!(
+        fake.requests() > 0,
+        "the fake neighbour was never asked for anything"
+    );
+    let log = ring.peer(0).log_text();
+    assert!(log.contains("holds every chunk; told leaver"), "{log}");
+    for unwanted in ["inside a frame", "retrying", "unreachable"] {
+        assert!(!log.contains(unwanted), "{unwanted:?} in:\n{log}");
+    }
 }
 
 /// A neighbour that lists every chunk and never answers, ones that send a

@@ -1584,14 +1584,15 @@ impl<'a> Coordinator<'a> {
         if kind == SourceKind::Owner {
             self.report_progress(0);
         }
-        let _ = handle.send_message(&Message::Complete);
         if kind == SourceKind::Ring {
+            let _ = handle.send_last(&Message::Complete);
             log::info!(
                 "{}: holds every chunk; told {}",
                 self.shared.name,
                 handle.who()
             );
-            let _ = handle.send(Outgoing::Finish);
+        } else {
+            let _ = handle.send_message(&Message::Complete);
         }
     }
 

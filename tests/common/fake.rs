@@ -316,6 +316,9 @@ pub struct Manner {
     /// (another fake's requests), so the peer has that one connected
     /// first.
     pub gate: Option<Arc<AtomicUsize>>,
+    /// On the downloader's COMPLETE, it sends half a CHUNK frame and
+    /// closes, as a peer that leaves in the middle of a chunk does.
+    pub cut_on_complete: bool,
 }
 
 impl Default for Manner {
@@ -324,6 +327,7 @@ impl Default for Manner {
             name: "fake",
             keepalive: Some(Duration::from_secs(2)),
             gate: None,
+            cut_on_complete: false,
         }
     }
 }
@@ -469,6 +473,14 @@ impl Serve<'_> {
                         self.requests.fetch_add(1, Ordering::Relaxed);
                         first_asked.get_or_insert_with(Instant::now);
                         queue.push_back(id);
+                    }
+                    Ok(Message::Complete) if self.manner.cut_on_complete => {
+                        let id = layout.chunk_id(0).unwrap();
+                        let data = chunk_of(self.data, layout, id);
+                        let mut frame = Vec::new();
+                        wire::encode(&Message::Chunk { id, data }, &mut frame);
+                        let _ = std::io::Write::write_all(&mut stream, &frame[..frame.len() / 2]);
+                        return;
                     }
                     Ok(Message::Complete) | Err(_) => return,
                     Ok(_) => {}
