@@ -78,8 +78,8 @@
 #      S/B and ≤ 1.3 × S, (b) ≤ 1.0, (c) ≤ 1.1. Runs poll the registry
 #      until half and keep their logs as in section 2; (a)'s median runs'
 #      timelines are kept (timeline-sources-slow-kK.csv). About 8 minutes
-#      (a K=1 run of (a) takes about 25 s, of (floor) about 7 s). In smoke mode: (a) only, N=4 at
-#      25 Mbit/s, 4 MiB, no targets.
+#      (a K=1 run of (a) takes about 25 s, of (floor) about 7 s). In smoke
+#      mode: (a) only, N=4 at 25 Mbit/s, 4 MiB, no targets.
 # A swarm time runs from the owner's start until every peer has exited and
 # its copy matches the input byte for byte (cmp); a run that fails or times
 # out shows as FAILED in the table and keeps its logs in bench-out/logs/.

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub const SWARM: &str = env!("CARGO_BIN_EXE_swarm");
 
-/// How long any one wait in a test may take before it fails.
 /// One `read`, tried again while it is interrupted. A socket with a
 /// read timeout returns `EINTR` when the test process is stopped and
 /// continued (signal(7)), which a CI machine may do; that is no answer
@@ -33,6 +32,7 @@ pub fn read_some(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<
     }
 }
 
+/// How long any one wait in a test may take before it fails.
 pub fn patience() -> Duration {
     let secs = std::env::var("SWARM_TEST_TIMEOUT")
         .ok()
