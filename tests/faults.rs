@@ -427,12 +427,11 @@ fn complete_drops_the_chunks_still_queued_for_a_downloader() {
     s.write_all(&frames).unwrap();
     // Unread, the socket buffers fill with a few MiB of chunks and the
     // peer's writer waits with the rest queued.
-    wait_until("the peer's writer to wait", || {
+    wait_until("the peer's writer to be sending", || {
         ring.peer(0)
             .log_text()
             .contains("sent chunk 10 to done early")
     });
-    thread::sleep(Duration::from_millis(500));
     wire::send(&mut s, &Message::Complete).unwrap();
     let mut dec = Decoder::new();
     dec.set_layout(layout);
