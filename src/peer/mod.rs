@@ -165,6 +165,9 @@ pub(crate) struct Shared {
     pub wired: bool,
     /// How many download neighbours this peer has at most (`--sources`).
     pub sources: u8,
+    /// Whether the owner chooses how many (no `--sources`): REGISTER
+    /// then says 0.
+    pub auto_sources: bool,
     /// The download neighbours: given, or assigned by the owner (none
     /// until they are, or while the peer is alone in the ring).
     targets: Mutex<Vec<SocketAddr>>,
@@ -270,6 +273,10 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         .map_err(|e| Error::io("read the listening address", e))?;
     let name = format!("peer {}", local.port());
     match args.download_neighbors.as_slice() {
+        [] if args.auto_sources => log::info!(
+            "{name}: listening on {local}; owner {}, which assigns the download neighbours",
+            args.owner
+        ),
         [] if args.sources == 1 => log::info!(
             "{name}: listening on {local}; owner {}, which assigns the download neighbour",
             args.owner
@@ -424,6 +431,7 @@ fn round(
         shunned: Mutex::new(HashMap::new()),
         wired: args.download_neighbors.is_empty(),
         sources: args.sources,
+        auto_sources: args.auto_sources,
         targets: Mutex::new(args.download_neighbors.clone()),
         secret: secret.clone(),
         events,
@@ -688,7 +696,7 @@ impl<'a> Coordinator<'a> {
             alone_since: shared.targets().is_empty().then_some(now),
             swarm_complete: false,
             endgame_asked: 0,
-            spread: if args.sources > 1 { random_u64() } else { 0 },
+            spread: random_u64(),
             mark: Mark::now(),
             verified_mark: None,
             assembling: false,
@@ -1139,6 +1147,16 @@ impl<'a> Coordinator<'a> {
                 return Some(format!("delivered nothing for {} s", limit.as_secs()));
             }
         }
+        if self.shared.wired && self.several() && !failing.is_empty() {
+            // Several neighbours the owner wired, some connected: one that
+            // fails is passed over and the others take its chunks, and the
+            // owner re-wires around a dead one and seeds what no one
+            // holds. Its link, the one every byte must cross, stands in
+            // for no one else's: at a thousand peers on two cores every
+            // peer's three busy neighbours looked failing at once, and the
+            // owner sent the file 180 times.
+            return None;
+        }
         let mut why = Vec::new();
         for (src, failing) in failing {
             match failing {
@@ -1148,9 +1166,7 @@ impl<'a> Coordinator<'a> {
         }
         match why.as_slice() {
             [] => None,
-            [(_, why)] if self.args.sources == 1 || self.shared.targets().len() == 1 => {
-                Some((*why).clone())
-            }
+            [(_, why)] if self.shared.targets().len() <= 1 => Some((*why).clone()),
             [(src, why)] => Some(format!(
                 "(the one connected): {} {why}",
                 self.who(ConnId::from_raw(src.0))
@@ -1179,7 +1195,8 @@ impl<'a> Coordinator<'a> {
                 limit.as_secs()
             ));
         }
-        if self.args.sources > 1 && self.hung(src, now) {
+        let several = self.several();
+        if several && self.hung(src, now) {
             // Its window is full of lapsed requests, so nothing new lapses.
             return Some(format!(
                 "has not answered a request for {} s",
@@ -1187,7 +1204,7 @@ impl<'a> Coordinator<'a> {
             ));
         }
         let ring = self.sched.chunk_time(src)?;
-        if self.args.sources > 1 {
+        if several {
             // Only neighbours delivering now count: a hung one's old pace,
             // or an idle one's, says nothing of the link this one has.
             let best_other = self
@@ -1218,6 +1235,13 @@ impl<'a> Coordinator<'a> {
                 owner.as_millis()
             )
         })
+    }
+
+    /// Whether this peer downloads from several neighbours at once (as
+    /// many as it was given or the owner assigned): the rules for several
+    /// sources apply, whatever `--sources` allows.
+    fn several(&self) -> bool {
+        self.shared.targets().len() > 1
     }
 
     /// Whether ring source `src` has left a request unanswered for
@@ -1324,7 +1348,8 @@ impl<'a> Coordinator<'a> {
             .filter(|(_, why)| why.is_none())
             .map(|(src, _)| *src)
             .collect();
-        let ring_order = if self.args.sources > 1 {
+        let several = self.several();
+        let ring_order = if several {
             Order::Rarest
         } else {
             Order::Arrival
@@ -1341,7 +1366,7 @@ impl<'a> Coordinator<'a> {
                 // asked for two chunks at a time: what only it holds comes
                 // out first, instead of queueing behind what others hold
                 // (two, so that its pace is still measured).
-                SourceKind::Ring if self.args.sources > 1 && !healthy.contains(&src) => (
+                SourceKind::Ring if several && !healthy.contains(&src) => (
                     self.sched
                         .room(src)
                         .min(FAILING_WINDOW.saturating_sub(self.sched.outstanding(src))),
@@ -1360,9 +1385,13 @@ impl<'a> Coordinator<'a> {
             // is on its way; of those, the ones farthest away.
             let mut ids = if kind == SourceKind::Owner && !stalled {
                 let room = room.min(endgame_left as usize);
+                // A random chunk of the missing run with several sources,
+                // so peers ask for different ones and pass them on; in a
+                // ring the top.
+                let spread = if several { self.spread } else { 0 };
                 let ids = self
                     .sched
-                    .reserve_tail(src, room, now, self.spread, |s| healthy.contains(&s));
+                    .reserve_tail(src, room, now, spread, |s| healthy.contains(&s));
                 self.endgame_asked += ids.len() as u32;
                 endgame_left -= ids.len() as u32;
                 ids
@@ -1379,7 +1408,7 @@ impl<'a> Coordinator<'a> {
                 );
             }
             if kind == SourceKind::Ring
-                && self.args.sources > 1
+                && several
                 && ring.len() > 1
                 && ids.len() < room
                 && self.sched.missing() as usize <= full
@@ -1518,7 +1547,7 @@ impl<'a> Coordinator<'a> {
             wire::bytes_received() - self.mark.received,
         );
         let by_source = self.by_source_named();
-        if self.args.sources > 1 || by_source.len() > 2 {
+        if self.several() || by_source.len() > 2 {
             let each: Vec<String> = by_source
                 .iter()
                 .map(|(who, bytes)| format!("{who} {bytes}"))
@@ -1608,7 +1637,10 @@ impl<'a> Coordinator<'a> {
         }
         let verified_at = self.verified_at?;
         let now = Instant::now();
-        if self.swarm_complete {
+        // The owner's word beats the default --linger, which is a guess
+        // at how long a downloader may still need us; not one the user
+        // gave.
+        if self.swarm_complete && !self.args.linger_given {
             log::info!(
                 "{}: the owner reports every peer holds the file; exiting",
                 self.shared.name
