@@ -25,6 +25,8 @@
 //! reassembles and verifies the file, and decides when to leave.
 
 mod download;
+/// The peer's decisions, with no I/O: the coordinator is its shell.
+pub mod machine;
 mod owner_link;
 mod upload;
 
