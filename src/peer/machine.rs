@@ -1425,7 +1425,7 @@ mod tests {
                         self.take(ms, outs);
                     }
                 }
-                if ms % 100 == 0 {
+                if ms.is_multiple_of(100) {
                     let outs = bed.feed(ms, Input::Tick);
                     self.take(ms, outs);
                 }
