@@ -1801,8 +1801,8 @@ mod tests {
         let outs = bed.feed(40, Input::SwarmComplete);
         assert!(outs.contains(&Output::Leave(LeaveWhy::SwarmComplete)));
         let (mut bed, _) = verified(|c| c.follow = true);
-        bed.feed(40, Input::SwarmComplete);
-        let outs = bed.feed(60_000, Input::Tick);
+        let mut outs = bed.feed(40, Input::SwarmComplete);
+        outs.extend(bed.feed(60_000, Input::Tick));
         assert!(
             !outs.iter().any(|o| matches!(o, Output::Leave(_))),
             "{outs:?}"
