@@ -1863,6 +1863,61 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_alone_in_the_ring_fetches_from_the_owner_after_a_grace() {
+        let mut bed = Bed::new(40, |_| {});
+        bed.up(0, OWNER, SourceKind::Owner, 0);
+        bed.stored(0, OWNER, 0);
+        bed.feed(0, Input::SeedDone { src: OWNER });
+        let outs = bed.feed(900, Input::Tick);
+        assert!(asked(&outs, OWNER).is_empty(), "within the grace: {outs:?}");
+        let outs = bed.feed(1000, Input::Tick);
+        assert!(outs.contains(&Output::Note(Note::Stalled(Stall::Alone))));
+        assert_eq!(asked(&outs, OWNER), [39, 38, 37, 36]);
+        // A neighbour assigned: the owner steps back (its requests out
+        // stay), and the new neighbour gets a fair start.
+        let outs = bed.feed(
+            1100,
+            Input::Neighbours(vec![(addr(9001), "127.0.0.1:9001".into())]),
+        );
+        assert!(outs.contains(&Output::SetTargets(vec![addr(9001)])));
+        assert!(outs.contains(&Output::NeedOwner(false)), "{outs:?}");
+    }
+
+    #[test]
+    fn a_new_neighbour_replaces_the_old_connection_and_only_it_is_reported() {
+        let (mut bed, _) = wired_with_neighbour(40, 1);
+        let outs = bed.feed(
+            100,
+            Input::Neighbours(vec![(addr(9002), "host-b:9002".into())]),
+        );
+        assert!(outs.contains(&Output::SetTargets(vec![addr(9002)])));
+        assert!(outs.contains(&Output::Close {
+            src: A,
+            why: CloseWhy::NotATarget
+        }));
+        // A dialer still connecting to the old neighbour is closed too.
+        let outs = bed.up(110, SourceId(9), SourceKind::Ring, 9001);
+        assert_eq!(
+            outs,
+            [Output::Close {
+                src: SourceId(9),
+                why: CloseWhy::NotATarget
+            }]
+        );
+        // Only the neighbour assigned now is reported unreachable, as the
+        // owner named it.
+        assert!(bed.feed(120, Input::Unreachable(addr(9001))).is_empty());
+        let outs = bed.feed(130, Input::Unreachable(addr(9002)));
+        assert_eq!(
+            outs,
+            [Output::ToOwner {
+                src: OWNER,
+                msg: ToOwner::Unreachable("host-b:9002".into())
+            }]
+        );
+    }
+
+    #[test]
     fn a_quiet_core_allocates_no_notes_and_wants_a_tick_within_100_ms() {
         let (mut bed, _) = wired_with_neighbour(40, 1);
         bed.core.cfg.notes = false;
