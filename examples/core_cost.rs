@@ -7,7 +7,9 @@
 //! `cargo run --release --example core_cost -- [K] [half]`: K sources
 //! (default 2; 1 asks first in, first out, more rarest first); with
 //! `half`, the first source offers only the lower half of the file, so
-//! the others' queues start with chunks two sources offer.
+//! the others' queues start with chunks two sources offer; with
+//! `trickle`, the sources start with nothing and gain (and announce) one
+//! chunk at a time, as in a ring.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,6 +27,7 @@ const FILES: u32 = 20;
 fn main() {
     let k: u16 = std::env::args().nth(1).map_or(2, |s| s.parse().expect("K"));
     let half = std::env::args().nth(2).is_some_and(|s| s == "half");
+    let trickle = std::env::args().nth(2).is_some_and(|s| s == "trickle");
     let layout = Layout::new(u64::from(CHUNKS) * u64::from(CHUNK), CHUNK).unwrap();
     let mut cfg = CoreConfig::new(CHUNK);
     cfg.sources = k as u8;
@@ -35,7 +38,7 @@ fn main() {
     let mut events = 0u64;
     let cpu0 = cpu_seconds();
     for _ in 0..FILES {
-        events += one_file(&layout, &cfg, &addrs, half);
+        events += one_file(&layout, &cfg, &addrs, half, trickle);
     }
     let cpu = cpu_seconds() - cpu0;
     println!(
@@ -52,7 +55,13 @@ fn main() {
 }
 
 /// One core from nothing to leaving; returns how many events it took.
-fn one_file(layout: &Layout, cfg: &CoreConfig, addrs: &[std::net::SocketAddr], half: bool) -> u64 {
+fn one_file(
+    layout: &Layout,
+    cfg: &CoreConfig,
+    addrs: &[std::net::SocketAddr],
+    half: bool,
+    trickle: bool,
+) -> u64 {
     let mut now = Instant::now();
     let mut core = PeerCore::new(layout.clone(), ChunkSet::new(CHUNKS), cfg.clone(), now);
     let named = addrs.iter().map(|a| (*a, a.to_string())).collect();
@@ -81,6 +90,7 @@ fn one_file(layout: &Layout, cfg: &CoreConfig, addrs: &[std::net::SocketAddr], h
     let mut queue: VecDeque<(SourceId, ChunkId)> = VecDeque::new();
     let mut next_tick = now + TICK;
     let mut events = 0;
+    let mut gained = 0;
     loop {
         while let Some(output) = core.poll() {
             match output {
@@ -92,6 +102,17 @@ fn one_file(layout: &Layout, cfg: &CoreConfig, addrs: &[std::net::SocketAddr], h
                 }
                 _ => {}
             }
+        }
+        if trickle && queue.is_empty() && gained < CHUNKS {
+            // The neighbours gain the next chunk and announce it.
+            let id = layout.chunk_id(gained).unwrap();
+            gained += 1;
+            for i in 0..addrs.len() {
+                let src = SourceId(i as u64 + 1);
+                core.handle(now, Input::Have { src, ids: vec![id] });
+                events += 1;
+            }
+            continue;
         }
         match queue.pop_front() {
             Some((src, id)) => {
