@@ -184,14 +184,14 @@ pub struct CoreConfig {
 
 impl CoreConfig {
     /// A wired peer with one source and the command line's defaults
-    /// (stall timeout 5 s, linger 30 s, wait 60 s), for a file of chunks
-    /// of `chunk_size` bytes.
+    /// (`--stall-timeout 10`, `--linger 30`, `--wait 60`), for a file of
+    /// chunks of `chunk_size` bytes.
     pub fn new(chunk_size: u32) -> CoreConfig {
         CoreConfig {
             sources: 1,
             wired: true,
             targets: Vec::new(),
-            stall_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(30),
             wait: Duration::from_secs(60),
             follow: false,
