@@ -1603,9 +1603,7 @@ mod tests {
             bed.feed(20, Input::OutputReady);
             bed.feed(30, Input::Verified(Ok(())));
             let outs = bed.feed(40, Input::SwarmComplete);
-            let left = outs
-                .iter()
-                .any(|o| *o == Output::Leave(LeaveWhy::SwarmComplete));
+            let left = outs.contains(&Output::Leave(LeaveWhy::SwarmComplete));
             assert_eq!(left, !given, "--linger given: {given}: {outs:?}");
         }
     }
