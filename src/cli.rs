@@ -206,8 +206,8 @@ Options:
                                    times [default: the ones the owner assigns]
   --sources K                      download from at most K neighbours at once,
                                    rarest chunks first, 1 to 4 [default: as the
-                                   owner chooses: 1 (the ring) below 16 peers,
-                                   3 from 16 on; 1 with --download-neighbor];
+                                   owner chooses: 1 (the ring) below 8 peers,
+                                   3 from 8 on; 1 with --download-neighbor];
                                    in a small ring the owner wires K=2 as a ring
                                    plus the peer two back, so one slow or dead
                                    peer does not set the pace

@@ -485,12 +485,13 @@
 //!
 //! The owner wires the live wired members so that each downloads from
 //! `k` others, `k` the member's `sources`, or for `sources` 0 the owner's
-//! choice (1 below 16 members, 3 from 16 on), but never more than the
-//! members less one. Below 16 members they form a ring, a list in which
+//! choice (1 below 8 members, 3 from 8 on), but never more than the
+//! members less one. Below 8 members they form a ring, a list in which
 //! each downloads from the `k` before it, nearest first (the first from
-//! the last): with `k` 1 the card's ring, with 2 a ring plus a chord. A
-//! newcomer goes right after the first member, so peer `i` downloads
-//! from peer `i + 1` when they join in order. From 16 members on, each
+//! the last): with `k` 1 the card's ring, with 2 a ring plus a chord.
+//! Below 16 members a newcomer goes right after the first member, so peer
+//! `i` downloads from peer `i + 1` when they join in order; from 16 on at
+//! a spread position. From 8 members on, each
 //! downloads from the member before it in the ring and from the member
 //! before it in each of up to three other rings, each in an order of its
 //! own, so every member is a few hops from every other however many join
