@@ -85,6 +85,20 @@ pub enum Put {
     Corrupt,
 }
 
+/// How the output file is checked before it takes its final name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputCheck {
+    /// Chunk by chunk: every byte written into it was checked against its
+    /// chunk's SHA-256 first (by [`Store::put`], or when copied in from a
+    /// chunk file or found in a clone), and it is whole when every chunk
+    /// is held. Costs no pass over the file at the end.
+    Chunks,
+    /// Also the whole-file SHA-256 over the file's bytes, read back where
+    /// chunks arrived out of order (`--verify-output`): one more hash of
+    /// every byte, and a read of those that came out of order.
+    WholeFile,
+}
+
 /// The chunk files of one file in one directory.
 #[derive(Debug)]
 pub struct Store {
@@ -152,8 +166,9 @@ struct Assembly {
     partial: PathBuf,
     out: PathBuf,
     file: File,
-    /// SHA-256 state over chunks `0..cursor`, in order.
-    whole: Sha256,
+    /// SHA-256 state over chunks `0..cursor`, in order; `None` when the
+    /// file is checked chunk by chunk ([`OutputCheck::Chunks`]).
+    whole: Option<Sha256>,
     /// The first chunk not yet fed to `whole`.
     cursor: u32,
     buf: Vec<u8>,
@@ -164,6 +179,9 @@ impl Assembly {
     /// from the output file (from the page cache, as it was just written).
     fn advance(&mut self, store: &Store) -> Result<()> {
         let layout = store.layout();
+        let Some(whole) = self.whole.as_mut() else {
+            return Ok(());
+        };
         while let Some(id) = layout.chunk_id(self.cursor) {
             if !store.has(id) {
                 break;
@@ -172,7 +190,7 @@ impl Assembly {
             self.file
                 .read_exact_at(&mut self.buf, layout.offset(id))
                 .map_err(|e| Error::io_path("read", &self.partial, e))?;
-            self.whole.update(&self.buf);
+            whole.update(&self.buf);
             self.cursor += 1;
         }
         Ok(())
@@ -1299,10 +1317,12 @@ impl Store {
         if !self.mark_held(id) {
             return Ok(Put::Duplicate);
         }
-        if let Some(a) = assembly.as_mut() {
+        if let Some(a) = assembly.as_mut()
+            && let Some(whole) = a.whole.as_mut()
+        {
             if a.cursor == id.get() {
                 // The next chunk in file order: hash it from memory.
-                a.whole.update(data);
+                whole.update(data);
                 a.cursor += 1;
             }
             a.advance(self)?;
@@ -1402,7 +1422,12 @@ impl Store {
     /// that takes up a new version holds most of the file, and copying it
     /// must not stop its downloads.
     pub fn begin_assembly(&self, out: &Path) -> Result<()> {
-        let started = self.start_assembly(out, None)?;
+        self.begin_assembly_checked(out, OutputCheck::WholeFile)
+    }
+
+    /// [`Store::begin_assembly`] with the check `check` at the end.
+    pub fn begin_assembly_checked(&self, out: &Path, check: OutputCheck) -> Result<()> {
+        let started = self.start_assembly(out, None, check)?;
         self.fill_assembly(started).map(|_| ())
     }
 
@@ -1417,8 +1442,16 @@ impl Store {
     /// found at their places in it are not written again: a new version
     /// then costs the disk only what changed. Elsewhere (ext4, tmpfs) the
     /// file is allocated and every chunk written, as without `before`.
-    /// Either way the whole-file check at the end reads every byte.
-    pub fn start_assembly(&self, out: &Path, before: Option<&Manifest>) -> Result<StartedAssembly> {
+    /// Either way every byte is checked: with [`OutputCheck::WholeFile`]
+    /// the whole-file check reads every byte; with [`OutputCheck::Chunks`]
+    /// each chunk found in the clone is hashed against its digest, and
+    /// one that does not match is written from its chunk file.
+    pub fn start_assembly(
+        &self,
+        out: &Path,
+        before: Option<&Manifest>,
+        check: OutputCheck,
+    ) -> Result<StartedAssembly> {
         // An earlier assembly's partial file may be the one replaced
         // below; its state would no longer match any file.
         *self.assembly.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -1469,7 +1502,7 @@ impl Store {
                 partial,
                 out: out.to_path_buf(),
                 file,
-                whole: Sha256::new(),
+                whole: (check == OutputCheck::WholeFile).then(Sha256::new),
                 cursor: 0,
                 buf: Vec::with_capacity(self.layout().max_chunk_len() as usize),
             },
@@ -1535,36 +1568,44 @@ impl Store {
             let in_place = cloned
                 .and_then(|places| places.get(&at))
                 .is_some_and(|(was, digest)| *was == len && digest == self.manifest.chunk_hash(id));
+            let mut write = !in_place;
             if in_place {
                 // Hashed as it is in the output, not as the chunk file
-                // has it: the whole-file check must cover what the clone
-                // brought along.
+                // has it: the check must cover what the clone brought
+                // along.
                 buf.resize(len, 0);
                 assembly
                     .file
                     .read_exact_at(&mut buf, at)
                     .map_err(|e| Error::io_path("read", partial, e))?;
-            } else {
+                write = assembly.whole.is_none() && !self.manifest.verify(id, &buf);
+            }
+            if write {
                 self.read_chunk(id, &mut buf)?;
                 assembly
                     .file
                     .write_all_at(&buf, at)
                     .map_err(|e| Error::io_write("write", partial, e))?;
             }
-            if assembly.cursor == id.get() {
+            if assembly.cursor == id.get()
+                && let Some(whole) = assembly.whole.as_mut()
+            {
                 // The held prefix is hashed from memory, not read back:
                 // a peer resuming, or taking up a new version, holds most
                 // of the file.
-                assembly.whole.update(&buf);
+                whole.update(&buf);
                 assembly.cursor += 1;
             }
         }
         Ok(())
     }
 
-    /// Checks the whole-file SHA-256 of the assembled file, flushes it to
-    /// disk and renames it to its final name, so that name only ever holds
-    /// the whole verified file. Every chunk must be held.
+    /// Checks the assembled file as its [`OutputCheck`] says, flushes it
+    /// to disk and renames it to its final name, so that name only ever
+    /// holds the whole verified file. Every chunk must be held. Returns
+    /// the whole-file SHA-256: computed over the file's bytes with
+    /// [`OutputCheck::WholeFile`], the manifest's with
+    /// [`OutputCheck::Chunks`] (every byte was verified with its chunk).
     ///
     /// If the digest is wrong, every chunk file is re-checked, the bad ones
     /// are dropped (to be fetched again), assembly starts over and an
@@ -1578,21 +1619,31 @@ impl Store {
             return Err(Error::Bug("finish_assembly without begin_assembly".into()));
         };
         assembly.advance(self)?;
-        if assembly.cursor != self.layout().count() {
+        // Every held chunk is in the file: put writes it there before it
+        // marks it held, under the assembly lock, and fill_assembly copied
+        // in every one held before.
+        let done = match assembly.whole {
+            Some(_) => assembly.cursor,
+            None => self.held(),
+        };
+        if done != self.layout().count() {
             return Err(Error::Bug(format!(
                 "assembly stopped at chunk {} of {}",
-                assembly.cursor,
+                done,
                 self.layout().count()
             )));
         }
         // A copy: the state must survive a failed flush or rename.
-        let digest: Digest = assembly.whole.clone().finalize().into();
+        let (digest, check): (Digest, _) = match &assembly.whole {
+            Some(whole) => (whole.clone().finalize().into(), OutputCheck::WholeFile),
+            None => (*self.manifest.file_hash(), OutputCheck::Chunks),
+        };
         if digest != *self.manifest.file_hash() {
             let out = assembly.out.clone();
             *slot = None;
             let dropped = self.recheck();
             drop(slot);
-            self.begin_assembly(&out)?;
+            self.begin_assembly_checked(&out, check)?;
             return Err(Error::Integrity(format!(
                 "the joined file's SHA-256 is {} instead of {}; dropped {dropped} damaged chunks",
                 manifest::to_hex(&digest),

@@ -1579,6 +1579,27 @@ impl Decoder {
         )
     }
 
+    /// Hands over the buffer that holds the frame [`Decoder::fill`]
+    /// buffered, whole, and goes on with `spare` as its buffer: a CHUNK
+    /// then travels to the thread that verifies and stores it without a
+    /// copy. `spare` keeps its length, so a recycled buffer is not
+    /// zeroed again (its old bytes are never read: only what arrives is).
+    /// `None` if no whole frame is buffered.
+    pub fn take_frame(&mut self, spare: Vec<u8>) -> Option<Frame> {
+        if !self.ready {
+            return None;
+        }
+        let len = self.header_len();
+        let mut buf = std::mem::replace(&mut self.buf, spare);
+        if self.buf.len() < HEADER_LEN {
+            self.buf.resize(HEADER_LEN, 0);
+        }
+        self.ready = false;
+        self.filled = 0;
+        buf.truncate(4 + len);
+        Some(Frame { buf })
+    }
+
     /// Reads and decodes one message, however many read timeouts it
     /// takes; for tests and simple clients.
     pub fn read<R: Read>(&mut self, r: &mut R) -> Result<Message<'_>, Error> {
@@ -1612,6 +1633,26 @@ impl Decoder {
             });
         }
         Ok(())
+    }
+}
+
+/// One whole frame taken out of a [`Decoder`] (see
+/// [`Decoder::take_frame`]), its length field included.
+#[derive(Debug)]
+pub struct Frame {
+    buf: Vec<u8>,
+}
+
+impl Frame {
+    /// Decodes the frame again (the decoder checked it already); `layout`
+    /// is the file's layout.
+    pub fn message(&self, layout: &Layout) -> Result<Message<'_>, Error> {
+        decode(&self.buf[4..], Some(layout))
+    }
+
+    /// The frame's buffer, to be handed back to a decoder as its spare.
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
     }
 }
 

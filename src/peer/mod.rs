@@ -25,6 +25,7 @@
 //! reassembles and verifies the file, and decides when to leave.
 
 mod download;
+mod intake;
 mod owner_link;
 mod upload;
 
@@ -458,7 +459,12 @@ fn round(
     // or taking up a new version) copies it while it downloads the rest.
     // Its blocks are allocated first, so a disk too small for the file
     // stops the peer before it fetches anything.
-    let assembly = store.start_assembly(&out, before.as_ref())?;
+    let check = if args.verify_output {
+        store::OutputCheck::WholeFile
+    } else {
+        store::OutputCheck::Chunks
+    };
+    let assembly = store.start_assembly(&out, before.as_ref(), check)?;
     shared.output_ready.store(true, Ordering::Release);
     let (assembler, assembly_store, assembly_out) =
         (Arc::clone(&shared), Arc::clone(&store), out.clone());
@@ -1457,8 +1463,11 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    /// Reassembles and verifies the file and prints the closing lines;
-    /// on a whole-file mismatch the damaged chunks are fetched again.
+    /// Gives the output its final name and prints the closing lines. The
+    /// file is verified chunk by chunk (every byte written was checked
+    /// against its chunk's SHA-256 first); with `--verify-output` it is
+    /// also re-hashed whole, and on a whole-file mismatch the damaged
+    /// chunks are fetched again.
     fn finish(&mut self) -> Result<()> {
         let name = self.shared.name.clone();
         self.store.flush_summary()?;
@@ -1508,10 +1517,15 @@ impl<'a> Coordinator<'a> {
             self.args.dir.display(),
         );
         log::info!(
-            "{name}: version {} in {:.2} s (the last {:.2} s checking and flushing the output): chunk bytes {} from the owner, {} from the ring, {} reused; {} bytes received from the network",
+            "{name}: version {} in {:.2} s (the last {:.2} s {} the output): chunk bytes {} from the owner, {} from the ring, {} reused; {} bytes received from the network",
             short_id(&self.store.manifest().id()),
             self.mark.at.elapsed().as_secs_f64(),
             finishing.elapsed().as_secs_f64(),
+            if self.args.verify_output {
+                "checking and flushing"
+            } else {
+                "flushing"
+            },
             self.from_owner,
             self.from_ring,
             reused,
@@ -1533,11 +1547,23 @@ impl<'a> Coordinator<'a> {
             );
         }
         self.verified_mark = Some(Mark::now());
-        log::info!(
-            "{name}: verified sha256 {}  {}",
-            to_hex(&digest),
-            self.out.display()
-        );
+        if self.args.verify_output {
+            log::info!(
+                "{name}: verified sha256 {}  {}",
+                to_hex(&digest),
+                self.out.display()
+            );
+        } else {
+            // Every byte of the output was checked against its chunk's
+            // SHA-256 before it was written; the whole-file digest is
+            // the manifest's, not computed here (--verify-output does).
+            log::info!(
+                "{name}: verified chunk by chunk ({} chunks, SHA-256 each); whole-file SHA-256 per manifest: {}  {}",
+                self.store.layout().count(),
+                to_hex(&digest),
+                self.out.display()
+            );
+        }
         self.report = Some(Report {
             path: self.out.clone(),
             digest,

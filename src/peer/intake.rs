@@ -1,0 +1,210 @@
+//! The intake: chunks verified and stored off the socket's thread.
+//!
+//! A connection's reader (see [`crate::conn`]) hands each CHUNK frame,
+//! whole and uncopied, to its [`Intake`], and goes back to the socket.
+//! [`WORKERS`] threads take the frames from a bounded channel and do what
+//! costs CPU per byte: the chunk's SHA-256, its chunk file and its write
+//! into the output ([`Store::put`], which verifies before it writes), then
+//! report it to the coordinator, Corrupt with its source included. The
+//! frame's buffer comes back to the reader to take the next frame, so the
+//! pipeline allocates nothing per chunk once it runs.
+//!
+//! The order of what the coordinator hears is kept where it matters:
+//! before the role handles any other message of the connection (a HAVE,
+//! the owner's SEED_DONE, a REFUSE), [`Intake::drain`] waits for every
+//! chunk taken so far to be stored and reported, and the connection's end
+//! is reported only after [`Intake::finish`] has joined the workers. The
+//! channel's bound keeps a slow disk from piling up chunks in memory: the
+//! reader then waits, and TCP slows the sender.
+
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::Shared;
+use super::download::store_chunk;
+use crate::conn::{ChunkSink, Handle};
+use crate::error::{Error, Result};
+use crate::manifest::ChunkId;
+use crate::store::Store;
+use crate::wire::{Frame, Message};
+
+/// Threads per connection that verify and store chunks. Two keep a fast
+/// link busy on two cores (the reader takes one more), and a
+/// connection's chunks are stored in parallel.
+pub const WORKERS: usize = 2;
+
+/// About how many bytes of chunks may wait for a worker per connection;
+/// the queue holds at least one chunk.
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// The most chunks that may wait for a worker per connection.
+const QUEUE_MAX: usize = 8;
+
+/// A chunk frame on its way to a worker.
+struct Job {
+    id: ChunkId,
+    frame: Frame,
+    conn: Handle,
+}
+
+/// What a worker hands back: the frame's buffer and, if storing failed
+/// (the disk is full), why; the coordinator has been told already.
+struct Done {
+    buf: Vec<u8>,
+    failed: Option<Error>,
+}
+
+/// One connection's intake: its workers, started at the first chunk.
+pub(super) struct Intake {
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    jobs: Option<Sender<Job>>,
+    done: Option<Receiver<Done>>,
+    workers: Vec<JoinHandle<()>>,
+    /// Frames sent to the workers and not yet handed back.
+    in_flight: usize,
+    /// Buffers handed back, ready for the decoder.
+    spares: Vec<Vec<u8>>,
+}
+
+impl Intake {
+    /// An intake for one connection's chunks, storing into `store`.
+    pub fn new(store: Arc<Store>, shared: Arc<Shared>) -> Intake {
+        Intake {
+            store,
+            shared,
+            jobs: None,
+            done: None,
+            workers: Vec::new(),
+            in_flight: 0,
+            spares: Vec::new(),
+        }
+    }
+
+    /// Starts the workers.
+    fn start(&mut self) -> Result<()> {
+        let chunk = self.store.layout().max_chunk_len().max(1) as usize;
+        let queue = (QUEUE_BYTES / chunk).clamp(1, QUEUE_MAX);
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(queue);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        for i in 0..WORKERS {
+            let (jobs, done) = (jobs_rx.clone(), done_tx.clone());
+            let (store, shared) = (Arc::clone(&self.store), Arc::clone(&self.shared));
+            let worker = thread::Builder::new()
+                .name(format!("intake {i}"))
+                .spawn(move || work(&store, &shared, &jobs, &done))
+                .map_err(|e| Error::io("start an intake thread", e))?;
+            self.workers.push(worker);
+        }
+        self.jobs = Some(jobs_tx);
+        self.done = Some(done_rx);
+        Ok(())
+    }
+
+    /// Takes back what the workers finished; the first failure is
+    /// returned, and ends the connection.
+    fn collect(&mut self, wait_all: bool) -> Result<()> {
+        let Some(done) = &self.done else {
+            return Ok(());
+        };
+        let mut failed = None;
+        while self.in_flight > 0 {
+            let next = if wait_all {
+                match done.recv() {
+                    Ok(d) => d,
+                    // Every worker is gone (a panic): nothing more comes.
+                    Err(_) => break,
+                }
+            } else {
+                match done.try_recv() {
+                    Ok(d) => d,
+                    Err(_) => break,
+                }
+            };
+            self.in_flight -= 1;
+            if self.spares.len() < QUEUE_MAX + WORKERS {
+                self.spares.push(next.buf);
+            }
+            if failed.is_none() {
+                failed = next.failed;
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every chunk taken so far is stored and reported.
+    pub fn drain(&mut self) -> Result<()> {
+        self.collect(true)
+    }
+
+    /// Stores and reports every chunk taken, then joins the workers.
+    pub fn finish(&mut self) {
+        let _ = self.collect(true);
+        self.jobs = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        self.done = None;
+    }
+}
+
+impl Drop for Intake {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl ChunkSink for Intake {
+    fn spare(&mut self) -> Vec<u8> {
+        // A failure shows at the next take or drain.
+        let _ = self.collect(false);
+        self.spares.pop().unwrap_or_default()
+    }
+
+    fn take(&mut self, id: ChunkId, frame: Frame, conn: &Handle) -> Result<()> {
+        self.collect(false)?;
+        if self.jobs.is_none() {
+            self.start()?;
+        }
+        let Some(jobs) = &self.jobs else {
+            return Err(Error::Bug("an intake without workers".into()));
+        };
+        let job = Job {
+            id,
+            frame,
+            conn: conn.clone(),
+        };
+        // Blocks while the queue is full: the workers set the pace.
+        if jobs.send(job).is_err() {
+            return Err(Error::Bug("the intake's workers are gone".into()));
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+}
+
+/// A worker: verifies, stores and reports each chunk it is given, until
+/// the intake closes the queue.
+fn work(store: &Store, shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done>) {
+    for job in jobs {
+        let failed = match job.frame.message(store.layout()) {
+            Ok(Message::Chunk { id, data }) if id == job.id => {
+                store_chunk(store, shared, &job.conn, id, data).err()
+            }
+            _ => Some(Error::Bug(format!("chunk {} changed in the intake", job.id))),
+        };
+        if failed.is_some() {
+            // Ends the connection's reader too.
+            job.conn.close();
+        }
+        let _ = done.send(Done {
+            buf: job.frame.into_buf(),
+            failed,
+        });
+    }
+}
