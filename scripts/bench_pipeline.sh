@@ -5,11 +5,13 @@
 #   scripts/bench_pipeline.sh --smoke         16 MiB, one run (CI); same as SMOKE=1
 #
 # Builds swarm and examples/sha256_rate.rs (release), writes SIZE_MIB of
-# random bytes to a folder on tmpfs (/dev/shm, so no disk is involved),
-# starts an owner on it and waits until it has indexed the file and written
-# its chunk files. Then, REPEAT times (default 5; 1 in smoke mode), it runs
-# one peer (owner-wired, --linger 0) from a fresh folder, in each mode in
-# turn so the modes share the machine's noise:
+# random bytes to a folder on tmpfs (/dev/shm, so no disk is involved) and
+# has an owner index it once. Then, REPEAT times (default 5; 1 in smoke
+# mode), it runs one peer (owner-wired, --linger 0) from a fresh folder, in
+# each mode in turn so the modes share the machine's noise. Before each
+# peer the owner is started afresh with `--peers 1` on its warm folder (it
+# re-checks its chunk files, and the bench waits for that), so it seeds
+# this peer the whole file at once, as it would the first of one peer:
 #
 #   default          the file verified chunk by chunk
 #   verify-output    `--verify-output`: also the whole-file SHA-256 re-hash
@@ -17,13 +19,16 @@
 #                    one before a change), run without flags
 #
 # For each run it takes the peer's wall time (start to exit, the file
-# renamed into place and cmp-checked afterwards), its user and system
-# CPU-seconds (/usr/bin/time) and the owner's CPU-seconds for the run
-# (/proc). Before and after the runs it measures SHA-256 on one core with
-# the implementation swarm uses (examples/sha256_rate.rs over the same
-# file, 100 KiB pieces); the table gives each mode's median MB/s with the
-# min-max spread, its ratio to that SHA-256 rate, and the median CPU
-# seconds. MB/s is 10^6 bytes per second of the peer's wall time.
+# renamed into place and cmp-checked afterwards), the receive phase from
+# its log (from its registration with the owner, after the output's blocks
+# are allocated, to "complete"), its user and system CPU-seconds
+# (/usr/bin/time) and the owner's CPU-seconds for the run (/proc). Before
+# and after the runs it measures SHA-256 on one core with the
+# implementation swarm uses (examples/sha256_rate.rs over the same file,
+# 100 KiB pieces). The table gives each mode's median MB/s with the
+# min-max spread, over the peer's wall time and over its receive phase,
+# the receive phase's ratio to that SHA-256 rate, and the median CPU
+# seconds. MB/s is 10^6 bytes per second.
 #
 # Environment: SMOKE=1, REPEAT, BASE_PORT (default 36000), SHM (default
 # /dev/shm; any folder works, but then the disk is measured too),
@@ -71,7 +76,10 @@ cargo build --release --quiet --bin swarm --example sha256_rate --manifest-path 
 work=$(mktemp -d "$shm/swarm-pipeline.XXXXXX")
 owner=""
 cleanup() {
-    [[ -n $owner ]] && kill "$owner" 2>/dev/null && wait "$owner" 2>/dev/null
+    if [[ -n $owner ]]; then
+        kill "$owner" 2>/dev/null || true
+        wait "$owner" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -89,25 +97,42 @@ sha_rate() {
 }
 sha_rate
 
-# The owner, warm: indexed and its chunk files written before any peer.
-RUST_LOG=info "$bin" owner --port "$base" --dir "$work/owner" "$work/input.bin" 2>"$work/owner.log" &
-owner=$!
-for ((i = 0; i < 600; i++)); do
-    grep -q "chunk files under" "$work/owner.log" && break
-    kill -0 "$owner" 2>/dev/null || { cat "$work/owner.log" >&2; die "the owner stopped"; }
-    sleep 0.1
-done
-grep -q "chunk files under" "$work/owner.log" || die "the owner did not finish indexing within 60 s"
+# The owner, warm: indexed and its chunk files written before the peer.
+# The first start writes the chunk files, later ones find them in place.
+start_owner() {
+    if [[ -n $owner ]]; then
+        kill "$owner" 2>/dev/null || true
+        wait "$owner" 2>/dev/null || true
+    fi
+    owner_port=$((owner_port + 1))
+    RUST_LOG=info "$bin" owner --port "$owner_port" --peers 1 --dir "$work/owner" "$work/input.bin" \
+        2>"$work/owner.log" &
+    owner=$!
+    for ((i = 0; i < 1200; i++)); do
+        grep -q "chunk files under" "$work/owner.log" && return
+        kill -0 "$owner" 2>/dev/null || { cat "$work/owner.log" >&2; die "the owner stopped"; }
+        sleep 0.05
+    done
+    die "the owner did not finish indexing within 60 s"
+}
+owner_port=$base
+start_owner
 
 ticks=$(getconf CLK_TCK)
 owner_ticks() { awk '{ print $14 + $15 }' "/proc/$owner/stat"; }
+# Milliseconds since midnight of a log line's timestamp.
+stamp_ms() {
+    awk -v want="$1" 'index($0, want) {
+        split(substr($1, 13, 12), t, "[:.]"); print ((t[1] * 60 + t[2]) * 60 + t[3]) * 1000 + t[4]; exit }' "$2"
+}
 
 modes=(default verify-output)
 [[ -n ${BASELINE_BIN:-} ]] && modes+=(baseline)
-declare -A walls=() cpus=() users=() syss=() owners=()
-port=$base
+declare -A walls=() cpus=() users=() syss=() owners=() phases=()
+port=$((base + 500))
 for ((r = 1; r <= repeat; r++)); do
     for mode in "${modes[@]}"; do
+        [[ $r == 1 && $mode == default ]] || start_owner
         port=$((port + 1))
         peer=("$bin" peer)
         flags=()
@@ -119,12 +144,16 @@ for ((r = 1; r <= repeat; r++)); do
         rm -rf "$dir" "$out"
         before=$(owner_ticks)
         RUST_LOG=$peer_log /usr/bin/time -f "%e %U %S" -o "$work/time" \
-            "${peer[@]}" --owner "127.0.0.1:$base" --port "$port" --dir "$dir" --out "$out" \
+            "${peer[@]}" --owner "127.0.0.1:$owner_port" --port "$port" --dir "$dir" --out "$out" \
             --linger 0 --wait 30 "${flags[@]}" 2>"$work/peer.log" ||
             { tail -n 5 "$work/peer.log" >&2; die "$mode run $r failed"; }
         after=$(owner_ticks)
         cmp -s "$work/input.bin" "$out" || die "$mode run $r: the copy differs from the input"
         read -r wall user sys <"$work/time"
+        from=$(stamp_ms "sent chunk-ID list to the owner" "$work/peer.log")
+        to=$(stamp_ms ": complete in " "$work/peer.log")
+        [[ -n $from && -n $to ]] || die "$mode run $r: no registration or completion line in the peer's log"
+        phases[$mode]+="$(awk -v a="$from" -v b="$to" 'BEGIN { d = b - a; if (d < 0) d += 86400000; printf "%.3f", d / 1000 }') "
         walls[$mode]+="$wall " users[$mode]+="$user " syss[$mode]+="$sys "
         cpus[$mode]+="$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }') "
         owners[$mode]+="$(awk -v t=$((after - before)) -v hz="$ticks" 'BEGIN { printf "%.2f", t / hz }') "
@@ -138,17 +167,24 @@ sha=$(printf '%s ' "${sha_rates[@]}" | median)
 echo "One peer's pipeline: owner and one peer on tmpfs ($shm), $size MiB, owner warm, $repeat run(s) per mode"
 echo "SHA-256 on one core (sha2, 100 KiB pieces), before and after the runs: ${sha_rates[*]} MB/s"
 echo
-echo "| mode | MB/s median (min-max) | ÷ SHA-256 one core | peer user s | peer sys s | peer CPU s (min-max) | owner CPU s |"
-echo "|---|---|---|---|---|---|---|"
-for mode in "${modes[@]}"; do
-    rates=$(for w in ${walls[$mode]}; do awk -v b="$bytes" -v w="$w" 'BEGIN { printf "%.0f ", b / w / 1e6 }'; done)
-    rate=$(median <<<"$rates")
+echo "| mode | MB/s, peer's wall: median (min-max) | MB/s, receive phase: median (min-max) | receive ÷ SHA-256 one core | peer user s | peer sys s | peer CPU s: median (min-max) | owner CPU s |"
+echo "|---|---|---|---|---|---|---|---|"
+# "median (min-max)" of the rates 10^-6 x bytes / each of $1's seconds.
+rate_of() {
+    local rates med lo hi
+    rates=$(for w in $1; do awk -v b="$bytes" -v w="$w" 'BEGIN { if (w > 0) printf "%.0f ", b / w / 1e6; else printf "0 " }'; done)
+    med=$(median <<<"$rates")
     lo=$(tr ' ' '\n' <<<"$rates" | grep . | sort -g | head -n 1)
     hi=$(tr ' ' '\n' <<<"$rates" | grep . | sort -g | tail -n 1)
+    printf '%.0f (%s-%s)' "$med" "$lo" "$hi"
+}
+for mode in "${modes[@]}"; do
+    phase=$(rate_of "${phases[$mode]}")
     clo=$(tr ' ' '\n' <<<"${cpus[$mode]}" | grep . | sort -g | head -n 1)
     chi=$(tr ' ' '\n' <<<"${cpus[$mode]}" | grep . | sort -g | tail -n 1)
-    printf '| %s | %.0f (%s-%s) | %.2f | %.2f | %.2f | %.2f (%s-%s) | %.2f |\n' "$mode" "$rate" "$lo" "$hi" \
-        "$(awk -v r="$rate" -v s="$sha" 'BEGIN { print r / s }')" \
+    printf '| %s | %s | %s | %.2f | %.2f | %.2f | %.2f (%s-%s) | %.2f |\n' "$mode" \
+        "$(rate_of "${walls[$mode]}")" "$phase" \
+        "$(awk -v r="${phase%% *}" -v s="$sha" 'BEGIN { print r / s }')" \
         "$(median <<<"${users[$mode]}")" "$(median <<<"${syss[$mode]}")" \
         "$(median <<<"${cpus[$mode]}")" "$clo" "$chi" "$(median <<<"${owners[$mode]}")"
 done

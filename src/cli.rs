@@ -326,13 +326,7 @@ const PEER_FLAGS: &[&str] = &[
 ];
 const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json", "--secret-file"];
 /// Flags that take no value.
-const SWITCHES: &[&str] = &[
-    "--watch",
-    "--json",
-    "--once",
-    "--follow",
-    "--verify-output",
-];
+const SWITCHES: &[&str] = &["--watch", "--json", "--once", "--follow", "--verify-output"];
 /// Flags that may be given more than once.
 const REPEATABLE: &[&str] = &["--download-neighbor"];
 

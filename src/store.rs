@@ -2118,6 +2118,43 @@ mod tests {
     }
 
     #[test]
+    fn an_output_checked_chunk_by_chunk_appears_only_whole() {
+        let (dir, data, owner) = split_sample(5000);
+        let m = owner.manifest().clone();
+        let l = m.layout().clone();
+        let peer = Store::open(&dir.join("peer"), m).unwrap();
+        let put = |i: u32| {
+            let id = l.chunk_id(i).unwrap();
+            let at = l.offset(id) as usize;
+            peer.put(id, &data[at..at + l.chunk_len(id)]).unwrap()
+        };
+        assert_eq!(put(3), Put::Stored);
+        let out = dir.join("got.bin");
+        peer.begin_assembly_checked(&out, OutputCheck::Chunks)
+            .unwrap();
+        for i in [4, 1, 0] {
+            assert_eq!(put(i), Put::Stored);
+        }
+        // A corrupt chunk is neither stored nor written into the output.
+        let id2 = l.chunk_id(2).unwrap();
+        assert_eq!(
+            peer.put(id2, &vec![0u8; l.chunk_len(id2)]).unwrap(),
+            Put::Corrupt
+        );
+        let err = peer.finish_assembly().unwrap_err().to_string();
+        assert!(err.contains("assembly stopped at chunk 4 of 5"), "{err}");
+        assert!(
+            !out.exists(),
+            "nothing under the final name while a chunk is missing"
+        );
+        assert_eq!(put(2), Put::Stored);
+        // The manifest's digest: no pass over the file.
+        assert_eq!(peer.finish_assembly().unwrap(), manifest::sha256(&data));
+        assert_eq!(fs::read(&out).unwrap(), data);
+        assert!(!dir.join(".got.bin.swarm-partial").exists());
+    }
+
+    #[test]
     fn split_again_keeps_unchanged_chunks_and_replaces_changed_ones() {
         let (dir, mut data, first) = split_sample(5000);
         let owner = dir.join("owner");
@@ -2589,7 +2626,7 @@ mod tests {
             let mut slot = owner.assembly.lock().unwrap();
             let a = slot.as_mut().unwrap();
             a.cursor = 0;
-            a.whole = Sha256::new();
+            a.whole = Some(Sha256::new());
             a.file = File::options().write(true).open(&partial).unwrap();
         }
         let err = owner.finish_assembly().unwrap_err().to_string();

@@ -2273,6 +2273,55 @@ mod tests {
     }
 
     #[test]
+    fn frames_taken_whole_decode_and_the_decoder_goes_on_with_the_spare() {
+        let layout = layout();
+        let (big, last) = ([7u8; 1024], [3u8; 512]);
+        let messages = [
+            Message::Chunk {
+                id: id(1),
+                data: &big,
+            },
+            Message::KeepAlive,
+            Message::Chunk {
+                id: id(2),
+                data: &last,
+            },
+            Message::Chunk {
+                id: id(0),
+                data: &big,
+            },
+        ];
+        let mut buf = Vec::new();
+        for msg in &messages {
+            encode(msg, &mut buf);
+        }
+        // A trickle, so frames arrive over many reads and timeouts.
+        let mut r = Trickle {
+            data: &buf,
+            step: 7,
+            timeout_next: true,
+        };
+        let mut dec = Decoder::new();
+        dec.set_layout(layout.clone());
+        assert!(dec.take_frame(Vec::new()).is_none(), "nothing buffered");
+        // Spares are handed back frames, longer than the next frame or
+        // shorter, with old bytes in them.
+        let mut spare = vec![0xEE; 2000];
+        for msg in &messages {
+            while !dec.fill(&mut r).unwrap() {}
+            if matches!(msg, Message::KeepAlive) {
+                assert_eq!(dec.message().unwrap(), *msg);
+                continue;
+            }
+            let frame = dec.take_frame(spare).unwrap();
+            assert!(dec.take_frame(Vec::new()).is_none(), "taken once");
+            assert_eq!(frame.message(&layout).unwrap(), *msg);
+            spare = frame.into_buf();
+        }
+        assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
+    }
+
+    #[test]
     fn chunk_header_matches_encoder() {
         let data = [9u8; 512];
         let mut buf = Vec::new();

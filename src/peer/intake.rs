@@ -196,7 +196,10 @@ fn work(store: &Store, shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done
             Ok(Message::Chunk { id, data }) if id == job.id => {
                 store_chunk(store, shared, &job.conn, id, data).err()
             }
-            _ => Some(Error::Bug(format!("chunk {} changed in the intake", job.id))),
+            _ => Some(Error::Bug(format!(
+                "chunk {} changed in the intake",
+                job.id
+            ))),
         };
         if failed.is_some() {
             // Ends the connection's reader too.
