@@ -2,12 +2,12 @@
 //!
 //! A connection's reader (see [`crate::conn`]) hands each CHUNK frame,
 //! whole and uncopied, to its [`Intake`], and goes back to the socket.
-//! [`WORKERS`] threads take the frames from a bounded channel and do what
-//! costs CPU per byte: the chunk's SHA-256, its chunk file and its write
-//! into the output ([`Store::put`], which verifies before it writes), then
-//! report it to the coordinator, Corrupt with its source included. The
-//! frame's buffer comes back to the reader to take the next frame, so the
-//! pipeline allocates nothing per chunk once it runs.
+//! Up to [`WORKERS`] threads take the frames from a bounded channel and
+//! do what costs CPU per byte: the chunk's SHA-256, its chunk file and
+//! its write into the output ([`Store::put`], which verifies before it
+//! writes), then report it to the coordinator, Corrupt with its source
+//! included. The frame's buffer comes back to the reader to take the next
+//! frame, so the pipeline allocates nothing per chunk once it runs.
 //!
 //! The order of what the coordinator hears is kept where it matters:
 //! before the role handles any other message of the connection (a HAVE,
@@ -30,14 +30,16 @@ use crate::manifest::ChunkId;
 use crate::store::Store;
 use crate::wire::{Frame, Message};
 
-/// Threads per connection that verify and store chunks. Two keep a fast
-/// link busy on two cores (the reader takes one more), and a
-/// connection's chunks are stored in parallel.
+/// Threads per connection that verify and store chunks, at most. Two
+/// store a connection's chunks in parallel, beside the reader.
 pub const WORKERS: usize = 2;
 
-/// About how many bytes of chunks may wait for a worker per connection;
-/// the queue holds at least one chunk.
-const QUEUE_BYTES: usize = 4 << 20;
+/// About how many bytes of chunks a connection's workers and queue hold
+/// beyond the frame being read: with 100 KiB chunks two workers and a
+/// queue of eight; from 2 MiB chunks on one worker and no queue (the
+/// reader hands each frame over directly), so a connection holds at most
+/// two chunks' buffers, against one when the reader stored them itself.
+const PIPELINE_BYTES: usize = 4 << 20;
 
 /// The most chunks that may wait for a worker per connection.
 const QUEUE_MAX: usize = 8;
@@ -86,10 +88,12 @@ impl Intake {
     /// Starts the workers.
     fn start(&mut self) -> Result<()> {
         let chunk = self.store.layout().max_chunk_len().max(1) as usize;
-        let queue = (QUEUE_BYTES / chunk).clamp(1, QUEUE_MAX);
+        let room = PIPELINE_BYTES / chunk;
+        let workers = room.clamp(1, WORKERS);
+        let queue = room.saturating_sub(workers).min(QUEUE_MAX);
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(queue);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        for i in 0..WORKERS {
+        for i in 0..workers {
             let (jobs, done) = (jobs_rx.clone(), done_tx.clone());
             let (store, shared) = (Arc::clone(&self.store), Arc::clone(&self.shared));
             let worker = thread::Builder::new()
@@ -209,5 +213,123 @@ fn work(store: &Store, shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done
             buf: job.frame.into_buf(),
             failed,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::{TcpListener, TcpStream};
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    use crate::conn::{Conn, Setup};
+    use crate::manifest::Chunking;
+    use crate::store::{self, Put};
+    use crate::wire::{self, Decoder};
+
+    use super::super::Event;
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("swarm-intake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The frame of `msg`, taken whole out of a decoder as a reader does.
+    fn frame(msg: &Message<'_>, layout: &crate::manifest::Layout) -> Frame {
+        let mut buf = Vec::new();
+        wire::encode(msg, &mut buf);
+        let mut dec = Decoder::new();
+        dec.set_layout(layout.clone());
+        let mut r = &buf[..];
+        assert!(dec.fill(&mut r).unwrap());
+        dec.take_frame(Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn chunks_are_verified_stored_and_reported_with_their_source() {
+        // 1. An owner's store to take chunks from, and a peer's to fill.
+        let dir = temp_dir();
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.join("input.bin"), &data).unwrap();
+        let (owner, _) = store::split(
+            &dir.join("input.bin"),
+            &dir.join("owner"),
+            1024,
+            Chunking::Fixed,
+        )
+        .unwrap();
+        let layout = owner.layout().clone();
+        let peer = Arc::new(Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap());
+        let (events, event_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            name: "peer test".into(),
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            verified: AtomicBool::new(false),
+            output_ready: AtomicBool::new(false),
+            need_owner: AtomicBool::new(false),
+            shunned: Mutex::new(HashMap::new()),
+            wired: true,
+            sources: 1,
+            targets: Mutex::new(Vec::new()),
+            secret: None,
+            events,
+        });
+        // 2. A connection, for its handle: the source chunks are from.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _other = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let conn = Conn::start(stream, Decoder::new(), Setup::default()).unwrap();
+        let handle = conn.handle().clone();
+
+        // 3. Every chunk but one through the intake, chunk 2 corrupt.
+        let mut intake = Intake::new(Arc::clone(&peer), Arc::clone(&shared));
+        let mut chunk = vec![0u8; 1024];
+        for id in layout.ids() {
+            owner.read_chunk(id, &mut chunk).unwrap();
+            if id.get() == 2 {
+                chunk[10] ^= 1;
+            }
+            let msg = Message::Chunk { id, data: &chunk };
+            intake.take(id, frame(&msg, &layout), &handle).unwrap();
+        }
+        intake.drain().unwrap();
+
+        // 4. Every chunk is reported once, from this connection, after
+        // it was stored; the corrupt one as Corrupt and not stored.
+        let mut reported: Vec<(u32, Put)> = event_rx
+            .try_iter()
+            .map(|e| match e {
+                Event::Received { from, id, put, .. } => {
+                    assert_eq!(from, handle.id());
+                    (id.get(), put)
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        reported.sort_by_key(|&(id, _)| id);
+        assert_eq!(
+            reported,
+            [
+                (0, Put::Stored),
+                (1, Put::Stored),
+                (2, Put::Corrupt),
+                (3, Put::Stored),
+                (4, Put::Stored)
+            ]
+        );
+        for id in layout.ids() {
+            assert_eq!(peer.has(id), id.get() != 2, "chunk {id}");
+            assert_eq!(store::chunk_path(peer.dir(), id).exists(), id.get() != 2);
+        }
+        intake.finish();
+        handle.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
