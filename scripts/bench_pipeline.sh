@@ -32,7 +32,9 @@
 #
 # Environment: SMOKE=1, REPEAT, BASE_PORT (default 36000), SHM (default
 # /dev/shm; any folder works, but then the disk is measured too),
-# BASELINE_BIN, CARGO_TARGET_DIR, PEER_LOG (the peer's RUST_LOG, default
+# BASELINE_BIN, PERF=1 (also where the peer's CPU goes, by stage, from one
+# more run per mode under perf; needs perf and kernel.perf_event_paranoid
+# <= 1), CARGO_TARGET_DIR, PEER_LOG (the peer's RUST_LOG, default
 # info,swarm::chunk=warn: no line per chunk). Prints a Markdown table;
 # exits non-zero if a run fails or a copy differs. Needs /usr/bin/time
 # (package time), cmp, awk, head.
@@ -97,6 +99,14 @@ sha_rate() {
 }
 sha_rate
 
+# The first port from $1 on that nothing on this machine listens on (other
+# benches and tests may be running).
+free_port() {
+    local p=$1
+    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+    echo "$p"
+}
+
 # The owner, warm: indexed and its chunk files written before the peer.
 # The first start writes the chunk files, later ones find them in place.
 start_owner() {
@@ -104,7 +114,7 @@ start_owner() {
         kill "$owner" 2>/dev/null || true
         wait "$owner" 2>/dev/null || true
     fi
-    owner_port=$((owner_port + 1))
+    owner_port=$(free_port $((owner_port + 1)))
     RUST_LOG=info "$bin" owner --port "$owner_port" --peers 1 --dir "$work/owner" "$work/input.bin" \
         2>"$work/owner.log" &
     owner=$!
@@ -133,7 +143,7 @@ port=$((base + 500))
 for ((r = 1; r <= repeat; r++)); do
     for mode in "${modes[@]}"; do
         [[ $r == 1 && $mode == default ]] || start_owner
-        port=$((port + 1))
+        port=$(free_port $((port + 1)))
         peer=("$bin" peer)
         flags=()
         case $mode in
@@ -162,6 +172,64 @@ for ((r = 1; r <= repeat; r++)); do
 done
 sha_rate
 
+# PERF=1: one more run per mode under `perf record` (not timed), each
+# sample of the peer's threads put in the first stage its call stack
+# matches, as CPU-seconds (samples at 999 Hz).
+stage_rows=()
+if [[ ${PERF:-0} == 1 ]]; then
+    command -v perf >/dev/null || die "PERF=1 needs perf (Debian: apt-get install linux-perf)"
+    for mode in "${modes[@]}"; do
+        start_owner
+        port=$(free_port $((port + 1)))
+        peer=("$bin" peer) flags=()
+        case $mode in
+            verify-output) flags=(--verify-output) ;;
+            baseline) peer=("$BASELINE_BIN" peer) ;;
+        esac
+        rm -rf "$work/peer" "$work/peer.bin"
+        RUST_LOG=$peer_log perf record -q -g -F 999 -o "$work/perf.data" -- \
+            "${peer[@]}" --owner "127.0.0.1:$owner_port" --port "$port" --dir "$work/peer" \
+            --out "$work/peer.bin" --linger 0 --wait 30 "${flags[@]}" 2>"$work/peer.log" ||
+            die "$mode: the run under perf failed"
+        cmp -s "$work/input.bin" "$work/peer.bin" || die "$mode: the copy under perf differs"
+        perf script -i "$work/perf.data" -F comm,tid,ip,sym 2>/dev/null | awk -v mode="$mode" '
+        function stage(s) {
+            if (s ~ /sha2::|sha256/) return "SHA-256"
+            if (s ~ /shmem_fallocate|ksys_fallocate/) return "output: allocate (fallocate, zeroed pages)"
+            if (s ~ /__x64_sys_pwrite64/) return "output: write"
+            if (s ~ /__x64_sys_pread64/) return "output: read back (whole-file hash)"
+            if (s ~ /__x64_sys_linkat|__x64_sys_rename|__x64_sys_openat|__x64_sys_close|__x64_sys_unlink/) return "chunk files: create, link, close"
+            if (s ~ /ksys_write|__x64_sys_write/) return "chunk files: write"
+            if (s ~ /fsync|fdatasync|sync_file/) return "flush"
+            if (s ~ /tcp_recvmsg|__x64_sys_recvfrom/) return "socket: receive"
+            if (s ~ /tcp_sendmsg|sendfile/) return "socket: send"
+            if (s ~ /futex|schedule|finish_task_switch|try_to_wake_up/) return "wake-ups (futex, scheduler)"
+            if (s ~ /__x64_sys_/) return "other system calls"
+            return "other user space (channels, coordinator, decoding)"
+        }
+        function flush() { if (seen) { n[stage(stack)]++; total++ } seen = 0; stack = "" }
+        /^[^ \t]/ { flush(); seen = 1; next }
+        /^[ \t]*$/ { flush(); next }
+        { stack = stack " " $2 }
+        END { flush(); for (c in n) printf "%s\t%s\t%.2f\n", mode, c, n[c] / 999; printf "%s\ttotal\t%.2f\n", mode, total / 999 }' \
+            >>"$work/stages"
+        rm -f "$work/perf.data"
+    done
+    mapfile -t stage_rows < <(awk -F '\t' -v modes="${modes[*]}" '
+        { v[$2 "|" $1] = $3; if (!($2 in seen)) { seen[$2] = 1; order[++k] = $2 } }
+        END {
+            m = split(modes, ms, " ")
+            for (i = 1; i <= k; i++) if (order[i] != "total") {
+                row = "| " order[i] " |"
+                for (j = 1; j <= m; j++) row = row " " ((order[i] "|" ms[j]) in v ? v[order[i] "|" ms[j]] : "0.00") " |"
+                print row
+            }
+            row = "| **total** |"
+            for (j = 1; j <= m; j++) row = row " **" v["total|" ms[j]] "** |"
+            print row
+        }' "$work/stages" | sort -t'|' -k3 -rn)
+fi
+
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 sha=$(printf '%s ' "${sha_rates[@]}" | median)
 echo "One peer's pipeline: owner and one peer on tmpfs ($shm), $size MiB, owner warm, $repeat run(s) per mode"
@@ -188,3 +256,12 @@ for mode in "${modes[@]}"; do
         "$(median <<<"${users[$mode]}")" "$(median <<<"${syss[$mode]}")" \
         "$(median <<<"${cpus[$mode]}")" "$clo" "$chi" "$(median <<<"${owners[$mode]}")"
 done
+if ((${#stage_rows[@]})); then
+    echo
+    echo "Where the peer's CPU goes (PERF=1: one more run per mode under perf record -g, 999 Hz;"
+    echo "each sample in the first stage its call stack matches), CPU-seconds:"
+    echo
+    printf '| stage |'; printf ' %s |' "${modes[@]}"; echo
+    printf '|---|'; printf -- '---|%.0s' "${modes[@]}"; echo
+    printf '%s\n' "${stage_rows[@]}"
+fi

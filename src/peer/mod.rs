@@ -233,7 +233,9 @@ impl Shared {
 pub struct Report {
     /// Where the verified file was written.
     pub path: PathBuf,
-    /// Its SHA-256.
+    /// Its whole-file SHA-256: computed over the file with
+    /// `--verify-output`, else the manifest's (every chunk in the file was
+    /// checked against its own digest before it was written).
     pub digest: Digest,
     /// Chunk bytes received from the owner.
     pub from_owner: u64,
