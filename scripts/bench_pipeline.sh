@@ -30,6 +30,12 @@
 # the receive phase's ratio to that SHA-256 rate, and the median CPU
 # seconds. MB/s is 10^6 bytes per second.
 #
+# Then the loopback ring, for CPU-seconds with and without --verify-output
+# side by side: an owner (--peers N) and RING_N (5) hand-wired peers, each
+# downloading from the next, RING_MIB (256; 8 in smoke mode; 0 skips it)
+# of the same kind of file, RING_REPEAT (3; 1 in smoke mode) runs per mode:
+# the peers' CPU-seconds summed, the owner's, and the wall time.
+#
 # Environment: SMOKE=1, REPEAT, BASE_PORT (default 36000), SHM (default
 # /dev/shm; any folder works, but then the disk is measured too),
 # BASELINE_BIN, PERF=1 (also where the peer's CPU goes, by stage, from one
@@ -231,6 +237,77 @@ if [[ ${PERF:-0} == 1 ]]; then
 fi
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# The loopback ring, CPU-seconds with and without --verify-output: an
+# owner (--peers N) and N hand-wired peers (peer i downloads from peer
+# i+1) on the same tmpfs folder, RING_MIB of its own (default 256, 8 in
+# smoke mode), RING_REPEAT runs per mode (3; 1 in smoke mode), modes in
+# turn. Per run: every peer's user and system CPU-seconds
+# (/usr/bin/time), summed, and the owner's from its ready line to the
+# last peer's exit (/proc); every copy cmp-checked.
+ring_n=${RING_N:-5}
+if [[ $smoke == 1 ]]; then
+    ring_mib=${RING_MIB:-8} ring_repeat=${RING_REPEAT:-1}
+else
+    ring_mib=${RING_MIB:-256} ring_repeat=${RING_REPEAT:-3}
+fi
+ring_rows=()
+if ((ring_mib > 0)); then
+    head -c $((ring_mib << 20)) "$work/input.bin" >"$work/ring.bin"
+    ((ring_mib <= size)) || head -c $((ring_mib << 20)) /dev/urandom >"$work/ring.bin"
+    declare -A ring_cpu=() ring_owner=() ring_wall=()
+    for ((r = 1; r <= ring_repeat; r++)); do
+        for mode in "${modes[@]}"; do
+            peer=("$bin" peer) flags=()
+            case $mode in
+                verify-output) flags=(--verify-output) ;;
+                baseline) peer=("$BASELINE_BIN" peer) ;;
+            esac
+            kill "$owner" 2>/dev/null || true
+            wait "$owner" 2>/dev/null || true
+            rm -rf "$work/ring"
+            mkdir -p "$work/ring"
+            owner_port=$(free_port $((owner_port + 1)))
+            RUST_LOG=info "$bin" owner --port "$owner_port" --peers "$ring_n" --dir "$work/ring/owner" \
+                "$work/ring.bin" 2>"$work/ring/owner.log" &
+            owner=$!
+            for ((i = 0; i < 1200; i++)); do
+                grep -q "chunk files under" "$work/ring/owner.log" && break
+                sleep 0.05
+            done
+            ports=()
+            for ((i = 1; i <= ring_n; i++)); do
+                port=$(free_port $((port + 1)))
+                ports+=("$port")
+            done
+            before=$(owner_ticks)
+            started=$EPOCHREALTIME
+            pids=()
+            for ((i = 0; i < ring_n; i++)); do
+                RUST_LOG=warn /usr/bin/time -f "%U %S" -o "$work/ring/time$i" \
+                    "${peer[@]}" --owner "127.0.0.1:$owner_port" --port "${ports[i]}" \
+                    --download-neighbor "127.0.0.1:${ports[(i + 1) % ring_n]}" \
+                    --dir "$work/ring/p$i" --out "$work/ring/p$i.bin" --linger 5 --wait 30 \
+                    "${flags[@]}" 2>"$work/ring/p$i.log" &
+                pids+=($!)
+            done
+            for p in "${pids[@]}"; do wait "$p" || die "ring $mode run $r: a peer failed"; done
+            ring_wall[$mode]+="$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }') "
+            after=$(owner_ticks)
+            for ((i = 0; i < ring_n; i++)); do
+                cmp -s "$work/ring.bin" "$work/ring/p$i.bin" || die "ring $mode run $r: p$i's copy differs"
+            done
+            ring_cpu[$mode]+="$(cat "$work"/ring/time* | awk '{ s += $1 + $2 } END { printf "%.2f", s }') "
+            ring_owner[$mode]+="$(awk -v t=$((after - before)) -v hz="$ticks" 'BEGIN { printf "%.2f", t / hz }') "
+        done
+    done
+    for mode in "${modes[@]}"; do
+        lo=$(tr ' ' '\n' <<<"${ring_cpu[$mode]}" | grep . | sort -g | head -n 1)
+        hi=$(tr ' ' '\n' <<<"${ring_cpu[$mode]}" | grep . | sort -g | tail -n 1)
+        ring_rows+=("$(printf '| %s | %.2f (%s-%s) | %.2f | %.2f |' "$mode" "$(median <<<"${ring_cpu[$mode]}")" \
+            "$lo" "$hi" "$(median <<<"${ring_owner[$mode]}")" "$(median <<<"${ring_wall[$mode]}")")")
+    done
+fi
+
 sha=$(printf '%s ' "${sha_rates[@]}" | median)
 echo "One peer's pipeline: owner and one peer on tmpfs ($shm), $size MiB, owner warm, $repeat run(s) per mode"
 echo "SHA-256 on one core (sha2, 100 KiB pieces), before and after the runs: ${sha_rates[*]} MB/s"
@@ -264,4 +341,13 @@ if ((${#stage_rows[@]})); then
     printf '| stage |'; printf ' %s |' "${modes[@]}"; echo
     printf '|---|'; printf -- '---|%.0s' "${modes[@]}"; echo
     printf '%s\n' "${stage_rows[@]}"
+fi
+if ((${#ring_rows[@]})); then
+    echo
+    echo "Loopback ring, CPU-seconds with and without --verify-output: an owner and $ring_n hand-wired"
+    echo "peers on tmpfs, $ring_mib MiB, $ring_repeat run(s) per mode; every copy cmp-checked."
+    echo
+    echo "| mode | peers' CPU s, all $ring_n: median (min-max) | owner CPU s | wall s |"
+    echo "|---|---|---|---|"
+    printf '%s\n' "${ring_rows[@]}"
 fi
