@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Nothing unverified is ever stored: [`Store::put`] checks a chunk's
-//! SHA-256 first, writes it into an unnamed file and links that under the
-//! chunk's name (or, without `O_TMPFILE`, writes a temporary name and
+//! SHA-256 first and writes the very bytes it hashed (to the chunk file,
+//! then into the output if one is being assembled). It writes them into
+//! an unnamed file and links that under the chunk's name (or, without `O_TMPFILE`, writes a temporary name and
 //! renames it), so a crash of the process leaves either the whole
 //! verified chunk, no file at all, or a `.tmp` file that the next
 //! [`Store::open`] deletes. (After a power cut an unflushed chunk file can
@@ -1414,7 +1415,9 @@ impl Store {
     /// the held prefix grows, so when the last chunk lands only the tail
     /// remains to hash. [`Store::finish_assembly`] checks it and renames
     /// the file into place. Whatever sat at the partial name (a symlink
-    /// included) is removed and the file created afresh.
+    /// included) is removed and the file created afresh. (This is the
+    /// [`OutputCheck::WholeFile`] assembly, as `--verify-output` has it;
+    /// see [`Store::begin_assembly_checked`] for the other.)
     ///
     /// The chunks held when it starts are copied without holding the
     /// assembly lock, so chunks go on being stored meanwhile (as chunk
@@ -1425,7 +1428,10 @@ impl Store {
         self.begin_assembly_checked(out, OutputCheck::WholeFile)
     }
 
-    /// [`Store::begin_assembly`] with the check `check` at the end.
+    /// [`Store::begin_assembly`] with the check `check` at the end: with
+    /// [`OutputCheck::Chunks`] nothing is hashed beyond what
+    /// [`Store::put`] verifies, and the file is whole once every chunk is
+    /// held.
     pub fn begin_assembly_checked(&self, out: &Path, check: OutputCheck) -> Result<()> {
         let started = self.start_assembly(out, None, check)?;
         self.fill_assembly(started).map(|_| ())
@@ -1622,16 +1628,19 @@ impl Store {
         // Every held chunk is in the file: put writes it there before it
         // marks it held, under the assembly lock, and fill_assembly copied
         // in every one held before.
-        let done = match assembly.whole {
-            Some(_) => assembly.cursor,
-            None => self.held(),
+        let count = self.layout().count();
+        let stopped = match assembly.whole {
+            Some(_) if assembly.cursor != count => Some(format!(
+                "assembly stopped at chunk {} of {count}",
+                assembly.cursor
+            )),
+            None if self.held() != count => {
+                Some(format!("assembly holds {} of {count} chunks", self.held()))
+            }
+            _ => None,
         };
-        if done != self.layout().count() {
-            return Err(Error::Bug(format!(
-                "assembly stopped at chunk {} of {}",
-                done,
-                self.layout().count()
-            )));
+        if let Some(why) = stopped {
+            return Err(Error::Bug(why));
         }
         // A copy: the state must survive a failed flush or rename.
         let (digest, check): (Digest, _) = match &assembly.whole {
@@ -2142,7 +2151,7 @@ mod tests {
             Put::Corrupt
         );
         let err = peer.finish_assembly().unwrap_err().to_string();
-        assert!(err.contains("assembly stopped at chunk 4 of 5"), "{err}");
+        assert!(err.contains("assembly holds 4 of 5 chunks"), "{err}");
         assert!(
             !out.exists(),
             "nothing under the final name while a chunk is missing"

@@ -204,8 +204,11 @@ impl Download {
             intake: Intake::new(Arc::clone(&self.store), Arc::clone(&self.shared)),
         };
         let result = conn.run(&mut role);
-        // Every chunk that arrived is reported before the source is gone.
-        role.intake.finish();
+        // Every chunk that arrived is reported before the source is gone;
+        // a chunk that could not be stored (a full disk) closed the
+        // connection, and is why it ended.
+        let stored = role.intake.finish();
+        let result = result.and(stored);
         self.shared.report(Event::SourceDown(id));
         result
     }

@@ -69,6 +69,8 @@ pub(super) struct Intake {
     in_flight: usize,
     /// Buffers handed back, ready for the decoder.
     spares: Vec<Vec<u8>>,
+    /// The first failure a worker handed back, until it is returned.
+    failed: Option<Error>,
 }
 
 impl Intake {
@@ -82,6 +84,7 @@ impl Intake {
             workers: Vec::new(),
             in_flight: 0,
             spares: Vec::new(),
+            failed: None,
         }
     }
 
@@ -107,13 +110,13 @@ impl Intake {
         Ok(())
     }
 
-    /// Takes back what the workers finished; the first failure is
-    /// returned, and ends the connection.
+    /// Takes back what the workers finished (all of it, with
+    /// `wait_all`); the first failure is returned, once, and ends the
+    /// connection.
     fn collect(&mut self, wait_all: bool) -> Result<()> {
         let Some(done) = &self.done else {
             return Ok(());
         };
-        let mut failed = None;
         while self.in_flight > 0 {
             let next = if wait_all {
                 match done.recv() {
@@ -131,11 +134,11 @@ impl Intake {
             if self.spares.len() < QUEUE_MAX + WORKERS {
                 self.spares.push(next.buf);
             }
-            if failed.is_none() {
-                failed = next.failed;
+            if self.failed.is_none() {
+                self.failed = next.failed;
             }
         }
-        match failed {
+        match self.failed.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -147,26 +150,30 @@ impl Intake {
     }
 
     /// Stores and reports every chunk taken, then joins the workers.
-    pub fn finish(&mut self) {
-        let _ = self.collect(true);
+    /// Returns the first failure not returned yet (a full disk).
+    pub fn finish(&mut self) -> Result<()> {
+        let collected = self.collect(true);
         self.jobs = None;
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
         self.done = None;
+        collected
     }
 }
 
 impl Drop for Intake {
     fn drop(&mut self) {
-        self.finish();
+        let _ = self.finish();
     }
 }
 
 impl ChunkSink for Intake {
     fn spare(&mut self) -> Vec<u8> {
-        // A failure shows at the next take or drain.
-        let _ = self.collect(false);
+        // A failure is kept for the next take or drain.
+        if let Err(e) = self.collect(false) {
+            self.failed = Some(e);
+        }
         self.spares.pop().unwrap_or_default()
     }
 
@@ -328,7 +335,7 @@ mod tests {
             assert_eq!(peer.has(id), id.get() != 2, "chunk {id}");
             assert_eq!(store::chunk_path(peer.dir(), id).exists(), id.get() != 2);
         }
-        intake.finish();
+        intake.finish().unwrap();
         handle.close();
         let _ = std::fs::remove_dir_all(&dir);
     }

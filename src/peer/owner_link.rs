@@ -228,8 +228,11 @@ impl OwnerLink {
             announced: false,
         };
         let result = conn.run(&mut role);
-        // Every chunk that arrived is reported before the source is gone.
-        role.intake.finish();
+        // Every chunk that arrived is reported before the source is gone;
+        // a chunk that could not be stored (a full disk) closed the
+        // connection, and is why it ended.
+        let stored = role.intake.finish();
+        let result = result.and(stored);
         self.shared.report(Event::SourceDown(id));
         self.version_due |= role.announced;
         result.map(|()| Ended::InOrder).map_err(|e| match e {
