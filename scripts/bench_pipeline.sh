@@ -125,7 +125,7 @@ start_owner() {
         2>"$work/owner.log" &
     owner=$!
     for ((i = 0; i < 1200; i++)); do
-        grep -q "chunk files under" "$work/owner.log" && return
+        grep -qs "chunk files under" "$work/owner.log" && return
         kill -0 "$owner" 2>/dev/null || { cat "$work/owner.log" >&2; die "the owner stopped"; }
         sleep 0.05
     done
@@ -271,9 +271,11 @@ if ((ring_mib > 0)); then
                 "$work/ring.bin" 2>"$work/ring/owner.log" &
             owner=$!
             for ((i = 0; i < 1200; i++)); do
-                grep -q "chunk files under" "$work/ring/owner.log" && break
+                grep -qs "chunk files under" "$work/ring/owner.log" && break
                 sleep 0.05
             done
+            grep -qs "chunk files under" "$work/ring/owner.log" ||
+                die "ring: the owner did not finish indexing within 60 s"
             ports=()
             for ((i = 1; i <= ring_n; i++)); do
                 port=$(free_port $((port + 1)))
