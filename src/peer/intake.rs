@@ -36,9 +36,10 @@ pub const WORKERS: usize = 2;
 
 /// About how many bytes of chunks a connection's workers and queue hold
 /// beyond the frame being read: with 100 KiB chunks two workers and a
-/// queue of eight; from 2 MiB chunks on one worker and no queue (the
-/// reader hands each frame over directly), so a connection holds at most
-/// two chunks' buffers, against one when the reader stored them itself.
+/// queue of eight; with chunks over 2 MiB one worker and no queue (the
+/// reader hands each frame over directly), so a connection then holds at
+/// most two chunks' buffers, against one when the reader stored them
+/// itself.
 const PIPELINE_BYTES: usize = 4 << 20;
 
 /// The most chunks that may wait for a worker per connection.
