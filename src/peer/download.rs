@@ -238,8 +238,13 @@ impl Role for DownloadRole {
     }
 
     fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
-        // What the neighbour says now comes after the chunks it sent.
-        self.intake.drain()?;
+        // What the neighbour says now comes after the chunks it sent, but
+        // for a HAVE, which comes often in a ring and which the
+        // coordinator takes in any order: a chunk still with the intake is
+        // in flight for it, never asked for again.
+        if !matches!(msg, Message::Have(_) | Message::KeepAlive) {
+            self.intake.drain()?;
+        }
         match msg {
             Message::ChunkList(set) => {
                 self.listed = true;

@@ -10,10 +10,12 @@
 //! frame, so the pipeline allocates nothing per chunk once it runs.
 //!
 //! The order of what the coordinator hears is kept where it matters:
-//! before the role handles any other message of the connection (a HAVE,
-//! the owner's SEED_DONE, a REFUSE), [`Intake::drain`] waits for every
-//! chunk taken so far to be stored and reported, and the connection's end
-//! is reported only after [`Intake::finish`] has joined the workers. The
+//! before the role handles another message of the connection (the
+//! owner's SEED_DONE above all; a neighbour's HAVE need not wait, as a
+//! chunk still with the intake is in flight for the coordinator and never
+//! asked for again), [`Intake::drain`] waits for every chunk taken so far
+//! to be stored and reported, and the connection's end is reported only
+//! after [`Intake::finish`] has joined the workers. The
 //! channel's bound keeps a slow disk from piling up chunks in memory: the
 //! reader then waits, and TCP slows the sender.
 
