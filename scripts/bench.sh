@@ -144,6 +144,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 [[ $target == /* ]] || target=$PWD/$target
 bin=$target/release/swarm
+# (`target` is reused below for the netbed's targets; section 8 needs the
+# build folder.)
+build_dir=$target
 uni=$target/release/examples/unicast
 chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
@@ -1990,7 +1993,7 @@ if wants pipeline; then
         echo "## 8. one peer's pipeline: owner and one peer on tmpfs"
         echo
     } >>"$md"
-    if SMOKE=$smoke BASE_PORT=$((BASE_PORT + 9000)) CARGO_TARGET_DIR=$target \
+    if SMOKE=$smoke BASE_PORT=$((BASE_PORT + 9000)) CARGO_TARGET_DIR=$build_dir \
         "$root/scripts/bench_pipeline.sh" >"$work/pipeline.md"; then
         cat "$work/pipeline.md" >>"$md"
     else
