@@ -166,10 +166,30 @@ grep -q 'owner: listening on' "$work/logs/owner.log" ||
     die "the owner is not listening on $BASE_PORT after 30 s"
 say "owner listening on $BASE_PORT; starting $n peers on $((BASE_PORT + 1))..$((BASE_PORT + n))"
 
+# Each peer runs under a subshell of its own that waits for it and writes
+# its exit status to rc/I (and its pid to rc/I.pid): this shell cannot
+# keep a thousand children's statuses itself. The peers' threads take
+# process ids too, so ids came round again within a run, and `wait PID`
+# answered "not a child of this shell" (127) for peers that had exited 0,
+# or `wait -n` never saw them. A TERM to the subshell stops its peer.
+mkdir -p "$work/rc"
 for i in $(seq "$n"); do
-    RUST_LOG=$PEER_LOG "${in_peers[@]}" "$bin" peer --owner "$owner_ip:$BASE_PORT" --port $((BASE_PORT + i)) \
-        --bind "$peer_ip" --dir "$work/peers/$i" "${peer_args[@]}" \
-        2>"$work/logs/peer$i.log" &
+    (
+        RUST_LOG=$PEER_LOG "${in_peers[@]}" "$bin" peer --owner "$owner_ip:$BASE_PORT" --port $((BASE_PORT + i)) \
+            --bind "$peer_ip" --dir "$work/peers/$i" "${peer_args[@]}" \
+            2>"$work/logs/peer$i.log" &
+        child=$!
+        echo "$child" >"$work/rc/$i.pid"
+        trap 'kill "$child" 2>/dev/null' TERM
+        rc=0
+        wait "$child" || rc=$?
+        # A TERM ends the wait early; the peer's own end follows.
+        while kill -0 "$child" 2>/dev/null; do
+            rc=0
+            wait "$child" || rc=$?
+        done
+        echo "$rc" >"$work/rc/$i"
+    ) &
     peer_pid[$i]=$!
 done
 say "all $n peers started in $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
@@ -191,17 +211,15 @@ while (( running > 0 && SECONDS < deadline )); do
     if (( SECONDS >= next_sample )); then
         sum=0
         for i in "${!peer_pid[@]}"; do
-            [[ -n ${code[$i]:-} ]] || sum=$((sum + $(threads_of "${peer_pid[$i]}")))
+            [[ -z ${code[$i]:-} && -s $work/rc/$i.pid ]] || continue
+            sum=$((sum + $(threads_of "$(<"$work/rc/$i.pid")")))
         done
         (( sum > peer_threads )) && peer_threads=$sum
         next_sample=$((SECONDS + 2))
     fi
     for i in "${!peer_pid[@]}"; do
-        [[ -z ${code[$i]:-} ]] || continue
-        kill -0 "${peer_pid[$i]}" 2>/dev/null && continue
-        rc=0
-        wait "${peer_pid[$i]}" || rc=$?
-        code[$i]=$rc
+        [[ -z ${code[$i]:-} && -s $work/rc/$i ]] || continue
+        code[$i]=$(<"$work/rc/$i")
         last_exit=$(date +%s.%N)
         running=$((running - 1))
     done

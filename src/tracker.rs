@@ -22,8 +22,10 @@
 //! serves about K downloaders, and each ring is repaired as the ring is:
 //! a member taken out is closed over in every ring. A peer that leaves K
 //! to the owner (no `--sources`) gets one source in a small ring, the
-//! card's ring, and [`AUTO_SOURCES`] in a large one. Below
-//! [`SHRINK_BELOW`] members the other rings are dropped again.
+//! card's ring, and [`AUTO_SOURCES`] in a large one. A ring that was
+//! large stays large as members leave: the last peers still downloading
+//! keep several sources (dropped back to the one ring, one was left to
+//! download from a slow peer alone).
 //!
 //! A member whose link drops is *away*; it keeps its place for
 //! [`GRACE`], so a reconnect costs nothing. Past that, or at once when
@@ -183,10 +185,12 @@ const SPREAD_FROM: usize = 16;
 /// 1.50 × S/B) and one slow peer costs far less (1.49 against 4.83).
 pub const RINGS_FROM: usize = 8;
 
-/// Ring size below which the other rings are dropped again: lower than
-/// [`RINGS_FROM`], so a swarm near the threshold is not re-wired back and
-/// forth.
-const SHRINK_BELOW: usize = 6;
+/// In a large ring this small, a member downloads from the members
+/// before it in the ring, as many as it gets: the other rings, a few
+/// members each, would often put one member before it twice and leave it
+/// fewer sources than there are others. Every member is re-wired on each
+/// change at this size.
+const FEW: usize = 5;
 
 /// Rings besides the ring itself: enough for the most sources a member
 /// may ask for.
@@ -626,7 +630,10 @@ impl Tracker {
         self.ring.insert(at, i);
         let n = self.ring.len();
         let went_large = !self.large && n >= RINGS_FROM;
-        if self.large {
+        if self.large && n == 1 {
+            // Alone in a ring that was large: its own neighbour in each.
+            self.members[i].links = [Link { prev: i, next: i }; EXTRA_RINGS];
+        } else if self.large {
             for j in 0..EXTRA_RINGS {
                 let pick = (self.draw() % n as u64) as usize;
                 let after = self.ring[pick];
@@ -643,6 +650,11 @@ impl Tracker {
         let mut changed = Vec::new();
         if went_large {
             // Everyone's neighbours change: told in ring order from here.
+            let all: Vec<usize> = (0..n).map(|step| self.ring[(at + step) % n]).collect();
+            self.rewire(&all, &mut changed, actions);
+        } else if self.large && n <= FEW + 1 {
+            // So few that every member may gain a source (or download from
+            // its other rings again; see FEW).
             let all: Vec<usize> = (0..n).map(|step| self.ring[(at + step) % n]).collect();
             self.rewire(&all, &mut changed, actions);
         } else if self.large {
@@ -698,8 +710,11 @@ impl Tracker {
         }
         let at = at % self.ring.len();
         let mut changed = Vec::new();
-        if self.large && self.ring.len() < SHRINK_BELOW {
-            self.go_small(&mut changed, actions);
+        if self.large && self.ring.len() <= FEW {
+            // So few that every member may lose a source (or download from
+            // the ones before it in the ring again; see FEW).
+            let all = self.ring.clone();
+            self.rewire(&all, &mut changed, actions);
         } else if self.large {
             affected.push(self.ring[at]);
             affected.retain(|&r| r != i);
@@ -738,14 +753,15 @@ impl Tracker {
 
     /// The download neighbours of the member at ring position `p`,
     /// nearest first, as many as it gets ([`Tracker::wanted`]). In a
-    /// small ring, the members before it; in a large one, the member
+    /// small ring (or a large one down to [`FEW`]), the members before it;
+    /// in a large one, the member
     /// before it in the ring, then the one before it in each other ring
     /// (one that is already a neighbour is not counted twice).
     fn sources_of(&self, p: usize) -> Vec<String> {
         let n = self.ring.len();
         let i = self.ring[p];
         let k = self.wanted(i).min(n - 1);
-        if !self.large {
+        if !self.large || n <= FEW {
             return (1..=k)
                 .map(|back| self.members[self.ring[(p + n - back) % n]].addr.clone())
                 .collect();
@@ -825,21 +841,6 @@ impl Tracker {
                     prev: order[(k + n - 1) % n],
                     next: order[(k + 1) % n],
                 };
-            }
-        }
-    }
-
-    /// The ring shrank below [`SHRINK_BELOW`]: back to the one ring.
-    fn go_small(&mut self, changed: &mut Vec<usize>, actions: &mut Vec<Action>) {
-        self.large = false;
-        for &r in &self.ring {
-            self.members[r].links = [Link::NONE; EXTRA_RINGS];
-        }
-        let n = self.ring.len();
-        for p in 0..n {
-            let addrs = self.sources_of(p);
-            if self.assign(self.ring[p], addrs, actions) {
-                changed.push(self.ring[p]);
             }
         }
     }
@@ -1417,7 +1418,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_swarm_repairs_every_ring_and_shrinks_back_to_one() {
+    fn a_large_swarm_repairs_every_ring_and_keeps_them_as_it_shrinks() {
         let mut t = Tracker::new(COUNT, 5000);
         for n in 1..=200 {
             join_auto(&mut t, n);
@@ -1428,7 +1429,7 @@ mod tests {
             let n = 1 + (k * 37) % 200;
             t.link_down(conn(n), now);
             t.tick(now + GRACE);
-            if t.ring.len() >= SHRINK_BELOW && k % 10 == 0 {
+            if k % 10 == 0 {
                 let g = graph(&t);
                 assert!(diameter(&g) < t.ring.len().max(4), "{} left", t.ring.len());
             }
@@ -1437,18 +1438,27 @@ mod tests {
         let g = graph(&t);
         assert_eq!(g.len(), 10);
         assert!(g.values().all(|f| f.len() >= 2), "{g:?}");
-        // Five left: one ring again, one source each.
-        for n in 1..=200 {
-            if t.ring.len() == 5 {
-                break;
+        // Down to three, two and one: the last downloaders keep every
+        // other member they can have as a source.
+        let mut n = 1;
+        for left in [3, 2, 1] {
+            while t.ring.len() > left {
+                t.link_down(conn(n), now);
+                t.tick(now + GRACE);
+                n += 1;
             }
-            t.link_down(conn(n), now);
-            t.tick(now + GRACE);
+            let g = graph(&t);
+            assert!(g.values().all(|f| f.len() == left - 1), "{g:?}");
+            check_links(&t);
+        }
+        // And newcomers go into all the rings again.
+        for n in 500..510 {
+            join_auto(&mut t, n);
+            check_links(&t);
         }
         let g = graph(&t);
-        assert_eq!(g.len(), 5);
-        assert!(g.values().all(|f| f.len() == 1), "{g:?}");
-        assert_eq!(diameter(&g), 4);
+        assert!(g.values().all(|f| f.len() >= 2), "{g:?}");
+        assert!(diameter(&g) <= 10);
         // Members who asked for a number keep it: two, in a large ring.
         for n in 1000..1020 {
             t.register(conn(n), &format!("h:{n}"), true, 2, "", none())

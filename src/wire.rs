@@ -489,12 +489,13 @@
 //! choice (1 in a small ring, 3 in a large one), but never more than
 //! the members less one, and fewer where two rings put the same member
 //! before it (it is counted once). The ring is large from the moment it
-//! has 8 members until it has fewer than 6. A small ring is a list in which
-//! each downloads from the `k` before it, nearest first (the first from
-//! the last): with `k` 1 the card's ring, with 2 a ring plus a chord.
+//! has 8 members on, and stays large as members leave. A small ring, or
+//! a large one of at most 5 members, is a list in which each downloads
+//! from the `k` before it, nearest first (the first from the last): with
+//! `k` 1 the card's ring, with 2 a ring plus a chord.
 //! Below 16 members a newcomer goes right after the first member, so peer
 //! `i` downloads from peer `i + 1` when they join in order; from 16 on at
-//! a spread position. In a large ring each
+//! a spread position. In a large ring of more than 5 each
 //! downloads from the member before it in the ring and from the member
 //! before it in each of up to three other rings, each in an order of its
 //! own, so every member is a few hops from every other however many join
