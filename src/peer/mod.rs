@@ -25,6 +25,8 @@
 //! reassembles and verifies the file, and decides when to leave.
 
 mod download;
+/// The peer's decisions, with no I/O: the coordinator is its shell.
+pub mod machine;
 mod owner_link;
 mod upload;
 
@@ -47,47 +49,22 @@ use crate::conn::{ConnId, Handle, Outgoing, id_list};
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Digest, Manifest, to_hex};
 use crate::net::{self, Stopper};
-use crate::scheduler::{Arrival, Order, Scheduler, SourceId, SourceKind};
+use crate::scheduler::{SourceId, SourceKind};
 use crate::store::{self, Put, Store};
 use crate::wire::{self, Message};
+use machine::{
+    CoreConfig, DownloaderId, Failing, Input, LeaveWhy, Note, Output, PeerCore, Stall, TICK,
+    ToOwner,
+};
 
 /// Connections the upload port serves at once; past it, the one that has
 /// done least is closed to make room.
 pub const MAX_UPLOAD_CONNECTIONS: usize = 16;
 
-/// Corrupt chunks a source may send before it is dropped.
-pub const MAX_BAD_CHUNKS: u32 = 3;
-
-/// Requests in flight to the owner in the end game: enough to keep a
-/// chunk coming, few enough not to take chunks the ring is about to bring.
-const ENDGAME_WINDOW: usize = 2;
-
-/// The end game asks the owner for at most this fraction (1 / n) of what
-/// it seeded this peer, so the owner sends at most about 1 + 1 / n times
-/// the file in all.
-const ENDGAME_BUDGET: u32 = 5;
-
-/// How many times slower per chunk than the owner a busy download
-/// neighbour may be before the owner helps out.
-const SLOW_FACTOR: u32 = 4;
-
-/// Requests in flight at most to a download neighbour that fails beside
-/// others that do not.
-const FAILING_WINDOW: usize = 2;
-
-/// How old a request to one download neighbour must be at least before
-/// another with room takes it over in the end game.
-const STEAL_AFTER: Duration = Duration::from_millis(500);
-
-/// How long a peer the owner wires waits without a download neighbour,
-/// once its seeds are in, before it fetches the rest from the owner.
-const ALONE_GRACE: Duration = Duration::from_secs(1);
+pub use machine::MAX_BAD_CHUNKS;
 
 /// Events queued for the coordinator at most.
 const EVENTS: usize = 4096;
-
-/// How often the coordinator checks deadlines.
-const TICK: Duration = Duration::from_millis(100);
 
 /// What the peer's threads tell the coordinator.
 #[derive(Debug)]
@@ -565,133 +542,67 @@ fn wait_for_store(events: &Receiver<Event>, wait: Duration) -> Result<Arc<Store>
     }
 }
 
-/// The one thread that owns the scheduler and every decision.
+/// The one thread that drives the peer's [`PeerCore`]: it turns the
+/// threads' events into inputs and carries out the core's outputs over
+/// the connections, the store and the flags the other threads read.
 struct Coordinator<'a> {
     args: &'a PeerArgs,
     store: Arc<Store>,
     shared: &'a Shared,
     out: PathBuf,
-    sched: Scheduler,
+    core: PeerCore,
     /// Live source connections, with the address a ring source was
-    /// dialed at.
+    /// dialed at (closed ones too, until their connection reports its
+    /// end).
     sources: HashMap<ConnId, (SourceKind, Handle, Option<SocketAddr>)>,
-    /// Source connections that ended, for the reports still queued from
-    /// them.
-    ended: HashMap<ConnId, (SourceKind, String, Option<SocketAddr>)>,
+    /// Every source's name and address, for logs and for the bytes by
+    /// source (kept while the core counts bytes for it).
+    names: HashMap<SourceId, (String, Option<SocketAddr>)>,
     /// Open connections that have downloaded from this peer and not
-    /// reported holding every chunk.
-    downloaders: HashMap<ConnId, Handle>,
-    /// Whether a downloader has reported holding every chunk.
-    released: bool,
-    /// When a downloader that has since gone last asked for a chunk.
-    last_contact: Option<Instant>,
-    from_owner: u64,
-    from_ring: u64,
-    /// Chunk bytes stored from each source, by name, in the order they
-    /// first delivered.
-    by_source: Vec<(String, Option<SocketAddr>, u64)>,
-    /// Chunks the owner pushed as seeds in this run, and in its current
-    /// session.
-    seeded: u32,
-    session_seeds: u32,
-    /// When the owner link came up and when its last seed arrived, to
-    /// measure the time the owner takes per chunk.
-    owner_up: Option<Instant>,
-    last_seed: Option<Instant>,
-    /// What the owner has shown it takes per chunk, once measured.
-    owner_chunk_time: Option<Duration>,
-    /// Whether the owner is seeding some peer (assumed until it says
-    /// otherwise): the end game waits for its link to be free.
-    owner_seeding: bool,
-    /// When the ring last delivered a chunk (or the coordinator started).
-    ring_progress: Instant,
-    stalled: bool,
+    /// reported holding every chunk, with what the core last heard of
+    /// them (when each last asked, whether it is closed).
+    downloaders: HashMap<ConnId, (Handle, Option<Activity>)>,
     report: Option<Report>,
-    verified_at: Option<Instant>,
-    /// When a chunk last arrived from anyone, for `--wait`.
-    progress_at: Instant,
     /// Whole-file mismatches in a row in which no chunk was damaged.
     clean_mismatches: u32,
-    /// When a lapse was last logged, per source, so a source that keeps
-    /// letting requests lapse is named once per `--stall-timeout`.
-    lapse_logged: HashMap<SourceId, Instant>,
-    last_held: u32,
-    last_bytes: u64,
-    last_line: Instant,
-    /// The live session with the owner, for reports.
+    /// The live session with the owner, to end in order on the way out.
     owner_link: Option<Handle>,
-    /// Chunks the owner has been told this peer holds.
-    reported: ChunkSet,
-    /// The download neighbours as the owner named them, for UNREACHABLE.
-    assigned: HashMap<SocketAddr, String>,
-    /// Whether the owner has sent all of a session's seeds.
-    seed_done: bool,
-    /// Since when this peer has had no download neighbour, if it has none.
-    alone_since: Option<Instant>,
-    /// Whether the owner reported every peer complete.
-    swarm_complete: bool,
-    /// Chunks asked of the owner in the end game.
-    endgame_asked: u32,
-    /// Which chunk of the longest missing run this peer asks the owner
-    /// for in the end game (see [`Scheduler::reserve_tail`]): random with
-    /// several sources, so peers ask for different chunks and pass them
-    /// on; 0 (the top) in a ring.
-    spread: u64,
     /// Where this version's distribution is counted from, then when it
     /// was verified.
     mark: Mark,
     verified_mark: Option<Mark>,
-    /// Whether the output file is started (see [`Event::Assembling`]).
-    assembling: bool,
 }
 
 impl<'a> Coordinator<'a> {
     fn new(args: &'a PeerArgs, store: Arc<Store>, shared: &'a Shared, out: PathBuf) -> Self {
-        let now = Instant::now();
-        let sched = Scheduler::new(store.layout().clone(), store.snapshot(), args.stall_timeout);
-        let last_held = sched.held().len();
-        let last_count = store.layout().count();
+        let layout = store.layout().clone();
+        let config = CoreConfig {
+            sources: args.sources,
+            wired: shared.wired,
+            targets: shared.targets(),
+            stall_timeout: args.stall_timeout,
+            linger: args.linger,
+            wait: args.wait,
+            follow: args.follow,
+            window: request_window(layout.chunk_size()),
+            spread: if args.sources > 1 { random_u64() } else { 0 },
+            notes: true,
+        };
+        let core = PeerCore::new(layout, store.snapshot(), config, Instant::now());
         Coordinator {
             args,
             store,
             shared,
             out,
-            sched,
+            core,
             sources: HashMap::new(),
-            ended: HashMap::new(),
+            names: HashMap::new(),
             downloaders: HashMap::new(),
-            released: false,
-            last_contact: None,
-            from_owner: 0,
-            from_ring: 0,
-            by_source: Vec::new(),
-            seeded: 0,
-            session_seeds: 0,
-            owner_up: None,
-            last_seed: None,
-            owner_chunk_time: None,
-            owner_seeding: true,
-            ring_progress: now,
-            stalled: false,
             report: None,
-            verified_at: None,
-            progress_at: now,
             clean_mismatches: 0,
-            lapse_logged: HashMap::new(),
-            last_held,
-            last_bytes: 0,
-            last_line: now,
             owner_link: None,
-            reported: ChunkSet::new(last_count),
-            assigned: HashMap::new(),
-            seed_done: false,
-            alone_since: shared.targets().is_empty().then_some(now),
-            swarm_complete: false,
-            endgame_asked: 0,
-            spread: if args.sources > 1 { random_u64() } else { 0 },
             mark: Mark::now(),
             verified_mark: None,
-            assembling: false,
         }
     }
 
@@ -699,12 +610,13 @@ impl<'a> Coordinator<'a> {
         &self.shared.name
     }
 
-    /// The coordinator loop: events, deadlines, progress and the exit rule.
+    /// The coordinator loop: events and ticks into the core, its outputs
+    /// carried out, until it decides to leave.
     fn run(&mut self, events: &Receiver<Event>) -> Result<Ending> {
         let ticker = crossbeam_channel::tick(TICK);
         let mut second = Instant::now();
-        // Chunks stored before the scheduler was made are held in it
-        // already; their events, queued, still say where they came from.
+        // Chunks stored before the core was made are held in it already;
+        // their events, queued, still say where they came from.
         while let Ok(ev) = events.try_recv() {
             if let Event::NewVersion(manifest) = ev {
                 return Ok(Ending::Switch(
@@ -717,10 +629,7 @@ impl<'a> Coordinator<'a> {
             self.on_event(ev)?;
         }
         loop {
-            if self.report.is_none() && self.sched.is_complete() && self.assembling {
-                self.finish()?;
-            }
-            if let Some(report) = self.may_leave() {
+            if let Some(report) = self.pump()? {
                 return Ok(Ending::Left(report));
             }
             select! {
@@ -745,499 +654,308 @@ impl<'a> Coordinator<'a> {
                 },
                 recv(ticker) -> _ => {
                     let now = Instant::now();
-                    self.expire(now);
                     if second.elapsed() >= Duration::from_secs(1) {
                         second = now;
                         self.every_second()?;
                     }
+                    self.core.handle(now, Input::Tick);
                 }
             }
-            self.refill();
         }
     }
 
+    /// Turns an event into the core's input (logging what it says).
     fn on_event(&mut self, ev: Event) -> Result<()> {
         let now = Instant::now();
-        match ev {
-            Event::Store(_) => {}
+        let input = match ev {
+            Event::Store(_) | Event::NewVersion(_) => return Ok(()),
             Event::SourceUp(kind, handle, addr) => {
-                if kind == SourceKind::Ring && !addr.is_some_and(|a| self.shared.is_target(a)) {
-                    // Dialed for a neighbour the owner has since replaced
-                    // (two NEIGHBOURs in a row): its dialer ends.
-                    handle.close();
-                    return Ok(());
+                let src = source(handle.id());
+                if self.names.len() >= 1024 {
+                    // Names of sources long gone that delivered nothing.
+                    let (sources, core) = (&self.sources, &self.core);
+                    self.names.retain(|s, _| {
+                        sources.contains_key(&ConnId::from_raw(s.0))
+                            || core.by_source().iter().any(|(b, _)| b == s)
+                    });
                 }
-                let max = request_window(self.store.layout().chunk_size());
-                self.sched.add_source(source(handle.id()), kind, max);
-                // (A ring source that reconnects does not reset the stall
-                // clock: one that connects and drops again and again
-                // delivers nothing all the same.)
+                self.names.insert(src, (handle.who().to_string(), addr));
                 if kind == SourceKind::Owner {
-                    self.owner_up = Some(now);
-                    self.session_seeds = 0;
-                    self.owner_seeding = true;
                     self.owner_link = Some(handle.clone());
                 }
-                if self.report.is_some() {
-                    self.tell_complete(kind, &handle);
-                }
                 self.sources.insert(handle.id(), (kind, handle, addr));
+                Input::SourceUp { src, kind, addr }
             }
-            Event::Offered(from, set) => {
-                let who = self.who(from);
+            Event::Offered(from, chunks) => {
                 log::info!(
                     target: "swarm::chunk",
-                    "{}: received chunk-ID list from {who} ({} chunks)",
+                    "{}: received chunk-ID list from {} ({} chunks)",
                     self.name(),
-                    set.len()
+                    self.who(source(from)),
+                    chunks.len()
                 );
-                self.sched.offer(source(from), set);
+                Input::Offered {
+                    src: source(from),
+                    chunks,
+                }
             }
             Event::Have(from, ids) => {
                 log::info!(
                     target: "swarm::chunk",
                     "{}: received chunk-ID update from {}: {}",
                     self.name(),
-                    self.who(from),
+                    self.who(source(from)),
                     id_list(&ids)
                 );
-                self.sched.offer_more(source(from), &ids);
+                Input::Have {
+                    src: source(from),
+                    ids,
+                }
             }
             Event::Received {
                 from,
                 id,
                 put,
                 bytes,
-            } => self.on_received(from, id, put, bytes, now),
-            Event::SeedDone(from) => {
-                self.seed_done = true;
-                self.sched.stop_pushing(source(from));
-                // Too few seeds say little about the owner's link.
-                if let (Some(up), Some(last), n @ 4..) =
-                    (self.owner_up, self.last_seed, self.session_seeds)
-                {
-                    self.owner_chunk_time = Some(last.saturating_duration_since(up) / n);
-                }
-                log::info!("{}: the owner seeded {} chunks", self.name(), self.seeded);
-            }
-            Event::OwnerSeeding(busy) => self.owner_seeding = busy,
+            } => Input::Received {
+                src: source(from),
+                id,
+                put,
+                bytes,
+            },
+            Event::SeedDone(from) => Input::SeedDone { src: source(from) },
+            Event::OwnerSeeding(busy) => Input::OwnerSeeding(busy),
             Event::SourceDown(from) => {
-                self.drop_source(from);
+                self.sources.remove(&from);
+                if self.owner_link.as_ref().is_some_and(|h| h.id() == from) {
+                    self.owner_link = None;
+                }
+                Input::SourceDown { src: source(from) }
             }
-            Event::OwnerListed(set) => self.reported = set,
-            Event::SwarmComplete => self.swarm_complete = true,
-            // Taken by the loop in `run` before it gets here.
-            Event::NewVersion(_) => {}
+            Event::OwnerListed(set) => Input::OwnerListed(set),
+            Event::SwarmComplete => Input::SwarmComplete,
             Event::Assembling(result) => {
                 result?;
-                self.assembling = true;
+                Input::OutputReady
             }
-            Event::Neighbour(assigned) => self.rewire(assigned),
-            Event::Unreachable(addr) => {
-                if let (Some(link), Some(text)) = (&self.owner_link, self.assigned.get(&addr))
-                    && self.shared.wired
-                    && self.shared.is_target(addr)
-                {
-                    let _ = link.send_message(&Message::Unreachable(text));
-                }
-            }
+            Event::Neighbour(assigned) => Input::Neighbours(assigned),
+            Event::Unreachable(addr) => Input::Unreachable(addr),
             Event::Downloader(handle) => {
-                self.downloaders.insert(handle.id(), handle);
+                let conn = downloader(handle.id());
+                self.downloaders.insert(handle.id(), (handle, None));
+                Input::Downloader { conn }
             }
             Event::DownloaderComplete(from) => {
-                if let Some(handle) = self.forget_downloader(from) {
-                    self.released = true;
-                    self.last_contact = Some(now);
+                let Some((handle, _)) = self.downloaders.remove(&from) else {
+                    return Ok(());
+                };
+                log::info!(
+                    "{}: {} reports it holds every chunk",
+                    self.shared.name,
+                    handle.who()
+                );
+                Input::DownloaderComplete {
+                    conn: downloader(from),
+                    last_asked: handle.stats().last_asked(),
+                }
+            }
+            Event::DownloaderGone(from) => {
+                let Some((handle, _)) = self.downloaders.remove(&from) else {
+                    return Ok(());
+                };
+                Input::DownloaderGone {
+                    conn: downloader(from),
+                    last_asked: handle.stats().last_asked(),
+                }
+            }
+            Event::Fatal(e) => return Err(e),
+        };
+        self.core.handle(now, input);
+        Ok(())
+    }
+
+    /// Carries out what the core decided; the report once it decides to
+    /// leave.
+    fn pump(&mut self) -> Result<Option<Report>> {
+        // The exit rule reads when each downloader last asked for a
+        // chunk, which its connection keeps.
+        let now = Instant::now();
+        for (id, (handle, told)) in self.downloaders.iter_mut() {
+            let seen = (handle.stats().last_asked(), handle.is_closed());
+            if *told != Some(seen) {
+                *told = Some(seen);
+                self.core.handle(
+                    now,
+                    Input::DownloaderActivity {
+                        conn: downloader(*id),
+                        last_asked: seen.0,
+                        closed: seen.1,
+                    },
+                );
+            }
+        }
+        while let Some(output) = self.core.poll() {
+            if let Some(why) = self.carry_out(output)? {
+                let name = self.name();
+                match why {
+                    LeaveWhy::SwarmComplete => {
+                        log::info!("{name}: the owner reports every peer holds the file; exiting")
+                    }
+                    LeaveWhy::Released => {
+                        log::info!("{name}: upload neighbour holds every chunk; exiting")
+                    }
+                    LeaveWhy::Lingered => log::info!(
+                        "{name}: no upload neighbour in contact for {} s; exiting",
+                        self.args.linger.as_secs()
+                    ),
+                }
+                return Ok(self.report.clone());
+            }
+        }
+        Ok(None)
+    }
+
+    fn handle_of(&self, src: SourceId) -> Option<&Handle> {
+        self.sources
+            .get(&ConnId::from_raw(src.0))
+            .map(|(_, handle, _)| handle)
+    }
+
+    /// One output of the core.
+    fn carry_out(&mut self, output: Output) -> Result<Option<LeaveWhy>> {
+        match output {
+            Output::Request { src, ids } => {
+                let Some(handle) = self.handle_of(src) else {
+                    return Ok(None);
+                };
+                let mut buf = Vec::with_capacity(9 * ids.len());
+                for &id in &ids {
+                    wire::encode(&Message::Request(id), &mut buf);
+                }
+                log::info!(
+                    target: "swarm::chunk",
+                    "{}: requested {} from {}",
+                    self.shared.name,
+                    id_list(&ids),
+                    handle.who()
+                );
+                if handle.send(Outgoing::Frames(buf)).is_err() {
+                    // The connection is closing; its SourceDown releases
+                    // them.
+                    handle.close();
+                }
+            }
+            Output::Close { src, .. } => {
+                if let Some(handle) = self.handle_of(src) {
+                    handle.close();
+                }
+            }
+            Output::SetTargets(addrs) => {
+                let name = self.name();
+                match addrs.as_slice() {
+                    [] => {
+                        log::info!("{name}: the owner has no download neighbour for this peer yet")
+                    }
+                    [addr] => log::info!("{name}: the owner assigned download neighbour {addr}"),
+                    addrs => log::info!(
+                        "{name}: the owner assigned download neighbours {}",
+                        addr_list(addrs)
+                    ),
+                }
+                self.shared.set_targets(addrs);
+            }
+            Output::Shun { addr, wait } => {
+                let until = self.shared.now_ms() + wait.as_millis() as u64;
+                self.shared.shun(addr, until);
+            }
+            Output::NeedOwner(need) => self.shared.need_owner.store(need, Ordering::Relaxed),
+            Output::ToOwner { src, msg } => {
+                let Some(link) = self.handle_of(src) else {
+                    return Ok(None);
+                };
+                match msg {
+                    ToOwner::Report { have, rate } => {
+                        let mut buf = Vec::new();
+                        if !have.is_empty() {
+                            wire::encode_have(&have, self.store.layout(), &mut buf);
+                        }
+                        wire::encode(&Message::Progress { rate }, &mut buf);
+                        let _ = link.send(Outgoing::Frames(buf));
+                    }
+                    ToOwner::Unreachable(text) => {
+                        let _ = link.send_message(&Message::Unreachable(&text));
+                    }
+                    ToOwner::Complete => {
+                        let _ = link.send_message(&Message::Complete);
+                    }
+                }
+            }
+            Output::TellComplete { src } => {
+                if let Some(handle) = self.handle_of(src) {
+                    let _ = handle.send_last(&Message::Complete);
                     log::info!(
-                        "{}: {} reports it holds every chunk",
+                        "{}: holds every chunk; told {}",
                         self.shared.name,
                         handle.who()
                     );
                 }
             }
-            Event::DownloaderGone(from) => {
-                self.forget_downloader(from);
+            Output::Finish => self.finish()?,
+            Output::Leave(why) => return Ok(Some(why)),
+            Output::Stuck(wait) => {
+                return Err(Error::Timeout(format!(
+                    "no chunk arrived from the owner or a download neighbour for {} s",
+                    wait.as_secs()
+                )));
             }
-            Event::Fatal(e) => return Err(e),
+            Output::Note(note) => self.log_note(note),
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// The owner assigned download neighbours: ring connections to any
-    /// other make way for connections to the new ones.
-    fn rewire(&mut self, assigned: Vec<(SocketAddr, String)>) {
-        let name = self.shared.name.clone();
-        let addrs: Vec<SocketAddr> = assigned.iter().map(|(a, _)| *a).collect();
-        self.assigned = assigned.into_iter().collect();
-        if addrs == self.shared.targets() {
-            return;
-        }
-        match addrs.as_slice() {
-            [] => log::info!("{name}: the owner has no download neighbour for this peer yet"),
-            [addr] => log::info!("{name}: the owner assigned download neighbour {addr}"),
-            addrs => log::info!(
-                "{name}: the owner assigned download neighbours {}",
-                addr_list(addrs)
+    /// Words a note of the core's as a log line.
+    fn log_note(&self, note: Note) {
+        let name = self.name();
+        let limit = self.args.stall_timeout.as_secs();
+        match note {
+            Note::Lapsed { src, id } => log::warn!(
+                "{name}: {} did not deliver chunk {id} within {limit} s; asking elsewhere",
+                self.who(src)
+            ),
+            Note::Stalled(why) => self.log_stall(Some(why)),
+            Note::Delivering => self.log_stall(None),
+            Note::CorruptAlone { addr } => log::warn!(
+                "{name}: download neighbour {addr} sent {MAX_BAD_CHUNKS} corrupt chunks and no other is connected; fetching missing chunks from the owner"
+            ),
+            Note::Corrupt { src, id, bad } if bad == MAX_BAD_CHUNKS => log::warn!(
+                "{name}: chunk {id} from {} failed its SHA-256 check; \
+                 {MAX_BAD_CHUNKS} bad chunks from it; disconnecting",
+                self.who(src)
+            ),
+            Note::Corrupt { src, id, .. } => log::warn!(
+                "{name}: chunk {id} from {} failed its SHA-256 check; discarded, asking again",
+                self.who(src)
+            ),
+            Note::Unasked { src, id } => log::warn!(
+                "{name}: {} sent chunk {id}, which was not asked of it; disconnecting",
+                self.who(src)
+            ),
+            Note::Shunned { addr, wait } => log::warn!(
+                "{name}: not dialing download neighbour {addr} again for {} s",
+                wait.as_secs()
+            ),
+            Note::Seeded { seeded } => log::info!("{name}: the owner seeded {seeded} chunks"),
+            Note::Progress { held, total, rate } => log::info!(
+                "{name}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
+                crate::tracker::percent(held, total),
+                rate as f64 / MIB,
             ),
         }
-        self.shared.set_targets(addrs.clone());
-        self.alone_since = addrs.is_empty().then(Instant::now);
-        for (kind, handle, addr) in self.sources.values() {
-            if *kind == SourceKind::Ring && !addr.is_some_and(|a| addrs.contains(&a)) {
-                handle.close();
-            }
-        }
-        // A new neighbour gets a fair start before the owner stands in.
-        self.ring_progress = Instant::now();
     }
 
-    /// Tells the owner what this peer gained since the last report and
-    /// how fast it receives.
-    fn report_progress(&mut self, rate: u64) {
-        let Some(link) = &self.owner_link else {
-            return;
-        };
-        let mut gained = self.sched.held().clone();
-        gained.subtract(&self.reported);
-        let layout = self.store.layout();
-        let mut buf = Vec::new();
-        if !gained.is_empty() {
-            let ids: Vec<ChunkId> = gained.iter(layout).collect();
-            wire::encode_have(&ids, layout, &mut buf);
-        }
-        wire::encode(&Message::Progress { rate }, &mut buf);
-        if link.send(Outgoing::Frames(buf)).is_ok() {
-            self.reported.union_with(&gained);
-        }
-    }
-
-    /// Drops a downloader's handle (its connection ended or it is
-    /// complete), keeping only when it last asked for a chunk.
-    fn forget_downloader(&mut self, from: ConnId) -> Option<Handle> {
-        let handle = self.downloaders.remove(&from)?;
-        if let Some(at) = handle.stats().last_asked() {
-            self.last_contact = self.last_contact.max(Some(at));
-        }
-        Some(handle)
-    }
-
-    fn who(&self, from: ConnId) -> String {
-        self.sources.get(&from).map_or_else(
-            || "a closed connection".into(),
-            |(_, h, _)| h.who().to_string(),
-        )
-    }
-
-    fn on_received(&mut self, from: ConnId, id: ChunkId, put: Put, bytes: u64, now: Instant) {
-        let Some((kind, handle, addr)) = self.sources.get(&from).cloned() else {
-            // Its connection is gone; what the store kept is held, and
-            // counted for the source that sent it.
-            if put == Put::Stored {
-                self.sched.on_chunk(source(from), id, now);
-                if let Some((kind, who, addr)) = self.ended.get(&from).cloned() {
-                    self.count_stored(kind, &who, addr, bytes, now);
-                }
-            }
-            return;
-        };
-        let src = source(from);
-        let name = self.shared.name.clone();
-        if put == Put::Corrupt {
-            let bad = self.sched.on_bad_chunk(src, id, now);
-            if bad > MAX_BAD_CHUNKS {
-                // Still in flight when it was disconnected.
-                return;
-            }
-            if bad == MAX_BAD_CHUNKS {
-                log::warn!(
-                    "{name}: chunk {id} from {} failed its SHA-256 check; \
-                     {MAX_BAD_CHUNKS} bad chunks from it; disconnecting",
-                    handle.who()
-                );
-                handle.close();
-                // Gone from now on, not when its thread says so: the
-                // stall rule must not count it as connected meanwhile.
-                self.drop_source(from);
-                if let (SourceKind::Ring, Some(addr)) = (kind, addr) {
-                    self.shun_ring(addr);
-                }
-            } else {
-                log::warn!(
-                    "{name}: chunk {id} from {} failed its SHA-256 check; discarded, asking again",
-                    handle.who()
-                );
-            }
-            return;
-        }
-        let pushing = self.sched.is_pushing(src);
-        // A duplicate may be of a copy from another source that the store
-        // has taken but whose report is still on its way: that report
-        // makes the chunk held (and counts its bytes for its source), so
-        // the peer cannot finish before it is counted.
-        let arrival = if put == Put::Duplicate {
-            self.sched.on_duplicate(src, id, now)
-        } else {
-            self.sched.on_chunk(src, id, now)
-        };
-        match arrival {
-            Arrival::Unasked => {
-                log::warn!(
-                    "{name}: {} sent chunk {id}, which was not asked of it; disconnecting",
-                    handle.who()
-                );
-                handle.close();
-                self.drop_source(from);
-                return;
-            }
-            Arrival::Late => {}
-            Arrival::Fresh => {}
-        }
-        if put == Put::Stored {
-            self.count_stored(kind, handle.who(), addr, bytes, now);
-            if kind == SourceKind::Owner && pushing {
-                self.seeded += 1;
-                self.session_seeds += 1;
-                self.last_seed = Some(now);
-            }
-        }
-    }
-
-    /// Forgets a source whose connection ended or is closed: its claims
-    /// go back to wanted. Reports still queued from it are counted for it.
-    fn drop_source(&mut self, from: ConnId) {
-        self.sched.remove_source(source(from));
-        if let Some((kind, handle, addr)) = self.sources.remove(&from) {
-            // Reports queued from a connection arrive just after its end:
-            // the last thousand are plenty.
-            if self.ended.len() >= 1024 {
-                self.ended.clear();
-            }
-            self.ended
-                .insert(from, (kind, handle.who().to_string(), addr));
-        }
-        if self.owner_link.as_ref().is_some_and(|h| h.id() == from) {
-            self.owner_link = None;
-        }
-    }
-
-    /// Counts a chunk's `bytes` stored from source `who`, a ring source
-    /// dialed at `addr`.
-    fn count_stored(
-        &mut self,
-        kind: SourceKind,
-        who: &str,
-        addr: Option<SocketAddr>,
-        bytes: u64,
-        now: Instant,
-    ) {
-        self.progress_at = now;
-        match self
-            .by_source
-            .iter_mut()
-            .find(|(w, a, _)| w == who && *a == addr)
-        {
-            Some((_, _, total)) => *total += bytes,
-            None => self.by_source.push((who.to_string(), addr, bytes)),
-        }
-        match kind {
-            SourceKind::Owner => self.from_owner += bytes,
-            SourceKind::Ring => {
-                self.from_ring += bytes;
-                self.ring_progress = now;
-            }
-        }
-    }
-
-    /// Keeps the download side away from the neighbour at `addr` for a
-    /// while. Its requests go to the other neighbours; with none
-    /// connected, the owner stands in at once (the ring counts as having
-    /// delivered nothing for `--stall-timeout`) until a neighbour delivers.
-    fn shun_ring(&mut self, addr: SocketAddr) {
-        let limit = self.args.stall_timeout;
-        let until = self.shared.now_ms() + 3 * limit.as_millis() as u64;
-        self.shared.shun(addr, until);
-        let others = self
-            .sources
-            .values()
-            .any(|(kind, h, a)| *kind == SourceKind::Ring && *a != Some(addr) && !h.is_closed());
-        if others {
-            log::warn!(
-                "{}: not dialing download neighbour {addr} again for {} s",
-                self.shared.name,
-                3 * limit.as_secs()
-            );
-            return;
-        }
-        let now = Instant::now();
-        self.ring_progress = now.checked_sub(limit).unwrap_or(self.ring_progress);
-        if self.stalled {
-            return;
-        }
-        if self.shared.targets().len() > 1 {
-            log::warn!(
-                "{}: download neighbour {addr} sent {MAX_BAD_CHUNKS} corrupt chunks and no other is connected; fetching missing chunks from the owner",
-                self.shared.name
-            );
-            self.stalled = true;
-        } else {
-            self.set_stalled(true, &format!("sent {MAX_BAD_CHUNKS} corrupt chunks"));
-        }
-    }
-
-    /// Lets lapsed requests go back to wanted, so another source is asked
-    /// (the next refill calls in the owner if the source is in the ring).
-    fn expire(&mut self, now: Instant) {
-        let lapsed = self.sched.expire(now);
-        for (id, src) in lapsed {
-            let Some((_, handle, _)) = self.sources.get(&ConnId::from_raw(src.0)) else {
-                continue;
-            };
-            let logged = self.lapse_logged.get(&src).copied();
-            if logged.is_none_or(|at| now.saturating_duration_since(at) >= self.args.stall_timeout)
-            {
-                self.lapse_logged.insert(src, now);
-                log::warn!(
-                    "{}: {} did not deliver chunk {id} within {} s; asking elsewhere",
-                    self.shared.name,
-                    handle.who(),
-                    self.args.stall_timeout.as_secs()
-                );
-            }
-        }
-    }
-
-    /// Whether the ring should have the owner's help now, and why: no
-    /// ring source delivered for `--stall-timeout`, or every connected
-    /// one is failing (see [`Coordinator::failing`]). With several
-    /// download neighbours one that fails is only passed over: the others
-    /// take its chunks, and the owner those that only it holds.
-    /// `failing` is each ring source with how it fails, if it does.
-    fn ring_stalled(&self, now: Instant, failing: &[(SourceId, Option<String>)]) -> Option<String> {
-        let limit = self.args.stall_timeout;
-        if self.shared.targets().is_empty() {
-            // Alone in the ring: once its seeds are in, only the owner
-            // has what it lacks; a moment's grace lets the peers started
-            // beside it join first.
-            let alone = self
-                .alone_since
-                .is_some_and(|at| now.saturating_duration_since(at) >= ALONE_GRACE);
-            return (self.seed_done && alone)
-                .then(|| "is none: this peer is alone in the ring".to_string());
-        }
-        if now.saturating_duration_since(self.ring_progress) >= limit {
-            // In a ring the owner wires, a neighbour that is up is given
-            // time: one that holds nothing this peer lacks is waiting for
-            // its own neighbour, and one that does but does not answer
-            // lets requests lapse (below). The owner re-wires around a
-            // dead one and seeds chunks missing from the whole ring, so
-            // only a peer with no neighbour connection calls it in here:
-            // at a thousand peers on two cores, every peer whose busy
-            // neighbour sent nothing for a while pulled the file from
-            // the owner.
-            let connected = !failing.is_empty();
-            if !(self.shared.wired && connected) {
-                return Some(format!("delivered nothing for {} s", limit.as_secs()));
-            }
-        }
-        let mut why = Vec::new();
-        for (src, failing) in failing {
-            match failing {
-                Some(failing) => why.push((*src, failing)),
-                None => return None,
-            }
-        }
-        match why.as_slice() {
-            [] => None,
-            [(_, why)] if self.args.sources == 1 || self.shared.targets().len() == 1 => {
-                Some((*why).clone())
-            }
-            [(src, why)] => Some(format!(
-                "(the one connected): {} {why}",
-                self.who(ConnId::from_raw(src.0))
-            )),
-            several => {
-                let each: Vec<String> = several
-                    .iter()
-                    .map(|(src, why)| format!("{} {why}", self.who(ConnId::from_raw(src.0))))
-                    .collect();
-                Some(format!("all fail: {}", each.join("; ")))
-            }
-        }
-    }
-
-    /// Whether ring source `src` is failing this peer, and how: it let a
-    /// request lapse within `--stall-timeout`; with several sources, it
-    /// takes far longer per chunk than another neighbour that is
-    /// delivering (its chunks wait behind its link); or it has requests
-    /// to answer and takes far longer per chunk than the owner did (a
-    /// neighbour that delivers just enough never to lapse).
-    fn failing(&self, src: SourceId, now: Instant) -> Option<String> {
-        let limit = self.args.stall_timeout;
-        if self.lapsed_recently(src, now) {
-            return Some(format!(
-                "did not answer a request within {} s",
-                limit.as_secs()
-            ));
-        }
-        if self.args.sources > 1 && self.hung(src, now) {
-            // Its window is full of lapsed requests, so nothing new lapses.
-            return Some(format!(
-                "has not answered a request for {} s",
-                limit.as_secs()
-            ));
-        }
-        let ring = self.sched.chunk_time(src)?;
-        if self.args.sources > 1 {
-            // Only neighbours delivering now count: a hung one's old pace,
-            // or an idle one's, says nothing of the link this one has.
-            let best_other = self
-                .sched
-                .sources(SourceKind::Ring)
-                .filter(|&other| other != src && self.sched.outstanding(other) > 0)
-                .filter(|&other| !self.lapsed_recently(other, now) && !self.hung(other, now))
-                .filter_map(|other| self.sched.chunk_time(other))
-                .min();
-            if let Some(other) = best_other
-                && ring > (other * SLOW_FACTOR).max(limit / 100)
-            {
-                return Some(format!(
-                    "takes {} ms per chunk where another neighbour takes {} ms",
-                    ring.as_millis(),
-                    other.as_millis()
-                ));
-            }
-        }
-        if self.sched.outstanding(src) == 0 {
-            return None;
-        }
-        let owner = self.owner_chunk_time?;
-        (ring > (owner * SLOW_FACTOR).max(limit / 10)).then(|| {
-            format!(
-                "takes {} ms per chunk where the owner took {} ms",
-                ring.as_millis(),
-                owner.as_millis()
-            )
-        })
-    }
-
-    /// Whether ring source `src` has left a request unanswered for
-    /// `--stall-timeout`.
-    fn hung(&self, src: SourceId, now: Instant) -> bool {
-        self.sched
-            .oldest_outstanding(src)
-            .is_some_and(|at| now.saturating_duration_since(at) >= self.args.stall_timeout)
-    }
-
-    /// Whether a request to ring source `src` lapsed within
-    /// `--stall-timeout`.
-    fn lapsed_recently(&self, src: SourceId, now: Instant) -> bool {
-        self.sched
-            .last_expiry(src)
-            .is_some_and(|at| now.saturating_duration_since(at) < self.args.stall_timeout)
-    }
-
-    fn set_stalled(&mut self, stalled: bool, why: &str) {
-        let name = &self.shared.name;
+    /// The ring stalled (with why) or delivers again (`None`).
+    fn log_stall(&self, why: Option<Stall>) {
+        let name = self.name();
         let targets = self.shared.targets();
         let at = if targets.is_empty() {
             String::new()
@@ -1249,178 +967,53 @@ impl<'a> Coordinator<'a> {
         } else {
             "download neighbour"
         };
-        match (self.stalled, stalled) {
-            // Alone is no fault of a neighbour's: not worth a warning.
-            (false, true) if at.is_empty() => {
-                log::info!("{name}: the {who} {why}; fetching missing chunks from the owner")
-            }
-            (false, true) => {
-                log::warn!("{name}: the {who}{at} {why}; fetching missing chunks from the owner")
-            }
-            (true, false) => {
-                let are = if targets.len() > 1 { "are" } else { "is" };
-                log::info!("{name}: the {who}{at} {are} delivering again; back to the ring")
-            }
-            _ => {}
-        }
-        self.stalled = stalled;
-    }
-
-    /// Tops up every source's requests: ring sources first in, first out
-    /// (in the order they offered the chunks; with several, rarest first),
-    /// within the window their link shows; the owner from the highest
-    /// ID down, two at a time in the end game and a full window while the
-    /// ring stalls. With several ring sources, one with room and nothing
-    /// left to ask for takes over the others' oldest requests in the end
-    /// game.
-    fn refill(&mut self) {
-        if self.sched.is_complete() {
-            self.shared.need_owner.store(false, Ordering::Relaxed);
+        let Some(why) = why else {
+            let are = if targets.len() > 1 { "are" } else { "is" };
+            log::info!("{name}: the {who}{at} {are} delivering again; back to the ring");
             return;
-        }
-        let now = Instant::now();
-        // How each ring source fails, if it does: once per refill, for the
-        // stall rule and for which sources count as healthy below.
-        let failing: Vec<(SourceId, Option<String>)> = self
-            .sched
-            .sources(SourceKind::Ring)
-            .map(|src| (src, self.failing(src, now)))
-            .collect();
-        let why = self.ring_stalled(now, &failing);
-        let stalled = why.is_some();
-        if stalled != self.stalled {
-            self.set_stalled(stalled, why.as_deref().unwrap_or(""));
-        }
-        // The end game begins as soon as the owner seeds no one: its link,
-        // idle from then on, brings the chunks the ring would bring last,
-        // which would otherwise cross the most hops after the last seed.
-        // (It used to wait until half a share was missing: at twenty
-        // peers the owner's link then stood idle for 6 s of a 19 s run.)
-        // Not while the owner seeds: seeds are chunks no peer has, and a
-        // chunk asked for may be one still on its way as a seed. A fifth
-        // of what the owner seeded us at most, so its link carries about
-        // 1.2 times the file in all. A peer the owner seeded nothing (one
-        // wired in after the first N) has no end game: were a thousand
-        // such peers to ask for their last chunks, the owner's link would
-        // carry them a thousand times.
-        let mut endgame_left = (self.seeded / ENDGAME_BUDGET)
-            .max(ENDGAME_WINDOW as u32)
-            .saturating_sub(self.endgame_asked);
-        let endgame = !self.owner_seeding && self.seeded > 0 && endgame_left > 0;
-        let full = request_window(self.store.layout().chunk_size());
-        let owner_window = if stalled {
-            full
-        } else if endgame {
-            ENDGAME_WINDOW
-        } else {
-            0
         };
-        self.shared
-            .need_owner
-            .store(owner_window > 0, Ordering::Relaxed);
-        let ring: Vec<SourceId> = failing.iter().map(|(src, _)| *src).collect();
-        let healthy: Vec<SourceId> = failing
-            .iter()
-            .filter(|(_, why)| why.is_none())
-            .map(|(src, _)| *src)
-            .collect();
-        let ring_order = if self.args.sources > 1 {
-            Order::Rarest
-        } else {
-            Order::Arrival
-        };
-        let links: Vec<(SourceKind, Handle)> = self
-            .sources
-            .values()
-            .map(|(kind, handle, _)| (*kind, handle.clone()))
-            .collect();
-        for (kind, handle) in links {
-            let src = source(handle.id());
-            let (room, order) = match kind {
-                // A neighbour that fails beside others that do not is
-                // asked for two chunks at a time: what only it holds comes
-                // out first, instead of queueing behind what others hold
-                // (two, so that its pace is still measured).
-                SourceKind::Ring if self.args.sources > 1 && !healthy.contains(&src) => (
-                    self.sched
-                        .room(src)
-                        .min(FAILING_WINDOW.saturating_sub(self.sched.outstanding(src))),
-                    ring_order,
-                ),
-                SourceKind::Ring => (self.sched.room(src), ring_order),
-                SourceKind::Owner if self.sched.is_pushing(src) => continue,
-                SourceKind::Owner => {
-                    let policy = owner_window.saturating_sub(self.sched.outstanding(src));
-                    (self.sched.room(src).min(policy), Order::Highest)
+        let limit = self.args.stall_timeout.as_secs();
+        let why = match why {
+            Stall::Alone => "is none: this peer is alone in the ring".to_string(),
+            Stall::Silent => format!("delivered nothing for {limit} s"),
+            Stall::Corrupt => format!("sent {MAX_BAD_CHUNKS} corrupt chunks"),
+            Stall::Failing(each) => match each.as_slice() {
+                [(_, how)] if self.args.sources == 1 || targets.len() == 1 => {
+                    failing_text(how, limit)
                 }
-            };
-            // In the end game the owner is asked only for chunks no
-            // download neighbour that is not failing offers yet: its link
-            // stands in for what no neighbour holds in time, not for what
-            // is on its way; of those, the ones farthest away.
-            let mut ids = if kind == SourceKind::Owner && !stalled {
-                let room = room.min(endgame_left as usize);
-                let ids = self
-                    .sched
-                    .reserve_tail(src, room, now, self.spread, |s| healthy.contains(&s));
-                self.endgame_asked += ids.len() as u32;
-                endgame_left -= ids.len() as u32;
-                ids
-            } else {
-                self.sched.reserve(src, room, order, now)
-            };
-            if kind == SourceKind::Owner && stalled && ids.len() < room {
-                // What the stalling ring has claimed would otherwise wait
-                // for its deadline.
-                let more = room - ids.len();
-                ids.extend(
-                    self.sched
-                        .steal(src, more, now, Duration::ZERO, |s| ring.contains(&s)),
-                );
-            }
-            if kind == SourceKind::Ring
-                && self.args.sources > 1
-                && ring.len() > 1
-                && ids.len() < room
-                && self.sched.missing() as usize <= full
-            {
-                // The end game among neighbours: the last chunks are not
-                // left to wait on a slow one. A request taken over stays
-                // outstanding at its first source, whose reply is still
-                // taken; only one old enough that this source would
-                // likely deliver first is taken.
-                let after = self
-                    .sched
-                    .chunk_time(src)
-                    .map_or(STEAL_AFTER, |t| (t * 4).max(STEAL_AFTER));
-                let more = room - ids.len();
-                ids.extend(
-                    self.sched
-                        .steal(src, more, now, after, |s| s != src && ring.contains(&s)),
-                );
-            }
-            if ids.is_empty() {
-                continue;
-            }
-            let mut buf = Vec::with_capacity(9 * ids.len());
-            for &id in &ids {
-                wire::encode(&Message::Request(id), &mut buf);
-            }
-            log::info!(
-                target: "swarm::chunk",
-                "{}: requested {} from {}",
-                self.shared.name,
-                id_list(&ids),
-                handle.who()
-            );
-            if handle.send(Outgoing::Frames(buf)).is_err() {
-                // The connection is closing; its SourceDown releases them.
-                handle.close();
-            }
+                [(src, how)] => format!(
+                    "(the one connected): {} {}",
+                    self.who(*src),
+                    failing_text(how, limit)
+                ),
+                several => {
+                    let each: Vec<String> = several
+                        .iter()
+                        .map(|(src, how)| {
+                            format!("{} {}", self.who(*src), failing_text(how, limit))
+                        })
+                        .collect();
+                    format!("all fail: {}", each.join("; "))
+                }
+            },
+        };
+        // Alone is no fault of a neighbour's: not worth a warning.
+        if at.is_empty() {
+            log::info!("{name}: the {who} {why}; fetching missing chunks from the owner")
+        } else {
+            log::warn!("{name}: the {who}{at} {why}; fetching missing chunks from the owner")
         }
     }
 
-    /// Progress line, summary, output flush and the `--wait` watchdog.
+    /// A source as logs name it.
+    fn who(&self, src: SourceId) -> String {
+        match self.handle_of(src) {
+            Some(handle) => handle.who().to_string(),
+            None => "a closed connection".into(),
+        }
+    }
+
+    /// The summary and the output flushed, once a second.
     fn every_second(&mut self) -> Result<()> {
         if let Err(e) = self.store.flush_summary() {
             if matches!(e, Error::NoSpace(_)) {
@@ -1428,32 +1021,9 @@ impl<'a> Coordinator<'a> {
             }
             log::warn!("{}: {e}", self.shared.name);
         }
-        if self.report.is_some() {
-            return Ok(());
+        if self.report.is_none() {
+            self.store.sync_partial();
         }
-        self.store.sync_partial();
-        let held = self.sched.held().len();
-        if held != self.last_held {
-            self.last_held = held;
-        } else if self.progress_at.elapsed() >= self.args.wait {
-            return Err(Error::Timeout(format!(
-                "no chunk arrived from the owner or a download neighbour for {} s",
-                self.args.wait.as_secs()
-            )));
-        }
-        let total = self.store.layout().count();
-        let bytes = self.from_owner + self.from_ring;
-        let secs = self.last_line.elapsed().as_secs_f64().max(1e-3);
-        let rate = (bytes - self.last_bytes) as f64 / secs;
-        log::info!(
-            "{}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
-            self.shared.name,
-            crate::tracker::percent(held, total),
-            rate / MIB,
-        );
-        self.report_progress(rate as u64);
-        self.last_bytes = bytes;
-        self.last_line = Instant::now();
         Ok(())
     }
 
@@ -1470,7 +1040,7 @@ impl<'a> Coordinator<'a> {
                 // The store dropped the damaged chunks: want them again.
                 let on_disk = self.store.snapshot();
                 let dropped: Vec<ChunkId> = self
-                    .sched
+                    .core
                     .held()
                     .iter(self.store.layout())
                     .filter(|&id| !on_disk.contains(id))
@@ -1491,19 +1061,20 @@ impl<'a> Coordinator<'a> {
                 } else {
                     self.clean_mismatches = 0;
                 }
-                self.sched.drop_held(&dropped);
-                self.progress_at = Instant::now();
+                self.core
+                    .handle(Instant::now(), Input::Verified(Err(dropped)));
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         let elapsed = self.shared.started.elapsed();
         let reused = self.store.reused().bytes;
+        let (from_owner, from_ring) = (self.core.from_owner(), self.core.from_ring());
         log::info!(
             "{name}: complete in {:.2} s: {:.2} MiB from the owner, {:.2} MiB from the download neighbour, {:.2} MiB reused from {}",
             elapsed.as_secs_f64(),
-            self.from_owner as f64 / MIB,
-            self.from_ring as f64 / MIB,
+            from_owner as f64 / MIB,
+            from_ring as f64 / MIB,
             reused as f64 / MIB,
             self.args.dir.display(),
         );
@@ -1512,8 +1083,8 @@ impl<'a> Coordinator<'a> {
             short_id(&self.store.manifest().id()),
             self.mark.at.elapsed().as_secs_f64(),
             finishing.elapsed().as_secs_f64(),
-            self.from_owner,
-            self.from_ring,
+            from_owner,
+            from_ring,
             reused,
             wire::bytes_received() - self.mark.received,
         );
@@ -1541,108 +1112,42 @@ impl<'a> Coordinator<'a> {
         self.report = Some(Report {
             path: self.out.clone(),
             digest,
-            from_owner: self.from_owner,
-            from_ring: self.from_ring,
+            from_owner,
+            from_ring,
             by_source,
             reused,
             elapsed,
         });
-        self.verified_at = Some(Instant::now());
         self.shared.verified.store(true, Ordering::Relaxed);
-        self.shared.need_owner.store(false, Ordering::Relaxed);
-        let links: Vec<(SourceKind, Handle)> = self
-            .sources
-            .values()
-            .map(|(kind, handle, _)| (*kind, handle.clone()))
-            .collect();
-        for (kind, handle) in links {
-            self.tell_complete(kind, &handle);
-        }
+        self.core.handle(Instant::now(), Input::Verified(Ok(())));
         Ok(())
     }
 
-    /// Bytes per source, each named as it named itself, and by its
-    /// address too where two sources share a name (peers on different
-    /// machines listening on the same port).
+    /// Bytes per source, each named as it named itself (sources that
+    /// share a name and address, such as one neighbour reconnecting, are
+    /// one), and by its address too where two sources share a name (peers
+    /// on different machines listening on the same port).
     fn by_source_named(&self) -> Vec<(String, u64)> {
-        self.by_source
+        let mut merged: Vec<(String, Option<SocketAddr>, u64)> = Vec::new();
+        for &(src, bytes) in self.core.by_source() {
+            let Some((who, addr)) = self.names.get(&src) else {
+                continue;
+            };
+            match merged.iter_mut().find(|(w, a, _)| w == who && a == addr) {
+                Some((_, _, total)) => *total += bytes,
+                None => merged.push((who.clone(), *addr, bytes)),
+            }
+        }
+        merged
             .iter()
             .map(|(who, addr, bytes)| {
-                let shared = self.by_source.iter().any(|(w, a, _)| w == who && a != addr);
+                let shared = merged.iter().any(|(w, a, _)| w == who && a != addr);
                 match addr {
                     Some(addr) if shared => (format!("{who} at {addr}"), *bytes),
                     _ => (who.clone(), *bytes),
                 }
             })
             .collect()
-    }
-
-    /// Tells a download neighbour we hold every chunk and lets it go;
-    /// tells the owner too, but keeps its link: the owner counts a peer
-    /// whose link drops as gone, and this one still serves the ring.
-    fn tell_complete(&mut self, kind: SourceKind, handle: &Handle) {
-        if kind == SourceKind::Owner {
-            self.report_progress(0);
-        }
-        if kind == SourceKind::Ring {
-            let _ = handle.send_last(&Message::Complete);
-            log::info!(
-                "{}: holds every chunk; told {}",
-                self.shared.name,
-                handle.who()
-            );
-        } else {
-            let _ = handle.send_message(&Message::Complete);
-        }
-    }
-
-    /// The exit rule: the file is verified, and either a peer that
-    /// downloaded from this one reports holding every chunk while no other
-    /// downloader still needs us, or no downloader has asked for anything
-    /// for `--linger`. A connection that never asked for a chunk counts
-    /// for neither: a stranger can neither release nor hold a peer.
-    fn may_leave(&self) -> Option<Report> {
-        let report = self.report.as_ref()?;
-        if self.args.follow {
-            return None;
-        }
-        let verified_at = self.verified_at?;
-        let now = Instant::now();
-        if self.swarm_complete {
-            log::info!(
-                "{}: the owner reports every peer holds the file; exiting",
-                self.shared.name
-            );
-            return Some(report.clone());
-        }
-        let linger = self.args.linger;
-        let last_asked = |h: &Handle| h.stats().last_asked().unwrap_or(verified_at);
-        let still_served = self
-            .downloaders
-            .values()
-            .any(|h| !h.is_closed() && now.saturating_duration_since(last_asked(h)) < linger);
-        if self.released && !still_served {
-            log::info!(
-                "{}: upload neighbour holds every chunk; exiting",
-                self.shared.name
-            );
-            return Some(report.clone());
-        }
-        let contact = self
-            .downloaders
-            .values()
-            .map(last_asked)
-            .chain(self.last_contact)
-            .fold(verified_at, Instant::max);
-        if now.saturating_duration_since(contact) >= linger {
-            log::info!(
-                "{}: no upload neighbour in contact for {} s; exiting",
-                self.shared.name,
-                linger.as_secs()
-            );
-            return Some(report.clone());
-        }
-        None
     }
 
     /// After leaving is decided: waits a little for the download side to
@@ -1675,9 +1180,32 @@ impl<'a> Coordinator<'a> {
         for (_, handle, _) in self.sources.values() {
             handle.close();
         }
-        for handle in self.downloaders.values() {
+        for (handle, _) in self.downloaders.values() {
             handle.close();
         }
+    }
+}
+
+/// What the core last heard of a downloader: when it last asked for a
+/// chunk, and whether its connection is closed.
+type Activity = (Option<Instant>, bool);
+
+/// How a failing neighbour fails, as logs say it (`limit` is
+/// `--stall-timeout` in seconds).
+fn failing_text(how: &Failing, limit: u64) -> String {
+    match how {
+        Failing::Lapsed => format!("did not answer a request within {limit} s"),
+        Failing::Hung => format!("has not answered a request for {limit} s"),
+        Failing::SlowerThanNeighbour { mine, other } => format!(
+            "takes {} ms per chunk where another neighbour takes {} ms",
+            mine.as_millis(),
+            other.as_millis()
+        ),
+        Failing::SlowerThanOwner { mine, owner } => format!(
+            "takes {} ms per chunk where the owner took {} ms",
+            mine.as_millis(),
+            owner.as_millis()
+        ),
     }
 }
 
@@ -1698,6 +1226,10 @@ fn addr_list(addrs: &[SocketAddr]) -> String {
 
 fn source(id: ConnId) -> SourceId {
     SourceId(id.get())
+}
+
+fn downloader(id: ConnId) -> DownloaderId {
+    DownloaderId(id.get())
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
