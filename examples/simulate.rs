@@ -142,11 +142,12 @@ fn run(config: &Config, json: bool) {
     let complete = out.complete.iter().filter(|c| **c).count();
     let killed = out.killed.iter().filter(|k| **k).count();
     let (p50, p99, max) = (out.quantile(0.5), out.quantile(0.99), out.quantile(1.0));
+    let slow_max = sim::quantile(&out.ratios(true), 1.0);
     if json {
         println!(
             "{{\"peers\":{},\"rate_mbit\":{},\"size_bytes\":{},\"chunk_bytes\":{},\"sources\":{},\
              \"p50\":{},\"p99\":{},\"max\":{},\"owner_sent\":{},\"owner_sent_bytes\":{},\
-             \"complete\":{complete},\"killed\":{killed},\"sim_secs\":{:.3},\"events\":{},\
+             \"slow_max\":{},\"complete\":{complete},\"killed\":{killed},\"sim_secs\":{:.3},\"events\":{},\
              \"wall_secs\":{wall:.2},\"cpu_secs\":{cpu:.2}}}",
             config.peers,
             config.rate_mbit,
@@ -158,6 +159,7 @@ fn run(config: &Config, json: bool) {
             num(max),
             num(out.owner_ratio()),
             out.owner_sent,
+            num(slow_max),
             out.sim_secs,
             out.events,
         );
@@ -172,9 +174,15 @@ fn run(config: &Config, json: bool) {
         config.sources,
         config.ideal()
     );
+    let others = if config.slow.is_empty() {
+        String::new()
+    } else {
+        format!(" (slow peers: max {slow_max:.3})")
+    };
     println!(
-        "complete: {complete} of {} ({killed} killed); x S/B of the others: p50 {:.3}  p99 {:.3}  max {:.3}",
-        config.peers, p50, p99, max
+        "complete: {complete} of {} ({killed} killed); x S/B, peers neither killed nor slow: \
+         p50 {p50:.3}  p99 {p99:.3}  max {max:.3}{others}",
+        config.peers
     );
     println!(
         "owner sent {:.3} x S ({} bytes: seeded {}, re-seeded {}, asked {}, dropped {})",

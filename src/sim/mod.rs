@@ -152,33 +152,40 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Completion times of the peers not killed, over S/B, sorted.
-    pub fn ratios(&self) -> Vec<f64> {
+    /// Completion times over S/B, sorted, of the peers neither killed
+    /// nor slow (`slow` false), or of the slow ones not killed (`slow`
+    /// true). A peer that never finished counts as infinite.
+    pub fn ratios(&self, slow: bool) -> Vec<f64> {
         let ideal = self.config.ideal();
-        let mut r: Vec<f64> = self
-            .done
-            .iter()
-            .zip(&self.killed)
-            .filter(|(_, k)| !**k)
-            .map(|(d, _)| d.map_or(f64::INFINITY, |d| d / ideal))
+        let mut r: Vec<f64> = (0..self.done.len())
+            .filter(|&i| !self.killed[i])
+            .filter(|&i| self.config.slow.iter().any(|&(p, _)| p as usize == i + 1) == slow)
+            .map(|i| self.done[i].map_or(f64::INFINITY, |d| d / ideal))
             .collect();
         r.sort_by(f64::total_cmp);
         r
     }
 
-    /// The `q` quantile (0 to 1) of [`Outcome::ratios`], nearest rank.
+    /// The `q` quantile (0 to 1), nearest rank, of the completion times
+    /// over S/B of the peers neither killed nor slow.
     pub fn quantile(&self, q: f64) -> f64 {
-        let r = self.ratios();
-        if r.is_empty() {
-            return 0.0;
-        }
-        let rank = ((q * r.len() as f64).ceil() as usize).clamp(1, r.len());
-        r[rank - 1]
+        quantile(&self.ratios(false), q)
     }
 
     /// What the owner sent over the file's size.
     pub fn owner_ratio(&self) -> f64 {
         self.owner_sent as f64 / self.config.size.max(1) as f64
+    }
+}
+
+/// The `q` quantile (0 to 1) of sorted `r`, nearest rank (0 if empty).
+pub fn quantile(r: &[f64], q: f64) -> f64 {
+    {
+        if r.is_empty() {
+            return 0.0;
+        }
+        let rank = ((q * r.len() as f64).ceil() as usize).clamp(1, r.len());
+        r[rank - 1]
     }
 }
 
@@ -362,7 +369,9 @@ pub fn run(config: &Config) -> Outcome {
         owner_dropped: 0,
     };
     let mut owner = owner::Owner::new(config, &layout);
-    let mut peers: Vec<peer::Peer> = (0..=n).map(|h| peer::Peer::new(h, config)).collect();
+    let mut peers: Vec<peer::Peer> = (0..=n)
+        .map(|h| peer::Peer::new(h, config, config.chunk))
+        .collect();
     for p in 1..=n {
         let at = config.join_over.as_nanos() as u64 * u64::from(p - 1) / u64::from(n.max(1));
         io.at(at, Timer::Join(p));
@@ -443,12 +452,12 @@ pub fn run(config: &Config) -> Outcome {
     }
 }
 
-/// The address a host registers with: "h" and its number.
+/// The address a host registers with (see [`peer::sockaddr`]).
 pub(crate) fn addr(host: u32) -> String {
-    format!("h{host}")
+    peer::sockaddr(host).to_string()
 }
 
 /// The host an address names.
 pub(crate) fn host_of(addr: &str) -> Option<u32> {
-    addr.strip_prefix('h')?.parse().ok()
+    addr.parse().ok().and_then(peer::host_at)
 }
