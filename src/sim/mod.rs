@@ -139,8 +139,10 @@ pub struct Outcome {
     pub done: Vec<Option<f64>>,
     /// Whether each peer was killed.
     pub killed: Vec<bool>,
-    /// Whether each peer holds every chunk at the end.
+    /// Whether each peer's store held every chunk when it finished.
     pub complete: Vec<bool>,
+    /// The owner's registry at the end, as `swarm status` would show it.
+    pub status: Vec<crate::wire::PeerStatus>,
     /// Chunk bytes the network carried from the owner.
     pub owner_sent: u64,
     /// What the owner model counted it as.
@@ -385,13 +387,21 @@ pub fn run(config: &Config) -> Outcome {
     let limit = config.limit.as_nanos() as u64;
     let mut events = 0u64;
     let mut running = n;
+    let mut drain = None;
     let mut sent = Vec::new();
     loop {
         let t_net = io.net.next_time().unwrap_or(u64::MAX);
         let t_msg = io.msgs.front().map_or(u64::MAX, |(t, _)| *t);
         let t_timer = io.timers.peek().map_or(u64::MAX, |Reverse((t, _))| *t);
         let t = t_net.min(t_msg).min(t_timer);
-        if t == u64::MAX || t > limit || running == 0 {
+        // Once every peer is done, what is on its way still arrives (the
+        // last COMPLETE, for the owner's registry), and nothing more.
+        let end = if running == 0 {
+            *drain.get_or_insert(io.now + io.latency)
+        } else {
+            limit
+        };
+        if t == u64::MAX || t > end {
             break;
         }
         io.now = t;
@@ -441,7 +451,8 @@ pub fn run(config: &Config) -> Outcome {
         config: config.clone(),
         done: peers[1..].iter().map(ideal_done).collect(),
         killed: peers[1..].iter().map(|p| p.killed()).collect(),
-        complete: peers[1..].iter().map(|p| p.done_at().is_some()).collect(),
+        complete: peers[1..].iter().map(|p| p.held_all()).collect(),
+        status: owner.status(),
         owner_sent: io.net.sent[0],
         plan: Plan {
             dropped: io.owner_dropped,

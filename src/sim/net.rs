@@ -2,24 +2,29 @@
 //! and connections that each carry one chunk at a time, in order.
 //!
 //! A connection is *active* while a chunk is on its wire. Its rate is a
-//! max-min fair share worked out in two rounds from equal shares, which
-//! is what TCP flows sharing a bottleneck come to:
+//! max-min fair share of its sender's uplink and its receiver's
+//! downlink, which is what TCP flows sharing those two bottlenecks come
+//! to (without slow start, loss or queues), found by alternating
+//! water-filling:
 //!
-//! 1. each receiver splits its downlink among its active incoming
-//!    connections by water-filling, each asking for its sender's equal
-//!    share of the sender's uplink (so a slow sender's connection takes
-//!    what it can and the others the rest);
-//! 2. each sender splits its uplink among its active outgoing connections
-//!    by water-filling, each asking for what its receiver allotted it in
-//!    round 1 (so a slow receiver takes what it can and the others the
-//!    rest).
+//! - each receiver splits its downlink among its active incoming
+//!   connections, each asking for its sender's current *level* (what the
+//!   sender gives a connection its receiver does not hold back), so a
+//!   slow sender's connection takes what it can and the others the rest;
+//! - each sender splits its uplink among its active outgoing connections,
+//!   each asking for what its receiver allotted it, so a slow receiver
+//!   takes what it can and the others the rest; the share the others get
+//!   is the sender's new level.
 //!
-//! Exact max-min would iterate until nothing changes; two rounds are
-//! exact when no flow is held back three hosts away. A change at a host
-//! (a connection starts or stops) is carried to the hosts within two
-//! hops at once; a change smaller than [`SLACK`] of a rate already in use
-//! is not carried further, so a host with ten thousand connections (the
-//! owner seeding) does not re-rate the whole network on each one.
+//! A connection that starts or stops re-rates its two hosts, and the
+//! change spreads from host to host while it matters: a level or an
+//! allotment that moves by less than [`SLACK`] of the value in use is
+//! not passed on, and the spreading stops after [`ROUNDS`] rounds (the
+//! hosts reached are still rated consistently). So a host with ten
+//! thousand connections (the owner seeding) does not re-rate the whole
+//! network on each one, and rates are max-min fair to within about
+//! `SLACK` wherever the spreading converged, which on the ring's sparse
+//! graph is almost always.
 //!
 //! Small messages (requests, HAVE, NEIGHBOUR) are not here: they cost the
 //! latency only, and the engine delivers them in order. Each host keeps
@@ -30,6 +35,9 @@ use std::collections::VecDeque;
 
 /// Relative change of a rate below which it is not passed on.
 pub const SLACK: f64 = 1.0 / 256.0;
+
+/// How many times a change is passed from senders to receivers and back.
+pub const ROUNDS: usize = 4;
 
 /// What a connection carries, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +84,10 @@ struct Host {
     /// Active outgoing and incoming connections.
     out: Vec<u32>,
     inn: Vec<u32>,
-    /// The equal share of the uplink last passed on to receivers.
-    share_used: f64,
+    /// What the uplink gives a connection its receiver does not hold
+    /// back, and the value last passed on to receivers.
+    level: f64,
+    level_used: f64,
     /// Which outgoing connection finishes next, and when.
     next: Option<(u64, u32)>,
 }
@@ -97,7 +107,9 @@ pub struct Net {
     heap: Heap,
     /// Bytes that left each host as chunks.
     pub sent: Vec<u64>,
+    /// Senders to re-rate, and receivers to re-allot, in this round.
     dirty: Vec<u32>,
+    receivers: Vec<u32>,
 }
 
 impl Net {
@@ -112,7 +124,8 @@ impl Net {
                     down: down / 1e9,
                     out: Vec::new(),
                     inn: Vec::new(),
-                    share_used: 0.0,
+                    level: up / 1e9,
+                    level_used: up / 1e9,
                     next: None,
                 })
                 .collect(),
@@ -120,6 +133,7 @@ impl Net {
             heap: Heap::new(rates.len()),
             sent: vec![0; rates.len()],
             dirty: Vec::new(),
+            receivers: Vec::new(),
         }
     }
 
@@ -276,43 +290,51 @@ impl Net {
     fn changed(&mut self, from: u32, to: u32, now: u64) {
         self.dirty.clear();
         self.dirty.push(from);
-        let h = &self.hosts[from as usize];
-        let share = if h.out.is_empty() {
-            0.0
-        } else {
-            h.up / h.out.len() as f64
-        };
-        if far(share, h.share_used) {
-            self.hosts[from as usize].share_used = share;
-            let receivers: Vec<u32> = self.hosts[from as usize]
-                .out
-                .iter()
-                .map(|&c| self.conns[c as usize].to)
-                .collect();
-            for r in receivers {
-                if r != to {
-                    self.refresh_in(r);
+        self.refresh_in(to);
+        for round in 0..ROUNDS {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            let mut receivers = std::mem::take(&mut self.receivers);
+            receivers.clear();
+            for &s in &dirty {
+                self.refresh_out(s, now);
+                let h = &mut self.hosts[s as usize];
+                if far(h.level, h.level_used) && round + 1 < ROUNDS {
+                    h.level_used = h.level;
+                    receivers.extend(h.out.iter().map(|&c| self.conns[c as usize].to));
                 }
             }
+            dirty.clear();
+            self.dirty = dirty;
+            receivers.sort_unstable();
+            receivers.dedup();
+            for &r in &receivers {
+                self.refresh_in(r);
+            }
+            self.receivers = receivers;
+            if self.dirty.is_empty() {
+                return;
+            }
         }
-        self.refresh_in(to);
+        // Out of rounds: the senders last touched are rated with what
+        // they were allotted, and the spreading stops here.
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
         for &s in &dirty {
             self.refresh_out(s, now);
         }
+        dirty.clear();
         self.dirty = dirty;
     }
 
-    /// Round 1 at receiver `r`: its downlink split among its incoming
-    /// connections, each asking for its sender's equal share.
+    /// At receiver `r`: its downlink split among its incoming connections,
+    /// each asking for its sender's level; senders whose allotment moved
+    /// are marked to re-rate.
     fn refresh_in(&mut self, r: u32) {
         let h = &self.hosts[r as usize];
-        let demand = |c: &Conn, hosts: &[Host]| {
-            let s = &hosts[c.from as usize];
-            s.up / s.out.len().max(1) as f64
-        };
+        let demand = |c: &Conn, hosts: &[Host]| hosts[c.from as usize].level;
         let level = water_level(
             h.down,
             h.inn
@@ -330,9 +352,9 @@ impl Net {
         }
     }
 
-    /// Round 2 at sender `s`: its uplink split among its outgoing
-    /// connections, each asking for its allotment; then when its next
-    /// chunk leaves.
+    /// At sender `s`: its uplink split among its outgoing connections,
+    /// each asking for its allotment; its new level; when its next chunk
+    /// leaves.
     fn refresh_out(&mut self, s: u32, now: u64) {
         let h = &self.hosts[s as usize];
         let level = water_level(h.up, h.out.iter().map(|&c| self.conns[c as usize].allot));
@@ -344,6 +366,8 @@ impl Net {
             c.allot_used = c.allot;
             c.rate = c.allot.min(level);
         }
+        let h = &mut self.hosts[s as usize];
+        h.level = level.min(h.up);
         self.reschedule(s);
     }
 
@@ -568,6 +592,28 @@ mod tests {
         net.push(b, Item::Chunk(0, 1_000_000), 0, &mut out);
         assert!((net.rate(a) - 0.1 * MB).abs() < 1.0);
         assert!((net.rate(b) - 0.9 * MB).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_busy_sender_leaves_the_rest_of_a_downlink_to_another() {
+        // Host 0 serves four receivers; host 1 also downloads from host
+        // 5, which serves no one else and takes the rest of 1's downlink.
+        let mut net = Net::new(&[(MB, MB); 6]);
+        let mut out = Vec::new();
+        let busy: Vec<u32> = (1..=4).map(|r| net.open(0, r)).collect();
+        for &c in &busy {
+            net.push(c, Item::Chunk(0, 1_000_000), 0, &mut out);
+        }
+        let lone = net.open(5, 1);
+        net.push(lone, Item::Chunk(0, 1_000_000), 0, &mut out);
+        for &c in &busy {
+            assert!((net.rate(c) - 0.25 * MB).abs() < 1.0, "{}", net.rate(c));
+        }
+        assert!(
+            (net.rate(lone) - 0.75 * MB).abs() < 1.0,
+            "{}",
+            net.rate(lone)
+        );
     }
 
     #[test]

@@ -81,11 +81,9 @@ impl Owner {
         let now = io.instant();
         match msg {
             Msg::Register { conn, held } => self.start(conn, *held, io),
-            Msg::Request { conn, id } => {
-                if self.live.contains_key(&conn) {
-                    self.plan.asked += self.len(id);
-                    io.push_chunk(conn, id);
-                }
+            Msg::Request { conn, id } if self.live.contains_key(&conn) => {
+                self.plan.asked += self.len(id);
+                io.push_chunk(conn, id);
             }
             Msg::Report { conn, ids, rate } => {
                 let ids: Vec<_> = ids
@@ -115,6 +113,11 @@ impl Owner {
             }
             _ => {}
         }
+    }
+
+    /// The registry, as `swarm status` shows it.
+    pub fn status(&self) -> Vec<crate::wire::PeerStatus> {
+        self.tracker.status()
     }
 
     /// The tracker's clock.

@@ -68,6 +68,8 @@ pub struct Peer {
     /// Upload connections that asked for a chunk, and when they last did.
     downloaders: Vec<(u32, u64)>,
     done_at: Option<u64>,
+    /// Whether the store held every chunk when the core said so.
+    held_all: bool,
     stuck: bool,
 }
 
@@ -120,6 +122,7 @@ impl Peer {
             uploads: Vec::new(),
             downloaders: Vec::new(),
             done_at: None,
+            held_all: false,
             stuck: false,
         }
     }
@@ -137,6 +140,11 @@ impl Peer {
     /// When it held every chunk.
     pub fn done_at(&self) -> Option<u64> {
         self.done_at
+    }
+
+    /// Whether its store held every chunk when it finished.
+    pub fn held_all(&self) -> bool {
+        self.held_all
     }
 
     /// The process starts: it connects to the owner.
@@ -225,6 +233,7 @@ impl Peer {
             Output::TellComplete { src } => io.send(Msg::Complete { conn: src.0 as u32 }),
             Output::Finish => {
                 self.done_at = Some(io.now);
+                self.held_all = self.store.as_ref().is_some_and(ChunkSet::is_full);
                 if let Some(core) = self.core.as_mut() {
                     core.handle(io.instant(), Input::Verified(Ok(())));
                 }
@@ -278,10 +287,11 @@ impl Peer {
                 io.at(io.now + TICK, Timer::Tick(self.host));
                 self.input(Input::Tick, io);
             }
-            Timer::Redial(_, target) => {
-                if self.targets.contains(&target) && !self.ring.iter().any(|r| r.target == target) {
-                    self.dial(target, io);
-                }
+            Timer::Redial(_, target)
+                if self.targets.contains(&target)
+                    && !self.ring.iter().any(|r| r.target == target) =>
+            {
+                self.dial(target, io);
             }
             _ => {}
         }
@@ -331,29 +341,21 @@ impl Peer {
                 });
                 self.drain(io);
             }
-            Msg::Neighbour { conn, addrs } => {
-                if Some(conn) == self.owner {
-                    let assigned = addrs
-                        .iter()
-                        .map(|&h| (sockaddr(h), sockaddr(h).to_string()))
-                        .collect();
-                    self.input(Input::Neighbours(assigned), io);
-                }
+            Msg::Neighbour { conn, addrs } if Some(conn) == self.owner => {
+                let assigned = addrs
+                    .iter()
+                    .map(|&h| (sockaddr(h), sockaddr(h).to_string()))
+                    .collect();
+                self.input(Input::Neighbours(assigned), io);
             }
-            Msg::SeedDone { conn } => {
-                if Some(conn) == self.owner {
-                    self.input(Input::SeedDone { src: src(conn) }, io);
-                }
+            Msg::SeedDone { conn } if Some(conn) == self.owner => {
+                self.input(Input::SeedDone { src: src(conn) }, io);
             }
-            Msg::Seeding { conn, busy } => {
-                if Some(conn) == self.owner {
-                    self.input(Input::OwnerSeeding(busy), io);
-                }
+            Msg::Seeding { conn, busy } if Some(conn) == self.owner => {
+                self.input(Input::OwnerSeeding(busy), io);
             }
-            Msg::Release { conn } => {
-                if Some(conn) == self.owner {
-                    self.input(Input::SwarmComplete, io);
-                }
+            Msg::Release { conn } if Some(conn) == self.owner => {
+                self.input(Input::SwarmComplete, io);
             }
             Msg::Chunk { conn, id } => self.on_chunk(conn, id, io),
             Msg::Offer { conn, held } => {
@@ -383,18 +385,15 @@ impl Peer {
                 }
                 self.drain(io);
             }
-            Msg::Have { conn, ids } => {
-                if self.ring.iter().any(|r| r.conn == conn && r.up) {
-                    let ids: Vec<ChunkId> =
-                        ids.iter().filter_map(|&i| io.layout.chunk_id(i)).collect();
-                    self.input(
-                        Input::Have {
-                            src: src(conn),
-                            ids,
-                        },
-                        io,
-                    );
-                }
+            Msg::Have { conn, ids } if self.ring.iter().any(|r| r.conn == conn && r.up) => {
+                let ids: Vec<ChunkId> = ids.iter().filter_map(|&i| io.layout.chunk_id(i)).collect();
+                self.input(
+                    Input::Have {
+                        src: src(conn),
+                        ids,
+                    },
+                    io,
+                );
             }
             Msg::Refused { conn } => {
                 let Some(at) = self.ring.iter().position(|r| r.conn == conn) else {
