@@ -20,10 +20,15 @@ usage: simulate --peers N --rate-mbit R --size-mib S [options]
   --rate-mbit R        every host's uplink and downlink, Mbit/s
   --size-mib S         the file's size in MiB (may be fractional)
   --sources K          download neighbours per peer (1 to 4; default 1)
+  --down-mbit D        every host's downlink, Mbit/s (default R; the netbed
+                       limits egress only, which --down-mbit 100000 models)
   --slow PEER:MBIT     peer PEER (1..N) has MBIT up and down; repeatable
+  --slow-up PEER:MBIT  peer PEER has MBIT up only (the netbed's slow case)
   --kill PEER@SECONDS  peer PEER dies at SECONDS; repeatable
   --chunk-kib C        chunk size in KiB (default 100, as swarm's)
   --latency-ms L       one-way latency of every message (default 0.5)
+  --goodput F          share of a link's rate that carries chunk bytes
+                       (default 0.9564: TCP/IPv4/Ethernet headers)
   --owner-peers P      the owner's --peers (default N, as the bench starts it)
   --join-secs J        peers join spread over J seconds (default 0.1 ms each, at most 1)
   --json               print one JSON object instead of text
@@ -51,7 +56,9 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool)>, S
     let mut args = args.peekable();
     let (mut peers, mut rate, mut size) = (None, None, None);
     let mut sources = 1u8;
-    let (mut slow, mut kill) = (Vec::new(), Vec::new());
+    let (mut slow, mut slow_up, mut kill) = (Vec::new(), Vec::new(), Vec::new());
+    let mut down = None;
+    let mut goodput = sim::GOODPUT;
     let mut chunk_kib = 100.0;
     let mut latency_ms = 0.5;
     let mut owner_peers = None;
@@ -72,13 +79,20 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool)>, S
                 owner_peers = Some(number(&flag, &value(&flag)?, 1.0, 100_000.0)? as u32)
             }
             "--join-secs" => join = Some(number(&flag, &value(&flag)?, 0.0, 3600.0)?),
-            "--slow" => {
+            "--down-mbit" => down = Some(number(&flag, &value(&flag)?, 0.001, 1e6)?),
+            "--goodput" => goodput = number(&flag, &value(&flag)?, 0.01, 1.0)?,
+            "--slow" | "--slow-up" => {
                 let v = value(&flag)?;
                 let (p, m) = v
                     .split_once(':')
-                    .ok_or_else(|| format!("invalid --slow '{v}': expected PEER:MBIT"))?;
-                let p = number("--slow", p, 1.0, 100_000.0)? as u32;
-                slow.push((p, number("--slow", m, 0.001, 1e6)?));
+                    .ok_or_else(|| format!("invalid {flag} '{v}': expected PEER:MBIT"))?;
+                let p = number(&flag, p, 1.0, 100_000.0)? as u32;
+                let m = number(&flag, m, 0.001, 1e6)?;
+                if flag == "--slow" {
+                    slow.push((p, m));
+                } else {
+                    slow_up.push((p, m));
+                }
             }
             "--kill" => {
                 let v = value(&flag)?;
@@ -94,7 +108,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool)>, S
     let peers = peers.ok_or("--peers is required")?;
     let rate = rate.ok_or("--rate-mbit is required")?;
     let size = size.ok_or("--size-mib is required")?;
-    for &(p, _) in slow.iter().chain(kill.iter()) {
+    for &(p, _) in slow.iter().chain(&slow_up).chain(&kill) {
         if p > peers {
             return Err(format!("peer {p} is not one of the {peers} peers"));
         }
@@ -107,6 +121,9 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool)>, S
     config.sources = sources;
     config.chunk = (chunk_kib * 1024.0) as u32;
     config.slow = slow;
+    config.slow_up = slow_up;
+    config.down_mbit = down;
+    config.goodput = goodput;
     config.kill = kill;
     config.latency = Duration::from_secs_f64(latency_ms / 1e3);
     if let Some(p) = owner_peers {
@@ -174,7 +191,7 @@ fn run(config: &Config, json: bool) {
         config.sources,
         config.ideal()
     );
-    let others = if config.slow.is_empty() {
+    let others = if config.slow.is_empty() && config.slow_up.is_empty() {
         String::new()
     } else {
         format!(" (slow peers: max {slow_max:.3})")

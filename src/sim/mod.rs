@@ -61,8 +61,17 @@ pub struct Config {
     pub chunk: u32,
     /// Download neighbours per peer (`--sources`).
     pub sources: u8,
+    /// Every host's downlink, in Mbit/s (`rate_mbit` unless set; the
+    /// netbed limits only egress unless told otherwise).
+    pub down_mbit: Option<f64>,
     /// Peers (1-based) whose uplink and downlink are this many Mbit/s.
     pub slow: Vec<(u32, f64)>,
+    /// Peers (1-based) whose uplink only is this many Mbit/s (the
+    /// netbed's slow case).
+    pub slow_up: Vec<(u32, f64)>,
+    /// The share of a link's rate that carries chunk bytes: what TCP/IP
+    /// and Ethernet headers leave (see [`GOODPUT`]).
+    pub goodput: f64,
     /// Peers (1-based) killed at this many seconds.
     pub kill: Vec<(u32, f64)>,
     /// One-way latency of every message.
@@ -91,7 +100,10 @@ impl Config {
             size,
             chunk: 100 * 1024,
             sources: 1,
+            down_mbit: None,
             slow: Vec::new(),
+            slow_up: Vec::new(),
+            goodput: GOODPUT,
             kill: Vec::new(),
             latency: Duration::from_micros(500),
             owner_peers: peers,
@@ -102,12 +114,24 @@ impl Config {
         }
     }
 
+    /// Whether peer `p` (1-based) was made slow.
+    pub fn is_slow(&self, p: u32) -> bool {
+        self.slow.iter().chain(&self.slow_up).any(|&(q, _)| q == p)
+    }
+
     /// The file's size over one host's rate: the time one copy takes at
     /// the owner's link speed, in seconds.
     pub fn ideal(&self) -> f64 {
         self.size as f64 * 8.0 / (self.rate_mbit * 1e6)
     }
 }
+
+/// The share of a link's bit rate that carries payload with TCP over
+/// IPv4 on Ethernet, as a token bucket on the interface counts it: 1448
+/// bytes of payload (1500 less 20 of IP, 20 of TCP, 12 of timestamps)
+/// per 1514-byte frame. swarm's own framing (9 bytes per 100 KiB chunk)
+/// is left out.
+pub const GOODPUT: f64 = 1448.0 / 1514.0;
 
 /// What the owner's bytes went to, as the owner model counts them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,7 +185,7 @@ impl Outcome {
         let ideal = self.config.ideal();
         let mut r: Vec<f64> = (0..self.done.len())
             .filter(|&i| !self.killed[i])
-            .filter(|&i| self.config.slow.iter().any(|&(p, _)| p as usize == i + 1) == slow)
+            .filter(|&i| self.config.is_slow(i as u32 + 1) == slow)
             .map(|i| self.done[i].map_or(f64::INFINITY, |d| d / ideal))
             .collect();
         r.sort_by(f64::total_cmp);
@@ -352,11 +376,17 @@ impl Io {
 pub fn run(config: &Config) -> Outcome {
     let layout = Layout::new(config.size, config.chunk).expect("a valid layout");
     let n = config.peers;
-    let bytes = |mbit: f64| mbit * 1e6 / 8.0;
-    let mut rates = vec![(bytes(config.rate_mbit), bytes(config.rate_mbit)); n as usize + 1];
+    let bytes = |mbit: f64| mbit * 1e6 / 8.0 * config.goodput;
+    let down = config.down_mbit.unwrap_or(config.rate_mbit);
+    let mut rates = vec![(bytes(config.rate_mbit), bytes(down)); n as usize + 1];
     for &(p, mbit) in &config.slow {
         if let Some(r) = rates.get_mut(p as usize) {
             *r = (bytes(mbit), bytes(mbit));
+        }
+    }
+    for &(p, mbit) in &config.slow_up {
+        if let Some(r) = rates.get_mut(p as usize) {
+            r.0 = bytes(mbit);
         }
     }
     let mut io = Io {
