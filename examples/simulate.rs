@@ -32,12 +32,13 @@ usage: simulate --peers N --rate-mbit R --size-mib S [options]
   --owner-peers P      the owner's --peers (default N, as the bench starts it)
   --join-secs J        peers join spread over J seconds (default 0.1 ms each, at most 1)
   --json               print one JSON object instead of text
+  --progress           a line on stderr every simulated second
 ";
 
 fn main() -> ExitCode {
     match parse(std::env::args().skip(1)) {
-        Ok(Some((config, json))) => {
-            run(&config, json);
+        Ok(Some((config, json, progress))) => {
+            run(&config, json, progress);
             ExitCode::SUCCESS
         }
         Ok(None) => {
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
 }
 
 /// The flags, or `None` for `--help`.
-fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool)>, String> {
+fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool, bool)>, String> {
     let mut args = args.peekable();
     let (mut peers, mut rate, mut size) = (None, None, None);
     let mut sources = 1u8;
@@ -64,11 +65,13 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool)>, S
     let mut owner_peers = None;
     let mut join = None;
     let mut json = false;
+    let mut progress = false;
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
             "--json" => json = true,
+            "--progress" => progress = true,
             "--peers" => peers = Some(number(&flag, &value(&flag)?, 1.0, 100_000.0)? as u32),
             "--rate-mbit" => rate = Some(number(&flag, &value(&flag)?, 0.001, 1e6)?),
             "--size-mib" => size = Some(number(&flag, &value(&flag)?, 1e-6, 1e6)?),
@@ -138,7 +141,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool)>, S
             config.size, config.chunk
         ));
     }
-    Ok(Some((config, json)))
+    Ok(Some((config, json, progress)))
 }
 
 fn number(flag: &str, text: &str, min: f64, max: f64) -> Result<f64, String> {
@@ -150,10 +153,22 @@ fn number(flag: &str, text: &str, min: f64, max: f64) -> Result<f64, String> {
     }
 }
 
-fn run(config: &Config, json: bool) {
+fn run(config: &Config, json: bool, progress: bool) {
     let started = Instant::now();
     let cpu0 = cpu_secs();
-    let out = sim::run(config);
+    let out = sim::run_with(config, |p| {
+        if progress {
+            eprintln!(
+                "simulate: {:.0} s simulated, {} of {} complete, {} events, {:.1} s wall, {:.1} s CPU",
+                p.secs,
+                p.complete,
+                config.peers,
+                p.events,
+                started.elapsed().as_secs_f64(),
+                cpu_secs() - cpu0
+            );
+        }
+    });
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     let complete = out.complete.iter().filter(|c| **c).count();

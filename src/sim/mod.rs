@@ -371,9 +371,25 @@ impl Io {
     }
 }
 
+/// Where a run stands, as [`run_with`] reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Simulated seconds.
+    pub secs: f64,
+    /// Peers complete so far.
+    pub complete: u32,
+    /// Events handled so far.
+    pub events: u64,
+}
+
 /// Runs the simulation described by `config` to its end: every peer
 /// not killed is complete (or `config.limit` has passed).
 pub fn run(config: &Config) -> Outcome {
+    run_with(config, |_| {})
+}
+
+/// [`run`], calling `progress` every simulated second.
+pub fn run_with(config: &Config, mut progress: impl FnMut(Progress)) -> Outcome {
     let layout = Layout::new(config.size, config.chunk).expect("a valid layout");
     let n = config.peers;
     let bytes = |mbit: f64| mbit * 1e6 / 8.0 * config.goodput;
@@ -418,6 +434,7 @@ pub fn run(config: &Config) -> Outcome {
     let mut events = 0u64;
     let mut running = n;
     let mut drain = None;
+    let mut next_report = 1_000_000_000u64;
     let mut sent = Vec::new();
     loop {
         let t_net = io.net.next_time().unwrap_or(u64::MAX);
@@ -433,6 +450,14 @@ pub fn run(config: &Config) -> Outcome {
         };
         if t == u64::MAX || t > end {
             break;
+        }
+        if t >= next_report {
+            next_report += 1_000_000_000;
+            progress(Progress {
+                secs: t as f64 / 1e9,
+                complete: peers.iter().filter(|p| p.done_at().is_some()).count() as u32,
+                events,
+            });
         }
         io.now = t;
         events += 1;
