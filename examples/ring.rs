@@ -68,11 +68,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 listen: addr(ports[i]),
                 // The owner wires each peer into the ring.
                 download_neighbors: Vec::new(),
-                sources: 1,
+                // As many as the owner chooses: one each in a ring this small.
+                sources: swarm::wire::MAX_SOURCES,
+                auto_sources: true,
                 advertise: None,
                 dir: work.join(format!("peer{i}")),
                 out: Some(work.join(format!("copy{i}.bin"))),
                 linger: Duration::from_secs(5),
+                linger_given: true,
                 follow: false,
                 wait: Duration::from_secs(30),
                 stall_timeout: Duration::from_secs(10),

@@ -19,7 +19,8 @@ usage: simulate --peers N --rate-mbit R --size-mib S [options]
   --peers N            peers that join (1 to 100000)
   --rate-mbit R        every host's uplink and downlink, Mbit/s
   --size-mib S         the file's size in MiB (may be fractional)
-  --sources K          download neighbours per peer (1 to 4; default 1)
+  --sources K          download neighbours per peer (1 to 4; default: as
+                       many as the owner assigns, as a peer without --sources)
   --down-mbit D        every host's downlink, Mbit/s (default R; the netbed
                        limits egress only, which --down-mbit 100000 models)
   --slow PEER:MBIT     peer PEER (1..N) has MBIT up and down; repeatable
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
 fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool, bool)>, String> {
     let mut args = args.peekable();
     let (mut peers, mut rate, mut size) = (None, None, None);
-    let mut sources = 1u8;
+    let mut sources = 0u8;
     let (mut slow, mut slow_up, mut kill) = (Vec::new(), Vec::new(), Vec::new());
     let mut down = None;
     let mut goodput = sim::GOODPUT;
@@ -198,12 +199,15 @@ fn run(config: &Config, json: bool, progress: bool) {
         return;
     }
     println!(
-        "{} peers, {} Mbit/s each, {:.1} MiB in chunks of {} KiB, {} source(s); S/B = {:.3} s",
+        "{} peers, {} Mbit/s each, {:.1} MiB in chunks of {} KiB, sources {}; S/B = {:.3} s",
         config.peers,
         config.rate_mbit,
         config.size as f64 / 1048576.0,
         config.chunk / 1024,
-        config.sources,
+        match config.sources {
+            0 => "as the owner assigns".to_string(),
+            k => k.to_string(),
+        },
         config.ideal()
     );
     let others = if config.slow.is_empty() && config.slow_up.is_empty() {

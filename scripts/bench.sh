@@ -62,8 +62,9 @@
 #      loopback, N=3, 8 MiB, no targets.
 #   7. sources (needs root): sources per peer (issue 11), `swarm peer
 #      --sources K` for each K of SOURCES_K (1 and 2) side by side in the
-#      same run, owner-wired on the netbed; K=1 passes no flag (1 is the
-#      default, and a swarm without --sources runs it too), and a K ≥ 2
+#      same run, owner-wired on the netbed; K=1 passes --sources 1 (the
+#      card's ring; without the flag the owner chooses, which below 16
+#      peers is the same), and a K ≥ 2
 #      that `swarm peer --help` does not offer shows as SKIPPED. Four
 #      cases, each K REPEAT times (K=1 first): (floor) N=10 at 25 Mbit/s,
 #      16 MiB, every link at the bed's rate: the slow case's bed without
@@ -80,6 +81,13 @@
 #      timelines are kept (timeline-sources-slow-kK.csv). About 8 minutes
 #      (a K=1 run of (a) takes about 25 s, of (floor) about 7 s). In smoke
 #      mode: (a) only, N=4 at 25 Mbit/s, 4 MiB, no targets.
+#   9. many (scripts/run_many_peers.sh): MANY_N (1000; 20 in smoke mode)
+#      peers as processes on this machine, 4 MiB, owner-wired, on loopback:
+#      what the owner sent ÷ S (target ≤ 1.3) and every copy checked; then
+#      (needs root) the same with the owner's uplink shaped to
+#      MANY_RATE_MBIT (1) in a namespace of its own and the peers in
+#      another: the last completion ÷ S/B at the owner's rate. About 3
+#      minutes.
 # A swarm time runs from the owner's start until every peer has exited and
 # its copy matches the input byte for byte (cmp); a run that fails or times
 # out shows as FAILED in the table and keeps its logs in bench-out/logs/.
@@ -112,7 +120,7 @@
 # one run's disk writeback does not slow the next.
 #
 # Environment: SMOKE=1 (as --smoke), REPEAT, ONLY=netbed,repair,loopback,
-# scaling,memory,versions,sources (sections to run; ONLY=repair runs the
+# scaling,memory,versions,sources,many (sections to run; ONLY=repair runs the
 # dead-peer case alone), WIRING=hand,owner (the netbed section's swarm variants),
 # BED_CASES (the netbed section's cases, e.g. '5 100 64;20 25 32'),
 # REPAIR_KILL_AT (percent of N × chunks held at "half", default 50), BASE_PORT
@@ -122,7 +130,7 @@
 # VERSIONS_CHUNKING=fixed,content (fixed alone leaves content out), VERSIONS_SIZE
 # (its file, MiB; default 1024, 8 in smoke mode), SOURCES_CASES=floor,slow,equal,kill
 # (section 7's cases; slow alone in smoke mode), SOURCES_K (its K values, 1
-# to 4; default "1 2"), SOURCES_SLOW_HOST (the slow case's slow peer, default
+# to 4, or auto: no --sources, the owner's choice, run last; default "1 2"), SOURCES_SLOW_HOST (the slow case's slow peer, default
 # p3), SOURCES_SLOW_RATE (its egress, Mbit/s; default 5), SOURCES_PEER_LOG (RUST_LOG of the section's peers; default info,swarm::chunk=warn).
 # Needs bash 5, cargo, cmp, awk; the netbed needs root and iproute2 (ip, tc);
 # memory needs /usr/bin/time (package time); repair and versions need GNU
@@ -141,7 +149,7 @@ chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
-only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources}
+only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources,many}
 wirings=${WIRING:-hand,owner}
 kill_at=${REPAIR_KILL_AT:-50}
 BASE_PORT=${BASE_PORT:-31000}
@@ -209,11 +217,13 @@ IFS=, read -r -a ver_beds <<<"$ver_bed_list"
     die "SOURCES_CASES must list floor, slow, equal and/or kill, e.g. floor,slow,equal,kill"
 src_k_list=${SOURCES_K:-1 2}
 read -r -a src_ks <<<"${src_k_list//,/ }"
-((${#src_ks[@]})) || die "SOURCES_K must list at least one K from 1 to 4, e.g. '1 2'"
+((${#src_ks[@]})) || die "SOURCES_K must list at least one K from 1 to 4 or auto, e.g. '1 2'"
 for k in "${src_ks[@]}"; do
-    [[ $k =~ ^[1-4]$ ]] || die "SOURCES_K must list K values from 1 to 4, e.g. '1 2' (got '$k')"
+    [[ $k =~ ^([1-4]|auto)$ ]] || die "SOURCES_K must list K values from 1 to 4 or auto, e.g. '1 2' (got '$k')"
 done
-mapfile -t src_ks < <(printf '%s\n' "${src_ks[@]}" | sort -nu)
+# auto (no --sources: the owner's choice) runs last.
+mapfile -t src_ks < <(printf '%s\n' "${src_ks[@]}" | grep -v auto | sort -nu
+    printf '%s\n' "${src_ks[@]}" | grep -x auto | head -1)
 src_slow_host=${SOURCES_SLOW_HOST:-p3} src_slow_rate=${SOURCES_SLOW_RATE:-5}
 [[ $src_slow_host =~ ^p([1-9][0-9]*)$ ]] && ((BASH_REMATCH[1] <= ${src_slow%% *})) ||
     die "SOURCES_SLOW_HOST must be one of p1..p${src_slow%% *} (the slow case's peers)"
@@ -743,9 +753,9 @@ watch_half() {
 # N × chunks, then kill a peer; see watch_half), OWNER_LOG and PEER_LOG (RUST_LOG of each; warn),
 # KEEP_LOGS=1 (keep the logs of a run that went well too), TIMELINE=1
 # (sample each peer's chunks held into RUN_TL; see tl_start) and
-# PEER_SOURCES (K: every peer given --sources K when K ≥ 2; K=1 passes no
-# flag, since 1 is the default and a swarm without --sources runs it too;
-# "" leaves it out of the run's label as well).
+# PEER_SOURCES (K: every peer given --sources K, 1 included, since
+# without the flag the owner chooses, 3 from 16 peers on; "" passes no
+# flag and leaves it out of the run's label as well).
 WIRED=hand WATCH_PCT="" KILL_RANK="" OWNER_LOG=warn PEER_LOG=warn KEEP_LOGS=0 PEER_SOURCES=""
 declare -A RSS=()
 declare -a LAUNCH_US=()
@@ -789,7 +799,7 @@ run_one() {
     fi
     PEER_PIDS=()
     local neighbour=() sources=()
-    [[ -n $PEER_SOURCES ]] && ((PEER_SOURCES >= 2)) && sources=(--sources "$PEER_SOURCES")
+    [[ -n $PEER_SOURCES ]] && sources=(--sources "$PEER_SOURCES")
     for ((i = 1; i <= n; i++)); do
         [[ $mem == 1 ]] && memfile=$RUN_DIR/p$i.rss
         now_us
@@ -1886,6 +1896,7 @@ if wants sources; then
                     continue
                 fi
                 PEER_SOURCES=$k KILL_RANK=""
+                [[ $k == auto ]] && PEER_SOURCES=""
                 [[ $c == kill ]] && KILL_RANK=$repair_rank
                 [[ $c == slow ]] && TIMELINE=1
                 echo "bench:   K=$k..."
@@ -1937,7 +1948,7 @@ if wants sources; then
         netbed_down
         spread_of "${src_halves[@]}"
         {
-            echo "K: every peer started with --sources K (K=1: no flag, today's ring), owner-wired (no"
+            echo "K: every peer started with --sources K (K=1: the card's ring), owner-wired (no"
             echo "--download-neighbor). Each case and K ran $repeat× in this run, K=1 first; median (min–max)."
             echo "Slowest peer s: from the owner's start to the last peer's exit (of the survivors, after a"
             echo "kill); every copy was checked with cmp. S/B: the file at the bed's rate, ÷ K=1: each K's"
@@ -1969,6 +1980,45 @@ if wants sources; then
             printf '%s\n' "${src_rows[@]}"
         } >>"$md"
     fi
+fi
+
+# 9. many peers as processes on this machine.
+if wants many; then
+    many_n=${MANY_N:-$([[ $smoke == 1 ]] && echo 20 || echo 1000)}
+    many_rate=${MANY_RATE_MBIT:-1}
+    {
+        echo
+        echo "## 9. many peers on this machine (scripts/run_many_peers.sh $many_n), 4 MiB, owner-wired"
+        echo
+        echo "Every peer a process of its own, all on this machine's $(nproc) cores: a test of the wiring and of"
+        echo "what the owner sends, not of speed. shaped: the owner alone behind a token bucket at"
+        echo "$many_rate Mbit/s (a namespace of its own), the peers in another; S/B at that rate."
+        [[ $smoke == 1 ]] || echo "Target: the owner sends ≤ 1.3 × the file; every copy verified."
+        echo
+        echo "| case | summary |"
+        echo "|---|---|"
+    } >>"$md"
+    for shaped in 0 1; do
+        if ((shaped && !can_bed)); then
+            echo "| shaped | SKIPPED ($bed_why) |" >>"$md"
+            continue
+        fi
+        echo "bench: many, N=$many_n$( ((shaped)) && echo ", owner at $many_rate Mbit/s")..."
+        env_rate=()
+        ((shaped)) && env_rate=(OWNER_RATE_MBIT="$many_rate")
+        many_log=$work/many-$shaped.log
+        if env "${env_rate[@]}" SIZE_MIB=4 BASE_PORT=$((BASE_PORT + 2000)) TIMEOUT=900 \
+            "$root/scripts/run_many_peers.sh" "$many_n" >"$many_log" 2>&1; then
+            many_status=ok
+        else
+            many_status=FAILED
+            mkdir -p "$out/logs" && cp "$many_log" "$out/logs/"
+        fi
+        line=$(grep '^summary:' "$many_log" | sed 's/^summary: //' || true)
+        [[ $shaped == 1 ]] && line+=" $(grep '^shaped:' "$many_log" | sed 's/^shaped: //' || true)"
+        echo "bench:   $many_status: $line"
+        echo "| $([[ $shaped == 1 ]] && echo shaped || echo loopback) | $many_status: $line |" >>"$md"
+    done
 fi
 
 # The chart: time / (S/B) against N from the netbed rows, then a panel

@@ -23,6 +23,14 @@
 # seed point can wait more than the default minute for its first chunk
 # from the ring, where each peer on a machine of its own would not); KEEP=1 keeps the work folder, which
 # is also kept when something failed.
+#
+# OWNER_RATE_MBIT=R (needs root, ip and tc) shapes the owner's uplink: the
+# owner runs in a network namespace of its own (swm-owner, 10.78.0.1)
+# whose egress is limited to R Mbit/s by a token bucket (tc tbf), the
+# peers in another (swm-peers, 10.78.0.2), joined by one veth pair. Only
+# what the owner sends crosses the shaped link; what peers send each other
+# stays inside theirs. The summary adds S/B at R and the last completion
+# as a multiple of it. Both namespaces are removed on exit.
 set -euo pipefail
 
 BASE_PORT=${BASE_PORT:-20000}
@@ -44,6 +52,13 @@ n=$1
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "TIMEOUT must be a whole number of seconds"
 [[ $SIZE_MIB =~ ^[0-9]+$ ]] || die "SIZE_MIB must be a whole number of MiB"
 command -v cargo >/dev/null || die "cargo is not installed (see README)"
+owner_rate=${OWNER_RATE_MBIT:-}
+if [[ -n $owner_rate ]]; then
+    [[ $owner_rate =~ ^[0-9]+$ ]] && (( owner_rate >= 1 )) ||
+        die "OWNER_RATE_MBIT must be a whole number of Mbit/s, at least 1"
+    [[ $EUID -eq 0 ]] || die "OWNER_RATE_MBIT needs root (network namespaces and tc)"
+    command -v ip >/dev/null && command -v tc >/dev/null || die "OWNER_RATE_MBIT needs iproute2 (ip, tc)"
+fi
 
 read -r eph_lo eph_hi </proc/sys/net/ipv4/ip_local_port_range
 if (( BASE_PORT <= eph_hi && BASE_PORT + n >= eph_lo )); then
@@ -64,6 +79,36 @@ echo "building swarm (release)..."
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" ||
     die "cargo build failed"
 
+# Where the owner and the peers run and listen: loopback, or with
+# OWNER_RATE_MBIT two namespaces, the owner's uplink shaped.
+in_owner=() in_peers=() owner_ip=127.0.0.1 peer_ip=127.0.0.1
+nets_down() {
+    local ns pid
+    for ns in swm-owner swm-peers; do
+        ip netns list 2>/dev/null | grep -q "^$ns\b" || continue
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+if [[ -n $owner_rate ]]; then
+    nets_down
+    ip netns add swm-owner && ip netns add swm-peers || die "cannot make network namespaces"
+    ip -n swm-owner link add eth0 type veth peer name eth0 netns swm-peers ||
+        die "cannot make a veth pair"
+    ip -n swm-owner addr add 10.78.0.1/30 dev eth0
+    ip -n swm-peers addr add 10.78.0.2/30 dev eth0
+    for ns in swm-owner swm-peers; do
+        ip -n $ns link set lo up && ip -n $ns link set eth0 up
+    done
+    # About 4 ms of traffic, at least 32 KiB so a GSO packet fits (as
+    # netbed.sh does).
+    burst=$(( owner_rate * 1000000 / 8 / 250 )); (( burst >= 32768 )) || burst=32768
+    tc -n swm-owner qdisc add dev eth0 root tbf rate "${owner_rate}mbit" burst "$burst" latency 50ms ||
+        { nets_down; die "tc cannot add a tbf qdisc (modprobe sch_tbf)"; }
+    in_owner=(ip netns exec swm-owner) in_peers=(ip netns exec swm-peers)
+    owner_ip=10.78.0.1 peer_ip=10.78.0.2
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/swarm-many.XXXXXX")
 mkdir -p "$work/logs" "$work/peers"
 owner=
@@ -76,6 +121,7 @@ cleanup() {
     done
     [[ -z $owner ]] || kill "$owner" 2>/dev/null || true
     wait 2>/dev/null || true
+    [[ -z $owner_rate ]] || nets_down
     if [[ $ok == 1 && ${KEEP:-0} != 1 ]]; then
         rm -rf "$work"
     else
@@ -97,14 +143,14 @@ name=$(basename "$file")
 size=$(stat -c %s "$file")
 
 # One look at the listening sockets instead of a connect per port.
-if command -v ss >/dev/null; then
+if [[ -z $owner_rate ]] && command -v ss >/dev/null; then
     busy=$(ss -Htln | awk '{ n = split($4, a, ":"); print a[n] }' |
         awk -v lo="$BASE_PORT" -v hi=$((BASE_PORT + n)) '$1 >= lo && $1 <= hi' | head -3 || true)
     [[ -z $busy ]] || die "port(s) $(echo $busy) in $BASE_PORT..$((BASE_PORT + n)) already in use; set BASE_PORT"
 fi
 
 start=$(date +%s.%N)
-RUST_LOG=info "$bin" owner --port "$BASE_PORT" --bind 127.0.0.1 --dir "$work/owner" "$file" \
+RUST_LOG=info "${in_owner[@]}" "$bin" owner --port "$BASE_PORT" --bind "$owner_ip" --dir "$work/owner" "$file" \
     2>"$work/logs/owner.log" &
 owner=$!
 # Its log says when it listens (a test connection would log a warning).
@@ -118,8 +164,8 @@ grep -q 'owner: listening on' "$work/logs/owner.log" ||
 say "owner listening on $BASE_PORT; starting $n peers on $((BASE_PORT + 1))..$((BASE_PORT + n))"
 
 for i in $(seq "$n"); do
-    RUST_LOG=$PEER_LOG "$bin" peer --owner "$BASE_PORT" --port $((BASE_PORT + i)) \
-        --bind 127.0.0.1 --dir "$work/peers/$i" "${peer_args[@]}" \
+    RUST_LOG=$PEER_LOG "${in_peers[@]}" "$bin" peer --owner "$owner_ip:$BASE_PORT" --port $((BASE_PORT + i)) \
+        --bind "$peer_ip" --dir "$work/peers/$i" "${peer_args[@]}" \
         2>"$work/logs/peer$i.log" &
     peer_pid[$i]=$!
 done
@@ -184,7 +230,7 @@ done
 
 # What the owner sent and its peak memory, before it stops.
 hwm_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$owner/status" 2>/dev/null || echo 0)
-json=$("$bin" status --owner "$BASE_PORT" --json 2>"$work/logs/status.err") || json=
+json=$("${in_owner[@]}" "$bin" status --owner "$owner_ip:$BASE_PORT" --json 2>"$work/logs/status.err") || json=
 sent=$(grep -o '"owner_sent_bytes":[0-9]*' <<<"$json" | cut -d: -f2 || true)
 totals=$(grep -o '"total":{[^}]*}' <<<"$json" || true)
 kill "$owner" 2>/dev/null || true
@@ -219,6 +265,13 @@ hwm_mib=$(awk -v k="$hwm_kib" 'BEGIN { printf "%.1f", k / 1024 }')
 echo "summary: N=$n file=$size bytes ($name) wall=${elapsed} s last_complete=${completed} s owner_peak_rss=${hwm_mib} MiB" \
     "owner_peak_threads=$owner_threads peers_peak_threads=$peer_threads owner_sent=${sent:-?} bytes (${ratio} x the file)" \
     "verified=$matched/$n"
+if [[ -n $owner_rate ]]; then
+    awk -v s="$size" -v r="$owner_rate" -v c="$completed" 'BEGIN {
+        sb = s * 8 / (r * 1000000)
+        printf "shaped: owner_rate=%s Mbit/s S/B=%.2f s last_complete=%s s (%s x S/B)\n", r, sb, c,
+            (c == "-" ? "-" : sprintf("%.2f", c / sb))
+    }'
+fi
 
 if (( ${#late[@]} > 0 )); then
     echo "${#late[@]} peer(s) did not finish within ${TIMEOUT} s: $(

@@ -82,8 +82,12 @@ pub struct PeerArgs {
     /// The download neighbours' addresses, as given (at most `sources`);
     /// none lets the owner wire the peer into the ring.
     pub download_neighbors: Vec<SocketAddr>,
-    /// How many download neighbours to download from at once.
+    /// The most download neighbours to download from at once.
     pub sources: u8,
+    /// Whether `--sources` was left out of a peer the owner wires: the
+    /// owner then chooses how many (one in a small ring, more in a large
+    /// one), up to `sources`.
+    pub auto_sources: bool,
     /// Where others reach the upload port, as HOST and PORT, if not at
     /// the listening port of the address the owner sees us from.
     pub advertise: Option<(String, u16)>,
@@ -93,6 +97,9 @@ pub struct PeerArgs {
     pub out: Option<PathBuf>,
     /// How long to stay, once complete, while no one downloads from us.
     pub linger: Duration,
+    /// Whether `--linger` was given: then the owner's word that every
+    /// peer is complete does not cut it short.
+    pub linger_given: bool,
     /// Stay once complete, until stopped, and take up each new version
     /// the owner shares.
     pub follow: bool,
@@ -197,11 +204,13 @@ Options:
   --port PORT                      TCP port to serve the upload neighbour on (required)
   --download-neighbor [HOST:]PORT  a peer to download from; up to --sources
                                    times [default: the ones the owner assigns]
-  --sources K                      download from K neighbours at once, rarest
-                                   chunks first, 1 to 4 [default: 1, a ring];
-                                   the owner wires K=2 as a ring plus the peer
-                                   two back, so one slow or dead peer does not
-                                   set the pace
+  --sources K                      download from at most K neighbours at once,
+                                   rarest chunks first, 1 to 4 [default: as the
+                                   owner chooses: 1 (the ring) below 16 peers,
+                                   3 from 16 on; 1 with --download-neighbor];
+                                   in a small ring the owner wires K=2 as a ring
+                                   plus the peer two back, so one slow or dead
+                                   peer does not set the pace
   --advertise HOST:PORT            where other peers reach this one's upload
                                    port [default: PORT at the address the
                                    owner sees this peer connect from]
@@ -213,7 +222,9 @@ Options:
                                    or DIR/files/<file name> for a file named like
                                    one of DIR's own entries]
   --linger SECS                    once complete, exit after SECS in which no one
-                                   downloaded from this peer [default: 30]
+                                   downloaded from this peer [default: 30, or at
+                                   once when the owner reports every peer
+                                   complete]
   --follow                         once complete, stay until stopped (Ctrl-C)
                                    and take up each new version the owner
                                    shares, fetching only the chunks of it
@@ -515,7 +526,6 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
     }
     let owner = flags.addr("--owner")?;
     let port = flags.port()?;
-    let sources = flags.number("--sources", 1, 1, u64::from(wire::MAX_SOURCES))? as u8;
     let mut download_neighbors: Vec<SocketAddr> = Vec::new();
     for raw in flags.all("--download-neighbor") {
         let addr =
@@ -525,6 +535,11 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
         }
         download_neighbors.push(addr);
     }
+    // Left out, a peer the owner wires takes as many as the owner gives
+    // it; a hand-wired one keeps the card's one neighbour.
+    let auto_sources = flags.get("--sources").is_none() && download_neighbors.is_empty();
+    let default = if auto_sources { wire::MAX_SOURCES } else { 1 };
+    let sources = flags.number("--sources", default.into(), 1, u64::from(wire::MAX_SOURCES))? as u8;
     if download_neighbors.len() > usize::from(sources) {
         return Err(usage(format!(
             "--download-neighbor is given {} times, but --sources {sources} takes at most {sources}",
@@ -541,12 +556,14 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
         listen,
         download_neighbors,
         sources,
+        auto_sources,
         advertise,
         dir: flags
             .path("--dir")?
             .unwrap_or_else(|| PathBuf::from(format!("swarm-peer-{port}"))),
         out: flags.path("--out")?,
         linger: Duration::from_secs(linger),
+        linger_given: flags.get("--linger").is_some(),
         follow: flags.switch("--follow"),
         wait: Duration::from_secs(wait),
         stall_timeout: Duration::from_secs(stall),
@@ -671,11 +688,11 @@ mod tests {
         assert_eq!(a.listen.to_string(), "0.0.0.0:9001");
         assert_eq!(a.download_neighbors.len(), 1);
         assert_eq!(a.download_neighbors[0].to_string(), "127.0.0.1:9002");
-        assert_eq!(a.sources, 1);
+        assert_eq!((a.sources, a.auto_sources), (1, false));
         assert_eq!(a.advertise, None);
         assert_eq!(a.dir, PathBuf::from("swarm-peer-9001"));
         assert_eq!(a.out, None);
-        assert_eq!(a.linger, Duration::from_secs(30));
+        assert_eq!((a.linger, a.linger_given), (Duration::from_secs(30), false));
         assert_eq!(a.stall_timeout, Duration::from_secs(10));
         let line = "peer --owner 10.0.0.1:9000 --port 9001 --download-neighbor \
                     10.0.0.3:9002 --dir p --out o.bin --linger 0 --wait 5 --stall-timeout 2";
@@ -685,6 +702,7 @@ mod tests {
         assert_eq!(a.owner.to_string(), "10.0.0.1:9000");
         assert_eq!(a.out, Some(PathBuf::from("o.bin")));
         assert_eq!((a.linger.as_secs(), a.wait.as_secs()), (0, 5));
+        assert!(a.linger_given);
         assert_eq!(a.stall_timeout.as_secs(), 2);
         let long = format!("peer --owner 1 --port 2 --advertise {}:9", "h".repeat(250));
         let Command::Peer(a) = run(&long).unwrap() else {
@@ -736,6 +754,12 @@ mod tests {
             panic!()
         };
         assert!(!a.follow);
+        // Owner-wired without --sources: the owner chooses, up to four.
+        assert_eq!((a.sources, a.auto_sources), (4, true));
+        let Command::Peer(a) = run("peer --owner 1 --port 2 --sources 1").unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.sources, a.auto_sources), (1, false));
         let Command::Peer(a) = run("peer --owner 1 --port 2 --follow --linger 3").unwrap() else {
             panic!()
         };

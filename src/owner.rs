@@ -12,7 +12,8 @@
 //! handed out least so far ([`Seeder`]), so the first N peers between them
 //! hold every chunk and the ring can finish even without the owner.
 //! Peers the owner wires into the ring after those N get no seeds: the
-//! ring brings them everything.
+//! swarm brings them everything, so the owner's link carries the file
+//! about once however many peers join.
 //!
 //! The owner is also the swarm's tracker ([`crate::tracker`]): sessions
 //! that register feed it, and the owner carries out what it decides
@@ -73,11 +74,6 @@ pub struct Seeder {
     /// [`Seeder::share_what_is_lacking`]).
     relative: bool,
 }
-
-/// Joiners per seeding round in a ring the owner wires: a chunk seeded
-/// once crosses the whole ring, one hop after another, and a ring of a
-/// thousand peers is a thousand hops long.
-pub const SEED_ROUND: usize = 100;
 
 impl Seeder {
     /// A seeder for `count` chunks shared among `peers` peers.
@@ -145,12 +141,14 @@ impl Seeder {
     }
 
     /// Counts a peer the owner wires and says whether it gets a share:
-    /// the first N do, and then N in every [`SEED_ROUND`] joiners, so the
-    /// file enters a long ring at a seed point every hundred peers or so
-    /// and no chunk must cross more hops than that to reach everyone.
+    /// the first N do, and no one after them. The owner's link carries
+    /// the file about once; later joiners get everything from the swarm,
+    /// whose wiring ([`crate::tracker`]) keeps every peer a few hops from
+    /// every seed point however many join. (Shares went out again every
+    /// hundred joiners while a chunk crossed the ring hop by hop: at a
+    /// thousand peers the owner sent the file 16 times.)
     pub fn share_due(&mut self) -> bool {
-        let round = self.peers.max(SEED_ROUND);
-        let due = self.wired % round < self.peers;
+        let due = self.wired < self.peers;
         self.wired += 1;
         due
     }
@@ -1384,14 +1382,12 @@ mod tests {
     }
 
     #[test]
-    fn wired_peers_get_shares_in_rounds_of_n_every_hundred_joins() {
+    fn only_the_first_n_wired_peers_get_shares() {
         let mut seeder = Seeder::new(50, 5);
-        let due: Vec<usize> = (0..250).filter(|_| seeder.share_due()).collect();
-        let want: Vec<usize> = (0..5).chain(100..105).chain(200..205).collect();
-        assert_eq!(due, want);
-        // With more than a hundred seeded peers, every joiner gets one.
+        let due: Vec<usize> = (0..1000).filter(|_| seeder.share_due()).collect();
+        assert_eq!(due, vec![0, 1, 2, 3, 4]);
         let mut many = Seeder::new(50, 150);
-        assert!((0..400).all(|_| many.share_due()));
+        assert_eq!((0..400).filter(|_| many.share_due()).count(), 150);
     }
 
     #[test]

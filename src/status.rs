@@ -139,10 +139,17 @@ fn json(manifest: &Manifest, sent: u64, peers: &[PeerStatus]) -> String {
         .iter()
         .map(|p| {
             format!(
-                "{{\"addr\":{},\"downloads_from\":{},\"chunks\":{},\"percent\":{:.1},\
+                "{{\"addr\":{},\"downloads_from\":{},\"sources\":{},\"chunks\":{},\"percent\":{:.1},\
                  \"rate_bytes_per_sec\":{},\"state\":\"{}\",\"wired_by_owner\":{}}}",
                 quote(&p.addr),
                 quote(&p.neighbour),
+                // How many it downloads from: more than one for a peer
+                // the owner wired into a large swarm by default.
+                if p.neighbour.is_empty() {
+                    0
+                } else {
+                    p.neighbour.split(", ").count()
+                },
                 p.held,
                 tracker::percent(p.held, count),
                 p.rate,

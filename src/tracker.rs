@@ -3,15 +3,27 @@
 //! Every peer registers over its owner link (REGISTER, then its chunk-ID
 //! list) and reports what it gains (HAVE) and its receive rate (PROGRESS).
 //! The [`Tracker`] keeps that registry and, for peers started without a
-//! `--download-neighbor`, the ring itself: a list in data-flow order in
-//! which each member downloads from the one before it (the first from
-//! the last) and, with `--sources K`, from the K members before it: for
-//! K = 2 the ring plus a chord to the member two back. So every member
-//! serves at most as many downloaders as the largest K, and with K >= 2
-//! the ring stays connected when any one member dies. A newcomer goes in
-//! after the first member; a member that dies or leaves is taken out, and
-//! the members after it are told their new download neighbours.
+//! `--download-neighbor`, the wiring itself: a ring, a list in data-flow
+//! order in which each member downloads from the one before it (the first
+//! from the last) and, with `--sources K`, from the K members before it:
+//! for K = 2 the ring plus a chord to the member two back. A newcomer goes
+//! in after the first member; a member that dies or leaves is taken out,
+//! and the members after it are told their new download neighbours.
 //! Hand-wired peers keep their neighbours and are only listed.
+//!
+//! A ring is N hops around: at a thousand peers a chunk seeded at one
+//! point takes a thousand hops to reach everyone. So from [`SPREAD_FROM`]
+//! members on, the tracker also keeps three other rings over the same
+//! members, each in a random order of its own (a shuffle when the ring
+//! reaches that size; then each newcomer goes in after a member drawn at
+//! random), and a member downloads from the member before it in the ring
+//! and in the first K - 1 other rings. The union of a few random rings
+//! has a diameter of about log N (ten hops at a thousand), every member
+//! serves about K downloaders, and each ring is repaired as the ring is:
+//! a member taken out is closed over in every ring. A peer that leaves K
+//! to the owner (no `--sources`) gets one source in a small ring, the
+//! card's ring, and [`AUTO_SOURCES`] in a large one. Below
+//! [`SHRINK_BELOW`] members the other rings are dropped again.
 //!
 //! A member whose link drops is *away*; it keeps its place for
 //! [`GRACE`], so a reconnect costs nothing. Past that, or at once when
@@ -96,7 +108,27 @@ struct Member {
     ended: bool,
     /// The member after it when it went, to rejoin at its old place.
     old_successor: Option<String>,
+    /// Its neighbours in each of the other rings of a large ring.
+    links: [Link; EXTRA_RINGS],
 }
+
+/// A member's place in one of the other rings: the members before and
+/// after it, by index ([`NONE`] while it is in none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Link {
+    prev: usize,
+    next: usize,
+}
+
+impl Link {
+    const NONE: Link = Link {
+        prev: NONE,
+        next: NONE,
+    };
+}
+
+/// No member.
+const NONE: usize = usize::MAX;
 
 impl Member {
     fn state(&self) -> PeerState {
@@ -128,14 +160,38 @@ pub struct Tracker {
     ring: Vec<usize>,
     /// Since when some chunk has been held by no member of the ring.
     unheld_since: Option<Instant>,
+    /// Whether the ring is large enough for the other rings (see
+    /// [`SPREAD_FROM`]); each member's place in them is in its `links`.
+    large: bool,
+    /// The state of [`Tracker::draw`].
+    rng: u64,
 }
 
 /// How long chunks may be missing from the whole ring before the owner
 /// seeds them (see `Tracker::seed_unheld`).
 pub const QUIET: Duration = Duration::from_secs(2);
 
-/// Ring size from which newcomers are placed at spread positions.
+/// Ring size from which newcomers are placed at spread positions, and
+/// from which members download from their predecessors in several rings:
+/// a chunk that has to cross a ring hop by hop takes N hops to reach
+/// everyone, while the union of a few rings, each in a random order, has
+/// a diameter of about log N.
 const SPREAD_FROM: usize = 16;
+
+/// Ring size below which a large ring goes back to the one ring: lower
+/// than [`SPREAD_FROM`], so a swarm near the threshold is not re-wired
+/// back and forth.
+const SHRINK_BELOW: usize = 12;
+
+/// Rings besides the ring itself: enough for the most sources a member
+/// may ask for.
+const EXTRA_RINGS: usize = crate::wire::MAX_SOURCES as usize - 1;
+
+/// Download neighbours the owner gives a member that leaves the number to
+/// it (REGISTER `sources` 0, no `--sources`), once the ring is large.
+/// Three rings of 1000 members in random orders put every member within
+/// about 10 hops of every other; each member serves about three.
+pub const AUTO_SOURCES: u8 = 3;
 
 /// Members at most that share a batch of chunks missing from the ring.
 const SPREAD: usize = 8;
@@ -152,6 +208,8 @@ impl Tracker {
             by_conn: HashMap::new(),
             ring: Vec::new(),
             unheld_since: None,
+            large: false,
+            rng: 0x5EED,
         }
     }
 
@@ -178,7 +236,6 @@ impl Tracker {
         hand_neighbour: &str,
         held: ChunkSet,
     ) -> Result<(Joined, Vec<Action>), String> {
-        let sources = sources.max(1);
         let mut actions = Vec::new();
         let known = self.by_addr.get(addr).copied();
         if let Some(i) = known {
@@ -253,6 +310,7 @@ impl Tracker {
             away_since: None,
             ended: false,
             old_successor: None,
+            links: [Link::NONE; EXTRA_RINGS],
         });
         self.by_addr.insert(addr.to_string(), i);
         self.by_conn.insert(conn, i);
@@ -325,7 +383,7 @@ impl Tracker {
     }
 
     /// Session `conn`'s peer holds the whole verified file. Once every
-    /// live peer does, the wired ones are released.
+    /// live peer does, all are released.
     pub fn complete(&mut self, conn: ConnId) -> Vec<Action> {
         let Some(&i) = self.by_conn.get(&conn) else {
             return Vec::new();
@@ -344,12 +402,13 @@ impl Tracker {
             self.live()
         ))];
         if !self.active() {
-            // No one needs anything from anyone: the wired peers need not
-            // each wait out --linger for a downloader that left.
+            // No one needs anything from anyone: no peer need wait out
+            // --linger for a downloader that left, wired or hand-wired
+            // (a hand-wired ring of a tiny file took its 30 s).
             actions.extend(
                 self.members
                     .iter()
-                    .filter(|m| m.live() && m.wired)
+                    .filter(|m| m.live())
                     .filter_map(|m| m.link.map(Action::Release)),
             );
         }
@@ -549,29 +608,63 @@ impl Tracker {
     }
 
     /// Puts member `i` into the ring at position `at`: it downloads from
-    /// the members before it, and the members after it from it.
+    /// the members before it, and the members after it from it. In a
+    /// large ring it also goes into each other ring, after a member drawn
+    /// at random.
     fn insert(&mut self, i: usize, at: usize, actions: &mut Vec<Action>) {
         self.ring.insert(at, i);
         let n = self.ring.len();
-        self.rewire_from(at, actions);
+        let went_large = !self.large && n >= SPREAD_FROM;
+        if self.large {
+            for j in 0..EXTRA_RINGS {
+                let pick = (self.draw() % n as u64) as usize;
+                let after = self.ring[pick];
+                let after = if after == i {
+                    self.ring[(at + 1) % n]
+                } else {
+                    after
+                };
+                self.link_after(j, i, after);
+            }
+        } else if went_large {
+            self.go_large();
+        }
+        let mut changed = Vec::new();
+        if went_large {
+            // Everyone's neighbours change: told in ring order from here.
+            let all: Vec<usize> = (0..n).map(|step| self.ring[(at + step) % n]).collect();
+            self.rewire(&all, &mut changed, actions);
+        } else if self.large {
+            let mut affected = vec![i, self.ring[(at + 1) % n]];
+            affected.extend(self.after(i));
+            self.rewire(&affected, &mut changed, actions);
+        } else {
+            self.rewire_from(at, &mut changed, actions);
+        }
         let (addr, from) = (&self.members[i].addr, self.members[i].assigned.clone());
-        // The members it serves: the next one, and with several sources
-        // those after it that reach back to it.
-        let serves: Vec<&str> = (1..n)
-            .map(|ahead| self.ring[(at + ahead) % n])
-            .take_while(|&r| r != i)
-            .filter(|&r| {
+        // The members it serves: those whose download neighbours now
+        // include it.
+        let serves: Vec<&str> = changed
+            .iter()
+            .filter(|&&r| r != i)
+            .filter(|&&r| {
                 self.members[r]
                     .assigned
                     .as_ref()
                     .is_some_and(|a| a.iter().any(|x| x == addr))
             })
-            .map(|r| self.members[r].addr.as_str())
+            .map(|&r| self.members[r].addr.as_str())
             .collect();
+        let auto = self.members[i].sources == 0 && from.as_ref().is_some_and(|f| f.len() > 1);
         actions.push(Action::Log(match from {
             Some(from) if !from.is_empty() => format!(
-                "wired {addr} into the ring: it downloads from {}, and {} from it ({n} in the ring)",
+                "wired {addr} into the ring: it downloads from {}{}, and {} from it ({n} in the ring)",
                 from.join(", "),
+                if auto {
+                    format!(" ({} sources, the owner's default from {SPREAD_FROM} peers on)", from.len())
+                } else {
+                    String::new()
+                },
                 serves.join(", ")
             ),
             _ => format!("{addr} is alone in the ring for now"),
@@ -581,22 +674,31 @@ impl Tracker {
     /// Takes the member at ring position `at` out: the members after it
     /// now download from the ones before it.
     fn remove_at(&mut self, at: usize, actions: &mut Vec<Action>) {
-        self.ring.remove(at);
+        let i = self.ring.remove(at);
+        let mut affected = Vec::new();
+        if self.large {
+            affected = self.after(i);
+            for j in 0..EXTRA_RINGS {
+                self.unlink(j, i);
+            }
+        }
         if self.ring.is_empty() {
             return;
         }
         let at = at % self.ring.len();
-        let before: Vec<Option<Vec<String>>> = self
-            .ring
-            .iter()
-            .map(|&r| self.members[r].assigned.clone())
-            .collect();
-        self.rewire_from(at, actions);
-        let n = self.ring.len();
-        for step in 0..n {
-            let p = (at + step) % n;
-            let m = &self.members[self.ring[p]];
-            if m.complete || m.assigned == before[p] {
+        let mut changed = Vec::new();
+        if self.large && self.ring.len() < SHRINK_BELOW {
+            self.go_small(&mut changed, actions);
+        } else if self.large {
+            affected.push(self.ring[at]);
+            affected.retain(|&r| r != i);
+            self.rewire(&affected, &mut changed, actions);
+        } else {
+            self.rewire_from(at, &mut changed, actions);
+        }
+        for r in changed {
+            let m = &self.members[r];
+            if m.complete {
                 continue;
             }
             let from = m.assigned.clone().unwrap_or_default();
@@ -612,13 +714,40 @@ impl Tracker {
         }
     }
 
-    /// The download neighbours of the member at ring position `p`: the
-    /// members before it, nearest first, as many as it asked for.
+    /// How many download neighbours member `i` gets: what it asked for,
+    /// or, if it left that to the owner (0), one in a small ring (the
+    /// card's ring) and [`AUTO_SOURCES`] in a large one.
+    fn wanted(&self, i: usize) -> usize {
+        match (self.members[i].sources, self.large) {
+            (0, false) => 1,
+            (0, true) => usize::from(AUTO_SOURCES),
+            (k, _) => usize::from(k),
+        }
+    }
+
+    /// The download neighbours of the member at ring position `p`,
+    /// nearest first, as many as it gets ([`Tracker::wanted`]). In a
+    /// small ring, the members before it; in a large one, the member
+    /// before it in the ring, then the one before it in each other ring
+    /// (one that is already a neighbour is not counted twice).
     fn sources_of(&self, p: usize) -> Vec<String> {
         let n = self.ring.len();
-        let k = usize::from(self.members[self.ring[p]].sources).min(n - 1);
-        (1..=k)
-            .map(|back| self.members[self.ring[(p + n - back) % n]].addr.clone())
+        let i = self.ring[p];
+        let k = self.wanted(i).min(n - 1);
+        if !self.large {
+            return (1..=k)
+                .map(|back| self.members[self.ring[(p + n - back) % n]].addr.clone())
+                .collect();
+        }
+        let mut from = vec![self.ring[(p + n - 1) % n]];
+        for j in 0..k.saturating_sub(1) {
+            let before = self.members[i].links[j].prev;
+            if before != i && !from.contains(&before) {
+                from.push(before);
+            }
+        }
+        from.into_iter()
+            .map(|r| self.members[r].addr.clone())
             .collect()
     }
 
@@ -626,34 +755,126 @@ impl Tracker {
     /// position `at` on around the ring, telling those whose neighbours
     /// changed: a change at `at` moves the neighbours of the members just
     /// after it, and so they are told first.
-    fn rewire_from(&mut self, at: usize, actions: &mut Vec<Action>) {
+    fn rewire_from(&mut self, at: usize, changed: &mut Vec<usize>, actions: &mut Vec<Action>) {
         let n = self.ring.len();
         // Past the K members after `at`, every member's K before it are
         // the ones they were.
-        let reach = self
-            .ring
-            .iter()
-            .map(|&r| usize::from(self.members[r].sources))
-            .max()
-            .unwrap_or(1);
+        let reach = self.ring.iter().map(|&r| self.wanted(r)).max().unwrap_or(1);
         for step in 0..n.min(reach + 1) {
             let p = (at + step) % n;
             let addrs = self.sources_of(p);
-            self.assign(self.ring[p], addrs, actions);
+            if self.assign(self.ring[p], addrs, actions) {
+                changed.push(self.ring[p]);
+            }
         }
     }
 
-    /// Tells member `i` to download from `addrs` (none: no one).
-    fn assign(&mut self, i: usize, addrs: Vec<String>, actions: &mut Vec<Action>) {
+    /// Works out the download neighbours of the members `affected` (in a
+    /// large ring, those next to a change in any of the rings).
+    fn rewire(&mut self, affected: &[usize], changed: &mut Vec<usize>, actions: &mut Vec<Action>) {
+        for (n, &i) in affected.iter().enumerate() {
+            if affected[..n].contains(&i) {
+                continue;
+            }
+            let Some(p) = self.ring.iter().position(|&r| r == i) else {
+                continue;
+            };
+            let addrs = self.sources_of(p);
+            if self.assign(i, addrs, actions) {
+                changed.push(i);
+            }
+        }
+    }
+
+    /// The members right after member `i` in the other rings: those that
+    /// may download from it there.
+    fn after(&self, i: usize) -> Vec<usize> {
+        self.members[i]
+            .links
+            .iter()
+            .map(|l| l.next)
+            .filter(|&r| r != i && r != NONE)
+            .collect()
+    }
+
+    /// The ring reached [`SPREAD_FROM`] members: the other rings are laid,
+    /// each in an order of its own (a shuffle of the ring), and every
+    /// member is given its neighbours anew.
+    fn go_large(&mut self) {
+        self.large = true;
+        for j in 0..EXTRA_RINGS {
+            let mut order = self.ring.clone();
+            for k in (1..order.len()).rev() {
+                let pick = (self.draw() % (k as u64 + 1)) as usize;
+                order.swap(k, pick);
+            }
+            let n = order.len();
+            for (k, &r) in order.iter().enumerate() {
+                self.members[r].links[j] = Link {
+                    prev: order[(k + n - 1) % n],
+                    next: order[(k + 1) % n],
+                };
+            }
+        }
+    }
+
+    /// The ring shrank below [`SHRINK_BELOW`]: back to the one ring.
+    fn go_small(&mut self, changed: &mut Vec<usize>, actions: &mut Vec<Action>) {
+        self.large = false;
+        for &r in &self.ring {
+            self.members[r].links = [Link::NONE; EXTRA_RINGS];
+        }
+        let n = self.ring.len();
+        for p in 0..n {
+            let addrs = self.sources_of(p);
+            if self.assign(self.ring[p], addrs, actions) {
+                changed.push(self.ring[p]);
+            }
+        }
+    }
+
+    /// Puts member `i` after member `after` in other ring `j`.
+    fn link_after(&mut self, j: usize, i: usize, after: usize) {
+        let next = self.members[after].links[j].next;
+        self.members[i].links[j] = Link { prev: after, next };
+        self.members[after].links[j].next = i;
+        self.members[next].links[j].prev = i;
+    }
+
+    /// Takes member `i` out of other ring `j`.
+    fn unlink(&mut self, j: usize, i: usize) {
+        let Link { prev, next } = self.members[i].links[j];
+        if prev != NONE && next != NONE {
+            self.members[prev].links[j].next = next;
+            self.members[next].links[j].prev = prev;
+        }
+        self.members[i].links[j] = Link::NONE;
+    }
+
+    /// The next number of the tracker's own generator (splitmix64): the
+    /// other rings' orders need only be unrelated to the join order, and
+    /// a fixed seed makes the wiring the same in every run.
+    fn draw(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Tells member `i` to download from `addrs` (none: no one). Returns
+    /// whether they changed.
+    fn assign(&mut self, i: usize, addrs: Vec<String>, actions: &mut Vec<Action>) -> bool {
         let m = &mut self.members[i];
         if m.assigned.as_ref() == Some(&addrs) {
-            return;
+            return false;
         }
         m.assigned = Some(addrs.clone());
         // A complete member downloads nothing: no need to tell it.
         if let Some(conn) = m.link.filter(|_| !m.complete) {
             actions.push(Action::Tell { conn, addrs });
         }
+        true
     }
 
     /// Drops the oldest gone and left members past [`KEEP_GONE`].
@@ -694,6 +915,16 @@ impl Tracker {
             .collect();
         for r in &mut self.ring {
             *r = map[*r];
+        }
+        for m in &mut self.members {
+            for l in &mut m.links {
+                if *l != Link::NONE {
+                    *l = Link {
+                        prev: map[l.prev],
+                        next: map[l.next],
+                    };
+                }
+            }
         }
     }
 
@@ -1038,7 +1269,7 @@ mod tests {
     }
 
     #[test]
-    fn wired_members_are_released_once_every_live_peer_is_complete() {
+    fn members_are_released_once_every_live_peer_is_complete() {
         let mut t = Tracker::new(COUNT, 100);
         join(&mut t, 1);
         join(&mut t, 2);
@@ -1053,11 +1284,10 @@ mod tests {
         };
         assert!(released(&t.complete(conn(1))).is_empty());
         assert!(released(&t.complete(conn(3))).is_empty());
-        // The last one: both wired members may go; the hand-wired one
-        // keeps its own rules.
+        // The last one: every member may go, hand-wired or not.
         let mut got = released(&t.complete(conn(2)));
         got.sort();
-        assert_eq!(got, vec![1, 2]);
+        assert_eq!(got, vec![1, 2, 3]);
     }
 
     #[test]
@@ -1084,6 +1314,130 @@ mod tests {
             seen.insert(p.neighbour.clone());
         }
         assert_eq!(seen.len(), 1000);
+    }
+
+    fn join_auto(t: &mut Tracker, n: u64) -> Vec<Action> {
+        let addr = format!("h:{n}");
+        t.register(conn(n), &addr, true, 0, "", none()).unwrap().1
+    }
+
+    /// Every live wired member's download neighbours as the tracker last
+    /// assigned them, checked against a fresh computation (so no change
+    /// left a member with stale neighbours), by address.
+    fn graph(t: &Tracker) -> HashMap<String, Vec<String>> {
+        let mut g = HashMap::new();
+        for (p, &i) in t.ring.iter().enumerate() {
+            let m = &t.members[i];
+            let assigned = m.assigned.clone().unwrap_or_default();
+            assert_eq!(assigned, t.sources_of(p), "{} is stale", m.addr);
+            g.insert(m.addr.clone(), assigned);
+        }
+        g
+    }
+
+    /// The most hops a chunk held by any one member takes to reach every
+    /// other, following who downloads from whom.
+    fn diameter(g: &HashMap<String, Vec<String>>) -> usize {
+        let mut serves: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (to, froms) in g {
+            for from in froms {
+                serves.entry(from.as_str()).or_default().push(to.as_str());
+            }
+        }
+        let mut worst = 0;
+        for start in g.keys() {
+            let mut seen = std::collections::HashSet::from([start.as_str()]);
+            let mut front = vec![start.as_str()];
+            let mut hops = 0;
+            while !front.is_empty() {
+                let mut next = Vec::new();
+                for a in front {
+                    for &b in serves.get(a).map_or(&[][..], |v| v.as_slice()) {
+                        if seen.insert(b) {
+                            next.push(b);
+                        }
+                    }
+                }
+                if !next.is_empty() {
+                    hops += 1;
+                }
+                front = next;
+            }
+            assert_eq!(seen.len(), g.len(), "not everyone is reached from {start}");
+            worst = worst.max(hops);
+        }
+        worst
+    }
+
+    #[test]
+    fn a_large_swarm_is_wired_as_several_rings_with_a_small_diameter() {
+        let mut t = Tracker::new(COUNT, 5000);
+        // Small: the card's ring, one source each, even when the owner
+        // chooses.
+        for n in 1..=15 {
+            join_auto(&mut t, n);
+        }
+        let g = graph(&t);
+        assert!(g.values().all(|f| f.len() == 1));
+        assert_eq!(diameter(&g), 14);
+        // The sixteenth: every member downloads from three, told so.
+        let a = join_auto(&mut t, 16);
+        assert_eq!(tells(&a).len(), 16);
+        for n in 17..=1000 {
+            join_auto(&mut t, n);
+        }
+        let g = graph(&t);
+        let three = g.values().filter(|f| f.len() == 3).count();
+        assert!(three >= 990, "{three} of 1000 have three sources");
+        assert!(g.values().all(|f| f.len() >= 2));
+        let mut serves: HashMap<&str, usize> = HashMap::new();
+        for f in g.values() {
+            for from in f {
+                *serves.entry(from).or_default() += 1;
+            }
+        }
+        let busiest = serves.values().max().copied().unwrap_or(0);
+        assert!(busiest <= 3, "one member serves {busiest}");
+        // A ring of 1000 is 999 hops across; these rings about ten.
+        let d = diameter(&g);
+        assert!(d <= 16, "diameter {d}");
+        let status = t.status();
+        assert_eq!(status[500].neighbour.split(", ").count(), 3);
+    }
+
+    #[test]
+    fn a_large_swarm_repairs_every_ring_and_shrinks_back_to_one() {
+        let mut t = Tracker::new(COUNT, 5000);
+        for n in 1..=200 {
+            join_auto(&mut t, n);
+        }
+        // A hundred and ninety die, in an order unrelated to any ring.
+        let now = Instant::now();
+        for k in 0..190u64 {
+            let n = 1 + (k * 37) % 200;
+            t.link_down(conn(n), now);
+            t.tick(now + GRACE);
+            if t.ring.len() >= SHRINK_BELOW && k % 10 == 0 {
+                let g = graph(&t);
+                assert!(diameter(&g) < t.ring.len().max(4), "{} left", t.ring.len());
+            }
+        }
+        // Ten left: one ring again, one source each.
+        let g = graph(&t);
+        assert_eq!(g.len(), 10);
+        assert!(g.values().all(|f| f.len() == 1), "{g:?}");
+        assert_eq!(diameter(&g), 9);
+        // Members who asked for a number keep it: two, in a large ring.
+        for n in 1000..1020 {
+            t.register(conn(n), &format!("h:{n}"), true, 2, "", none())
+                .unwrap();
+        }
+        let g = graph(&t);
+        let (asked, auto): (Vec<_>, Vec<_>) = g.iter().partition(|(a, _)| a.len() > 5);
+        assert!(asked.iter().all(|(_, f)| f.len() == 2 || f.len() == 1));
+        assert!(asked.iter().filter(|(_, f)| f.len() == 2).count() >= 15);
+        assert!(auto.iter().all(|(_, f)| f.len() >= 2), "{auto:?}");
+        assert!(auto.iter().any(|(_, f)| f.len() == 3), "{auto:?}");
     }
 
     #[test]

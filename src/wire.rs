@@ -60,7 +60,7 @@
 //! | 12   | SEEDING    | `busy:u8`, 1 or 0: whether the owner is pushing seeds to any session now | 2 | no |
 //! | 13   | CHALLENGE  | `nonce:[32]`: fresh random bytes to be proved over (see Admission) | 33 | no |
 //! | 14   | PROOF      | `mac:[32]`: HMAC-SHA-256 over both nonces (see Admission) | 33 | no |
-//! | 15   | REGISTER   | `wired:u8` (1 or 0) `sources:u8` (1..=4) `port:u16` `host_len:u8` `host:utf8` `nb_len:u8` `neighbour:utf8`, each text 0..=255 bytes | 7..=517; the two lengths account for the payload exactly | no |
+//! | 15   | REGISTER   | `wired:u8` (1 or 0) `sources:u8` (0..=4; 0: the owner chooses) `port:u16` `host_len:u8` `host:utf8` `nb_len:u8` `neighbour:utf8`, each text 0..=255 bytes | 7..=517; the two lengths account for the payload exactly | no |
 //! | 16   | PROGRESS   | `rate:u64`: bytes of new chunks the sender stored per second, over about the last second | 9 | no |
 //! | 17   | NEIGHBOUR  | `n:u8` (0..=4), then `n` entries `len:u8` (1..=255) `addr:utf8`: the `HOST:PORT`s to download from, nearest first; `n` 0: no one | 2..=1026; the lengths account for the payload exactly | no |
 //! | 18   | UNREACHABLE | `addr:utf8 (1..=255 bytes)`: a download neighbour, as NEIGHBOUR named it, cannot be reached | 2..=256 | no |
@@ -320,8 +320,9 @@
 //!    unasked, then SEED_DONE and SEEDING (a repair, see The owner as
 //!    tracker). A peer accepts any CHUNK from the owner, asked for or not.
 //!    Once every live registered peer is complete, the owner sends
-//!    COMPLETE to each wired one: it may leave at once instead of waiting
-//!    out `--linger` for a downloader that may have been re-wired away.
+//!    COMPLETE to each of them, wired or hand-wired: it may leave at once
+//!    instead of waiting out `--linger` for a downloader that may have
+//!    been re-wired away or has left.
 //! 7. The session lasts until the peer leaves (it stops writing; the owner
 //!    closes on seeing that) or closes, or a rule under Limits and idle
 //!    rules applies, or the owner shares a new version (it sends VERSION,
@@ -465,8 +466,9 @@
 //! session comes from with `port`. `wired` 1 asks the owner to place the
 //! peer in its ring; 0 marks a hand-wired peer (`--download-neighbor`),
 //! whose `neighbour` (its `HOST:PORT`s, separated by `, `) is for the
-//! registry only. `sources` is how many download neighbours the peer
-//! downloads from at once (`--sources`).
+//! registry only. `sources` is the most download neighbours the peer
+//! downloads from at once (`--sources`), or 0 to leave the number to the
+//! owner (up to 4).
 //!
 //! A peer registers when its CHUNK_LIST arrives. A new address is refused
 //! (owner session, step 4) while the live members (downloading, complete or
@@ -481,33 +483,29 @@
 //! (any other UNREACHABLE changes nothing). At most 1000 gone and left members are kept, the
 //! oldest dropped first.
 //!
-//! The ring is a list of the live wired members in which each downloads
-//! from the `k` before it, nearest first (the first from the last), `k`
-//! the member's `sources` but at most the list's length less one: with
-//! `sources` 1 from the one before it, with 2 also from the one two back
-//! (a ring plus a chord), so that with every member at 2 or more no single
-//! member's death cuts anyone off. A member serves at most as many
-//! downloaders as the largest `sources`. A newcomer is inserted at
-//! position `p` and the members after it get new download neighbours; a
-//! member alone is told NEIGHBOUR with `n` 0. While the list has fewer than 16 members,
-//! `p = 1` (right after the first member: so peer `i` downloads from peer
-//! `i + 1` when they join in order, and each member is re-wired once, `k`
-//! times with `k` sources, as the ring grows); from 16 on, `p = 1 + (h mod n)` with `n` the list's
-//! length and `h` the high 32 bits of `j × 0x9E3779B97F4A7C15` (mod 2^64),
-//! `j` the number of members registered so far: newcomers spread around
-//! the ring instead of all opening their first ring connection to one
-//! member. A member that is gone or has left is taken out, and the members
-//! after it are told their download neighbours anew (from no one if one is
-//! now alone). A gone or left member that registers again wired, holding
-//! chunks, goes back in front of the member that was after it, if that one
-//! is still in the ring; otherwise it goes where a newcomer would. One that registers again
-//! hand-wired is taken out. The owner sends NEIGHBOUR to a member with a
-//! session whose download neighbours change, unless it is complete, and to
-//! every new session of a wired member that keeps its place; to a
-//! registering session it goes before the seeds. After each change to the
-//! list the owner works out every member's neighbours, from the changed
-//! position on around the ring, and tells those whose neighbours changed
-//! in that order.
+//! The owner wires the live wired members so that each downloads from
+//! `k` others, `k` the member's `sources`, or for `sources` 0 the owner's
+//! choice (1 below 16 members, 3 from 16 on), but never more than the
+//! members less one. Below 16 members they form a ring, a list in which
+//! each downloads from the `k` before it, nearest first (the first from
+//! the last): with `k` 1 the card's ring, with 2 a ring plus a chord. A
+//! newcomer goes right after the first member, so peer `i` downloads
+//! from peer `i + 1` when they join in order. From 16 members on, each
+//! downloads from the member before it in the ring and from the member
+//! before it in each of up to three other rings, each in an order of its
+//! own, so every member is a few hops from every other however many join
+//! (the exact placement is the owner's; see its tracker module). A member
+//! serves about as many downloaders as the largest `k`. A member alone is
+//! told NEIGHBOUR with `n` 0. A member that is gone or has left is taken
+//! out and the members after it, in each ring, are told their download
+//! neighbours anew. A gone or left member that registers again wired,
+//! holding chunks, goes back in front of the member that was after it, if
+//! that one is still in the ring. One that registers again hand-wired is
+//! taken out. The owner sends NEIGHBOUR to a member with a session whose
+//! download neighbours change, unless it is complete, and to every new
+//! session of a wired member that keeps its place; to a registering
+//! session it goes before the seeds, and changes go out in the order the
+//! owner decided them.
 //!
 //! Repair: the chunks that no member in the ring holds (by its CHUNK_LIST
 //! and HAVEs) or, with its session up, has been pushed by the owner go, as
@@ -1780,7 +1778,7 @@ fn decode_with<'a>(
             };
             let host = field("registered host")?;
             let neighbour = field("registered neighbour")?;
-            if at != payload.len() || payload[0] > 1 || !(1..=MAX_SOURCES).contains(&payload[1]) {
+            if at != payload.len() || payload[0] > 1 || payload[1] > MAX_SOURCES {
                 return Err(bad());
             }
             Message::Register {

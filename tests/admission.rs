@@ -342,11 +342,21 @@ fn a_neighbour_that_cannot_prove_the_secret_is_retried_not_fatal() {
             assert!(admitted.is_err(), "a peer of another swarm was admitted");
         }
     });
-    ring.extra = ["--secret-file", &right, "--linger", "1"]
+    // --follow: it stays once complete (the owner, knowing it is the only
+    // peer, would otherwise release it at once), so the retries can be
+    // counted.
+    ring.extra = ["--secret-file", &right, "--follow"]
         .map(String::from)
         .to_vec();
     ring.start_peer_to(0, neighbour);
-    ring.expect_identical_copies();
+    wait_until("two tries at the neighbour", || {
+        tries.load(Ordering::Relaxed) >= 2
+    });
+    let copy = ring.peer_dir(0).join("input.bin");
+    wait_until("the copy", || {
+        fs::read(&copy).is_ok_and(|got| got == ring.data)
+    });
+    ring.peer(0).kill();
     stop.store(true, Ordering::Relaxed);
     fake.join().unwrap();
     let log = ring.peer(0).log_text();
@@ -377,6 +387,10 @@ fn lone_peer(dir: &TestDir, owner: u16, secret: &str) -> (Proc, PathBuf) {
         "peer",
         "--secret-file",
         secret,
+        // It stays to be probed: the owner, whose only peer it is, would
+        // otherwise release it as soon as it is complete.
+        "--linger",
+        "30",
     ]
     .map(String::from)
     .to_vec();

@@ -165,6 +165,9 @@ fn read_chunk(c: &mut FakeConn, id: swarm::manifest::ChunkId) -> Vec<u8> {
 #[test]
 fn a_stranger_s_complete_releases_no_peer() {
     let mut ring = Ring::new("stranger-complete", 1, 8 * CHUNK + 11);
+    // An explicit --linger: the owner, whose only peer it is, does not
+    // release it, so only its downloaders can.
+    ring.extra = ["--linger", "30"].map(String::from).to_vec();
     ring.start_owner(&["--peers", "1"]);
     await_owner(&ring);
     let m = manifest_of(&ring.dir.join("owner"));

@@ -42,6 +42,32 @@ fn five_peers_share_a_multi_mib_file() {
     }
 }
 
+/// A hand-wired ring of a one-byte file: the owner seeds the first peer
+/// the one chunk, so no one downloads from that peer's upload neighbour,
+/// which would wait out the default --linger (30 s) for a downloader
+/// that never comes. The owner knows every registered peer is complete and says so
+/// to all of them, wired or not.
+#[test]
+fn a_tiny_file_in_a_hand_wired_ring_is_released_by_the_owner() {
+    let mut ring = Ring::new("tiny", 3, 1);
+    ring.start_owner(&["--peers", "3"]);
+    for i in 0..3 {
+        ring.start_peer(i);
+    }
+    // Each leaves as its downloader or the owner releases it, none by
+    // --linger; the one whose downloader was seeded by the owner is
+    // released by the owner.
+    ring.expect_all_identical();
+    let by_owner = (0..3)
+        .filter(|&i| {
+            ring.peer(i)
+                .log_text()
+                .contains("the owner reports every peer holds the file; exiting")
+        })
+        .count();
+    assert!(by_owner >= 1, "no peer was released by the owner");
+}
+
 #[test]
 fn odd_file_sizes_arrive_intact() {
     for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1] {

@@ -142,6 +142,9 @@ pub(crate) struct Shared {
     pub wired: bool,
     /// How many download neighbours this peer has at most (`--sources`).
     pub sources: u8,
+    /// Whether the owner chooses how many (no `--sources`): REGISTER
+    /// then says 0.
+    pub auto_sources: bool,
     /// The download neighbours: given, or assigned by the owner (none
     /// until they are, or while the peer is alone in the ring).
     targets: Mutex<Vec<SocketAddr>>,
@@ -247,6 +250,10 @@ pub fn run(args: &PeerArgs) -> Result<Report> {
         .map_err(|e| Error::io("read the listening address", e))?;
     let name = format!("peer {}", local.port());
     match args.download_neighbors.as_slice() {
+        [] if args.auto_sources => log::info!(
+            "{name}: listening on {local}; owner {}, which assigns the download neighbours",
+            args.owner
+        ),
         [] if args.sources == 1 => log::info!(
             "{name}: listening on {local}; owner {}, which assigns the download neighbour",
             args.owner
@@ -401,6 +408,7 @@ fn round(
         shunned: Mutex::new(HashMap::new()),
         wired: args.download_neighbors.is_empty(),
         sources: args.sources,
+        auto_sources: args.auto_sources,
         targets: Mutex::new(args.download_neighbors.clone()),
         secret: secret.clone(),
         events,
@@ -1089,7 +1097,7 @@ impl<'a> Coordinator<'a> {
             wire::bytes_received() - self.mark.received,
         );
         let by_source = self.by_source_named();
-        if self.args.sources > 1 || by_source.len() > 2 {
+        if self.shared.targets().len() > 1 || by_source.len() > 2 {
             let each: Vec<String> = by_source
                 .iter()
                 .map(|(who, bytes)| format!("{who} {bytes}"))

@@ -188,7 +188,12 @@ impl OwnerLink {
         wire::encode(
             &Message::Register {
                 wired: self.shared.wired,
-                sources: self.shared.sources,
+                // 0: as many as the owner chooses, up to MAX_SOURCES.
+                sources: if self.shared.auto_sources {
+                    0
+                } else {
+                    self.shared.sources
+                },
                 port: self.advertise.1,
                 host: &self.advertise.0,
                 neighbour: &neighbour,

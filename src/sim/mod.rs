@@ -59,7 +59,8 @@ pub struct Config {
     pub size: u64,
     /// Bytes per chunk.
     pub chunk: u32,
-    /// Download neighbours per peer (`--sources`).
+    /// Download neighbours per peer (`--sources`); 0 leaves it to the
+    /// owner, as a peer started without `--sources` does.
     pub sources: u8,
     /// Every host's downlink, in Mbit/s (`rate_mbit` unless set; the
     /// netbed limits only egress unless told otherwise).
@@ -90,7 +91,8 @@ pub struct Config {
 
 impl Config {
     /// The defaults for `peers` peers at `rate_mbit` with a file of
-    /// `size` bytes: 100 KiB chunks, one source, 0.5 ms latency, the
+    /// `size` bytes: 100 KiB chunks, sources as the owner chooses, 0.5 ms
+    /// latency, the
     /// owner sharing the seeding among all peers (as the bench starts
     /// it), peers joining over 0.1 ms each (at most a second).
     pub fn new(peers: u32, rate_mbit: f64, size: u64) -> Config {
@@ -99,7 +101,7 @@ impl Config {
             rate_mbit,
             size,
             chunk: 100 * 1024,
-            sources: 1,
+            sources: 0,
             down_mbit: None,
             slow: Vec::new(),
             slow_up: Vec::new(),

@@ -97,13 +97,17 @@ fn src(conn: u32) -> SourceId {
 impl Peer {
     pub fn new(host: u32, config: &Config, layout_chunk: u32) -> Peer {
         let mut cfg = CoreConfig::new(layout_chunk);
-        cfg.sources = config.sources;
+        // No --sources: as many as the owner assigns.
+        cfg.sources = match config.sources {
+            0 => crate::wire::MAX_SOURCES,
+            k => k,
+        };
         cfg.stall_timeout = config.stall_timeout;
         cfg.linger = config.linger;
         cfg.window = request_window(layout_chunk);
         // Several sources: each peer its own spread, as the real one draws
         // a random one.
-        cfg.spread = if config.sources > 1 {
+        cfg.spread = if cfg.sources > 1 {
             u64::from(host).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         } else {
             0
