@@ -30,7 +30,8 @@ usage: simulate --peers N --rate-mbit R --size-mib S [options]
   --latency-ms L       one-way latency of every message (default 0.5)
   --goodput F          share of a link's rate that carries chunk bytes
                        (default 0.9564: TCP/IPv4/Ethernet headers)
-  --owner-peers P      the owner's --peers (default N, as the bench starts it)
+  --owner-peers P      the owner's --peers (default 5, the owner's default;
+                       the bench starts the owner with --peers N)
   --join-secs J        peers join spread over J seconds (default 0.1 ms each, at most 1)
   --json               print one JSON object instead of text
   --progress           a line on stderr every simulated second

@@ -9,7 +9,9 @@ const MIB: u64 = 1024 * 1024;
 /// Twenty peers at 25 Mbit/s, the owner seeding among all twenty (as the
 /// bench starts it).
 fn twenty() -> Config {
-    Config::new(20, 25.0, 4 * MIB)
+    let mut config = Config::new(20, 25.0, 4 * MIB);
+    config.owner_peers = 20;
+    config
 }
 
 #[test]

@@ -91,10 +91,11 @@ pub struct Config {
 
 impl Config {
     /// The defaults for `peers` peers at `rate_mbit` with a file of
-    /// `size` bytes: 100 KiB chunks, sources as the owner chooses, 0.5 ms
-    /// latency, the
-    /// owner sharing the seeding among all peers (as the bench starts
-    /// it), peers joining over 0.1 ms each (at most a second).
+    /// `size` bytes, with swarm's defaults: 100 KiB chunks, sources as
+    /// the owner chooses, the owner's `--peers` of [`OWNER_PEERS`] (the
+    /// bench passes `--peers N`; set `owner_peers` to compare with it),
+    /// 0.5 ms latency, and peers joining over 0.1 ms each (at most a
+    /// second), as `scripts/run_many_peers.sh` starts them.
     pub fn new(peers: u32, rate_mbit: f64, size: u64) -> Config {
         Config {
             peers,
@@ -108,7 +109,7 @@ impl Config {
             goodput: GOODPUT,
             kill: Vec::new(),
             latency: Duration::from_micros(500),
-            owner_peers: peers,
+            owner_peers: OWNER_PEERS,
             linger: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(10),
             join_over: Duration::from_micros(100 * u64::from(peers)).min(Duration::from_secs(1)),
@@ -127,6 +128,9 @@ impl Config {
         self.size as f64 * 8.0 / (self.rate_mbit * 1e6)
     }
 }
+
+/// The owner's `--peers` by default.
+pub const OWNER_PEERS: u32 = 5;
 
 /// The share of a link's bit rate that carries payload with TCP over
 /// IPv4 on Ethernet, as a token bucket on the interface counts it: 1448
