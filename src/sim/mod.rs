@@ -246,8 +246,8 @@ pub(crate) enum Msg {
     // To the sending end of `conn`.
     /// A dial reaches the uploader.
     Dial { conn: u32 },
-    /// REQUEST.
-    Request { conn: u32, id: u32 },
+    /// REQUESTs sent together.
+    Request { conn: u32, ids: Box<[u32]> },
     /// COMPLETE from the downloading side.
     Complete { conn: u32 },
     /// REGISTER and the chunk-ID list.
@@ -306,6 +306,7 @@ pub(crate) enum Timer {
 /// Markers on a connection's queue.
 pub(crate) const MARK_SEED_DONE: u8 = 1;
 pub(crate) const MARK_SEEDS_OUT: u8 = 2;
+pub(crate) const MARK_HAVE: u8 = 3;
 
 /// What the owner and the peers act through: the network, the message
 /// FIFO and the timers.
@@ -347,6 +348,12 @@ impl Io {
             .map_or(0, |c| self.layout.chunk_len(c)) as u32;
         self.net
             .push(conn, Item::Chunk(id, len), self.now, &mut self.sent);
+    }
+
+    /// Announces chunk `id` on `conn` (see [`Net::announce`]).
+    pub fn announce(&mut self, conn: u32, id: u32) {
+        self.net
+            .announce(conn, id, MARK_HAVE, self.now, &mut self.sent);
     }
 
     /// Queues a marker on `conn`.
@@ -502,6 +509,10 @@ pub fn run_with(config: &Config, mut progress: impl FnMut(Progress)) -> Outcome 
                 match s.item {
                     Item::Chunk(id, _) => io.send(Msg::Chunk { conn: s.conn, id }),
                     Item::Mark(MARK_SEED_DONE) => io.send(Msg::SeedDone { conn: s.conn }),
+                    Item::Mark(MARK_HAVE) => {
+                        let ids = io.net.take_have(s.conn).into_boxed_slice();
+                        io.send(Msg::Have { conn: s.conn, ids });
+                    }
                     Item::Mark(_) => owner.seeds_out(s.conn, &mut io),
                 }
             }

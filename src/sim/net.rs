@@ -68,6 +68,9 @@ pub struct Conn {
     /// sender last rated it with.
     allot: f64,
     allot_used: f64,
+    /// Chunk IDs to announce in the HAVE waiting behind the chunk on the
+    /// wire (see [`Net::announce`]).
+    have: Vec<u32>,
 }
 
 impl Conn {
@@ -150,6 +153,7 @@ impl Net {
             rate: 0.0,
             allot: 0.0,
             allot_used: 0.0,
+            have: Vec::new(),
         });
         (self.conns.len() - 1) as u32
     }
@@ -167,6 +171,36 @@ impl Net {
         }
     }
 
+    /// Announces chunk `id` on `conn` with HAVE, as the real writer does:
+    /// between chunks. On an idle connection the HAVE leaves now; behind
+    /// a chunk on the wire it waits for that chunk to leave, and chunks
+    /// gained meanwhile join the same HAVE. (The writer picks HAVE or the
+    /// next queued chunk at random when both are ready; this takes HAVE
+    /// first.) The marker `mark` that leaves carries no IDs: take them
+    /// with [`Net::take_have`].
+    pub fn announce(&mut self, conn: u32, id: u32, mark: u8, now: u64, out: &mut Vec<Sent>) {
+        let c = &mut self.conns[conn as usize];
+        if !c.open {
+            return;
+        }
+        let waiting = !c.have.is_empty();
+        c.have.push(id);
+        if waiting {
+            return;
+        }
+        if c.active {
+            c.queue.insert(1, Item::Mark(mark));
+        } else {
+            c.queue.push_front(Item::Mark(mark));
+            self.start_head(conn, now, out);
+        }
+    }
+
+    /// The chunk IDs of the HAVE that just left `conn`.
+    pub fn take_have(&mut self, conn: u32) -> Vec<u32> {
+        std::mem::take(&mut self.conns[conn as usize].have)
+    }
+
     /// Closes `conn`: what it had queued is dropped and returned (the
     /// chunk on the wire included).
     pub fn close(&mut self, conn: u32, now: u64) -> Vec<Item> {
@@ -175,6 +209,7 @@ impl Net {
             return Vec::new();
         }
         c.open = false;
+        c.have.clear();
         let dropped: Vec<Item> = c.queue.drain(..).collect();
         if c.active {
             self.deactivate(conn, now);
@@ -182,15 +217,21 @@ impl Net {
         dropped
     }
 
-    /// Drops the chunks queued on `conn` behind the one on the wire;
-    /// returns them.
+    /// Drops the chunks queued on `conn` behind the one on the wire
+    /// (markers stay); returns them.
     pub fn drop_queued(&mut self, conn: u32) -> Vec<Item> {
         let c = &mut self.conns[conn as usize];
         let keep = usize::from(c.active);
-        if c.queue.len() <= keep {
-            return Vec::new();
+        let mut dropped = Vec::new();
+        let mut i = keep;
+        while i < c.queue.len() {
+            if matches!(c.queue[i], Item::Chunk(..)) {
+                dropped.extend(c.queue.remove(i));
+            } else {
+                i += 1;
+            }
         }
-        c.queue.drain(keep..).collect()
+        dropped
     }
 
     /// When the next chunk leaves its sender, if any is on a wire.

@@ -81,9 +81,11 @@ impl Owner {
         let now = io.instant();
         match msg {
             Msg::Register { conn, held } => self.start(conn, *held, io),
-            Msg::Request { conn, id } if self.live.contains_key(&conn) => {
-                self.plan.asked += self.len(id);
-                io.push_chunk(conn, id);
+            Msg::Request { conn, ids } if self.live.contains_key(&conn) => {
+                for id in ids {
+                    self.plan.asked += self.len(id);
+                    io.push_chunk(conn, id);
+                }
             }
             Msg::Report { conn, ids, rate } => {
                 let ids: Vec<_> = ids

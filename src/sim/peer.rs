@@ -185,12 +185,10 @@ impl Peer {
 
     fn act(&mut self, out: Output, io: &mut Io) {
         match out {
-            Output::Request { src, ids } => {
-                let conn = src.0 as u32;
-                for id in ids {
-                    io.send(Msg::Request { conn, id: id.get() });
-                }
-            }
+            Output::Request { src, ids } => io.send(Msg::Request {
+                conn: src.0 as u32,
+                ids: ids.iter().map(|c| c.get()).collect(),
+            }),
             Output::Close { src, .. } => {
                 let conn = src.0 as u32;
                 if let Some(at) = self.ring.iter().position(|r| r.conn == conn) {
@@ -443,12 +441,14 @@ impl Peer {
                     held: Box::new(held),
                 });
             }
-            Msg::Request { conn, id } => {
+            Msg::Request { conn, ids } => {
                 if !self.uploads.contains(&conn) {
                     return;
                 }
-                if self.store.as_ref().is_some_and(|s| s.contains_raw(id)) {
-                    io.push_chunk(conn, id);
+                for &id in &ids {
+                    if self.store.as_ref().is_some_and(|s| s.contains_raw(id)) {
+                        io.push_chunk(conn, id);
+                    }
                 }
                 let first = match self.downloaders.iter_mut().find(|(c, _)| *c == conn) {
                     Some((_, at)) => {
@@ -522,10 +522,7 @@ impl Peer {
         if put == Put::Stored {
             // The store's feed: HAVE on every upload connection.
             for &c in &self.uploads {
-                io.send(Msg::Have {
-                    conn: c,
-                    ids: Box::new([id]),
-                });
+                io.announce(c, id);
             }
         }
         let bytes = io.layout.chunk_len(chunk) as u64;
