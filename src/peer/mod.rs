@@ -17,12 +17,19 @@
 //!
 //! Connections store the chunks they receive (the store verifies each
 //! one first) and report everything to the coordinator on one channel of
-//! [`Event`]s. The coordinator alone owns the [`Scheduler`]: it decides
+//! [`Event`]s. Every decision is made by [`machine::PeerCore`], a state
+//! machine with no I/O that owns the [`crate::scheduler::Scheduler`]:
 //! which source is asked for which chunk (with several download
-//! neighbours, the chunks fewest of them hold first), lets requests that are not
-//! answered in time lapse so another source can be asked, calls in the
-//! owner for the tail of the file (the end game) or while the ring stalls,
-//! reassembles and verifies the file, and decides when to leave.
+//! neighbours, the chunks fewest of them hold first), when requests that
+//! are not answered in time lapse so another source can be asked, when
+//! the owner is called in for the tail of the file (the end game) or
+//! while the ring stalls, what the owner is told, when the file is
+//! complete and when to leave. The coordinator thread is its shell: it
+//! turns events and ticks into the core's inputs and carries out its
+//! outputs (requests and COMPLETE over the connections, the download
+//! neighbours and shunned addresses the dialers read, log lines), and
+//! does the file's I/O: it reassembles and verifies the file when the
+//! core says every chunk is held.
 
 mod download;
 /// The peer's decisions, with no I/O: the coordinator is its shell.
