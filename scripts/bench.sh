@@ -1851,7 +1851,8 @@ if wants sources; then
     else
         src_has=1
         [[ $("$bin" peer --help 2>&1 || true) == *--sources* ]] || src_has=0
-        ((src_has || src_ks[-1] < 2)) || note "sources: this swarm peer has no --sources; K ≥ 2 is left out"
+        src_top=$(printf '%s\n' "${src_ks[@]}" | grep -v auto | tail -1)
+        ((src_has || ${src_top:-1} < 2)) || note "sources: this swarm peer has no --sources; K ≥ 2 is left out"
         # The kill case is measured against the same K's undisturbed runs:
         # those of the equal case, so kill brings equal along.
         src_run=()
@@ -1890,7 +1891,7 @@ if wants sources; then
                 fi
             fi
             for k in "${src_ks[@]}"; do
-                if ((k >= 2 && !src_has)); then
+                if [[ $k != auto ]] && ((k >= 2 && !src_has)); then
                     src_rows+=("| $ctext | $k | SKIPPED (this swarm has no --sources) | - | - | - | - | - | - | - | - | - | - | | |")
                     csv_row sources "$cname" "$n" "$rate" "$size" "swarm-owner-wired-k$k" "skipped: no --sources" "" "" "" "$ideal" "" "" ""
                     continue

@@ -57,7 +57,9 @@
 //! # Policy
 //!
 //! With `T` = `--stall-timeout` ([`CoreConfig::stall_timeout`]), `K` =
-//! `--sources` and `W` = [`CoreConfig::window`]:
+//! the number of download neighbours the peer has (given by hand, or as
+//! many as the owner assigned, at most `--sources`) and `W` =
+//! [`CoreConfig::window`]:
 //!
 //! - **Requests.** Each ring source is asked for chunks it offers, up to
 //!   the window its link shows (at most `W`): first in, first out with
@@ -78,7 +80,10 @@
 //!   once), when: with no download neighbour, the seeds are in and the
 //!   peer has been alone for [`ALONE_GRACE`]; or no ring chunk arrived
 //!   for `T` and the peer is hand-wired or has no ring connection; or
-//!   every connected ring source is failing. A neighbour dropped for
+//!   every connected ring source is failing, unless the owner wired the
+//!   peer with `K > 1`: such a peer passes a failing neighbour over and
+//!   leaves a dead one to the owner's re-wiring, for the owner's link
+//!   stands in for no one in a large swarm. A neighbour dropped for
 //!   [`MAX_BAD_CHUNKS`] corrupt chunks is shunned for `3 T`; with no other
 //!   connected, the ring counts as silent for `T` at once.
 //! - **End game.** Once the owner seeds no one and has seeded this peer
@@ -100,7 +105,7 @@
 //! - **Give up.** No chunk for `--wait` ([`CoreConfig::wait`]) before the
 //!   file is verified gives [`Output::Stuck`].
 //! - **Leave** (not with `--follow`), once verified: at once when the
-//!   owner reports the swarm complete; when a downloader reported holding
+//!   owner reports the swarm complete, unless `--linger` was given; when a downloader reported holding
 //!   every chunk and no other open one asked for a chunk within
 //!   `--linger`; or when none has asked for `--linger`. A connection that
 //!   never asked counts for neither.
@@ -168,6 +173,9 @@ pub struct CoreConfig {
     pub stall_timeout: Duration,
     /// How long to stay once verified with no downloader (`--linger`).
     pub linger: Duration,
+    /// Whether `--linger` was given: then the owner's word that the
+    /// swarm is complete does not cut it short.
+    pub linger_given: bool,
     /// How long to go without a chunk before giving up (`--wait`).
     pub wait: Duration,
     /// Stay once verified (`--follow`): never [`Output::Leave`].
@@ -176,7 +184,8 @@ pub struct CoreConfig {
     /// [`crate::peer::request_window`]).
     pub window: usize,
     /// Which chunk of the longest missing run the end game asks the
-    /// owner for: 0 (its top) with one source; random with several.
+    /// owner for while the peer has several neighbours: a random draw
+    /// per peer (with one neighbour it asks for the top).
     pub spread: u64,
     /// Whether to queue [`Output::Note`]s (a simulator turns them off).
     pub notes: bool,
@@ -193,6 +202,7 @@ impl CoreConfig {
             targets: Vec::new(),
             stall_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(30),
+            linger_given: false,
             wait: Duration::from_secs(60),
             follow: false,
             window: crate::peer::request_window(chunk_size),
@@ -1019,6 +1029,14 @@ impl PeerCore {
         }
     }
 
+    /// Whether this peer downloads from several neighbours at once (as
+    /// many as it was given or the owner assigned): the rules for several
+    /// sources apply, whatever `--sources` allows (without it, the owner
+    /// chooses how many).
+    fn several(&self) -> bool {
+        self.targets.len() > 1
+    }
+
     /// The exit rule; see the module docs.
     fn may_leave(&self) -> Option<LeaveWhy> {
         let verified_at = self.verified_at?;
@@ -1026,7 +1044,10 @@ impl PeerCore {
             return None;
         }
         let now = self.now;
-        if self.swarm_complete {
+        // The owner's word beats the default --linger, which is a guess
+        // at how long a downloader may still need us; not one the user
+        // gave.
+        if self.swarm_complete && !self.cfg.linger_given {
             return Some(LeaveWhy::SwarmComplete);
         }
         let linger = self.cfg.linger;
@@ -1083,6 +1104,16 @@ impl PeerCore {
                 return Some(Stall::Silent);
             }
         }
+        if self.cfg.wired && self.several() && !self.failing.is_empty() {
+            // Several neighbours the owner wired, some connected: one that
+            // fails is passed over and the others take its chunks, and the
+            // owner re-wires around a dead one and seeds what no one
+            // holds. Its link, the one every byte must cross, stands in
+            // for no one else's: at a thousand peers on two cores every
+            // peer's three busy neighbours looked failing at once, and the
+            // owner sent the file 180 times.
+            return None;
+        }
         if self.failing.is_empty() || self.failing.iter().any(|(_, f)| f.is_none()) {
             return None;
         }
@@ -1098,7 +1129,7 @@ impl PeerCore {
     /// failing rule in the module docs.
     fn failing(&self, src: SourceId, now: Instant) -> Option<Failing> {
         let limit = self.cfg.stall_timeout;
-        let several = self.cfg.sources > 1;
+        let several = self.several();
         if self.lapsed_recently(src, now) {
             return Some(Failing::Lapsed);
         }
@@ -1196,7 +1227,11 @@ impl PeerCore {
             0
         };
         self.set_need_owner(owner_window > 0);
-        let several = self.cfg.sources > 1;
+        let several = self.several();
+        // A random chunk of the missing run with several neighbours, so
+        // peers ask the owner for different ones and pass them on; the
+        // top in a ring.
+        let spread = if several { self.cfg.spread } else { 0 };
         let ring_order = if several {
             Order::Rarest
         } else {
@@ -1237,7 +1272,7 @@ impl PeerCore {
                 let failing = &self.failing;
                 let ids = self
                     .sched
-                    .reserve_tail(src, room, now, self.cfg.spread, |s| healthy(s, failing));
+                    .reserve_tail(src, room, now, spread, |s| healthy(s, failing));
                 self.endgame_asked += ids.len() as u32;
                 endgame_left -= ids.len() as u32;
                 ids
@@ -1506,6 +1541,71 @@ mod tests {
             assert!(model.asked_since(OWNER, 2000).contains(&raw), "chunk {raw}");
         }
         assert_eq!(bed.core.from_owner(), 40 * 1024);
+    }
+
+    /// A peer with neighbours A (9001) and B (9002), both listing every
+    /// chunk and neither answering; wired by the owner or by hand.
+    fn two_silent_neighbours(wired: bool) -> (Bed, Model) {
+        let count = 40;
+        let mut bed = Bed::new(count, |c| {
+            c.sources = 2;
+            c.wired = wired;
+            if !wired {
+                c.targets = vec![addr(9001), addr(9002)];
+            }
+        });
+        let mut model = Model::new(&[(A, None), (B, None), (OWNER, Some(10))]);
+        if wired {
+            bed.feed(
+                0,
+                Input::Neighbours(vec![
+                    (addr(9001), "127.0.0.1:9001".into()),
+                    (addr(9002), "127.0.0.1:9002".into()),
+                ]),
+            );
+        }
+        bed.up(0, OWNER, SourceKind::Owner, 0);
+        bed.feed(0, Input::SeedDone { src: OWNER });
+        bed.feed(0, Input::OwnerSeeding(false));
+        for (src, port) in [(A, 9001), (B, 9002)] {
+            let outs = bed.up(0, src, SourceKind::Ring, port);
+            model.take(0, outs);
+            let all = bed.set(0..count);
+            let outs = bed.feed(0, Input::Offered { src, chunks: all });
+            model.take(0, outs);
+        }
+        model.run(&mut bed, 0, 8000);
+        (bed, model)
+    }
+
+    #[test]
+    fn owner_wired_with_several_neighbours_a_peer_leaves_failing_ones_to_the_owner_s_repair() {
+        // Both neighbours fail (their requests lapse). Hand-wired, the
+        // owner stands in, as in a ring.
+        let (bed, model) = two_silent_neighbours(false);
+        assert!(bed.core.held().is_full(), "the owner brought the file");
+        assert!(model.any(|o| *o == Output::NeedOwner(true)));
+        // Owner-wired, the peer waits for them or for the owner to
+        // re-wire it: the owner's link is asked for nothing.
+        let (bed, model) = two_silent_neighbours(true);
+        assert!(model.any(|o| matches!(o, Output::Note(Note::Lapsed { .. }))));
+        assert!(model.asked_since(OWNER, 0).is_empty(), "{:?}", model.outs);
+        assert!(!bed.core.is_stalled());
+        assert!(bed.core.held().is_empty());
+    }
+
+    #[test]
+    fn the_owner_s_word_beats_the_default_linger_but_not_a_given_one() {
+        for given in [false, true] {
+            let mut bed = Bed::new(1, |c| c.linger_given = given);
+            bed.up(0, OWNER, SourceKind::Owner, 0);
+            bed.stored(10, OWNER, 0);
+            bed.feed(20, Input::OutputReady);
+            bed.feed(30, Input::Verified(Ok(())));
+            let outs = bed.feed(40, Input::SwarmComplete);
+            let left = outs.contains(&Output::Leave(LeaveWhy::SwarmComplete));
+            assert_eq!(left, !given, "--linger given: {given}: {outs:?}");
+        }
     }
 
     #[test]

@@ -597,10 +597,11 @@ impl<'a> Coordinator<'a> {
             targets: shared.targets(),
             stall_timeout: args.stall_timeout,
             linger: args.linger,
+            linger_given: args.linger_given,
             wait: args.wait,
             follow: args.follow,
             window: request_window(layout.chunk_size()),
-            spread: if args.sources > 1 { random_u64() } else { 0 },
+            spread: random_u64(),
             notes: true,
         };
         let core = PeerCore::new(layout, store.snapshot(), config, Instant::now());
@@ -993,9 +994,7 @@ impl<'a> Coordinator<'a> {
             Stall::Silent => format!("delivered nothing for {limit} s"),
             Stall::Corrupt => format!("sent {MAX_BAD_CHUNKS} corrupt chunks"),
             Stall::Failing(each) => match each.as_slice() {
-                [(_, how)] if self.args.sources == 1 || targets.len() == 1 => {
-                    failing_text(how, limit)
-                }
+                [(_, how)] if targets.len() <= 1 => failing_text(how, limit),
                 [(src, how)] => format!(
                     "(the one connected): {} {}",
                     self.who(*src),
@@ -1104,7 +1103,7 @@ impl<'a> Coordinator<'a> {
             wire::bytes_received() - self.mark.received,
         );
         let by_source = self.by_source_named();
-        if self.shared.targets().len() > 1 || by_source.len() > 2 {
+        if self.core.targets().len() > 1 || by_source.len() > 2 {
             let each: Vec<String> = by_source
                 .iter()
                 .map(|(who, bytes)| format!("{who} {bytes}"))

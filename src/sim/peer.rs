@@ -105,13 +105,9 @@ impl Peer {
         cfg.stall_timeout = config.stall_timeout;
         cfg.linger = config.linger;
         cfg.window = request_window(layout_chunk);
-        // Several sources: each peer its own spread, as the real one draws
-        // a random one.
-        cfg.spread = if cfg.sources > 1 {
-            u64::from(host).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        } else {
-            0
-        };
+        // Each peer its own spread, as the real one draws a random one
+        // (used while it has several neighbours).
+        cfg.spread = u64::from(host).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         cfg.notes = false;
         Peer {
             host,
