@@ -74,15 +74,13 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool, boo
             "--help" | "-h" => return Ok(None),
             "--json" => json = true,
             "--progress" => progress = true,
-            "--peers" => peers = Some(number(&flag, &value(&flag)?, 1.0, 100_000.0)? as u32),
+            "--peers" => peers = Some(whole(&flag, &value(&flag)?, 1, 100_000)?),
             "--rate-mbit" => rate = Some(number(&flag, &value(&flag)?, 0.001, 1e6)?),
             "--size-mib" => size = Some(number(&flag, &value(&flag)?, 1e-6, 1e6)?),
-            "--sources" => sources = number(&flag, &value(&flag)?, 1.0, 4.0)? as u8,
+            "--sources" => sources = whole(&flag, &value(&flag)?, 1, 4)? as u8,
             "--chunk-kib" => chunk_kib = number(&flag, &value(&flag)?, 1.0, 16384.0)?,
             "--latency-ms" => latency_ms = number(&flag, &value(&flag)?, 0.0, 10_000.0)?,
-            "--owner-peers" => {
-                owner_peers = Some(number(&flag, &value(&flag)?, 1.0, 100_000.0)? as u32)
-            }
+            "--owner-peers" => owner_peers = Some(whole(&flag, &value(&flag)?, 1, 100_000)?),
             "--join-secs" => join = Some(number(&flag, &value(&flag)?, 0.0, 3600.0)?),
             "--down-mbit" => down = Some(number(&flag, &value(&flag)?, 0.001, 1e6)?),
             "--goodput" => goodput = number(&flag, &value(&flag)?, 0.01, 1.0)?,
@@ -91,7 +89,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool, boo
                 let (p, m) = v
                     .split_once(':')
                     .ok_or_else(|| format!("invalid {flag} '{v}': expected PEER:MBIT"))?;
-                let p = number(&flag, p, 1.0, 100_000.0)? as u32;
+                let p = whole(&flag, p, 1, 100_000)?;
                 let m = number(&flag, m, 0.001, 1e6)?;
                 if flag == "--slow" {
                     slow.push((p, m));
@@ -104,7 +102,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool, boo
                 let (p, s) = v
                     .split_once('@')
                     .ok_or_else(|| format!("invalid --kill '{v}': expected PEER@SECONDS"))?;
-                let p = number("--kill", p, 1.0, 100_000.0)? as u32;
+                let p = whole("--kill", p, 1, 100_000)?;
                 kill.push((p, number("--kill", s, 0.0, 1e6)?));
             }
             other => return Err(format!("unknown flag '{other}' (try --help)")),
@@ -146,6 +144,15 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<(Config, bool, boo
     Ok(Some((config, json, progress)))
 }
 
+fn whole(flag: &str, text: &str, min: u32, max: u32) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "invalid {flag} '{text}': expected a whole number from {min} to {max}"
+        )),
+    }
+}
+
 fn number(flag: &str, text: &str, min: f64, max: f64) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() && (min..=max).contains(&v) => Ok(v),
@@ -176,7 +183,12 @@ fn run(config: &Config, json: bool, progress: bool) {
     let complete = out.complete.iter().filter(|c| **c).count();
     let killed = out.killed.iter().filter(|k| **k).count();
     let (p50, p99, max) = (out.quantile(0.5), out.quantile(0.99), out.quantile(1.0));
-    let slow_max = sim::quantile(&out.ratios(true), 1.0);
+    let slow = out.ratios(true);
+    let slow_max = if slow.is_empty() {
+        f64::NAN
+    } else {
+        sim::quantile(&slow, 1.0)
+    };
     if json {
         println!(
             "{{\"peers\":{},\"rate_mbit\":{},\"size_bytes\":{},\"chunk_bytes\":{},\"sources\":{},\
