@@ -80,6 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 wait: Duration::from_secs(30),
                 stall_timeout: Duration::from_secs(10),
                 secret_file: None,
+                verify_output: false,
             };
             thread::spawn(move || swarm::peer::run(&args))
         })

@@ -81,6 +81,14 @@
 #      timelines are kept (timeline-sources-slow-kK.csv). About 8 minutes
 #      (a K=1 run of (a) takes about 25 s, of (floor) about 7 s). In smoke
 #      mode: (a) only, N=4 at 25 Mbit/s, 4 MiB, no targets.
+#   8. pipeline: one peer's own pipeline (scripts/bench_pipeline.sh): an
+#      owner and one peer on tmpfs (/dev/shm), 1 GiB, the owner warm and
+#      started with --peers 1 before each run; the peer's MB/s (over its
+#      wall time and over its receive phase, median and spread of 5 runs)
+#      and its user and system CPU-seconds, by default and with
+#      --verify-output side by side, beside SHA-256's one-core rate
+#      measured in the same run (examples/sha256_rate.rs). Smoke: 16 MiB,
+#      one run.
 #   9. many (scripts/run_many_peers.sh): MANY_N (1000; 20 in smoke mode)
 #      peers as processes on this machine, 4 MiB, owner-wired, on loopback:
 #      what the owner sent ÷ S (target ≤ 1.3) and every copy checked; then
@@ -120,7 +128,7 @@
 # one run's disk writeback does not slow the next.
 #
 # Environment: SMOKE=1 (as --smoke), REPEAT, ONLY=netbed,repair,loopback,
-# scaling,memory,versions,sources,many (sections to run; ONLY=repair runs the
+# scaling,memory,versions,sources,pipeline,many (sections to run; ONLY=repair runs the
 # dead-peer case alone), WIRING=hand,owner (the netbed section's swarm variants),
 # BED_CASES (the netbed section's cases, e.g. '5 100 64;20 25 32'),
 # REPAIR_KILL_AT (percent of N × chunks held at "half", default 50), BASE_PORT
@@ -144,12 +152,15 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 [[ $target == /* ]] || target=$PWD/$target
 bin=$target/release/swarm
+# (`target` is reused below for the netbed's targets; section 8 needs the
+# build folder.)
+build_dir=$target
 uni=$target/release/examples/unicast
 chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
-only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources,many}
+only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources,pipeline,many}
 wirings=${WIRING:-hand,owner}
 kill_at=${REPAIR_KILL_AT:-50}
 BASE_PORT=${BASE_PORT:-31000}
@@ -1983,6 +1994,26 @@ if wants sources; then
     fi
 fi
 
+# 8. One peer's pipeline (issue 18): an owner and one peer on tmpfs, the
+# peer's MB/s and CPU-seconds beside SHA-256's one-core rate, with and
+# without --verify-output; scripts/bench_pipeline.sh runs it.
+pipe_failed=0
+if wants pipeline; then
+    note "pipeline: one peer on tmpfs (scripts/bench_pipeline.sh)"
+    {
+        echo
+        echo "## 8. one peer's pipeline: owner and one peer on tmpfs"
+        echo
+    } >>"$md"
+    if SMOKE=$smoke BASE_PORT=$((BASE_PORT + 9000)) CARGO_TARGET_DIR=$build_dir \
+        "$root/scripts/bench_pipeline.sh" >"$work/pipeline.md"; then
+        cat "$work/pipeline.md" >>"$md"
+    else
+        pipe_failed=1
+        echo "FAILED (scripts/bench_pipeline.sh; see its error above)" >>"$md"
+    fi
+fi
+
 # 9. many peers as processes on this machine.
 if wants many; then
     many_n=${MANY_N:-$([[ $smoke == 1 ]] && echo 20 || echo 1000)}
@@ -2042,4 +2073,7 @@ cat "$md"
 # Smoke mode (CI) asserts that every peer took up every version intact.
 if [[ $smoke == 1 && ${ver_failed:-0} == 1 ]]; then
     die "versions: a series failed (see the table and bench-out/logs/)"
+fi
+if [[ $smoke == 1 && $pipe_failed == 1 ]]; then
+    die "pipeline: the one-peer case failed"
 fi

@@ -113,6 +113,9 @@ pub struct PeerArgs {
     /// The file holding the swarm secret this peer proves to, and requires
     /// of, the owner and its neighbours; `None` for an open swarm.
     pub secret_file: Option<PathBuf>,
+    /// Re-hash the whole output against the manifest's whole-file SHA-256
+    /// before it takes its final name, on top of every chunk's own check.
+    pub verify_output: bool,
 }
 
 /// `swarm --help`.
@@ -206,8 +209,8 @@ Options:
                                    times [default: the ones the owner assigns]
   --sources K                      download from at most K neighbours at once,
                                    rarest chunks first, 1 to 4 [default: as the
-                                   owner chooses: 1 (the ring) below 16 peers,
-                                   3 from 16 on; 1 with --download-neighbor];
+                                   owner chooses: 1 (the ring) below 8 peers,
+                                   3 from 8 on; 1 with --download-neighbor];
                                    in a small ring the owner wires K=2 as a ring
                                    plus the peer two back, so one slow or dead
                                    peer does not set the pace
@@ -239,6 +242,12 @@ Options:
   --secret-file PATH               prove the swarm secret in PATH to the owner
                                    and neighbours, and require it of them
                                    [default: $SWARM_SECRET_FILE]
+  --verify-output                  also hash the whole output file and check it
+                                   against the manifest's whole-file SHA-256
+                                   before it takes its name [default: the file
+                                   is verified chunk by chunk: every byte
+                                   written was checked against its chunk's
+                                   SHA-256 first]
   -h, --help                       print this help
 ";
 
@@ -324,10 +333,11 @@ const PEER_FLAGS: &[&str] = &[
     "--stall-timeout",
     "--advertise",
     "--secret-file",
+    "--verify-output",
 ];
 const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json", "--secret-file"];
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["--watch", "--json", "--once", "--follow"];
+const SWITCHES: &[&str] = &["--watch", "--json", "--once", "--follow", "--verify-output"];
 /// Flags that may be given more than once.
 const REPEATABLE: &[&str] = &["--download-neighbor"];
 
@@ -568,6 +578,7 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
         wait: Duration::from_secs(wait),
         stall_timeout: Duration::from_secs(stall),
         secret_file: flags.secret_file(env)?,
+        verify_output: flags.switch("--verify-output"),
     }))
 }
 
@@ -765,6 +776,27 @@ mod tests {
         };
         assert!(a.follow);
         assert_eq!(a.linger.as_secs(), 3);
+    }
+
+    #[test]
+    fn verify_output_is_a_peer_switch_off_by_default() {
+        let Command::Peer(a) = run("peer --owner 1 --port 2").unwrap() else {
+            panic!()
+        };
+        assert!(!a.verify_output);
+        let Command::Peer(a) = run("peer --owner 1 --port 2 --verify-output").unwrap() else {
+            panic!()
+        };
+        assert!(a.verify_output);
+        // A switch takes no value, and the owner has no such flag.
+        assert!(matches!(
+            run("peer --owner 1 --port 2 --verify-output=yes"),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            run("owner --port 1 --verify-output f"),
+            Err(Error::Usage(_))
+        ));
     }
 
     #[test]

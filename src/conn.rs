@@ -116,6 +116,24 @@ pub trait Role {
     fn accepts(&self) -> Kinds;
     /// Handles one message. An error ends the connection.
     fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()>;
+    /// Where CHUNK frames go whole, if this role verifies and stores
+    /// them on other threads; `None` (the default) has each decoded and
+    /// passed to [`Role::on_message`] like any other message.
+    fn chunk_sink(&mut self) -> Option<&mut dyn ChunkSink> {
+        None
+    }
+}
+
+/// Takes CHUNK frames whole from a connection's reader (see
+/// [`Role::chunk_sink`]), so the reader can go back to the socket while
+/// the chunk is verified and stored elsewhere.
+pub trait ChunkSink {
+    /// A buffer for the decoder's next frame: one handed back by the
+    /// threads that took earlier frames, or a new one.
+    fn spare(&mut self) -> Vec<u8>;
+    /// Takes chunk `id`'s frame, as checked by the decoder. An error ends
+    /// the connection.
+    fn take(&mut self, id: ChunkId, frame: wire::Frame, conn: &Handle) -> Result<()>;
 }
 
 /// Why a send into a connection's inbox failed.
@@ -554,10 +572,25 @@ impl Conn {
                     stats.heard();
                     buffered = 0;
                     let msg = self.dec.message().map_err(fail)?;
-                    if matches!(msg, Message::Chunk { .. }) {
+                    let chunk = match msg {
+                        Message::Chunk { id, .. } => Some(id),
+                        _ => None,
+                    };
+                    if chunk.is_some() {
                         stats.chunk_moved(true);
                     }
-                    role.on_message(msg, &self.handle)?;
+                    let sunk = chunk.is_some() && role.chunk_sink().is_some();
+                    if let (Some(id), true) = (chunk, sunk)
+                        && let Some(sink) = role.chunk_sink()
+                    {
+                        let spare = sink.spare();
+                        let Some(frame) = self.dec.take_frame(spare) else {
+                            return Err(Error::Bug("a decoded frame went missing".into()));
+                        };
+                        sink.take(id, frame, &self.handle)?;
+                    } else {
+                        role.on_message(msg, &self.handle)?;
+                    }
                 }
                 Ok(false) => {
                     // Part of a frame arrived: a slow link, not silence.

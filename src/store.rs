@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Nothing unverified is ever stored: [`Store::put`] checks a chunk's
-//! SHA-256 first, writes it into an unnamed file and links that under the
-//! chunk's name (or, without `O_TMPFILE`, writes a temporary name and
+//! SHA-256 first and writes the very bytes it hashed (to the chunk file,
+//! then into the output if one is being assembled). It writes them into
+//! an unnamed file and links that under the chunk's name (or, without `O_TMPFILE`, writes a temporary name and
 //! renames it), so a crash of the process leaves either the whole
 //! verified chunk, no file at all, or a `.tmp` file that the next
 //! [`Store::open`] deletes. (After a power cut an unflushed chunk file can
@@ -85,6 +86,20 @@ pub enum Put {
     Corrupt,
 }
 
+/// How the output file is checked before it takes its final name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputCheck {
+    /// Chunk by chunk: every byte written into it was checked against its
+    /// chunk's SHA-256 first (by [`Store::put`], or when copied in from a
+    /// chunk file or found in a clone), and it is whole when every chunk
+    /// is held. Costs no pass over the file at the end.
+    Chunks,
+    /// Also the whole-file SHA-256 over the file's bytes, read back where
+    /// chunks arrived out of order (`--verify-output`): one more hash of
+    /// every byte, and a read of those that came out of order.
+    WholeFile,
+}
+
 /// The chunk files of one file in one directory.
 #[derive(Debug)]
 pub struct Store {
@@ -152,8 +167,9 @@ struct Assembly {
     partial: PathBuf,
     out: PathBuf,
     file: File,
-    /// SHA-256 state over chunks `0..cursor`, in order.
-    whole: Sha256,
+    /// SHA-256 state over chunks `0..cursor`, in order; `None` when the
+    /// file is checked chunk by chunk ([`OutputCheck::Chunks`]).
+    whole: Option<Sha256>,
     /// The first chunk not yet fed to `whole`.
     cursor: u32,
     buf: Vec<u8>,
@@ -164,6 +180,9 @@ impl Assembly {
     /// from the output file (from the page cache, as it was just written).
     fn advance(&mut self, store: &Store) -> Result<()> {
         let layout = store.layout();
+        let Some(whole) = self.whole.as_mut() else {
+            return Ok(());
+        };
         while let Some(id) = layout.chunk_id(self.cursor) {
             if !store.has(id) {
                 break;
@@ -172,7 +191,7 @@ impl Assembly {
             self.file
                 .read_exact_at(&mut self.buf, layout.offset(id))
                 .map_err(|e| Error::io_path("read", &self.partial, e))?;
-            self.whole.update(&self.buf);
+            whole.update(&self.buf);
             self.cursor += 1;
         }
         Ok(())
@@ -1299,10 +1318,12 @@ impl Store {
         if !self.mark_held(id) {
             return Ok(Put::Duplicate);
         }
-        if let Some(a) = assembly.as_mut() {
+        if let Some(a) = assembly.as_mut()
+            && let Some(whole) = a.whole.as_mut()
+        {
             if a.cursor == id.get() {
                 // The next chunk in file order: hash it from memory.
-                a.whole.update(data);
+                whole.update(data);
                 a.cursor += 1;
             }
             a.advance(self)?;
@@ -1394,7 +1415,9 @@ impl Store {
     /// the held prefix grows, so when the last chunk lands only the tail
     /// remains to hash. [`Store::finish_assembly`] checks it and renames
     /// the file into place. Whatever sat at the partial name (a symlink
-    /// included) is removed and the file created afresh.
+    /// included) is removed and the file created afresh. (This is the
+    /// [`OutputCheck::WholeFile`] assembly, as `--verify-output` has it;
+    /// see [`Store::begin_assembly_checked`] for the other.)
     ///
     /// The chunks held when it starts are copied without holding the
     /// assembly lock, so chunks go on being stored meanwhile (as chunk
@@ -1402,7 +1425,15 @@ impl Store {
     /// that takes up a new version holds most of the file, and copying it
     /// must not stop its downloads.
     pub fn begin_assembly(&self, out: &Path) -> Result<()> {
-        let started = self.start_assembly(out, None)?;
+        self.begin_assembly_checked(out, OutputCheck::WholeFile)
+    }
+
+    /// [`Store::begin_assembly`] with the check `check` at the end: with
+    /// [`OutputCheck::Chunks`] nothing is hashed beyond what
+    /// [`Store::put`] verifies, and the file is whole once every chunk is
+    /// held.
+    pub fn begin_assembly_checked(&self, out: &Path, check: OutputCheck) -> Result<()> {
+        let started = self.start_assembly(out, None, check)?;
         self.fill_assembly(started).map(|_| ())
     }
 
@@ -1417,8 +1448,16 @@ impl Store {
     /// found at their places in it are not written again: a new version
     /// then costs the disk only what changed. Elsewhere (ext4, tmpfs) the
     /// file is allocated and every chunk written, as without `before`.
-    /// Either way the whole-file check at the end reads every byte.
-    pub fn start_assembly(&self, out: &Path, before: Option<&Manifest>) -> Result<StartedAssembly> {
+    /// Either way every byte is checked: with [`OutputCheck::WholeFile`]
+    /// the whole-file check reads every byte; with [`OutputCheck::Chunks`]
+    /// each chunk found in the clone is hashed against its digest, and
+    /// one that does not match is written from its chunk file.
+    pub fn start_assembly(
+        &self,
+        out: &Path,
+        before: Option<&Manifest>,
+        check: OutputCheck,
+    ) -> Result<StartedAssembly> {
         // An earlier assembly's partial file may be the one replaced
         // below; its state would no longer match any file.
         *self.assembly.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -1469,7 +1508,7 @@ impl Store {
                 partial,
                 out: out.to_path_buf(),
                 file,
-                whole: Sha256::new(),
+                whole: (check == OutputCheck::WholeFile).then(Sha256::new),
                 cursor: 0,
                 buf: Vec::with_capacity(self.layout().max_chunk_len() as usize),
             },
@@ -1535,36 +1574,44 @@ impl Store {
             let in_place = cloned
                 .and_then(|places| places.get(&at))
                 .is_some_and(|(was, digest)| *was == len && digest == self.manifest.chunk_hash(id));
+            let mut write = !in_place;
             if in_place {
                 // Hashed as it is in the output, not as the chunk file
-                // has it: the whole-file check must cover what the clone
-                // brought along.
+                // has it: the check must cover what the clone brought
+                // along.
                 buf.resize(len, 0);
                 assembly
                     .file
                     .read_exact_at(&mut buf, at)
                     .map_err(|e| Error::io_path("read", partial, e))?;
-            } else {
+                write = assembly.whole.is_none() && !self.manifest.verify(id, &buf);
+            }
+            if write {
                 self.read_chunk(id, &mut buf)?;
                 assembly
                     .file
                     .write_all_at(&buf, at)
                     .map_err(|e| Error::io_write("write", partial, e))?;
             }
-            if assembly.cursor == id.get() {
+            if assembly.cursor == id.get()
+                && let Some(whole) = assembly.whole.as_mut()
+            {
                 // The held prefix is hashed from memory, not read back:
                 // a peer resuming, or taking up a new version, holds most
                 // of the file.
-                assembly.whole.update(&buf);
+                whole.update(&buf);
                 assembly.cursor += 1;
             }
         }
         Ok(())
     }
 
-    /// Checks the whole-file SHA-256 of the assembled file, flushes it to
-    /// disk and renames it to its final name, so that name only ever holds
-    /// the whole verified file. Every chunk must be held.
+    /// Checks the assembled file as its [`OutputCheck`] says, flushes it
+    /// to disk and renames it to its final name, so that name only ever
+    /// holds the whole verified file. Every chunk must be held. Returns
+    /// the whole-file SHA-256: computed over the file's bytes with
+    /// [`OutputCheck::WholeFile`], the manifest's with
+    /// [`OutputCheck::Chunks`] (every byte was verified with its chunk).
     ///
     /// If the digest is wrong, every chunk file is re-checked, the bad ones
     /// are dropped (to be fetched again), assembly starts over and an
@@ -1578,21 +1625,34 @@ impl Store {
             return Err(Error::Bug("finish_assembly without begin_assembly".into()));
         };
         assembly.advance(self)?;
-        if assembly.cursor != self.layout().count() {
-            return Err(Error::Bug(format!(
-                "assembly stopped at chunk {} of {}",
-                assembly.cursor,
-                self.layout().count()
-            )));
+        // Every held chunk is in the file: put writes it there before it
+        // marks it held, under the assembly lock, and fill_assembly copied
+        // in every one held before.
+        let count = self.layout().count();
+        let stopped = match assembly.whole {
+            Some(_) if assembly.cursor != count => Some(format!(
+                "assembly stopped at chunk {} of {count}",
+                assembly.cursor
+            )),
+            None if self.held() != count => {
+                Some(format!("assembly holds {} of {count} chunks", self.held()))
+            }
+            _ => None,
+        };
+        if let Some(why) = stopped {
+            return Err(Error::Bug(why));
         }
         // A copy: the state must survive a failed flush or rename.
-        let digest: Digest = assembly.whole.clone().finalize().into();
+        let (digest, check): (Digest, _) = match &assembly.whole {
+            Some(whole) => (whole.clone().finalize().into(), OutputCheck::WholeFile),
+            None => (*self.manifest.file_hash(), OutputCheck::Chunks),
+        };
         if digest != *self.manifest.file_hash() {
             let out = assembly.out.clone();
             *slot = None;
             let dropped = self.recheck();
             drop(slot);
-            self.begin_assembly(&out)?;
+            self.begin_assembly_checked(&out, check)?;
             return Err(Error::Integrity(format!(
                 "the joined file's SHA-256 is {} instead of {}; dropped {dropped} damaged chunks",
                 manifest::to_hex(&digest),
@@ -2061,6 +2121,43 @@ mod tests {
             !out.exists(),
             "nothing under the final name before the check"
         );
+        assert_eq!(peer.finish_assembly().unwrap(), manifest::sha256(&data));
+        assert_eq!(fs::read(&out).unwrap(), data);
+        assert!(!dir.join(".got.bin.swarm-partial").exists());
+    }
+
+    #[test]
+    fn an_output_checked_chunk_by_chunk_appears_only_whole() {
+        let (dir, data, owner) = split_sample(5000);
+        let m = owner.manifest().clone();
+        let l = m.layout().clone();
+        let peer = Store::open(&dir.join("peer"), m).unwrap();
+        let put = |i: u32| {
+            let id = l.chunk_id(i).unwrap();
+            let at = l.offset(id) as usize;
+            peer.put(id, &data[at..at + l.chunk_len(id)]).unwrap()
+        };
+        assert_eq!(put(3), Put::Stored);
+        let out = dir.join("got.bin");
+        peer.begin_assembly_checked(&out, OutputCheck::Chunks)
+            .unwrap();
+        for i in [4, 1, 0] {
+            assert_eq!(put(i), Put::Stored);
+        }
+        // A corrupt chunk is neither stored nor written into the output.
+        let id2 = l.chunk_id(2).unwrap();
+        assert_eq!(
+            peer.put(id2, &vec![0u8; l.chunk_len(id2)]).unwrap(),
+            Put::Corrupt
+        );
+        let err = peer.finish_assembly().unwrap_err().to_string();
+        assert!(err.contains("assembly holds 4 of 5 chunks"), "{err}");
+        assert!(
+            !out.exists(),
+            "nothing under the final name while a chunk is missing"
+        );
+        assert_eq!(put(2), Put::Stored);
+        // The manifest's digest: no pass over the file.
         assert_eq!(peer.finish_assembly().unwrap(), manifest::sha256(&data));
         assert_eq!(fs::read(&out).unwrap(), data);
         assert!(!dir.join(".got.bin.swarm-partial").exists());
@@ -2538,7 +2635,7 @@ mod tests {
             let mut slot = owner.assembly.lock().unwrap();
             let a = slot.as_mut().unwrap();
             a.cursor = 0;
-            a.whole = Sha256::new();
+            a.whole = Some(Sha256::new());
             a.file = File::options().write(true).open(&partial).unwrap();
         }
         let err = owner.finish_assembly().unwrap_err().to_string();

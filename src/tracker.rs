@@ -12,7 +12,7 @@
 //! Hand-wired peers keep their neighbours and are only listed.
 //!
 //! A ring is N hops around: at a thousand peers a chunk seeded at one
-//! point takes a thousand hops to reach everyone. So from [`SPREAD_FROM`]
+//! point takes a thousand hops to reach everyone. So from [`RINGS_FROM`]
 //! members on, the tracker also keeps three other rings over the same
 //! members, each in a random order of its own (a shuffle when the ring
 //! reaches that size; then each newcomer goes in after a member drawn at
@@ -161,7 +161,7 @@ pub struct Tracker {
     /// Since when some chunk has been held by no member of the ring.
     unheld_since: Option<Instant>,
     /// Whether the ring is large enough for the other rings (see
-    /// [`SPREAD_FROM`]); each member's place in them is in its `links`.
+    /// [`RINGS_FROM`]); each member's place in them is in its `links`.
     large: bool,
     /// The state of [`Tracker::draw`].
     rng: u64,
@@ -171,17 +171,22 @@ pub struct Tracker {
 /// seeds them (see `Tracker::seed_unheld`).
 pub const QUIET: Duration = Duration::from_secs(2);
 
-/// Ring size from which newcomers are placed at spread positions, and
-/// from which members download from their predecessors in several rings:
-/// a chunk that has to cross a ring hop by hop takes N hops to reach
-/// everyone, while the union of a few rings, each in a random order, has
-/// a diameter of about log N.
+/// Ring size from which newcomers are placed at spread positions.
 const SPREAD_FROM: usize = 16;
 
-/// Ring size below which a large ring goes back to the one ring: lower
-/// than [`SPREAD_FROM`], so a swarm near the threshold is not re-wired
-/// back and forth.
-const SHRINK_BELOW: usize = 12;
+/// Ring size from which members download from their predecessors in
+/// several rings: a chunk that has to cross a ring hop by hop takes N hops
+/// to reach everyone, while the union of a few rings, each in a random
+/// order, has a diameter of about log N. Measured on the netbed (docs/
+/// scale.md): at 5 peers the rings and the ring take the same time, at
+/// 10 and 20 the rings are faster (1.25 against 1.35, and 1.24 against
+/// 1.50 × S/B) and one slow peer costs far less (1.49 against 4.83).
+pub const RINGS_FROM: usize = 8;
+
+/// Ring size below which the other rings are dropped again: lower than
+/// [`RINGS_FROM`], so a swarm near the threshold is not re-wired back and
+/// forth.
+const SHRINK_BELOW: usize = 6;
 
 /// Rings besides the ring itself: enough for the most sources a member
 /// may ask for.
@@ -614,7 +619,7 @@ impl Tracker {
     fn insert(&mut self, i: usize, at: usize, actions: &mut Vec<Action>) {
         self.ring.insert(at, i);
         let n = self.ring.len();
-        let went_large = !self.large && n >= SPREAD_FROM;
+        let went_large = !self.large && n >= RINGS_FROM;
         if self.large {
             for j in 0..EXTRA_RINGS {
                 let pick = (self.draw() % n as u64) as usize;
@@ -661,7 +666,7 @@ impl Tracker {
                 "wired {addr} into the ring: it downloads from {}{}, and {} from it ({n} in the ring)",
                 from.join(", "),
                 if auto {
-                    format!(" ({} sources, the owner's default from {SPREAD_FROM} peers on)", from.len())
+                    format!(" ({} sources, the owner's default from {RINGS_FROM} peers on)", from.len())
                 } else {
                     String::new()
                 },
@@ -797,7 +802,7 @@ impl Tracker {
             .collect()
     }
 
-    /// The ring reached [`SPREAD_FROM`] members: the other rings are laid,
+    /// The ring reached [`RINGS_FROM`] members: the other rings are laid,
     /// each in an order of its own (a shuffle of the ring), and every
     /// member is given its neighbours anew.
     fn go_large(&mut self) {
@@ -1374,16 +1379,16 @@ mod tests {
         let mut t = Tracker::new(COUNT, 5000);
         // Small: the card's ring, one source each, even when the owner
         // chooses.
-        for n in 1..=15 {
+        for n in 1..RINGS_FROM as u64 {
             join_auto(&mut t, n);
         }
         let g = graph(&t);
         assert!(g.values().all(|f| f.len() == 1));
-        assert_eq!(diameter(&g), 14);
-        // The sixteenth: every member downloads from three, told so.
-        let a = join_auto(&mut t, 16);
-        assert_eq!(tells(&a).len(), 16);
-        for n in 17..=1000 {
+        assert_eq!(diameter(&g), RINGS_FROM - 2);
+        // The eighth: every member downloads from three, told so.
+        let a = join_auto(&mut t, RINGS_FROM as u64);
+        assert_eq!(tells(&a).len(), RINGS_FROM);
+        for n in RINGS_FROM as u64 + 1..=1000 {
             join_auto(&mut t, n);
         }
         let g = graph(&t);
@@ -1422,11 +1427,22 @@ mod tests {
                 assert!(diameter(&g) < t.ring.len().max(4), "{} left", t.ring.len());
             }
         }
-        // Ten left: one ring again, one source each.
+        // Ten left: still the rings.
         let g = graph(&t);
         assert_eq!(g.len(), 10);
+        assert!(g.values().all(|f| f.len() >= 2), "{g:?}");
+        // Five left: one ring again, one source each.
+        for n in 1..=200 {
+            if t.ring.len() == 5 {
+                break;
+            }
+            t.link_down(conn(n), now);
+            t.tick(now + GRACE);
+        }
+        let g = graph(&t);
+        assert_eq!(g.len(), 5);
         assert!(g.values().all(|f| f.len() == 1), "{g:?}");
-        assert_eq!(diameter(&g), 9);
+        assert_eq!(diameter(&g), 4);
         // Members who asked for a number keep it: two, in a large ring.
         for n in 1000..1020 {
             t.register(conn(n), &format!("h:{n}"), true, 2, "", none())

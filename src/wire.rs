@@ -485,12 +485,13 @@
 //!
 //! The owner wires the live wired members so that each downloads from
 //! `k` others, `k` the member's `sources`, or for `sources` 0 the owner's
-//! choice (1 below 16 members, 3 from 16 on), but never more than the
-//! members less one. Below 16 members they form a ring, a list in which
+//! choice (1 below 8 members, 3 from 8 on), but never more than the
+//! members less one. Below 8 members they form a ring, a list in which
 //! each downloads from the `k` before it, nearest first (the first from
-//! the last): with `k` 1 the card's ring, with 2 a ring plus a chord. A
-//! newcomer goes right after the first member, so peer `i` downloads
-//! from peer `i + 1` when they join in order. From 16 members on, each
+//! the last): with `k` 1 the card's ring, with 2 a ring plus a chord.
+//! Below 16 members a newcomer goes right after the first member, so peer
+//! `i` downloads from peer `i + 1` when they join in order; from 16 on at
+//! a spread position. From 8 members on, each
 //! downloads from the member before it in the ring and from the member
 //! before it in each of up to three other rings, each in an order of its
 //! own, so every member is a few hops from every other however many join
@@ -1577,6 +1578,27 @@ impl Decoder {
         )
     }
 
+    /// Hands over the buffer that holds the frame [`Decoder::fill`]
+    /// buffered, whole, and goes on with `spare` as its buffer: a CHUNK
+    /// then travels to the thread that verifies and stores it without a
+    /// copy. `spare` keeps its length, so a recycled buffer is not
+    /// zeroed again (its old bytes are never read: only what arrives is).
+    /// `None` if no whole frame is buffered.
+    pub fn take_frame(&mut self, spare: Vec<u8>) -> Option<Frame> {
+        if !self.ready {
+            return None;
+        }
+        let len = self.header_len();
+        let mut buf = std::mem::replace(&mut self.buf, spare);
+        if self.buf.len() < HEADER_LEN {
+            self.buf.resize(HEADER_LEN, 0);
+        }
+        self.ready = false;
+        self.filled = 0;
+        buf.truncate(4 + len);
+        Some(Frame { buf })
+    }
+
     /// Reads and decodes one message, however many read timeouts it
     /// takes; for tests and simple clients.
     pub fn read<R: Read>(&mut self, r: &mut R) -> Result<Message<'_>, Error> {
@@ -1610,6 +1632,26 @@ impl Decoder {
             });
         }
         Ok(())
+    }
+}
+
+/// One whole frame taken out of a [`Decoder`] (see
+/// [`Decoder::take_frame`]), its length field included.
+#[derive(Debug)]
+pub struct Frame {
+    buf: Vec<u8>,
+}
+
+impl Frame {
+    /// Decodes the frame again (the decoder checked it already); `layout`
+    /// is the file's layout.
+    pub fn message(&self, layout: &Layout) -> Result<Message<'_>, Error> {
+        decode(&self.buf[4..], Some(layout))
+    }
+
+    /// The frame's buffer, to be handed back to a decoder as its spare.
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
     }
 }
 
@@ -2227,6 +2269,55 @@ mod tests {
             }
             assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
         }
+    }
+
+    #[test]
+    fn frames_taken_whole_decode_and_the_decoder_goes_on_with_the_spare() {
+        let layout = layout();
+        let (big, last) = ([7u8; 1024], [3u8; 512]);
+        let messages = [
+            Message::Chunk {
+                id: id(1),
+                data: &big,
+            },
+            Message::KeepAlive,
+            Message::Chunk {
+                id: id(2),
+                data: &last,
+            },
+            Message::Chunk {
+                id: id(0),
+                data: &big,
+            },
+        ];
+        let mut buf = Vec::new();
+        for msg in &messages {
+            encode(msg, &mut buf);
+        }
+        // A trickle, so frames arrive over many reads and timeouts.
+        let mut r = Trickle {
+            data: &buf,
+            step: 7,
+            timeout_next: true,
+        };
+        let mut dec = Decoder::new();
+        dec.set_layout(layout.clone());
+        assert!(dec.take_frame(Vec::new()).is_none(), "nothing buffered");
+        // Spares are handed back frames, longer than the next frame or
+        // shorter, with old bytes in them.
+        let mut spare = vec![0xEE; 2000];
+        for msg in &messages {
+            while !dec.fill(&mut r).unwrap() {}
+            if matches!(msg, Message::KeepAlive) {
+                assert_eq!(dec.message().unwrap(), *msg);
+                continue;
+            }
+            let frame = dec.take_frame(spare).unwrap();
+            assert!(dec.take_frame(Vec::new()).is_none(), "taken once");
+            assert_eq!(frame.message(&layout).unwrap(), *msg);
+            spare = frame.into_buf();
+        }
+        assert!(matches!(dec.read(&mut r), Err(Error::Closed)));
     }
 
     #[test]

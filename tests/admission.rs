@@ -279,7 +279,11 @@ fn a_downloader_without_the_secret_gets_no_chunk_list_from_a_peer() {
     let mut ring = Ring::new("secret-upload", 1, 4 * CHUNK + 1);
     let right = secret_file(&ring.dir.join("swarm.secret"), SECRET, 0o600);
     ring.start_owner(&["--secret-file", &right, "--peers", "1"]);
-    ring.extra = vec!["--secret-file".into(), right.clone()];
+    // An explicit --linger keeps it up to be probed: the owner, whose only
+    // peer it is, would otherwise release it as soon as it is complete.
+    ring.extra = ["--secret-file", &right, "--linger", "30"]
+        .map(String::from)
+        .to_vec();
     ring.start_peer_to(0, free_port());
     wait_until("the peer's manifest", || {
         ring.peer(0)

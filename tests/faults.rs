@@ -550,10 +550,20 @@ fn a_malicious_manifest_writes_nothing_outside_the_directory() {
 /// Runs a lone peer against the fake owner `serve` and returns its
 /// directory once it has exited 1, asserting its last line is `want`.
 fn refused(name: &str, serve: impl FnOnce(TcpListener) + Send + 'static, want: &str) -> TestDir {
+    refused_with(name, &[], serve, want)
+}
+
+/// [`refused`] with `extra` flags for the peer.
+fn refused_with(
+    name: &str,
+    extra: &[&str],
+    serve: impl FnOnce(TcpListener) + Send + 'static,
+    want: &str,
+) -> TestDir {
     let dir = TestDir::new(name);
     let owner = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = owner.local_addr().unwrap().port();
-    let args = lone_peer_args(port, &[]);
+    let args = lone_peer_args(port, extra);
     // `want` may name the fake owner's port as PORT.
     let want = want.replace("PORT", &port.to_string());
     let want = want.as_str();
@@ -619,12 +629,15 @@ fn content_chunk_lengths_that_do_not_add_up_are_refused_with_one_line() {
 
 /// An owner whose whole-file digest does not fit its chunk digests made a
 /// peer re-hash and re-join the file for ever. Once a rebuilt file fails
-/// again with every chunk intact, the peer stops with one line.
+/// again with every chunk intact, the peer stops with one line. (Only
+/// --verify-output hashes the whole file; by default every chunk matches
+/// its digest and the file is whole.)
 #[test]
 fn a_manifest_whose_digests_disagree_is_refused_with_one_line() {
     let data = common::random_bytes(3000, 5);
-    let dir = refused(
+    let dir = refused_with(
         "inconsistent-manifest",
+        &["--verify-output"],
         move |owner| lying_owner(owner, "x.bin", &data, 1024, [7; 32]),
         "swarm: bad manifest: the whole-file SHA-256 does not match the chunks, \
          though every chunk matches its own",

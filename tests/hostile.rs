@@ -177,7 +177,7 @@ fn a_stranger_s_complete_releases_no_peer() {
     // The owner seeds it everything; a request is only answered for a
     // chunk the peer holds.
     wait_until("the peer's verified copy", || {
-        ring.peer(0).log_text().contains("verified sha256")
+        common::verified(&ring.peer(0).log_text())
     });
     // The real downloader asks for chunk 0 now and for the rest later.
     let mut downloader = FakeConn::hello(port, &m, "downloader");
@@ -239,7 +239,7 @@ fn a_stranger_s_keepalives_hold_no_complete_peer() {
     let stranger = FakeConn::hello(ring.ports[0], &manifest, "stranger");
     let squat = Squatters::start(vec![stranger.stream]);
     wait_until("the verified copy", || {
-        ring.peer(0).log_text().contains("verified sha256")
+        common::verified(&ring.peer(0).log_text())
     });
     let verified = Instant::now();
     ring.expect_identical_copies();

@@ -348,12 +348,14 @@ fn a_whole_file_mismatch_is_repaired_in_a_running_peer() {
     // Failure: a chunk goes bad on disk, in its chunk file and in the
     // partly assembled output alike, after it was verified and while the
     // peer is still waiting for its last chunk.
-    // Guarantee: the whole-file SHA-256 catches it, the damaged chunk is
-    // dropped and fetched again, and the peer still ends with status 0
-    // and a byte-identical copy.
+    // Guarantee: with --verify-output, the whole-file SHA-256 catches
+    // it, the damaged chunk is dropped and fetched again, and the peer
+    // still ends with status 0 and a byte-identical copy. (By default the
+    // output is verified chunk by chunk as it is written, and damage done
+    // on disk afterwards is not looked for.)
     const COUNT: usize = 40;
     let mut ring = Ring::new("whole-file", 1, COUNT * CHUNK - 7);
-    ring.extra = ["--stall-timeout", "60", "--linger", "1"]
+    ring.extra = ["--stall-timeout", "60", "--linger", "1", "--verify-output"]
         .map(String::from)
         .to_vec();
     // Two shares: this peer, the first to join, is seeded 0..K.

@@ -14,16 +14,31 @@ const CHUNK: usize = 102_400;
 fn five_peers_share_a_multi_mib_file() {
     let mut ring = Ring::new("five", 5, 6 * 1024 * 1024 + 777);
     ring.start_owner(&[]);
+    // Peers 3 and 4 also re-hash their whole output (--verify-output);
+    // the others take it as verified chunk by chunk, the default.
     for i in 0..5 {
+        if i == 3 {
+            ring.extra = vec!["--verify-output".into()];
+        }
         ring.start_peer(i);
     }
     ring.expect_all_identical();
+    let chunks = ring.data.len().div_ceil(CHUNK);
     // Every peer got a share from the owner and the rest from the ring.
     for i in 0..5 {
         let log = ring.peer(i).log_text();
         assert!(log.contains("MiB from the download neighbour"), "peer{i}");
-        let want = format!("verified sha256 {}", sha256_hex(&ring.data));
+        let want = if i < 3 {
+            format!(
+                "verified chunk by chunk ({chunks} chunks, SHA-256 each); \
+                 whole-file SHA-256 per manifest: {}",
+                sha256_hex(&ring.data)
+            )
+        } else {
+            format!("verified sha256 {}", sha256_hex(&ring.data))
+        };
         assert!(log.contains(&want), "peer{i} did not print {want}");
+        assert!(common::verified(&log), "peer{i}");
         assert!(!log.contains("panicked"), "peer{i} panicked");
         // A healthy ring warns about nothing but a first connect that
         // came before the other side listened: no connection is cut, none

@@ -201,7 +201,7 @@ fn two_sources_deliver_disjoint_chunks_and_the_peer_completes() {
     ring.start_peer_to(1, a);
     for i in 0..2 {
         wait_until(&format!("peer{i} to hold the file"), || {
-            ring.peer(i).log_text().contains("verified sha256")
+            common::verified(&ring.peer(i).log_text())
         });
     }
     ring.extra = strings(&["--linger", "1", "--sources", "2"]);
@@ -606,7 +606,7 @@ fn owner_wired_sources_two_survive_a_kill() {
     let done: Vec<usize> = survivors
         .iter()
         .copied()
-        .filter(|&i| ring.peer(i).log_text().contains("verified sha256"))
+        .filter(|&i| common::verified(&ring.peer(i).log_text()))
         .collect();
     // The peer that joined last was seeded nothing (`--peers 5`): it
     // needs the whole file from the ring.

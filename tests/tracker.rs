@@ -119,13 +119,13 @@ fn thirty_owner_wired_peers_all_get_identical_copies() {
         assert_eq!(log.matches(&joined).count(), 1, "{joined}");
     }
     assert!(!log.contains("panicked"));
-    // From the sixteenth on, the owner wires each (they left the number
+    // From the eighth on, the owner wires each (they left the number
     // to it) to several sources, and says so.
     let several = log
-        .matches(" sources, the owner's default from 16 peers on)")
+        .matches(" sources, the owner's default from 8 peers on)")
         .count();
     assert!(
-        several >= n - 16,
+        several >= n - 8,
         "{several} peers wired with several sources"
     );
     // The owner keeps peers that left in its registry: all 30 are listed,

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::intake::Intake;
 use super::{Event, Shared};
-use crate::conn::{self, Conn, Handle, Role, Setup};
+use crate::conn::{self, ChunkSink, Conn, Handle, Role, Setup};
 use crate::error::{Error, Result};
 use crate::manifest::ChunkId;
 use crate::net::Backoff;
@@ -200,8 +201,14 @@ impl Download {
             store: Arc::clone(&self.store),
             shared: Arc::clone(&self.shared),
             listed: false,
+            intake: Intake::new(Arc::clone(&self.store), Arc::clone(&self.shared)),
         };
         let result = conn.run(&mut role);
+        // Every chunk that arrived is reported before the source is gone;
+        // a chunk that could not be stored (a full disk) closed the
+        // connection, and is why it ended.
+        let stored = role.intake.finish();
+        let result = result.and(stored);
         self.shared.report(Event::SourceDown(id));
         result
     }
@@ -213,6 +220,8 @@ struct DownloadRole {
     shared: Arc<Shared>,
     /// Whether the neighbour's one chunk-ID list has arrived.
     listed: bool,
+    /// Verifies and stores the chunks that arrive, off the reader.
+    intake: Intake,
 }
 
 impl Role for DownloadRole {
@@ -224,7 +233,18 @@ impl Role for DownloadRole {
         if self.listed { THEN } else { FIRST }
     }
 
+    fn chunk_sink(&mut self) -> Option<&mut dyn ChunkSink> {
+        Some(&mut self.intake)
+    }
+
     fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
+        // What the neighbour says now comes after the chunks it sent, but
+        // for a HAVE, which comes often in a ring and which the
+        // coordinator takes in any order: a chunk still with the intake is
+        // in flight for it, never asked for again.
+        if !matches!(msg, Message::Have(_) | Message::KeepAlive) {
+            self.intake.drain()?;
+        }
         match msg {
             Message::ChunkList(set) => {
                 self.listed = true;

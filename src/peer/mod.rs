@@ -32,6 +32,7 @@
 //! core says every chunk is held.
 
 mod download;
+mod intake;
 /// The peer's decisions, with no I/O: the coordinator is its shell.
 pub mod machine;
 mod owner_link;
@@ -219,7 +220,9 @@ impl Shared {
 pub struct Report {
     /// Where the verified file was written.
     pub path: PathBuf,
-    /// Its SHA-256.
+    /// Its whole-file SHA-256: computed over the file with
+    /// `--verify-output`, else the manifest's (every chunk in the file was
+    /// checked against its own digest before it was written).
     pub digest: Digest,
     /// Chunk bytes received from the owner.
     pub from_owner: u64,
@@ -450,7 +453,12 @@ fn round(
     // or taking up a new version) copies it while it downloads the rest.
     // Its blocks are allocated first, so a disk too small for the file
     // stops the peer before it fetches anything.
-    let assembly = store.start_assembly(&out, before.as_ref())?;
+    let check = if args.verify_output {
+        store::OutputCheck::WholeFile
+    } else {
+        store::OutputCheck::Chunks
+    };
+    let assembly = store.start_assembly(&out, before.as_ref(), check)?;
     shared.output_ready.store(true, Ordering::Release);
     let (assembler, assembly_store, assembly_out) =
         (Arc::clone(&shared), Arc::clone(&store), out.clone());
@@ -1041,8 +1049,11 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    /// Reassembles and verifies the file and prints the closing lines;
-    /// on a whole-file mismatch the damaged chunks are fetched again.
+    /// Gives the output its final name and prints the closing lines. The
+    /// file is verified chunk by chunk (every byte written was checked
+    /// against its chunk's SHA-256 first); with `--verify-output` it is
+    /// also re-hashed whole, and on a whole-file mismatch the damaged
+    /// chunks are fetched again.
     fn finish(&mut self) -> Result<()> {
         let name = self.shared.name.clone();
         self.store.flush_summary()?;
@@ -1093,10 +1104,15 @@ impl<'a> Coordinator<'a> {
             self.args.dir.display(),
         );
         log::info!(
-            "{name}: version {} in {:.2} s (the last {:.2} s checking and flushing the output): chunk bytes {} from the owner, {} from the ring, {} reused; {} bytes received from the network",
+            "{name}: version {} in {:.2} s (the last {:.2} s {} the output): chunk bytes {} from the owner, {} from the ring, {} reused; {} bytes received from the network",
             short_id(&self.store.manifest().id()),
             self.mark.at.elapsed().as_secs_f64(),
             finishing.elapsed().as_secs_f64(),
+            if self.args.verify_output {
+                "checking and flushing"
+            } else {
+                "flushing"
+            },
             from_owner,
             from_ring,
             reused,
@@ -1118,11 +1134,23 @@ impl<'a> Coordinator<'a> {
             );
         }
         self.verified_mark = Some(Mark::now());
-        log::info!(
-            "{name}: verified sha256 {}  {}",
-            to_hex(&digest),
-            self.out.display()
-        );
+        if self.args.verify_output {
+            log::info!(
+                "{name}: verified sha256 {}  {}",
+                to_hex(&digest),
+                self.out.display()
+            );
+        } else {
+            // Every byte of the output was checked against its chunk's
+            // SHA-256 before it was written; the whole-file digest is
+            // the manifest's, not computed here (--verify-output does).
+            log::info!(
+                "{name}: verified chunk by chunk ({} chunks, SHA-256 each); whole-file SHA-256 per manifest: {}  {}",
+                self.store.layout().count(),
+                to_hex(&digest),
+                self.out.display()
+            );
+        }
         self.report = Some(Report {
             path: self.out.clone(),
             digest,

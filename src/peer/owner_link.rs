@@ -27,8 +27,9 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::intake::Intake;
 use super::{Event, Shared};
-use crate::conn::{self, Conn, Handle, Role, Setup};
+use crate::conn::{self, ChunkSink, Conn, Handle, Role, Setup};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Chunking, Layout, Manifest, Shape};
 use crate::net::{self, Backoff};
@@ -226,11 +227,17 @@ impl OwnerLink {
             None,
         ));
         let mut role = OwnerRole {
+            intake: Intake::new(Arc::clone(&store), Arc::clone(&self.shared)),
             store,
             shared: Arc::clone(&self.shared),
             announced: false,
         };
         let result = conn.run(&mut role);
+        // Every chunk that arrived is reported before the source is gone;
+        // a chunk that could not be stored (a full disk) closed the
+        // connection, and is why it ended.
+        let stored = role.intake.finish();
+        let result = result.and(stored);
         self.shared.report(Event::SourceDown(id));
         self.version_due |= role.announced;
         result.map(|()| Ended::InOrder).map_err(|e| match e {
@@ -280,6 +287,8 @@ struct OwnerRole {
     shared: Arc<Shared>,
     /// Whether the owner announced a new version.
     announced: bool,
+    /// Verifies and stores the chunks that arrive, off the reader.
+    intake: Intake,
 }
 
 impl Role for OwnerRole {
@@ -297,7 +306,14 @@ impl Role for OwnerRole {
         KINDS
     }
 
+    fn chunk_sink(&mut self) -> Option<&mut dyn ChunkSink> {
+        Some(&mut self.intake)
+    }
+
     fn on_message(&mut self, msg: Message<'_>, conn: &Handle) -> Result<()> {
+        // What the owner says now (SEED_DONE above all) comes after the
+        // chunks it sent.
+        self.intake.drain()?;
         match msg {
             Message::Chunk { id, data } => {
                 super::download::store_chunk(&self.store, &self.shared, conn, id, data)

@@ -205,6 +205,12 @@ impl Drop for Proc {
     }
 }
 
+/// Whether a peer's log holds its closing line: the file verified chunk
+/// by chunk (the default) or re-hashed whole (`--verify-output`).
+pub fn verified(log: &str) -> bool {
+    log.contains("verified chunk by chunk (") || log.contains("verified sha256 ")
+}
+
 /// Polls `cond` every 20 ms until it holds, failing after [`patience`].
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + patience();
