@@ -93,7 +93,7 @@
 #      peers as processes on this machine, 4 MiB, owner-wired, on loopback:
 #      what the owner sent ÷ S (target ≤ 1.3) and every copy checked; then
 #      (needs root) the same with the owner's uplink shaped to
-#      MANY_RATE_MBIT (1) in a namespace of its own and the peers in
+#      MANY_RATE_MBIT (1; 10 in smoke mode) in a namespace of its own and the peers in
 #      another: the last completion ÷ S/B at the owner's rate. About 3
 #      minutes.
 # A swarm time runs from the owner's start until every peer has exited and
@@ -2017,7 +2017,7 @@ fi
 # 9. many peers as processes on this machine.
 if wants many; then
     many_n=${MANY_N:-$([[ $smoke == 1 ]] && echo 20 || echo 1000)}
-    many_rate=${MANY_RATE_MBIT:-1}
+    many_rate=${MANY_RATE_MBIT:-$([[ $smoke == 1 ]] && echo 10 || echo 1)}
     {
         echo
         echo "## 9. many peers on this machine (scripts/run_many_peers.sh $many_n), 4 MiB, owner-wired"

@@ -25,9 +25,9 @@
 # is also kept when something failed.
 #
 # OWNER_RATE_MBIT=R (needs root, ip and tc) shapes the owner's uplink: the
-# owner runs in a network namespace of its own (swm-owner, 10.78.0.1)
+# owner runs in a network namespace of its own (swm-owner-PID, 10.78.0.1)
 # whose egress is limited to R Mbit/s by a token bucket (tc tbf), the
-# peers in another (swm-peers, 10.78.0.2), joined by one veth pair. Only
+# peers in another (swm-peers-PID, 10.78.0.2), joined by one veth pair. Only
 # what the owner sends crosses the shaped link; what peers send each other
 # stays inside theirs. The summary adds S/B at R and the last completion
 # as a multiple of it. Both namespaces are removed on exit.
@@ -82,30 +82,33 @@ cargo build --release --quiet --manifest-path "$root/Cargo.toml" ||
 # Where the owner and the peers run and listen: loopback, or with
 # OWNER_RATE_MBIT two namespaces, the owner's uplink shaped.
 in_owner=() in_peers=() owner_ip=127.0.0.1 peer_ip=127.0.0.1
+ns_owner=swm-owner-$$ ns_peers=swm-peers-$$
 nets_down() {
     local ns pid
-    for ns in swm-owner swm-peers; do
+    for ns in "$ns_owner" "$ns_peers"; do
         ip netns list 2>/dev/null | grep -q "^$ns\b" || continue
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
     done
 }
 if [[ -n $owner_rate ]]; then
-    nets_down
-    ip netns add swm-owner && ip netns add swm-peers || die "cannot make network namespaces"
-    ip -n swm-owner link add eth0 type veth peer name eth0 netns swm-peers ||
+    # Removed however this script ends (cleanup, set below, does it too).
+    trap nets_down EXIT
+    trap 'exit 130' INT TERM
+    ip netns add "$ns_owner" && ip netns add "$ns_peers" || die "cannot make network namespaces"
+    ip -n "$ns_owner" link add eth0 type veth peer name eth0 netns "$ns_peers" ||
         die "cannot make a veth pair"
-    ip -n swm-owner addr add 10.78.0.1/30 dev eth0
-    ip -n swm-peers addr add 10.78.0.2/30 dev eth0
-    for ns in swm-owner swm-peers; do
-        ip -n $ns link set lo up && ip -n $ns link set eth0 up
+    ip -n "$ns_owner" addr add 10.78.0.1/30 dev eth0 && ip -n "$ns_peers" addr add 10.78.0.2/30 dev eth0 ||
+        die "cannot address the veth pair"
+    for ns in "$ns_owner" "$ns_peers"; do
+        ip -n "$ns" link set lo up && ip -n "$ns" link set eth0 up || die "cannot bring up $ns"
     done
     # About 4 ms of traffic, at least 32 KiB so a GSO packet fits (as
     # netbed.sh does).
     burst=$(( owner_rate * 1000000 / 8 / 250 )); (( burst >= 32768 )) || burst=32768
-    tc -n swm-owner qdisc add dev eth0 root tbf rate "${owner_rate}mbit" burst "$burst" latency 50ms ||
-        { nets_down; die "tc cannot add a tbf qdisc (modprobe sch_tbf)"; }
-    in_owner=(ip netns exec swm-owner) in_peers=(ip netns exec swm-peers)
+    tc -n "$ns_owner" qdisc add dev eth0 root tbf rate "${owner_rate}mbit" burst "$burst" latency 50ms ||
+        die "tc cannot add a tbf qdisc (modprobe sch_tbf)"
+    in_owner=(ip netns exec "$ns_owner") in_peers=(ip netns exec "$ns_peers")
     owner_ip=10.78.0.1 peer_ip=10.78.0.2
 fi
 

@@ -294,6 +294,9 @@ impl Tracker {
                 self.reseed_lost(i, &mut actions);
             } else if let Some(at) = self.ring.iter().position(|&r| r == i) {
                 self.remove_at(at, &mut actions);
+                // Hand-wired now: its ring neighbours are no longer its
+                // (status shows its own; UNREACHABLE is not its to send).
+                self.members[i].assigned = None;
             }
             return Ok((Joined { known: true }, actions));
         }
@@ -617,6 +620,9 @@ impl Tracker {
     /// large ring it also goes into each other ring, after a member drawn
     /// at random.
     fn insert(&mut self, i: usize, at: usize, actions: &mut Vec<Action>) {
+        // New to the ring, it needs telling whatever it was last told (a
+        // member back from hand wiring may be assigned what it had).
+        self.members[i].assigned = None;
         self.ring.insert(at, i);
         let n = self.ring.len();
         let went_large = !self.large && n >= RINGS_FROM;
@@ -1498,6 +1504,169 @@ mod tests {
                  0/20 chunks (0.0%); 0.0 MiB/s; owner sent 0.0 MiB (0.50 x the file)"
             ),
             "{text}"
+        );
+    }
+
+    /// Checks the other rings against the ring: each is one cycle over
+    /// exactly the ring's members, and no one else is linked.
+    fn check_links(t: &Tracker) {
+        for (i, m) in t.members.iter().enumerate() {
+            let in_ring = t.ring.contains(&i);
+            for j in 0..EXTRA_RINGS {
+                if !(t.large && in_ring) {
+                    assert_eq!(m.links[j], Link::NONE, "{} linked in ring {j}", m.addr);
+                }
+            }
+        }
+        if !t.large || t.ring.is_empty() {
+            return;
+        }
+        for j in 0..EXTRA_RINGS {
+            let start = t.ring[0];
+            let mut seen = std::collections::HashSet::new();
+            let mut r = start;
+            loop {
+                assert!(r != NONE && t.ring.contains(&r), "ring {j} reaches {r}");
+                assert!(seen.insert(r), "ring {j} loops early at {r}");
+                let next = t.members[r].links[j].next;
+                assert_eq!(t.members[next].links[j].prev, r, "ring {j} prev of {next}");
+                r = next;
+                if r == start {
+                    break;
+                }
+            }
+            assert_eq!(seen.len(), t.ring.len(), "ring {j} misses members");
+        }
+    }
+
+    /// Random churn, checked after every step: every member's neighbours
+    /// are what a fresh computation gives, the other rings are whole, and
+    /// every member with a session was last told what it was assigned.
+    #[test]
+    fn random_churn_keeps_wiring_fresh_and_links_whole() {
+        // Joins, drops, completions, ticks past GRACE, UNREACHABLEs and
+        // re-registrations (wired or hand-wired, sources 0 to 4, holding
+        // none, some or all), among few addresses (rings of 1 and 2, and
+        // across the 6/8 threshold) and brand-new ones that come and go.
+        let steps = 1500;
+        for seed in 0..9u64 {
+            let peers = [4, 9, 14][seed as usize % 3];
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut t = Tracker::new(COUNT, 10_000);
+            let mut now = Instant::now();
+            let mut conns: HashMap<u64, u64> = HashMap::new(); // peer -> conn
+            let mut told: HashMap<u64, String> = HashMap::new(); // conn -> addrs
+            let mut fresh = 1000u64;
+            let mut log = Vec::new();
+            for _ in 0..steps {
+                let p = next(peers);
+                let addr = format!("h:{p}");
+                let op = next(10);
+                let actions = match op {
+                    0..=3 => {
+                        fresh += 1;
+                        let wired = next(4) != 0;
+                        let sources = next(5) as u8;
+                        let held = match next(3) {
+                            0 => none(),
+                            1 => some(&[next(10) as u32]),
+                            _ => some(&(0..COUNT).collect::<Vec<_>>()),
+                        };
+                        log.push(format!(
+                            "register {addr} conn {fresh} wired {wired} sources {sources} held {}",
+                            held.len()
+                        ));
+                        let r = t.register(conn(fresh), &addr, wired, sources, "x:1", held);
+                        conns.insert(p, fresh);
+                        r.map(|r| r.1).unwrap_or_default()
+                    }
+                    4 | 5 => {
+                        let Some(c) = conns.remove(&p) else { continue };
+                        log.push(format!("link_down {addr} conn {c}"));
+                        t.link_down(conn(c), now)
+                    }
+                    6 => {
+                        let Some(&c) = conns.get(&p) else { continue };
+                        log.push(format!("complete {addr}"));
+                        t.complete(conn(c))
+                    }
+                    7 => {
+                        now += Duration::from_millis(1000 * (1 + next(3)));
+                        log.push("tick".to_string());
+                        t.tick(now)
+                    }
+                    8 => {
+                        let q = next(peers);
+                        let Some(&c) = conns.get(&p) else { continue };
+                        log.push(format!("unreachable {addr} reports h:{q}"));
+                        t.unreachable(conn(c), &format!("h:{q}"))
+                    }
+                    _ => {
+                        // A brand-new address, to grow the registry.
+                        fresh += 1;
+                        let a = format!("n:{fresh}");
+                        log.push(format!("register {a} conn {fresh}"));
+                        let r = t.register(conn(fresh), &a, true, next(5) as u8, "", none());
+                        if next(2) == 0 {
+                            let mut a2 = r.map(|r| r.1).unwrap_or_default();
+                            a2.extend(t.link_down(conn(fresh), now));
+                            a2.extend(t.complete(conn(fresh)));
+                            a2
+                        } else {
+                            r.map(|r| r.1).unwrap_or_default()
+                        }
+                    }
+                };
+                for a in &actions {
+                    if let Action::Tell { conn, addrs } = a {
+                        told.insert(conn.get(), addrs.join(","));
+                    }
+                }
+                let ctx = || format!("seed {seed}, steps:\n{}", log.join("\n"));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    graph(&t);
+                    check_links(&t);
+                }));
+                if r.is_err() {
+                    panic!("{}", ctx());
+                }
+                for &i in &t.ring {
+                    let m = &t.members[i];
+                    if let (Some(c), false) = (m.link, m.complete) {
+                        let want = m.assigned.clone().unwrap_or_default().join(",");
+                        assert_eq!(
+                            told.get(&c.get()),
+                            Some(&want),
+                            "{} not told; {}",
+                            m.addr,
+                            ctx()
+                        );
+                    }
+                }
+                for (c, &i) in &t.by_conn {
+                    assert_eq!(t.members[i].link, Some(*c));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_back_from_hand_wiring_is_told_its_neighbours() {
+        let mut t = Tracker::new(COUNT, 100);
+        join(&mut t, 1);
+        join(&mut t, 2);
+        // h:2 restarts hand-wired, then owner-wired again, in new sessions.
+        t.register(conn(3), "h:2", false, 1, "h:1", none()).unwrap();
+        let (_, actions) = t.register(conn(4), "h:2", true, 1, "", none()).unwrap();
+        assert!(
+            tells(&actions).iter().any(|(c, _)| *c == 4),
+            "the new session was never told: {actions:?}"
         );
     }
 }

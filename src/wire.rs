@@ -4,7 +4,7 @@
 //! [`Message`](crate::wire::Message) enum, one encoder
 //! ([`encode`](crate::wire::encode)) and one decoder
 //! ([`Decoder`](crate::wire::Decoder)). It knows nothing of files or
-//! threads. The text below is the specification of protocol version 5; a
+//! threads. The text below is the specification of protocol version 6; a
 //! compatible peer can be written from it alone.
 //!
 //! # Frames
@@ -252,10 +252,11 @@
 //!
 //! The dialing side speaks first (after admission, if any): HELLO. The
 //! listening side reads it and, if it serves the session, answers with its
-//! own HELLO. `version` is 5 (version 1 had no SEEDING, version 2 no
+//! own HELLO. `version` is 6 (version 1 had no SEEDING, version 2 no
 //! CHALLENGE and PROOF, version 3 no content chunking, whose MANIFEST had
 //! no `chunking` and `chunks`, and no VERSION, version 4 one download
-//! neighbour per peer: REGISTER without `sources`, NEIGHBOUR one address). `file_id` is the file ID, or 32 zero bytes from a
+//! neighbour per peer: REGISTER without `sources`, NEIGHBOUR one address,
+//! version 5 no REGISTER `sources` 0). `file_id` is the file ID, or 32 zero bytes from a
 //! side that has no manifest yet (sent only to the owner). `name` names the
 //! sender in logs (`"owner"`, `"peer 9001"`, `"status"`); empty means "use
 //! my address". Each side gives the other 10 s from its accept or connect
@@ -266,8 +267,8 @@
 //!
 //! | first frame                                    | owner           | peer's upload port |
 //! |------------------------------------------------|-----------------|--------------------|
-//! | HELLO with magic `"SWRM"` and version 5        | served, whatever its `file_id` | served if `file_id` is its file ID, else REFUSE `this peer is sharing a different file` (zero ID included) |
-//! | HELLO with magic `"SWRM"` and another version V | REFUSE `protocol version V is not supported (this is version 5)` | same |
+//! | HELLO with magic `"SWRM"` and version 6        | served, whatever its `file_id` | served if `file_id` is its file ID, else REFUSE `this peer is sharing a different file` (zero ID included) |
+//! | HELLO with magic `"SWRM"` and another version V | REFUSE `protocol version V is not supported (this is version 6)` | same |
 //! | HELLO with another magic; REFUSE, another kind, a malformed frame | closed | closed |
 //! | CHALLENGE, or HELLO where a CHALLENGE is due    | see Admission   | see Admission      |
 //! | nothing whole within 10 s                      | closed          | closed             |
@@ -485,13 +486,15 @@
 //!
 //! The owner wires the live wired members so that each downloads from
 //! `k` others, `k` the member's `sources`, or for `sources` 0 the owner's
-//! choice (1 below 8 members, 3 from 8 on), but never more than the
-//! members less one. Below 8 members they form a ring, a list in which
+//! choice (1 in a small ring, 3 in a large one), but never more than
+//! the members less one, and fewer where two rings put the same member
+//! before it (it is counted once). The ring is large from the moment it
+//! has 8 members until it has fewer than 6. A small ring is a list in which
 //! each downloads from the `k` before it, nearest first (the first from
 //! the last): with `k` 1 the card's ring, with 2 a ring plus a chord.
 //! Below 16 members a newcomer goes right after the first member, so peer
 //! `i` downloads from peer `i + 1` when they join in order; from 16 on at
-//! a spread position. From 8 members on, each
+//! a spread position. In a large ring each
 //! downloads from the member before it in the ring and from the member
 //! before it in each of up to three other rings, each in an order of its
 //! own, so every member is a few hops from every other however many join
@@ -741,7 +744,7 @@ use crate::manifest::{ChunkId, Chunking, Digest, Layout, MAX_NAME_LEN, Shape};
 /// The four bytes every HELLO starts with.
 pub const MAGIC: [u8; 4] = *b"SWRM";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// The largest `length` accepted before the manifest is known.
 pub const HANDSHAKE_LIMIT: usize = 1024;
 /// The longest name a HELLO may carry.

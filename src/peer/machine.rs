@@ -83,7 +83,10 @@
 //!   every connected ring source is failing, unless the owner wired the
 //!   peer with `K > 1`: such a peer passes a failing neighbour over and
 //!   leaves a dead one to the owner's re-wiring, for the owner's link
-//!   stands in for no one in a large swarm. A neighbour dropped for
+//!   stands in for no one in a large swarm; only once no ring chunk has
+//!   arrived for [`RING_SILENCE`] `x T` with every connected one failing
+//!   does the owner stand in (neighbours hung with their owner links up
+//!   would never be re-wired). A neighbour dropped for
 //!   [`MAX_BAD_CHUNKS`] corrupt chunks is shunned for `3 T`; with no other
 //!   connected, the ring counts as silent for `T` at once.
 //! - **End game.** Once the owner seeds no one and has seeded this peer
@@ -143,6 +146,11 @@ pub const FAILING_WINDOW: usize = 2;
 /// How old a request to one download neighbour must be at least before
 /// another with room takes it over in the end game.
 pub const STEAL_AFTER: Duration = Duration::from_millis(500);
+
+/// How many stall timeouts an owner-wired peer with several connected
+/// neighbours, every one of them failing, waits for a ring chunk before
+/// the owner stands in.
+pub const RING_SILENCE: u32 = 3;
 
 /// How long a peer the owner wires waits without a download neighbour,
 /// once its seeds are in, before it fetches the rest from the owner.
@@ -1111,8 +1119,14 @@ impl PeerCore {
             // holds. Its link, the one every byte must cross, stands in
             // for no one else's: at a thousand peers on two cores every
             // peer's three busy neighbours looked failing at once, and the
-            // owner sent the file 180 times.
-            return None;
+            // owner sent the file 180 times. Unless every one fails and
+            // none has delivered anything for RING_SILENCE stall timeouts:
+            // neighbours hung with their owner links up are never re-wired.
+            let silent = now.saturating_duration_since(self.ring_progress)
+                >= self.cfg.stall_timeout * RING_SILENCE;
+            if !(silent && self.failing.iter().all(|(_, f)| f.is_some())) {
+                return None;
+            }
         }
         if self.failing.is_empty() || self.failing.iter().any(|(_, f)| f.is_none()) {
             return None;
@@ -1545,7 +1559,7 @@ mod tests {
 
     /// A peer with neighbours A (9001) and B (9002), both listing every
     /// chunk and neither answering; wired by the owner or by hand.
-    fn two_silent_neighbours(wired: bool) -> (Bed, Model) {
+    fn two_silent_neighbours(wired: bool, until_ms: u64) -> (Bed, Model) {
         let count = 40;
         let mut bed = Bed::new(count, |c| {
             c.sources = 2;
@@ -1574,7 +1588,7 @@ mod tests {
             let outs = bed.feed(0, Input::Offered { src, chunks: all });
             model.take(0, outs);
         }
-        model.run(&mut bed, 0, 8000);
+        model.run(&mut bed, 0, until_ms);
         (bed, model)
     }
 
@@ -1582,16 +1596,21 @@ mod tests {
     fn owner_wired_with_several_neighbours_a_peer_leaves_failing_ones_to_the_owner_s_repair() {
         // Both neighbours fail (their requests lapse). Hand-wired, the
         // owner stands in, as in a ring.
-        let (bed, model) = two_silent_neighbours(false);
+        let (bed, model) = two_silent_neighbours(false, 8000);
         assert!(bed.core.held().is_full(), "the owner brought the file");
         assert!(model.any(|o| *o == Output::NeedOwner(true)));
         // Owner-wired, the peer waits for them or for the owner to
-        // re-wire it: the owner's link is asked for nothing.
-        let (bed, model) = two_silent_neighbours(true);
+        // re-wire it: the owner's link is asked for nothing...
+        let silence = 2000 * u64::from(RING_SILENCE);
+        let (bed, model) = two_silent_neighbours(true, silence - 100);
         assert!(model.any(|o| matches!(o, Output::Note(Note::Lapsed { .. }))));
         assert!(model.asked_since(OWNER, 0).is_empty(), "{:?}", model.outs);
         assert!(!bed.core.is_stalled());
         assert!(bed.core.held().is_empty());
+        // ...until nothing has come from either for RING_SILENCE x T.
+        let (bed, model) = two_silent_neighbours(true, silence + 8000);
+        assert!(model.asked_since(OWNER, 0).len() >= 40, "{:?}", model.outs);
+        assert!(bed.core.held().is_full(), "the owner brought the file");
     }
 
     #[test]
