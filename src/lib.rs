@@ -24,6 +24,9 @@ pub mod owner;
 pub mod peer;
 /// Which chunk is held, wanted, requested from whom and since when.
 pub mod scheduler;
+/// A simulator that runs the tracker, seeder and scheduler over a
+/// modelled network.
+pub mod sim;
 /// `swarm status`: the owner's registry, as a table or JSON.
 pub mod status;
 /// Chunk files on disk, verified before they are kept.

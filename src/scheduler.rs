@@ -133,6 +133,12 @@ pub struct Scheduler {
     owners: usize,
     /// How long a source has to answer a request before its claim lapses.
     timeout: Duration,
+    /// Whether a held chunk was ever dropped ([`Scheduler::drop_held`]):
+    /// until then every chunk a ring source offers and this peer lacks
+    /// is in its arrival queue, and the by-ID scan after the queue (a
+    /// pass over every word of five sets, on every refill of a source
+    /// with room) can find nothing.
+    dropped: bool,
 }
 
 impl Scheduler {
@@ -148,6 +154,7 @@ impl Scheduler {
             claims: HashMap::new(),
             sources: BTreeMap::new(),
             timeout,
+            dropped: false,
         }
     }
 
@@ -508,7 +515,10 @@ impl Scheduler {
         }
         // Whatever the order, anything else offered (a chunk dropped and
         // wanted again is offered but no longer queued) comes by ID.
-        if chunks.len() < max {
+        let queue_is_all = matches!(order, Order::Arrival | Order::Rarest)
+            && source.offered.is_some()
+            && !self.dropped;
+        if chunks.len() < max && !queue_is_all {
             let mut picked = ChunkSet::new(self.layout.count());
             chunks.iter().for_each(|&c| {
                 picked.insert(c);
@@ -659,6 +669,7 @@ impl Scheduler {
     /// Makes chunks that were held wanted again (they failed the
     /// whole-file check and were dropped from disk).
     pub fn drop_held(&mut self, chunks: &[ChunkId]) {
+        self.dropped |= !chunks.is_empty();
         for &chunk in chunks {
             self.held.remove(chunk);
         }
