@@ -14,6 +14,9 @@
 #      Swarm runs twice per case: hand-wired (every peer given
 #      --download-neighbor, pI downloads from pI+1) and owner-wired (no
 #      --download-neighbor: the owner, a tracker, wires them in join order).
+#      Beside each case, the simulator (examples/simulate) on the same case
+#      (owner-wired, --peers N, egress shaped) and its ratio to the bed's
+#      owner-wired median; target: within 10 %.
 #   2. repair (needs root): a dead peer on the netbed, N=20 at 25 Mbit/s,
 #      32 MiB, four variants in the same run: (a) owner-wired, no failure;
 #      (b) owner-wired, the peer that joined 10th killed (SIGKILL) at half;
@@ -156,6 +159,7 @@ bin=$target/release/swarm
 # build folder.)
 build_dir=$target
 uni=$target/release/examples/unicast
+sim=$target/release/examples/simulate
 chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
@@ -1527,6 +1531,22 @@ if wants netbed; then
         done
         CSV_CPU=$u_csv_cpu csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "$ideal" "$u_ratio" "" ""
         csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" floor "$f_status" "$f_secs" "$f_secs" "" "$ideal" "$(ratio "$f_secs" "$ideal")" "" ""
+        # The simulator on the same case, beside the bed: the same owner
+        # (--peers N), owner-wired, egress shaped and ingress not.
+        sim_json=$("$sim" --peers "$n" --rate-mbit "$rate" --size-mib "$size" --down-mbit 100000 \
+            --owner-peers "$n" --json 2>/dev/null || true)
+        sim_max=$(grep -o '"max":[0-9.]*' <<<"$sim_json" | cut -d: -f2 || true)
+        sim_sent=$(grep -o '"owner_sent":[0-9.]*' <<<"$sim_json" | cut -d: -f2 || true)
+        bed_owner=$(for r in "${rows[@]}"; do IFS='|' read -r w _ s_ratio _ <<<"$r"; [[ $w == owner ]] && echo "$s_ratio"; done)
+        sim_x=$(awk -v b="${bed_owner:-}" -v s="${sim_max:-}" 'BEGIN { if (b + 0 > 0 && s + 0 > 0) printf "%.2f", s / b; else print "-" }')
+        echo "bench:   simulator max × ${sim_max:-?} S/B, owner sent ${sim_sent:-?} × S; ÷ the bed's owner-wired: $sim_x"
+        sim_target="" sim_verdict=""
+        if [[ $smoke == 0 ]]; then
+            sim_target="within 10 % of the bed"
+            sim_verdict=$(awk -v x="$sim_x" 'BEGIN { if (x == "-") print ""; else if (x >= 0.9 && x <= 1.1) print "met"; else print "missed" }')
+        fi
+        echo "| $n | $rate | $size | $ideal | - | simulator | - | ${sim_max:--} (÷ owner-wired bed: $sim_x) | ${sim_sent:--} | - | - | - | - | - | $sim_target | $sim_verdict |" >>"$md"
+        csv_row netbed "n$n-${rate}mbit" "$n" "$rate" "$size" simulator "${sim_max:+ok}" "" "" "" "$ideal" "${sim_max:-}" "" "" "${sim_sent:-}"
     done
 fi
 
