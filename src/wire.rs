@@ -350,7 +350,8 @@
 //! KEEPALIVE is a violation (an honest owner writes MANIFEST and HASHES at
 //! once). A hand-wired peer ignores NEIGHBOUR. A wired one takes, in
 //! order, the addresses of a NEIGHBOUR that it can resolve, skipping
-//! repeats, up to `sources` of them, and ignores a NEIGHBOUR none of
+//! repeats, up to `sources` of them (all 4 if it sent `sources` 0),
+//! and ignores a NEIGHBOUR none of
 //! whose addresses it can; when they differ from its
 //! download neighbours it closes its ring connections to any neighbour not
 //! among them and connects to each new one (to none if `n` is 0). A peer
