@@ -643,11 +643,10 @@
 //! handles CHUNK_LISTs: every session not refused gets one (a reconnecting,
 //! unregistered or hand-wired peer, and one that lacks nothing, included),
 //! except that a wired registration gets one only for a new address and
-//! only if `w % max(N, 100) < N`, where `w` counts the wired registrations
-//! of new addresses before it (so the first N, then N in every hundred: a
-//! chunk then crosses at most about a hundred hops of a long ring to reach
-//! everyone); otherwise it is seeded nothing (SEED_DONE at once) and `k`
-//! stays. Share `k` is `base + 1` chunks if `k % N < extra`, else `base`:
+//! only if `w < N`, where `w` counts the wired registrations of new
+//! addresses before it (so the first N: later joiners get everything from
+//! the swarm, and the owner's link carries the file about once); otherwise
+//! it is seeded nothing (SEED_DONE at once) and `k` stays. Share `k` is `base + 1` chunks if `k % N < extra`, else `base`:
 //! the chunks not in the session's CHUNK_LIST that have been handed out the
 //! fewest times so far, the lowest ID first among equals (fewer if it lacks
 //! fewer); each chosen chunk's count goes up by one. So the first N shares
