@@ -31,6 +31,8 @@ pub mod sim;
 pub mod status;
 /// Chunk files on disk, verified before they are kept.
 pub mod store;
+#[cfg(test)]
+mod testdir;
 /// The owner's registry of peers and the ring it wires.
 pub mod tracker;
 /// The wire protocol: one message enum, one encoder, one decoder.
