@@ -2,40 +2,41 @@
 //! by chunk, over a ring of peers.
 //!
 //! The binary is a thin shell over this library; the example and the
-//! tests drive the same API.
+//! tests drive the same API. The modules, roughly from the wire up:
+//!
+//! - [`wire`]: the protocol, and its specification;
+//! - [`auth`]: admission by a swarm secret;
+//! - [`manifest`], [`chunks`]: what a file is, and sets of its chunks;
+//! - [`net`], [`conn`]: sockets, deadlines, and one connection type for
+//!   every role;
+//! - [`store`]: chunk files on disk, verified before they are kept;
+//! - [`scheduler`], [`tracker`]: decisions with no I/O (which chunk from
+//!   whom; the owner's registry and the rings it wires);
+//! - [`owner`], [`peer`]: the two sides, each a shell around its
+//!   decisions;
+//! - [`status`], [`cli`], [`error`]: `swarm status`, the command line, the
+//!   one error type;
+//! - [`sim`]: the decision code over a modelled network.
+//!
+//! docs/DESIGN.md draws the threads and channels; README.md is the user's
+//! guide.
 
-/// Admission by a swarm secret: the secret, nonces, challenge-response.
 pub mod auth;
-/// Sets of chunks as bitsets.
 pub mod chunks;
-/// The command line, parsed by hand.
 pub mod cli;
-/// One connection, whatever its role: handshake, reader, writer, inbox.
 pub mod conn;
-/// The one error type.
 pub mod error;
-/// File layout, chunk IDs, digests and the manifest.
 pub mod manifest;
-/// Socket options, addresses, connects and stoppable listeners.
 pub mod net;
-/// The file owner: split, seed, serve.
 pub mod owner;
-/// A ring peer: fetch, trade, reassemble, verify.
 pub mod peer;
-/// Which chunk is held, wanted, requested from whom and since when.
 pub mod scheduler;
-/// A simulator that runs the tracker, seeder and scheduler over a
-/// modelled network.
 pub mod sim;
-/// `swarm status`: the owner's registry, as a table or JSON.
 pub mod status;
-/// Chunk files on disk, verified before they are kept.
 pub mod store;
 #[cfg(test)]
 mod testdir;
-/// The owner's registry of peers and the ring it wires.
 pub mod tracker;
-/// The wire protocol: one message enum, one encoder, one decoder.
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -418,7 +418,7 @@ impl Drop for SlotGuard {
 /// thread with `serve(stream, remote_address, stats)`, so one slow or
 /// hostile connection never holds up another. At most `max` connections
 /// are served at once; when a new one arrives at the cap, the one that
-/// has done least is closed to make room (see [`Slots::admit`]), and only
+/// has done least is closed to make room (see `Slots::admit`), and only
 /// when every connection is moving chunks is the newcomer sent REFUSE.
 /// There is no limit per source address: a ring of hundreds of peers on
 /// one host must work. `name` prefixes the warnings logged when a

@@ -1,9 +1,9 @@
 //! The swarm protocol: every byte that crosses a connection.
 //!
 //! This module holds the whole wire format: one
-//! [`Message`](crate::wire::Message) enum, one encoder
-//! ([`encode`](crate::wire::encode)) and one decoder
-//! ([`Decoder`](crate::wire::Decoder)). It knows nothing of files or
+//! [`Message`] enum, one encoder
+//! ([`encode`]) and one decoder
+//! ([`Decoder`]). It knows nothing of files or
 //! threads. The text below is the specification of protocol version 6; a
 //! compatible peer can be written from it alone.
 //!
@@ -91,16 +91,16 @@
 //!   `E` the entry's size, 32 for fixed chunking and 36 for content
 //!   chunking (that is `max(max_len, ceil(chunks / 8)) / E`, at least 32),
 //!   with `first = 0, per, 2·per, ...`; every frame is full but the last,
-//!   and an empty file has none ([`max_hashes`](crate::wire::max_hashes)).
+//!   and an empty file has none ([`max_hashes`]).
 //!   A receiver accepts any `n` that fits, but each `first` must equal the
 //!   number of entries it has received so far.
 //! - HAVE: at most `(limit - 1) / 4` IDs a frame
-//!   ([`encode_have`](crate::wire::encode_have)).
+//!   ([`encode_have`]).
 //! - STATUS: one answer is one or more frames with the same `total` and
 //!   `sent`, `first` counting the entries of the frames before; a frame
 //!   holds as many whole entries as fit, at least one, and an empty
 //!   registry is one frame with none
-//!   ([`encode_status`](crate::wire::encode_status)).
+//!   ([`encode_status`]).
 //! - CHUNK_LIST and CHUNK always fit the limit, which is made for them;
 //!   MANIFEST, REGISTER and UNREACHABLE always fit 1024, and NEIGHBOUR
 //!   (which only a peer that has the MANIFEST receives) fits every limit
