@@ -37,6 +37,26 @@
 //! The tracker does no I/O: each call returns the [`Action`]s the owner
 //! carries out (messages to sessions), so every state change is made
 //! under one lock, in one order, and is testable without sockets.
+//!
+//! # Seed shares
+//!
+//! The owner's seed shares (`Seeder` in `src/owner.rs`; the wire
+//! specification leaves them to the owner). With `N = --peers` and `C = chunks`,
+//! let `base = C / N` and `extra = C % N` (integer division). The owner
+//! numbers the shares it computes, `k = 0, 1, 2, ...`, in the order it
+//! handles CHUNK_LISTs: every session not refused gets one (a reconnecting,
+//! unregistered or hand-wired peer, and one that lacks nothing, included),
+//! except that a wired registration gets one only for a new address and
+//! only if `w < N`, where `w` counts the wired registrations of new
+//! addresses before it (so the first N: later joiners get everything from
+//! the swarm, and the owner's link carries the file about once); otherwise
+//! it is seeded nothing (SEED_DONE at once) and `k` stays. Share `k` is `base + 1` chunks if `k % N < extra`, else `base`:
+//! the chunks not in the session's CHUNK_LIST that have been handed out the
+//! fewest times so far, the lowest ID first among equals (fewer if it lacks
+//! fewer); each chosen chunk's count goes up by one. So the first N shares
+//! of empty peers between them hold every chunk exactly once, and share N
+//! starts a new round from the least handed-out chunks. Seeds go out in ID
+//! order.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -305,7 +305,7 @@
 //!    REFUSE `the address to reach this peer at is longer than 255 bytes`.
 //!    A peer stops on either. Then owner → NEIGHBOUR (to a peer it wires),
 //!    CHUNK for each chunk it seeds to this session, unasked, in ID order,
-//!    then SEED_DONE, then SEEDING (Seeding and end game).
+//!    then SEED_DONE, then SEEDING (Seeding).
 //! 5. From step 3 on the peer may send REQUEST for any chunk, even one it
 //!    listed or asked for before; the owner answers each with CHUNK, in the
 //!    order they queue behind its other messages (so after the seeds). This
@@ -606,7 +606,7 @@
 //! at most 10 s. The registry and ring start again empty with each version
 //! (peers register again as they come back), and a version's seed shares
 //! are `ceil(L / N)` chunks for a session whose CHUNK_LIST lacks `L`
-//! (chosen as under Seeding), so N peers that held the version before
+//! (see Seeding), so N peers that held the version before
 //! share out what changed between them. The same holds for the first
 //! version of an owner started on a directory whose cached manifest is
 //! another file's: its peers likely hold that one.
@@ -635,24 +635,15 @@
 //! version's sessions have been sent VERSION, and they send no chunk
 //! after the frame they are writing.
 //!
-//! # Seeding and end game
+//! # Seeding
 //!
-//! The owner's seed shares (`Seeder`). With `N = --peers` and `C = chunks`,
-//! let `base = C / N` and `extra = C % N` (integer division). The owner
-//! numbers the shares it computes, `k = 0, 1, 2, ...`, in the order it
-//! handles CHUNK_LISTs: every session not refused gets one (a reconnecting,
-//! unregistered or hand-wired peer, and one that lacks nothing, included),
-//! except that a wired registration gets one only for a new address and
-//! only if `w < N`, where `w` counts the wired registrations of new
-//! addresses before it (so the first N: later joiners get everything from
-//! the swarm, and the owner's link carries the file about once); otherwise
-//! it is seeded nothing (SEED_DONE at once) and `k` stays. Share `k` is `base + 1` chunks if `k % N < extra`, else `base`:
-//! the chunks not in the session's CHUNK_LIST that have been handed out the
-//! fewest times so far, the lowest ID first among equals (fewer if it lacks
-//! fewer); each chosen chunk's count goes up by one. So the first N shares
-//! of empty peers between them hold every chunk exactly once, and share N
-//! starts a new round from the least handed-out chunks. Seeds go out in ID
-//! order.
+//! The owner pushes chunks to a session unasked in batches: CHUNKs in ID
+//! order, then SEED_DONE (owner session, steps 4 and 6); a batch may be
+//! empty. How many chunks, and which, each session is seeded is the
+//! owner's choice, and a peer accepts any: this implementation's rule
+//! (`Seeder`: the first `--peers` wired peers between them get every
+//! chunk once, later ones nothing) is in the module docs of
+//! `src/tracker.rs`, under Seed shares.
 //!
 //! SEEDING. A session is *seeding* from the moment a non-empty batch of
 //! seeds (its share or a repair) is queued for it until the batch's
@@ -662,79 +653,12 @@
 //! seeding, on every change of `busy`. Before its first SEED_DONE it gets
 //! none.
 //!
-//! A peer's end game (its coordinator; evaluated after every event and
-//! every 100 ms):
-//!
-//! - `seeded`: new chunks it stored that the owner pushed before the first
-//!   SEED_DONE of a session, summed over its owner sessions in this run
-//!   (not chunks resumed from disk, nor repairs pushed after it).
-//! - `owner_busy`: the `busy` of the last SEEDING on the current owner
-//!   session; true from the start of each owner session until a SEEDING
-//!   says 0.
-//! - `endgame = !owner_busy && seeded > 0 && asked < max(seeded / 5, 2)`,
-//!   where `asked` counts the chunks it has asked of the owner in the end
-//!   game in this run: the owner's link, idle once it seeds no one, brings
-//!   each seeded peer at most a fifth of its share more, so the owner sends
-//!   about 1.2 times the file in all; a peer seeded nothing has no tail of
-//!   its own to fetch.
-//! - `stalled` (the ring needs help). Without a download neighbour (none
-//!   named yet, or NEIGHBOUR empty): once it has received a SEED_DONE and
-//!   has had no neighbour for 1 s. With some, when: no new chunk came
-//!   from the ring for `--stall-timeout` (counted from the coordinator's
-//!   start or the last change of neighbours), and, for a wired peer, no ring
-//!   connection is up (a wired peer's connected neighbour is given time:
-//!   the owner re-wires around a dead one and seeds what the whole ring
-//!   lacks); or every ring connection up is *failing*. A ring source is
-//!   failing when a request to it lapsed within the last
-//!   `--stall-timeout`; with `--sources` above 1, when a request to it has
-//!   gone unanswered for `--stall-timeout`, or when its time per chunk
-//!   is over `max(4 × t, --stall-timeout / 100)`, `t` the least time per
-//!   chunk of the other ring sources that have requests outstanding, let
-//!   none lapse within `--stall-timeout` and have left none unanswered
-//!   that long; or when it has requests
-//!   outstanding and takes longer per chunk than `max(4 × t_owner,
-//!   --stall-timeout / 10)`.
-//!   `t_owner` is (arrival of the last new seed − start of the owner
-//!   session) / new seeds in it, taken at a SEED_DONE of a session that
-//!   brought at least 4; a source's time per chunk is the gap between
-//!   chunks arriving while requests remain outstanding, smoothed as
-//!   `gap = (7·gap + new) / 8`, used after 3 gaps.
-//!
-//! Each source has a window: `ceil(min latency / gap) + 1` clamped to
-//! `3..=W` (min latency: the fastest REQUEST-to-CHUNK time seen), 4 until
-//! both are measured, `W = clamp(4 MiB / chunk_size, 4, 64)`. The owner is
-//! asked, never before its session's first SEED_DONE: while `stalled`, for
-//! a full window of any chunks lacking (also taking over chunks the ring
-//! has claimed, earliest deadline first), from the highest wanted ID down;
-//! else in the end game, for at most 2 outstanding (and no more than
-//! `max(seeded / 5, 2) - asked`), and only chunks that no ring connection
-//! now up and not failing has offered (listed or HAVE'd): one at a time, the highest such
-//! chunk in the longest run of consecutive chunks not held (the first such
-//! run on a tie; a run counts chunks claimed from any source, and is passed
-//! over if none of its chunks may be asked), or with `--sources` above 1
-//! the one `s mod m` places below it among the `m` such chunks of that
-//! run, `s` a random number the peer draws at its start (so peers ask for
-//! different chunks and pass them on to each other); else for nothing. Shares are
-//! runs of IDs that travel the ring a hop at a time, so that is the tail of
-//! the share that started farthest away. The ring is asked first in, first
-//! out: the chunks it listed in ID order, then those it announced in HAVE,
-//! in the order they arrived (any other chunk it offers and this peer wants
-//! again, lowest ID first, after those). With `--sources` above 1 a
-//! failing ring source, while another is not failing, has at most 2
-//! requests outstanding (what only it holds then comes out first), and
-//! each ring source is asked rarest first: among the chunks it offers, those
-//! offered by the fewest live sources (the owner counting as one that
-//! offers every chunk) first, in the order above among equals. And in the
-//! end game among them (at most `W` chunks not held), a ring source with
-//! room that has nothing left to ask for takes over the requests of the
-//! other ring sources that are at least `max(4 × its time per chunk, 0.5
-//! s)` old, earliest deadline first, never one asked of it before: the
-//! request stays outstanding at its first source, whose CHUNK is still
-//! taken. A chunk is claimed by one source at a time until its request
-//! lapses or is taken over. Until verified, a wired peer keeps
-//! its owner session up, reconnecting whenever it drops; a hand-wired one,
-//! after its first session, reconnects only while `stalled` or in the end
-//! game, since each of its sessions is seeded again.
+//! A peer's own policy is not part of the protocol: when it asks the
+//! owner for chunks, how many REQUESTs it keeps in flight (within the
+//! limits of Ring session), which chunk it asks of which source, when a
+//! source counts as failing, and its end game. This implementation's
+//! rules, with every constant, are in the module docs of
+//! `src/peer/machine.rs`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
