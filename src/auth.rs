@@ -584,6 +584,15 @@ mod tests {
         forget(&path);
     }
 
+    /// The spec (Admission) names the bytes stripped: ASCII whitespace as
+    /// `u8::is_ascii_whitespace` has it, which leaves out the vertical tab.
+    #[test]
+    fn a_vertical_tab_stays_in_a_secret_but_a_form_feed_is_stripped() {
+        let path = scratch("vt", b"key\x0b \x0c\t\r\n");
+        assert_eq!(Secret::load(&path).unwrap().key, b"key\x0b");
+        forget(&path);
+    }
+
     fn forget(path: &Path) {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }

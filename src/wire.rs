@@ -74,7 +74,10 @@
 //! MANIFEST, whose `chunking` says which form its entries take (kinds 15
 //! to 20 need none to be decoded, but no state accepts them before it is
 //! known). A byte shown as 1 or 0 may be nothing else, nor may
-//! `chunking`. A chunk ID is valid below `chunks`. With fixed chunking
+//! `chunking`. A chunk ID is valid below `chunks`: a REQUEST, HAVE or
+//! CHUNK naming an ID of `chunks` or more is a violation (one such ID
+//! among a HAVE's is enough), as is a CHUNK_LIST with a spare bit set.
+//! With fixed chunking
 //! chunk `i` is `chunk_size` bytes long, except the last, which is
 //! `file_len - (chunks - 1) * chunk_size`; with content chunking it is the
 //! `len` of entry `i` of the HASHES, and starts where chunk `i - 1` ends
@@ -93,7 +96,10 @@
 //!   with `first = 0, per, 2·per, ...`; every frame is full but the last,
 //!   and an empty file has none ([`max_hashes`]).
 //!   A receiver accepts any `n` that fits, but each `first` must equal the
-//!   number of entries it has received so far.
+//!   number of entries it has received so far: a HASHES with another
+//!   `first` is a violation (the peer closes and, as after any failed
+//!   session, connects again after its backoff; it is not fatal like the
+//!   MANIFEST errors under Manifest and file ID).
 //! - HAVE: at most `(limit - 1) / 4` IDs a frame
 //!   ([`encode_have`]).
 //! - STATUS: one answer is one or more frames with the same `total` and
@@ -202,7 +208,11 @@
 //! A is the connecting side, B the accepting side. `na` and `nb` are 32
 //! bytes from the operating system's random source, fresh for each
 //! connection. `secret` is the secret file's bytes without trailing ASCII
-//! whitespace (1 to 4096 bytes), the HMAC-SHA-256 key (RFC 2104). `||` is
+//! whitespace, the HMAC-SHA-256 key (RFC 2104): the file is at most 4096
+//! bytes, and the bytes 0x20, 0x09, 0x0A, 0x0C and 0x0D are stripped from
+//! its end, one after another, until another byte ends it (the vertical
+//! tab, 0x0B, is not whitespace here and stays part of the secret); at
+//! least 1 byte must remain. `||` is
 //! concatenation, and the labels are the ASCII bytes shown, without a
 //! terminator; they differ so that neither side's proof can be replayed as
 //! the other's.
@@ -275,9 +285,14 @@
 //! | anything, while the listener is full           | REFUSE `too many connections; try again later`, written before anything is read | same |
 //!
 //! "Closed" means closed without a word: no HELLO, no REFUSE. A refusing
-//! listener writes REFUSE instead of its HELLO, stops writing, discards
-//! input for up to 0.5 s and closes; after the version refusal (which also
-//! answers a HELLO that follows admission) it closes at once. The owner
+//! listener writes REFUSE instead of its HELLO (the version refusal also
+//! answers a HELLO that follows admission), then stops writing (TCP
+//! half-close) and discards its input: it reads whatever arrives and
+//! drops it unparsed, frame checks and deadlines included, until the
+//! other side closes, a read fails, or 0.5 s pass; then it closes. This
+//! keeps its REFUSE from being lost to a reset; it acts on nothing it
+//! read. (A REFUSE in a running session, Owner session step 4 and 7, is
+//! followed instead by reading on as under Leaving.) The owner
 //! never compares a peer's `file_id`: zeros, its own ID and any other are
 //! served alike, with its real ID, MANIFEST and HASHES; only the peer
 //! compares (Manifest and file ID).
@@ -287,7 +302,12 @@
 //! (another magic or version, malformed). A peer's dialer, after a REFUSE,
 //! a failed connect or handshake, or a ring HELLO whose `file_id` differs
 //! (closed without a word), tries again later, backing off from 25 ms,
-//! doubling, to 2 s; a failed admission on its owner link is fatal.
+//! doubling, to 2 s; a failed admission on its owner link is fatal. The
+//! version refusal is not: on the owner link, as on a ring connection, it
+//! is retried like any other REFUSE at the start of a session (on the
+//! owner link until `--wait` runs out while the peer has no manifest, and
+//! for as long as the peer runs once it has one), since the other side
+//! may be restarted with another build.
 //!
 //! ## Owner session (a peer connects to the owner)
 //!
@@ -303,18 +323,39 @@
 //!    peers (--max-peers)`; or one whose address (`host:port`, see The
 //!    owner as tracker) is over 255 bytes, which NEIGHBOUR could not carry:
 //!    REFUSE `the address to reach this peer at is longer than 255 bytes`.
-//!    A peer stops on either. Then owner → NEIGHBOUR (to a peer it wires),
+//!    A peer stops on either (exits with an error, no retry): the two
+//!    refusals begin `the swarm is full` and `the address to reach this
+//!    peer at`. Any other REFUSE on a session past its MANIFEST (today
+//!    only the `--once` owner's, step 7) ends that session like any
+//!    failed session, and the peer reconnects as under Reconnecting to
+//!    the owner. A refusing owner, having written REFUSE, stops writing
+//!    and reads on in the session's state, as under Leaving: frames are
+//!    still checked (one out of place closes at once), but it acts on
+//!    none (a REQUEST goes unanswered, a HAVE or PROGRESS registers
+//!    nothing), until the peer closes or 10 s pass.
+//!    Then owner → NEIGHBOUR (to a peer it wires),
 //!    CHUNK for each chunk it seeds to this session, unasked, in ID order,
 //!    then SEED_DONE, then SEEDING (Seeding).
 //! 5. From step 3 on the peer may send REQUEST for any chunk, even one it
 //!    listed or asked for before; the owner answers each with CHUNK, in the
 //!    order they queue behind its other messages (so after the seeds). This
 //!    implementation's peer sends no REQUEST before SEED_DONE. The peer
-//!    also sends HAVE for the chunks it gained since its CHUNK_LIST or last
-//!    HAVE, and PROGRESS, each once a second until its file is verified;
-//!    UNREACHABLE when it cannot connect to a download neighbour the
-//!    owner named; and once verified, a last HAVE (if any), PROGRESS 0 and
-//!    COMPLETE.
+//!    also sends, once a second until its file is verified, HAVE (if
+//!    any) and PROGRESS: the HAVE names every chunk it stored since this
+//!    session's CHUNK_LIST or its last HAVE, from whatever source,
+//!    including the chunks this owner pushed (seeds and repairs) or sent
+//!    on request; the owner counts them as it counts a ring peer's. It
+//!    sends UNREACHABLE (the address exactly as NEIGHBOUR gave it) each
+//!    time its TCP connect to a download neighbour that the owner named,
+//!    and still names, fails (refused, unreachable, or no answer within
+//!    5 s; a failed handshake or a session that breaks sends none): once
+//!    per attempt, and attempts follow the dialer's backoff (25 ms
+//!    doubling to 2 s), so about every 2 s while the neighbour stays
+//!    down; only
+//!    a wired peer sends it, only on the session that is up (none is
+//!    queued while the session is down), including for the 3 s after
+//!    verification in which it still tries its neighbours. Once verified,
+//!    a last HAVE (if any), PROGRESS 0 and COMPLETE.
 //! 6. At any time the owner may send NEIGHBOUR (ahead of anything still
 //!    queued for the session, between two frames: a peer must not spend
 //!    its seeding on the wrong neighbour), and push a batch of CHUNKs
@@ -354,9 +395,48 @@
 //! and ignores a NEIGHBOUR none of
 //! whose addresses it can; when they differ from its
 //! download neighbours it closes its ring connections to any neighbour not
-//! among them and connects to each new one (to none if `n` is 0). A peer
-//! closes the session on the third chunk from it that fails its digest (it
-//! discards each bad one and asks again).
+//! among them and connects to each new one (to none if `n` is 0). Such a
+//! close is abrupt: the socket is shut down both ways at once, with no
+//! COMPLETE, REFUSE or half-close, and requests still outstanding there
+//! lapse and go to other sources; the uploader sees the connection end
+//! (possibly reset in the middle of a CHUNK) and drops it, which is no
+//! violation on either side.
+//!
+//! An address in NEIGHBOUR (and in UNREACHABLE, REGISTER's `neighbour`
+//! and a STATUS entry) is `HOST:PORT`, the port in decimal: an IPv4
+//! address in dotted decimal, an IPv6 address in square brackets
+//! (`[2001:db8::7]:9001`, as Rust and RFC 3986 write it; an unbracketed
+//! IPv6 address cannot be resolved), or a host name, which the receiver
+//! resolves and takes the first address of. A bare decimal port `PORT`
+//! means `127.0.0.1:PORT`. The owner writes a peer's address as
+//! REGISTER determined it (The owner as tracker): for an empty `host`,
+//! the session's source address in that form, IPv6 bracketed.
+//!
+//! A peer closes the session on the third chunk from it that fails its
+//! digest (it discards each bad one and asks again), without a word,
+//! and treats it as a session that ended: it is not shunned, as a ring
+//! neighbour would be, and the peer reconnects as below.
+//!
+//! ### Reconnecting to the owner
+//!
+//! Until its file is verified, a wired peer keeps an owner session up: a
+//! session that ends in order (the owner closed, or the peer closed it
+//! for bad chunks) is followed by a new one at once, one that failed by
+//! the dialer's backoff (25 ms doubling to 2 s). The owner takes the new
+//! session as the member's (a known address) and seeds it nothing new
+//! beyond repairs. A hand-wired peer connects until it has a session
+//! that sent its CHUNK_LIST; after that it reconnects only while it
+//! wants the owner as a source (its ring is stalled, or it is in its end
+//! game; see `src/peer/machine.rs`), since the owner seeds each new
+//! session of a hand-wired peer a share again. Either kind also
+//! reconnects at once after VERSION. A verified peer reconnects only to
+//! take up a new version: after VERSION on its session (before it
+//! leaves), or, with `--follow` and wired, whenever its session ends (a
+//! hand-wired `--follow` peer whose session ends after verification does
+//! not reconnect, as it no longer wants the owner as a source). The fatal
+//! cases are a failed admission, the two refusals of step 4, a MANIFEST
+//! or HASHES that breaks the rules under Manifest and file ID, and no
+//! manifest within `--wait`.
 //!
 //! ## Ring session (a downloader connects to an uploader's listening port)
 //!
@@ -423,8 +503,12 @@
 //! leave while sending a chunk we no longer need).
 //!
 //! - A downloader, once its file is verified, sends COMPLETE on its ring
-//!   connection and stops writing. It still takes HAVE and CHUNK (stored if
-//!   new) and requests nothing more.
+//!   connection and stops writing. It requests nothing more, and still
+//!   accepts exactly what it accepted before: HAVE, CHUNK (an answer to
+//!   a REQUEST sent before; stored if new), KEEPALIVE and REFUSE; any
+//!   other kind is a violation as before. The uploader's close, even in
+//!   the middle of a frame, or a reset, is then an orderly end, and after
+//!   10 s it closes itself.
 //! - An uploader, on a downloader's COMPLETE, finishes the frame it is
 //!   writing, drops the chunks still queued for it (the downloader holds
 //!   them all) and stops writing; REQUESTs read after that go unanswered.
@@ -434,7 +518,9 @@
 //!   peer whose session ends without COMPLETE is away, then gone. When it
 //!   leaves it stops writing; the owner, which has read COMPLETE by then,
 //!   closes and counts it as left. A verified peer does not reconnect to
-//!   the owner.
+//!   the owner, except to take up a new version (VERSION on its session,
+//!   or `--follow`; see Reconnecting to the owner): VERSION makes every
+//!   peer still running fetch the new manifest, verified or not.
 //! - If the download side connects (again) after verification, it sends
 //!   COMPLETE right after the HELLOs; as that connection never asked for a
 //!   chunk, the uploader closes it without counting it. It tries an
@@ -445,7 +531,12 @@
 //!
 //! 1. a downloader has ever sent it COMPLETE, and for every open downloader
 //!    connection `--linger` seconds have passed since the last chunk sent
-//!    to it (since verification, if none was sent yet);
+//!    to it. That clock is per connection, on the peer's own monotonic
+//!    clock: it starts when this peer has written the whole of the last
+//!    CHUNK it sent on that connection in answer to a REQUEST (handed to
+//!    the socket, not acknowledged), whether before or after
+//!    verification; for a connection that was never sent one, at
+//!    verification;
 //! 2. `--linger` seconds have passed since the latest of: verification, and
 //!    the last chunk sent in answer to any downloader, open or gone (a
 //!    downloader's COMPLETE counts as its last contact).
@@ -472,6 +563,18 @@
 //! downloads from at once (`--sources`), or 0 to leave the number to the
 //! owner (up to 4).
 //!
+//! What this implementation's peer puts in REGISTER, on every session:
+//!
+//! | peer started with | `wired` | `sources` | `host`, `port` | `neighbour` |
+//! |---|---|---|---|---|
+//! | no `--download-neighbor` | 1 | `--sources K`, or 0 without it | empty and its upload port | empty |
+//! | `--download-neighbor A` (once or more) | 0 | `--sources K`, 1 without it | empty and its upload port | each given neighbour as resolved, `IP:PORT` (IPv6 bracketed), separated by `, ` |
+//! | either, with `--advertise HOST:PORT` | as above | as above | `HOST` exactly as given (an IPv6 address in its brackets) and `PORT` | as above |
+//!
+//! The upload port is the port the peer listens on (`--port`). The owner
+//! joins `host` and `port` with a `:` as they are, so a `host` must be
+//! written as NEIGHBOUR needs it (brackets for IPv6).
+//!
 //! A peer registers when its CHUNK_LIST arrives. A new address is refused
 //! (owner session, step 4) while the live members (downloading, complete or
 //! away) number `--max-peers`. A known address (a reconnect or a restart)
@@ -494,9 +597,20 @@
 //! a large one of at most 5 members, is a list in which each downloads
 //! from the `k` before it, nearest first (the first from the last): with
 //! `k` 1 the card's ring, with 2 a ring plus a chord.
-//! Below 16 members a newcomer goes right after the first member, so peer
-//! `i` downloads from peer `i + 1` when they join in order; from 16 on at
-//! a spread position. In a large ring of more than 5 each
+//! The ring is a list in data-flow order, each member downloading from
+//! the one before it. Let `n` be the number of members in the ring
+//! before the newcomer goes in (live wired members; hand-wired, gone and
+//! left ones are not in it). While `n < 16` a newcomer goes in right
+//! after the first member (at index `min(n, 1)`): it downloads from the
+//! first member, and the member that was after the first now downloads
+//! from it, so peer `i` downloads from peer `i + 1` when they join in
+//! order. From `n = 16` on it goes in at index `1 + (h mod n)`, where
+//! `h = (j · 0x9E3779B97F4A7C15 mod 2^64) >> 32` and `j` counts the
+//! registry's entries with the newcomer's own: every address registered
+//! in this version (hand-wired, gone and left ones too) less those
+//! dropped beyond the 1000 gone and left kept. A member that registers
+//! again is placed in front of the member that was after it, as below,
+//! or else by the same rule. In a large ring of more than 5 each
 //! downloads from the member before it in the ring and from the member
 //! before it in each of up to three other rings, each in an order of its
 //! own, so every member is a few hops from every other however many join
@@ -554,9 +668,15 @@
 //! sending CHUNK_LIST on a peer's owner link; from the HELLOs on both ring
 //! ends), a side whose writer has had nothing to write for 5 s sends
 //! KEEPALIVE; none is sent during a handshake or after the side stopped
-//! writing. A side closes a silent connection, counting at a listener from
-//! its accept (the HELLO does not reset the clock), at a dialer from the
-//! end of its handshake; and one whose other side reads too slowly (for a
+//! writing. A side closes a silent connection: one on which no byte has
+//! arrived for 30 s (any byte counts, part of a frame too). The clock
+//! starts at a listener at its accept (the handshake's frames do not
+//! reset it; the first frame after them does), and at a dialer when its
+//! session starts running: on a ring connection once the HELLOs (and
+//! PROOF) are exchanged, on a peer's owner link once it has written
+//! REGISTER and CHUNK_LIST (after the MANIFEST and HASHES, and after
+//! the peer has allocated its output). It also closes one whose other
+//! side reads too slowly (for a
 //! CHUNK the size counted is `max_len`; a single blocked write also
 //! fails after 30 s). None of these closes sends REFUSE.
 //!
