@@ -405,12 +405,15 @@
 //! An address in NEIGHBOUR (and in UNREACHABLE, REGISTER's `neighbour`
 //! and a STATUS entry) is `HOST:PORT`, the port in decimal: an IPv4
 //! address in dotted decimal, an IPv6 address in square brackets
-//! (`[2001:db8::7]:9001`, as Rust and RFC 3986 write it; an unbracketed
-//! IPv6 address cannot be resolved), or a host name, which the receiver
-//! resolves and takes the first address of. A bare decimal port `PORT`
-//! means `127.0.0.1:PORT`. The owner writes a peer's address as
-//! REGISTER determined it (The owner as tracker): for an empty `host`,
-//! the session's source address in that form, IPv6 bracketed.
+//! (`[2001:db8::7]:9001`, as RFC 3986 writes it), or a host name, which
+//! the receiver resolves and takes the first address of. A bare decimal
+//! port `PORT` means `127.0.0.1:PORT`. The owner writes a peer's address
+//! as REGISTER determined it (The owner as tracker): for an empty
+//! `host`, the session's source address in that form, IPv6 bracketed;
+//! otherwise `host` as the peer sent it. A sender must bracket IPv6.
+//! (This implementation's receiver also takes an unbracketed one,
+//! splitting at the last `:`, so `::1:9001` is `[::1]:9001`; and its
+//! `--advertise` passes an unbracketed IPv6 host through as given.)
 //!
 //! A peer closes the session on the third chunk from it that fails its
 //! digest (it discards each bad one and asks again), without a word,
