@@ -10,6 +10,8 @@ pub mod auth;
 pub mod chunks;
 /// The command line, parsed by hand.
 pub mod cli;
+// Timeouts, limits and the peer's configuration, as values.
+pub mod config;
 /// One connection, whatever its role: handshake, reader, writer, inbox.
 pub mod conn;
 /// The one error type.
