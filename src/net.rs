@@ -687,6 +687,52 @@ mod tests {
     }
 
     #[test]
+    fn stopping_an_accept_loop_joins_its_connection_threads() {
+        // 1. An accept loop whose one connection reads until its socket
+        //    is shut down.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stopper = Stopper::new(addr);
+        let (served_tx, served) = crossbeam_channel::unbounded();
+        let (open_tx, open_rx) = crossbeam_channel::bounded(1);
+        let looping = stopper.clone();
+        let acceptor = thread::spawn(move || {
+            let open = accept_loop(&listener, &looping, "test", 4, Timeouts::default(), {
+                move |mut s, _, _| {
+                    let _ = served_tx.send(());
+                    let mut buf = [0u8; 16];
+                    // Ends only when the socket is shut down (the read
+                    // timeout just wakes it).
+                    loop {
+                        match std::io::Read::read(&mut s, &mut buf) {
+                            Ok(0) => return Ok(()),
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                }
+            });
+            let _ = open_tx.send(open);
+        });
+        let _client = TcpStream::connect(addr).unwrap();
+        served.recv_timeout(Duration::from_secs(10)).unwrap();
+        // 2. Stop, then close and join: returns once the connection's
+        //    thread has ended, though the client never closed.
+        stopper.stop();
+        let open = open_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        acceptor.join().unwrap();
+        assert_eq!(open.threads.len(), 1);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            open.close_and_join();
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(Duration::from_secs(10))
+            .expect("a connection thread outlived close_and_join");
+    }
+
+    #[test]
     fn backoff_doubles_to_a_cap() {
         let mut b = Backoff::default();
         let delays: Vec<_> = (0..7).map(|_| b.next_delay().as_millis()).collect();

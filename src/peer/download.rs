@@ -453,3 +453,143 @@ pub(super) fn store_chunk(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use crate::config::{Limits, Timeouts};
+    use crate::manifest::Chunking;
+    use crate::store;
+    use crate::testdir::TestDir;
+
+    /// A download side for a store of a small file, with `timeouts`, and
+    /// the receiving end of its events.
+    fn download_side(
+        dir: &TestDir,
+        targets: Vec<SocketAddr>,
+        timeouts: Timeouts,
+    ) -> (Download, Receiver<Event>) {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.join("input.bin"), &data).unwrap();
+        let (owner, _) = store::split(
+            &dir.join("input.bin"),
+            &dir.join("owner"),
+            1024,
+            Chunking::Fixed,
+        )
+        .unwrap();
+        let store = Arc::new(Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap());
+        let (events, event_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            name: "peer test".into(),
+            started: Instant::now(),
+            wired: true,
+            sources: 1,
+            auto_sources: false,
+            secret: None,
+            timeouts,
+            limits: Limits::default(),
+            events,
+        });
+        let down = Download {
+            store,
+            shared,
+            targets,
+        };
+        (down, event_rx)
+    }
+
+    /// Runs the download side on a thread; the receiver says when it has
+    /// ended (all its dialers joined).
+    fn start(down: Download) -> (Sender<DownloadCmd>, Receiver<()>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (ended_tx, ended) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            down.run(rx);
+            let _ = ended_tx.send(());
+        });
+        (tx, ended)
+    }
+
+    #[test]
+    fn stop_ends_a_dialer_in_backoff_and_joins_it() {
+        // 1. A neighbour that is not up: the dialer retries with backoff,
+        //    and tells the coordinator it cannot reach it.
+        let dir = TestDir::new("download-backoff");
+        let gone = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let (down, events) = download_side(&dir, vec![addr], Timeouts::default());
+        let (cmds, ended) = start(down);
+        match events.recv_timeout(Duration::from_secs(10)) {
+            Ok(Event::Unreachable(a)) => assert_eq!(a, addr),
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        // 2. Stop: the manager and its dialer end, and are joined.
+        cmds.send(DownloadCmd::Stop).unwrap();
+        ended
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the download side did not end on Stop");
+    }
+
+    #[test]
+    fn stop_aborts_a_handshake_in_progress() {
+        // 1. A neighbour that accepts and never answers HELLO, under a
+        //    handshake timeout far longer than the test waits.
+        let dir = TestDir::new("download-abort");
+        let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = mute.local_addr().unwrap();
+        let timeouts = Timeouts {
+            handshake: Duration::from_secs(600),
+            ..Timeouts::default()
+        };
+        let (down, _events) = download_side(&dir, vec![addr], timeouts);
+        let (cmds, ended) = start(down);
+        let (_held, _) = mute.accept().unwrap();
+        // 2. Stop: the dialer's Abort shuts its socket down, so the
+        //    handshake read ends now, not in ten minutes.
+        cmds.send(DownloadCmd::Stop).unwrap();
+        ended
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the dialer stayed in its handshake after Stop");
+    }
+
+    #[test]
+    fn a_neighbour_no_longer_assigned_is_not_dialed_again() {
+        // 1. A neighbour that is not up, then another assignment: the
+        //    first one's dialer ends, the new one is dialed.
+        let dir = TestDir::new("download-targets");
+        let (a, b) = {
+            let la = TcpListener::bind("127.0.0.1:0").unwrap();
+            let lb = TcpListener::bind("127.0.0.1:0").unwrap();
+            (la.local_addr().unwrap(), lb.local_addr().unwrap())
+        };
+        let (down, events) = download_side(&dir, vec![a], Timeouts::default());
+        let (cmds, ended) = start(down);
+        let next_unreachable = || loop {
+            match events.recv_timeout(Duration::from_secs(10)) {
+                Ok(Event::Unreachable(x)) => return x,
+                Ok(_) => {}
+                Err(e) => panic!("no Unreachable: {e}"),
+            }
+        };
+        assert_eq!(next_unreachable(), a);
+        cmds.send(DownloadCmd::Targets(vec![b])).unwrap();
+        // 2. After the switch only `b` is dialed: while `b` fails five
+        //    times, `a` fails at most once more (an attempt already under
+        //    way); a dialer left running would fail about four times.
+        let (mut from_a, mut from_b) = (0, 0);
+        while from_b < 5 {
+            match next_unreachable() {
+                x if x == b => from_b += 1,
+                _ => from_a += 1,
+            }
+        }
+        assert!(from_a <= 1, "{from_a} more attempts at the old neighbour");
+        cmds.send(DownloadCmd::Stop).unwrap();
+        ended.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+}

@@ -548,3 +548,21 @@ pub(crate) fn receive_manifest(
     dec.set_layout(layout.clone());
     Manifest::new(name, layout, file_hash, hashes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_swarm_and_a_bad_address_are_final_refusals() {
+        let full = format!("{}: this owner takes at most 3 peers", crate::tracker::FULL);
+        assert_eq!(Refusal::of(&full), Refusal::Full);
+        let bad = format!("{} is not usable", crate::tracker::BAD_ADDRESS);
+        assert_eq!(Refusal::of(&bad), Refusal::BadAddress);
+        assert!(Refusal::of(&full).is_final() && Refusal::of(&bad).is_final());
+        for other in ["too many connections; try again later", NEW_VERSION, ""] {
+            assert_eq!(Refusal::of(other), Refusal::Other);
+            assert!(!Refusal::of(other).is_final());
+        }
+    }
+}
