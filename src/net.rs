@@ -431,7 +431,7 @@ impl Drop for SlotGuard {
 /// thread with `serve(stream, remote_address, stats)`, so one slow or
 /// hostile connection never holds up another. At most `max` connections
 /// are served at once; when a new one arrives at the cap, the one that
-/// has done least is closed to make room (see [`Slots::admit`], which
+/// has done least is closed to make room (see `Slots::admit`, which
 /// measures by `timeouts`), and only when every connection is moving
 /// chunks is the newcomer sent REFUSE. There is no limit per source
 /// address: a ring of hundreds of peers on one host must work. `name`

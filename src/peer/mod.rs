@@ -5,19 +5,19 @@
 //! and starts one thread per side, each running [`crate::conn`]
 //! connections with a role of its own:
 //!
-//! - the owner link ([`owner_link`]) fetches the manifest and this peer's
+//! - the owner link (`owner_link`) fetches the manifest and this peer's
 //!   seeded chunks, registers the peer with the owner (who wires it into
 //!   the ring unless `--download-neighbor` did), and stays on as a source
 //!   the coordinator may ask and as the channel for the coordinator's
 //!   progress reports and the owner's re-wiring;
-//! - the upload side ([`upload`]) serves whoever downloads from this peer;
-//! - the download side ([`download`]) connects to the download neighbours
+//! - the upload side (`upload`) serves whoever downloads from this peer;
+//! - the download side (`download`) connects to the download neighbours
 //!   (`--sources` of them at most), those given or those the owner last
 //!   assigned.
 //!
 //! Connections store the chunks they receive (the store verifies each
 //! one first) and report everything to the coordinator on one channel of
-//! [`Event`]s. Every decision is made by [`machine::PeerCore`], a state
+//! `Event`s. Every decision is made by [`machine::PeerCore`], a state
 //! machine with no I/O that owns the [`crate::scheduler::Scheduler`]:
 //! which source is asked for which chunk (with several download
 //! neighbours, the chunks fewest of them hold first), when requests that
@@ -33,7 +33,7 @@
 //!
 //! The threads share no flags: the coordinator steers the owner link and
 //! the download side with commands on channels of their own
-//! ([`owner_link::LinkCmd`], [`download::DownloadCmd`]), and each waits
+//! (`LinkCmd`, `DownloadCmd`), and each waits
 //! on its channel (with a timeout for backoff) instead of polling. On the
 //! way out it sends them `Stop`, fires their [`Abort`]s (which shut down a
 //! handshake or session in progress), stops the upload side's accept
