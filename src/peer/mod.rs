@@ -43,6 +43,7 @@ mod download;
 mod intake;
 /// The peer's decisions, with no I/O: the coordinator is its shell.
 pub mod machine;
+mod notes;
 mod owner_link;
 mod upload;
 
@@ -69,10 +70,7 @@ use crate::net::{self, Stopper};
 use crate::scheduler::{SourceId, SourceKind};
 use crate::store::{self, Put, Store};
 use crate::wire::{self, Message};
-use machine::{
-    CoreConfig, DownloaderId, Failing, Input, LeaveWhy, Note, Output, PeerCore, Stall, TICK,
-    ToOwner,
-};
+use machine::{CoreConfig, DownloaderId, Input, LeaveWhy, Output, PeerCore, TICK, ToOwner};
 
 /// Connections the upload port serves at once by default
 /// ([`Limits::upload_connections`]); past it, the one that has done least
@@ -967,96 +965,6 @@ impl<'a> Coordinator<'a> {
         Ok(None)
     }
 
-    /// Words a note of the core's as a log line.
-    fn log_note(&self, note: Note) {
-        let name = self.name();
-        let limit = self.args.stall_timeout.as_secs();
-        match note {
-            Note::Lapsed { src, id } => log::warn!(
-                "{name}: {} did not deliver chunk {id} within {limit} s; asking elsewhere",
-                self.who(src)
-            ),
-            Note::Stalled(why) => self.log_stall(Some(why)),
-            Note::Delivering => self.log_stall(None),
-            Note::CorruptAlone { addr } => log::warn!(
-                "{name}: download neighbour {addr} sent {MAX_BAD_CHUNKS} corrupt chunks and no other is connected; fetching missing chunks from the owner"
-            ),
-            Note::Corrupt { src, id, bad } if bad == MAX_BAD_CHUNKS => log::warn!(
-                "{name}: chunk {id} from {} failed its SHA-256 check; \
-                 {MAX_BAD_CHUNKS} bad chunks from it; disconnecting",
-                self.who(src)
-            ),
-            Note::Corrupt { src, id, .. } => log::warn!(
-                "{name}: chunk {id} from {} failed its SHA-256 check; discarded, asking again",
-                self.who(src)
-            ),
-            Note::Unasked { src, id } => log::warn!(
-                "{name}: {} sent chunk {id}, which was not asked of it; disconnecting",
-                self.who(src)
-            ),
-            Note::Shunned { addr, wait } => log::warn!(
-                "{name}: not dialing download neighbour {addr} again for {} s",
-                wait.as_secs()
-            ),
-            Note::Seeded { seeded } => log::info!("{name}: the owner seeded {seeded} chunks"),
-            Note::Progress { held, total, rate } => log::info!(
-                "{name}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
-                crate::tracker::percent(held, total),
-                rate as f64 / MIB,
-            ),
-        }
-    }
-
-    /// The ring stalled (with why) or delivers again (`None`).
-    fn log_stall(&self, why: Option<Stall>) {
-        let name = self.name();
-        let targets = self.core.targets();
-        let at = if targets.is_empty() {
-            String::new()
-        } else {
-            format!(" at {}", addr_list(targets))
-        };
-        let who = if targets.len() > 1 {
-            "download neighbours"
-        } else {
-            "download neighbour"
-        };
-        let Some(why) = why else {
-            let are = if targets.len() > 1 { "are" } else { "is" };
-            log::info!("{name}: the {who}{at} {are} delivering again; back to the ring");
-            return;
-        };
-        let limit = self.args.stall_timeout.as_secs();
-        let why = match why {
-            Stall::Alone => "is none: this peer is alone in the ring".to_string(),
-            Stall::Silent => format!("delivered nothing for {limit} s"),
-            Stall::Corrupt => format!("sent {MAX_BAD_CHUNKS} corrupt chunks"),
-            Stall::Failing(each) => match each.as_slice() {
-                [(_, how)] if targets.len() <= 1 => failing_text(how, limit),
-                [(src, how)] => format!(
-                    "(the one connected): {} {}",
-                    self.who(*src),
-                    failing_text(how, limit)
-                ),
-                several => {
-                    let each: Vec<String> = several
-                        .iter()
-                        .map(|(src, how)| {
-                            format!("{} {}", self.who(*src), failing_text(how, limit))
-                        })
-                        .collect();
-                    format!("all fail: {}", each.join("; "))
-                }
-            },
-        };
-        // Alone is no fault of a neighbour's: not worth a warning.
-        if at.is_empty() {
-            log::info!("{name}: the {who} {why}; fetching missing chunks from the owner")
-        } else {
-            log::warn!("{name}: the {who}{at} {why}; fetching missing chunks from the owner")
-        }
-    }
-
     /// A source as logs name it.
     fn who(&self, src: SourceId) -> String {
         match self.handle_of(src) {
@@ -1264,25 +1172,6 @@ impl<'a> Coordinator<'a> {
 /// What the core last heard of a downloader: when it last asked for a
 /// chunk, and whether its connection is closed.
 type Activity = (Option<Instant>, bool);
-
-/// How a failing neighbour fails, as logs say it (`limit` is
-/// `--stall-timeout` in seconds).
-fn failing_text(how: &Failing, limit: u64) -> String {
-    match how {
-        Failing::Lapsed => format!("did not answer a request within {limit} s"),
-        Failing::Hung => format!("has not answered a request for {limit} s"),
-        Failing::SlowerThanNeighbour { mine, other } => format!(
-            "takes {} ms per chunk where another neighbour takes {} ms",
-            mine.as_millis(),
-            other.as_millis()
-        ),
-        Failing::SlowerThanOwner { mine, owner } => format!(
-            "takes {} ms per chunk where the owner took {} ms",
-            mine.as_millis(),
-            owner.as_millis()
-        ),
-    }
-}
 
 /// A random number from the standard library's per-process hash keys:
 /// enough to make peers differ, and no crate for it.
