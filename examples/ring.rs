@@ -11,7 +11,8 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use swarm::cli::{OwnerArgs, PeerArgs};
+use swarm::cli::OwnerArgs;
+use swarm::config::{Limits, PeerConfig, Timeouts};
 use swarm::manifest::{Chunking, DEFAULT_CHUNK_SIZE, to_hex};
 use swarm::owner::Owner;
 
@@ -55,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_peers: 5000,
         secret_file: None,
         once: true,
+        timeouts: Timeouts::default(),
     })?;
     let want = *owner.manifest().file_hash();
     let stopper = owner.stopper();
@@ -63,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let handles: Vec<_> = (1..=peers)
         .map(|i| {
-            let args = PeerArgs {
+            let args = PeerConfig {
                 owner: addr(ports[0]),
                 listen: addr(ports[i]),
                 // The owner wires each peer into the ring.
@@ -81,6 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 stall_timeout: Duration::from_secs(10),
                 secret_file: None,
                 verify_output: false,
+                timeouts: Timeouts::default(),
+                limits: Limits::default(),
             };
             thread::spawn(move || swarm::peer::run(&args))
         })

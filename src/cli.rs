@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::{Limits, PeerConfig, Timeouts};
 use crate::error::{Error, Result};
 use crate::manifest::{
     Chunking, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CONTENT_CHUNK_SIZE, MIN_CHUNK_SIZE,
@@ -25,7 +26,7 @@ pub enum Command {
     /// Serve a file to peers.
     Owner(OwnerArgs),
     /// Join the ring and fetch the file.
-    Peer(PeerArgs),
+    Peer(PeerConfig),
     /// Ask the owner who is in its swarm.
     Status(StatusArgs),
     /// Print this help text and exit 0.
@@ -57,6 +58,8 @@ pub struct OwnerArgs {
     /// Share exactly the file indexed at start, and stop if it changes,
     /// instead of following it to each new version.
     pub once: bool,
+    /// How long each step of a connection may take.
+    pub timeouts: Timeouts,
 }
 
 /// Checked arguments of `swarm status`.
@@ -70,52 +73,6 @@ pub struct StatusArgs {
     pub json: bool,
     /// The file holding the swarm secret to prove to the owner.
     pub secret_file: Option<PathBuf>,
-}
-
-/// Checked arguments of `swarm peer`.
-#[derive(Debug, PartialEq)]
-pub struct PeerArgs {
-    /// The owner's address.
-    pub owner: SocketAddr,
-    /// Where to listen for the upload neighbour.
-    pub listen: SocketAddr,
-    /// The download neighbours' addresses, as given (at most `sources`);
-    /// none lets the owner wire the peer into the ring.
-    pub download_neighbors: Vec<SocketAddr>,
-    /// The most download neighbours to download from at once.
-    pub sources: u8,
-    /// Whether `--sources` was left out of a peer the owner wires: the
-    /// owner then chooses how many (one in a small ring, more in a large
-    /// one), up to `sources`.
-    pub auto_sources: bool,
-    /// Where others reach the upload port, as HOST and PORT, if not at
-    /// the listening port of the address the owner sees us from.
-    pub advertise: Option<(String, u16)>,
-    /// Where chunk files, the manifest and the summary go.
-    pub dir: PathBuf,
-    /// Where the reassembled file goes; `None` means `DIR/<file name>`.
-    pub out: Option<PathBuf>,
-    /// How long to stay, once complete, while no one downloads from us.
-    pub linger: Duration,
-    /// Whether `--linger` was given: then the owner's word that every
-    /// peer is complete does not cut it short.
-    pub linger_given: bool,
-    /// Stay once complete, until stopped, and take up each new version
-    /// the owner shares.
-    pub follow: bool,
-    /// How long to go on without a way forward (no owner before the
-    /// manifest, no chunk from anyone after) before giving up.
-    pub wait: Duration,
-    /// How long a source has to answer a request before another is
-    /// asked, and the download neighbour to deliver anything before the
-    /// owner stands in.
-    pub stall_timeout: Duration,
-    /// The file holding the swarm secret this peer proves to, and requires
-    /// of, the owner and its neighbours; `None` for an open swarm.
-    pub secret_file: Option<PathBuf>,
-    /// Re-hash the whole output against the manifest's whole-file SHA-256
-    /// before it takes its final name, on top of every chunk's own check.
-    pub verify_output: bool,
 }
 
 /// `swarm --help`.
@@ -249,6 +206,9 @@ Options:
                                    written was checked against its chunk's
                                    SHA-256 first]
   -h, --help                       print this help
+
+For tests, SWARM_HANDSHAKE_TIMEOUT_MS and SWARM_IDLE_TIMEOUT_MS shorten the
+handshake (10 s) and idle (30 s) timeouts of owner and peer.
 ";
 
 fn usage(msg: impl Into<String>) -> Error {
@@ -524,6 +484,7 @@ fn owner(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command
         max_peers,
         secret_file,
         once: flags.switch("--once"),
+        timeouts: Timeouts::from_env(env)?,
     }))
 }
 
@@ -561,7 +522,7 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
     let linger = flags.number("--linger", 30, 0, 86_400)?;
     let wait = flags.number("--wait", 60, 1, 86_400)?;
     let stall = flags.number("--stall-timeout", 10, 1, 86_400)?;
-    Ok(Command::Peer(PeerArgs {
+    Ok(Command::Peer(PeerConfig {
         owner,
         listen,
         download_neighbors,
@@ -579,6 +540,8 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
         stall_timeout: Duration::from_secs(stall),
         secret_file: flags.secret_file(env)?,
         verify_output: flags.switch("--verify-output"),
+        timeouts: Timeouts::from_env(env)?,
+        limits: Limits::default(),
     }))
 }
 
@@ -634,10 +597,8 @@ mod tests {
 
     /// [`run`] in an environment where `SWARM_SECRET_FILE` is `secret`.
     fn run_env(line: &str, secret: Option<&str>) -> Result<Command> {
-        let env = |name: &str| {
-            assert_eq!(name, SECRET_FILE_ENV);
-            secret.map(OsString::from)
-        };
+        // The test-only timeout variables are unset here.
+        let env = |name: &str| (name == SECRET_FILE_ENV).then(|| secret.map(OsString::from))?;
         parse_with_env(line.split_whitespace().map(OsString::from), env)
     }
 

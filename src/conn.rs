@@ -12,14 +12,17 @@
 //!   frame's kind against what the role accepts in its current state and
 //!   its length against the kind's bounds from the five header bytes,
 //!   before a buffer is sized, then hands the message to the role; a
-//!   connection silent for [`net::IDLE_TIMEOUT`] or whose writer has been
+//!   connection silent for the idle timeout ([`Timeouts::idle`]) or whose writer has been
 //!   stuck on one frame past its deadline is closed;
 //! - a writer thread fed by a bounded inbox ([`Handle::send`]), which
 //!   other threads use too; it reads a chunk from disk only when the chunk
 //!   is about to be sent, turns the store's new chunks into HAVE frames
 //!   that fit the frame limit, and sends KEEPALIVE when it has been idle
-//!   for [`net::KEEPALIVE_EVERY`];
-//! - one idempotent close ([`Handle::close`]) that ends both.
+//!   for [`Timeouts::keepalive`];
+//! - one idempotent close ([`Handle::close`]) that ends both;
+//! - an [`Abort`], with which another thread shuts down the socket of a
+//!   dial in progress or of the session it became, so a thread that owns
+//!   connections can be stopped and joined at once.
 //!
 //! Nothing here knows what a chunk is for; that is the roles' business.
 
@@ -34,6 +37,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::auth::{self, Secret};
 use crate::chunks::ChunkSet;
+use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Digest, Layout};
 use crate::net::{self, Stats};
@@ -45,7 +49,7 @@ use crate::wire::{self, Decoder, Kind, Kinds, Message};
 pub const INBOX: usize = 256;
 
 /// How fast, at the least, the other side must take a frame we write: a
-/// frame gets [`net::WRITE_TIMEOUT`] plus its size at this rate.
+/// frame gets [`Timeouts::write`] plus its size at this rate.
 const MIN_READ_RATE: u64 = 16 * 1024;
 
 /// How often the reader wakes while nothing arrives, to check deadlines.
@@ -201,8 +205,9 @@ pub fn read_hello(
     dec: &mut Decoder,
     addr: &str,
     secret: Option<&Secret>,
+    timeouts: &Timeouts,
 ) -> Result<Hello> {
-    let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
+    let deadline = Instant::now() + timeouts.handshake;
     let hello = auth::admit(stream, dec, secret, addr, deadline).and_then(|session| {
         let mut hello = hello_in(dec, addr)?;
         hello.session = session;
@@ -244,15 +249,20 @@ fn hello_in(dec: &Decoder, addr: &str) -> Result<Hello> {
 }
 
 /// Connects to `addr` and exchanges HELLOs, ours first; with a swarm
-/// `secret`, only once each side has proved it to the other.
+/// `secret`, only once each side has proved it to the other. Once
+/// connected the socket is armed in `abort`, which stays armed (through
+/// the session that follows) until the caller disarms it.
 pub fn dial(
     addr: SocketAddr,
     file_id: Digest,
     name: &str,
     secret: Option<&Secret>,
+    timeouts: &Timeouts,
+    abort: &Abort,
 ) -> Result<(TcpStream, Decoder, Hello)> {
-    let mut stream = net::connect(addr).map_err(|e| Error::io("connect", e))?;
-    let deadline = Instant::now() + net::HANDSHAKE_TIMEOUT;
+    let mut stream = net::connect(addr, timeouts).map_err(|e| Error::io("connect", e))?;
+    abort.arm(&stream).map_err(|e| Error::io("connect", e))?;
+    let deadline = Instant::now() + timeouts.handshake;
     let who = addr.to_string();
     let mut dec = Decoder::new();
     let session = match secret {
@@ -301,6 +311,60 @@ pub struct Setup {
     pub announce: Option<Receiver<ChunkId>>,
     /// Activity counters, shared with an accept loop's slot if any.
     pub stats: Option<Arc<Stats>>,
+    /// The idle, write, keepalive and closing deadlines it runs under.
+    pub timeouts: Timeouts,
+}
+
+/// Shuts down, from another thread, the socket of a dial in progress
+/// and of the session it became: a blocked handshake read or a running
+/// [`Conn::run`] then ends at once. Fired once, it stays fired: a later
+/// dial with it fails as soon as it connects. (The connect itself is
+/// bounded by [`Timeouts::connect`] only.)
+#[derive(Clone, Debug, Default)]
+pub struct Abort {
+    inner: Arc<Mutex<Armed>>,
+}
+
+#[derive(Debug, Default)]
+struct Armed {
+    fired: bool,
+    stream: Option<TcpStream>,
+}
+
+impl Abort {
+    /// Shuts the armed socket down, and any armed later.
+    pub fn fire(&self) {
+        let mut armed = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        armed.fired = true;
+        if let Some(stream) = armed.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Whether [`Abort::fire`] was called.
+    pub fn fired(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).fired
+    }
+
+    /// Keeps a second handle on `stream` to shut down on fire; fails if
+    /// already fired.
+    pub fn arm(&self, stream: &TcpStream) -> std::io::Result<()> {
+        let mut armed = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if armed.fired {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "this side is leaving",
+            ));
+        }
+        armed.stream = Some(stream.try_clone()?);
+        Ok(())
+    }
+
+    /// Lets go of the armed socket (its session is over).
+    pub fn disarm(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).stream = None;
+    }
 }
 
 /// A handle on a connection that any thread may hold: send into its
@@ -477,6 +541,12 @@ impl Handle {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether this side queued its last word (COMPLETE, FINISH, a
+    /// REFUSE) before the connection ended.
+    pub fn sent_last_word(&self) -> bool {
+        self.inner.ending.load(Ordering::SeqCst)
+    }
+
     /// Whether [`Handle::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
@@ -490,6 +560,7 @@ pub struct Conn {
     dec: Decoder,
     handle: Handle,
     writer: JoinHandle<Result<()>>,
+    timeouts: Timeouts,
 }
 
 impl Conn {
@@ -497,10 +568,15 @@ impl Conn {
     /// handshake, with the file's layout set if it is known.
     pub fn start(stream: TcpStream, dec: Decoder, setup: Setup) -> Result<Conn> {
         let fail = |e| Error::io("set up connection", e);
-        stream.set_read_timeout(Some(READ_TICK)).map_err(fail)?;
+        // Short enough that a shortened idle timeout is still kept.
+        let tick = READ_TICK
+            .min(setup.timeouts.idle / 4)
+            .max(Duration::from_millis(1));
+        stream.set_read_timeout(Some(tick)).map_err(fail)?;
         let (tx, rx) = crossbeam_channel::bounded(INBOX);
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(0);
         let stats = setup.stats.unwrap_or_default();
+        let timeouts = setup.timeouts;
         let handle = Handle {
             inner: Arc::new(Inner {
                 id: ConnId::next(),
@@ -524,6 +600,7 @@ impl Conn {
             source: setup.source,
             stats,
             handle: handle.clone(),
+            timeouts,
         };
         let announce = setup.announce.unwrap_or_else(crossbeam_channel::never);
         let writer = thread::Builder::new()
@@ -535,6 +612,7 @@ impl Conn {
             dec,
             handle,
             writer,
+            timeouts,
         })
     }
 
@@ -601,7 +679,7 @@ impl Conn {
                     let lingered = self
                         .handle
                         .finished_at()
-                        .is_some_and(|at| at.elapsed() >= net::HANDSHAKE_TIMEOUT);
+                        .is_some_and(|at| at.elapsed() >= self.timeouts.handshake);
                     if self.handle.is_closed() || lingered {
                         return Ok(());
                     }
@@ -629,8 +707,9 @@ impl Conn {
     /// side takes a frame we write far too slowly.
     fn check_deadlines(&self, stats: &Stats) -> std::result::Result<(), wire::Error> {
         let now = Instant::now();
-        if now.saturating_duration_since(stats.last_heard()) >= net::IDLE_TIMEOUT {
-            return Err(wire::Error::Silent(net::IDLE_TIMEOUT.as_secs()));
+        let idle = self.timeouts.idle;
+        if now.saturating_duration_since(stats.last_heard()) >= idle {
+            return Err(wire::Error::Silent(idle.as_secs()));
         }
         if let Some((since, deadline)) = stats.writing()
             && now > deadline
@@ -642,9 +721,9 @@ impl Conn {
     }
 }
 
-/// How long writing `len` bytes may take.
-fn write_deadline(len: usize) -> Duration {
-    net::WRITE_TIMEOUT + Duration::from_secs(len as u64 / MIN_READ_RATE)
+/// How long writing `len` bytes may take, given the write timeout.
+fn write_deadline(write: Duration, len: usize) -> Duration {
+    write + Duration::from_secs(len as u64 / MIN_READ_RATE)
 }
 
 /// The writing half of a connection.
@@ -656,6 +735,7 @@ struct Writer {
     source: Option<Arc<dyn ChunkSource>>,
     stats: Arc<Stats>,
     handle: Handle,
+    timeouts: Timeouts,
 }
 
 impl Writer {
@@ -703,7 +783,7 @@ impl Writer {
                     self.announce(id, announce)?;
                 }
                 recv(wake) -> _ => return Ok(()),
-                default(net::KEEPALIVE_EVERY) => {
+                default(self.timeouts.keepalive) => {
                     self.frame(|buf| wire::encode(&Message::KeepAlive, buf))?;
                 }
             }
@@ -766,7 +846,8 @@ impl Writer {
             .layout
             .as_ref()
             .map_or(0, |l| l.max_chunk_len() as usize);
-        self.stats.start_writing(write_deadline(len));
+        self.stats
+            .start_writing(write_deadline(self.timeouts.write, len));
         let sent = source.write_chunk(id, &mut self.stream);
         self.stats.done_writing();
         sent?;
@@ -801,7 +882,8 @@ impl Writer {
     }
 
     fn bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.stats.start_writing(write_deadline(buf.len()));
+        self.stats
+            .start_writing(write_deadline(self.timeouts.write, buf.len()));
         let written = self.stream.write_all(buf);
         self.stats.done_writing();
         written.map_err(|e| Error::wire(self.who.as_str(), e.into()))

@@ -8,7 +8,7 @@
 //! - [`auth`]: admission by a swarm secret;
 //! - [`manifest`], [`chunks`]: what a file is, and sets of its chunks;
 //! - [`net`], [`conn`]: sockets, deadlines, and one connection type for
-//!   every role;
+//!   every role; [`config`]: timeouts and limits as values;
 //! - [`store`]: chunk files on disk, verified before they are kept;
 //! - [`scheduler`], [`tracker`]: decisions with no I/O (which chunk from
 //!   whom; the owner's registry and the rings it wires);
@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod chunks;
 pub mod cli;
+pub mod config;
 pub mod conn;
 pub mod error;
 pub mod manifest;

@@ -14,29 +14,25 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::config::Timeouts;
 use crate::error::{Error, Result};
 use crate::wire::{self, Decoder, Message};
 
-/// How long a TCP connect may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one blocking read waits during a handshake, and how long an
 /// accept loop rests after a failed accept.
 pub const READ_TICK: Duration = Duration::from_millis(500);
-/// How long a write may block before the other side counts as dead.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a connection may stay silent before it is dropped.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often an otherwise idle side sends KEEPALIVE.
-pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
-/// How long the other side has to complete its HELLO.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sets the options every swarm connection uses. Called right after each
-/// connect and accept.
+/// Sets the options every swarm connection uses, with the default
+/// [`Timeouts`]. Called right after each connect and accept.
 pub fn configure(stream: &TcpStream) -> io::Result<()> {
+    configure_with(stream, &Timeouts::default())
+}
+
+/// [`configure`] with the write timeout of `timeouts`.
+pub fn configure_with(stream: &TcpStream, timeouts: &Timeouts) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(READ_TICK))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    stream.set_write_timeout(Some(timeouts.write))?;
     Ok(())
 }
 
@@ -173,10 +169,10 @@ pub fn parse_addr(text: &str) -> std::result::Result<SocketAddr, String> {
     }
 }
 
-/// Connects with [`CONNECT_TIMEOUT`] and configures the stream.
-pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    configure(&stream)?;
+/// Connects within the connect timeout and configures the stream.
+pub fn connect(addr: SocketAddr, timeouts: &Timeouts) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeouts.connect)?;
+    configure_with(&stream, timeouts)?;
     Ok(stream)
 }
 
@@ -309,6 +305,8 @@ struct Slots {
     max: usize,
     next: u64,
     live: Vec<Slot>,
+    /// The idle and keepalive intervals the rule below measures by.
+    timeouts: Timeouts,
 }
 
 #[derive(Debug)]
@@ -323,8 +321,8 @@ impl Slots {
     /// Takes a slot for a new connection, closing the connection that has
     /// done least if every slot is taken. In that order: one that never
     /// moved a chunk (open longest first); one that only received chunks
-    /// it did not ask for (seeds) and none for [`KEEPALIVE_EVERY`]; one
-    /// that asked for chunks but none for [`IDLE_TIMEOUT`] (idle longest
+    /// it did not ask for (seeds) and none for the keepalive interval; one
+    /// that asked for chunks but none for the idle timeout (idle longest
     /// first within each). When every connection is doing work the
     /// newcomer is turned away. Returns the slot's ID and the victim's
     /// description, if one was closed.
@@ -352,9 +350,9 @@ impl Slots {
                         (None, None) => return Some((i, (0, s.opened))),
                     };
                     let limit = if key.0 == 2 {
-                        IDLE_TIMEOUT
+                        self.timeouts.idle
                     } else {
-                        KEEPALIVE_EVERY
+                        self.timeouts.keepalive
                     };
                     idle(key.1, limit).then_some((i, key))
                 })
@@ -371,7 +369,10 @@ impl Slots {
             victim = Some(match tier {
                 0 => format!("{who}, which never sent or received a chunk"),
                 1 => format!("{who}, which asked for no chunk"),
-                _ => format!("{who}, idle for more than {} s", IDLE_TIMEOUT.as_secs()),
+                _ => format!(
+                    "{who}, idle for more than {} s",
+                    self.timeouts.idle.as_secs()
+                ),
             });
         }
         let clone = stream.try_clone().map_err(|_| ())?;
@@ -385,10 +386,12 @@ impl Slots {
     }
 }
 
-/// The connections an accept loop left open when it stopped.
+/// The connections an accept loop left open when it stopped, and the
+/// threads serving them.
 #[derive(Debug)]
 pub struct Open {
     slots: Arc<Mutex<Slots>>,
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
 impl Open {
@@ -397,6 +400,16 @@ impl Open {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         for slot in &slots.live {
             let _ = slot.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Closes every one of them and joins the threads that served them:
+    /// each ends once its socket is shut down (a handshake read fails at
+    /// once; a connection's reader sees the close and joins its writer).
+    pub fn close_and_join(self) {
+        self.close_all();
+        for thread in self.threads {
+            let _ = thread.join();
         }
     }
 }
@@ -418,16 +431,20 @@ impl Drop for SlotGuard {
 /// thread with `serve(stream, remote_address, stats)`, so one slow or
 /// hostile connection never holds up another. At most `max` connections
 /// are served at once; when a new one arrives at the cap, the one that
-/// has done least is closed to make room (see `Slots::admit`), and only
-/// when every connection is moving chunks is the newcomer sent REFUSE.
-/// There is no limit per source address: a ring of hundreds of peers on
-/// one host must work. `name` prefixes the warnings logged when a
-/// connection ends in an error.
+/// has done least is closed to make room (see `Slots::admit`, which
+/// measures by `timeouts`), and only when every connection is moving
+/// chunks is the newcomer sent REFUSE. There is no limit per source
+/// address: a ring of hundreds of peers on one host must work. `name`
+/// prefixes the warnings logged when a connection ends in an error.
+///
+/// The connection threads are kept, not detached: those that ended are
+/// joined at each accept, the rest by [`Open::close_and_join`].
 pub fn accept_loop<F>(
     listener: &TcpListener,
     stopper: &Stopper,
     name: &str,
     max: usize,
+    timeouts: Timeouts,
     serve: F,
 ) -> Open
 where
@@ -438,15 +455,26 @@ where
         max,
         next: 0,
         live: Vec::new(),
+        timeouts,
     }));
+    let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
     for conn in listener.incoming() {
         if stopper.stopped() {
-            return Open { slots };
+            return Open { slots, threads };
+        }
+        // Reap the threads of connections that have ended, so a long run
+        // does not keep a handle per connection it ever served.
+        let (ended, live): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+        threads = live;
+        for thread in ended {
+            let _ = thread.join();
         }
         let stream = match conn {
             Ok(stream) => stream,
             Err(e) => {
                 log::warn!("{name}: accept failed: {}", crate::error::plain(&e));
+                // Backoff: a failed accept (out of descriptors) fails
+                // again at once.
                 thread::sleep(READ_TICK);
                 continue;
             }
@@ -481,12 +509,13 @@ where
                     log::warn!("{name2}: {e}; connection closed");
                 }
             });
-        if let Err(e) = spawned {
-            log::warn!("{name}: cannot start a connection thread: {e}");
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => log::warn!("{name}: cannot start a connection thread: {e}"),
         }
     }
     // `incoming` never ends; this is for completeness.
-    Open { slots }
+    Open { slots, threads }
 }
 
 /// Tells the other side why it will not be served, then closes.
@@ -593,6 +622,7 @@ mod tests {
             max: 3,
             next: 0,
             live: Vec::new(),
+            timeouts: Timeouts::default(),
         };
         let (squat, seeded, worker) = (pair(), pair(), pair());
         let stats: Vec<Arc<Stats>> = (0..3).map(|_| Arc::new(Stats::default())).collect();
@@ -636,6 +666,7 @@ mod tests {
             max: 1,
             next: 0,
             live: Vec::new(),
+            timeouts: Timeouts::default(),
         };
         full.admit(&stats[2], &worker.0, now).unwrap();
         assert!(
@@ -653,6 +684,52 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         assert_eq!(std::io::Read::read(&mut &squat.1, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn stopping_an_accept_loop_joins_its_connection_threads() {
+        // 1. An accept loop whose one connection reads until its socket
+        //    is shut down.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stopper = Stopper::new(addr);
+        let (served_tx, served) = crossbeam_channel::unbounded();
+        let (open_tx, open_rx) = crossbeam_channel::bounded(1);
+        let looping = stopper.clone();
+        let acceptor = thread::spawn(move || {
+            let open = accept_loop(&listener, &looping, "test", 4, Timeouts::default(), {
+                move |mut s, _, _| {
+                    let _ = served_tx.send(());
+                    let mut buf = [0u8; 16];
+                    // Ends only when the socket is shut down (the read
+                    // timeout just wakes it).
+                    loop {
+                        match std::io::Read::read(&mut s, &mut buf) {
+                            Ok(0) => return Ok(()),
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                }
+            });
+            let _ = open_tx.send(open);
+        });
+        let _client = TcpStream::connect(addr).unwrap();
+        served.recv_timeout(Duration::from_secs(10)).unwrap();
+        // 2. Stop, then close and join: returns once the connection's
+        //    thread has ended, though the client never closed.
+        stopper.stop();
+        let open = open_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        acceptor.join().unwrap();
+        assert_eq!(open.threads.len(), 1);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            open.close_and_join();
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(Duration::from_secs(10))
+            .expect("a connection thread outlived close_and_join");
     }
 
     #[test]

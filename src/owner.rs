@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crate::auth::Secret;
 use crate::chunks::ChunkSet;
 use crate::cli::OwnerArgs;
+use crate::config::Timeouts;
 use crate::conn::{
     self, ChunkSource, Conn, ConnId, Handle, Outgoing, Role, SendError, Setup, Then,
 };
@@ -266,6 +267,8 @@ struct Shared {
     /// Chunk bytes sent to peers, seeds and answers alike.
     sent: AtomicU64,
     stopper: Stopper,
+    /// How long each step of a connection may take.
+    timeouts: Timeouts,
 }
 
 impl Shared {
@@ -501,6 +504,7 @@ impl Owner {
             source_reads: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             stopper: stopper.clone(),
+            timeouts: args.timeouts,
         });
         start_split(&shared, first)?;
         Ok(Owner {
@@ -554,6 +558,7 @@ impl Owner {
             &self.stopper,
             "owner",
             self.max_peers + SPARE_CONNECTIONS,
+            self.shared.timeouts,
             move |s, who, stats| serve(&shared, s, who, stats),
         );
         let sent = self.shared.sent.load(Ordering::Relaxed);
@@ -722,12 +727,14 @@ const STOPPED: &str = "the owner's file changed while being shared; the owner ha
 
 /// One peer's session, as the wire module's "owner session" describes.
 fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Stats>) -> Result<()> {
-    net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
+    let timeouts = shared.timeouts;
+    net::configure_with(&stream, &timeouts).map_err(|e| Error::io("configure connection", e))?;
     let peer_ip = stream
         .peer_addr()
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     let mut dec = Decoder::new();
-    let hello = conn::read_hello(&mut stream, &mut dec, addr, shared.secret.as_deref())?;
+    let secret = shared.secret.as_deref();
+    let hello = conn::read_hello(&mut stream, &mut dec, addr, secret, &timeouts)?;
     let who = hello.name.clone();
     let v = shared.current();
     conn::answer_hello(
@@ -752,6 +759,7 @@ fn serve(shared: &Arc<Shared>, mut stream: TcpStream, addr: &str, stats: Arc<Sta
             source: Some(source),
             announce: None,
             stats: Some(stats),
+            timeouts,
         },
     )?;
     let handle = conn.handle().clone();

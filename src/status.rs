@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::auth::Secret;
 use crate::cli::StatusArgs;
+use crate::config::Timeouts;
 use crate::conn;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
@@ -54,17 +55,22 @@ pub fn run(args: &StatusArgs) -> Result<()> {
 /// owner shares a new version and must be asked again).
 fn session(args: &StatusArgs, owner: &str, secret: Option<&Secret>) -> Result<bool> {
     let owner = owner.to_string();
-    let (mut stream, mut dec, _) =
-        conn::dial(args.owner, [0; 32], "status", secret).map_err(|e| match e {
-            // Say which owner could not be reached.
-            Error::Io { what, path, err } => Error::Io {
-                what: format!("{what} to the {owner}"),
-                path,
-                err,
-            },
-            other => other,
-        })?;
-    let manifest = crate::peer::receive_manifest(&mut dec, &mut stream, &owner)?;
+    let timeouts = Timeouts::default();
+    let abort = conn::Abort::default();
+    let (mut stream, mut dec, _) = conn::dial(
+        args.owner, [0; 32], "status", secret, &timeouts, &abort,
+    )
+    .map_err(|e| match e {
+        // Say which owner could not be reached.
+        Error::Io { what, path, err } => Error::Io {
+            what: format!("{what} to the {owner}"),
+            path,
+            err,
+        },
+        other => other,
+    })?;
+    let manifest =
+        crate::peer::receive_manifest(&mut dec, &mut stream, &owner, timeouts.handshake)?;
     dec.set_layout(manifest.layout().clone());
     let tty = std::io::stdout().is_terminal();
     loop {
@@ -114,7 +120,7 @@ fn ask(
     ]));
     let mut peers = Vec::new();
     loop {
-        net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
+        net::fill_within(dec, stream, Timeouts::default().handshake).map_err(fail)?;
         match dec.message().map_err(fail)? {
             Message::Status(part) => {
                 if part.first as usize != peers.len() {

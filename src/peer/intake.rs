@@ -229,11 +229,8 @@ fn work(store: &Store, shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use std::net::{TcpListener, TcpStream};
     use std::path::PathBuf;
-    use std::sync::Mutex;
-    use std::sync::atomic::AtomicBool;
     use std::time::Instant;
 
     use crate::conn::{Conn, Setup};
@@ -280,16 +277,12 @@ mod tests {
         let shared = Arc::new(Shared {
             name: "peer test".into(),
             started: Instant::now(),
-            stop: AtomicBool::new(false),
-            verified: AtomicBool::new(false),
-            output_ready: AtomicBool::new(false),
-            need_owner: AtomicBool::new(false),
-            shunned: Mutex::new(HashMap::new()),
             wired: true,
             sources: 1,
             auto_sources: false,
-            targets: Mutex::new(Vec::new()),
             secret: None,
+            timeouts: Default::default(),
+            limits: Default::default(),
             events,
         });
         // 2. A connection, for its handle: the source chunks are from.

@@ -30,20 +30,30 @@
 //! neighbours and shunned addresses the dialers read, log lines), and
 //! does the file's I/O: it reassembles and verifies the file when the
 //! core says every chunk is held.
+//!
+//! The threads share no flags: the coordinator steers the owner link and
+//! the download side with commands on channels of their own
+//! (`LinkCmd`, `DownloadCmd`), and each waits
+//! on its channel (with a timeout for backoff) instead of polling. On the
+//! way out it sends them `Stop`, fires their [`Abort`]s (which shut down a
+//! handshake or session in progress), stops the upload side's accept
+//! loop, and joins every thread.
 
 mod download;
 mod intake;
 pub mod machine;
+mod notes;
 mod owner_link;
 mod upload;
 
+use download::DownloadCmd;
+use owner_link::LinkCmd;
 pub(crate) use owner_link::{NEW_VERSION, receive_manifest};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,21 +61,19 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::auth::Secret;
 use crate::chunks::ChunkSet;
-use crate::cli::PeerArgs;
-use crate::conn::{ConnId, Handle, Outgoing, id_list};
+use crate::config::{Limits, PeerConfig, Timeouts};
+use crate::conn::{Abort, ConnId, Handle, Outgoing, id_list};
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkId, Digest, Manifest, to_hex};
 use crate::net::{self, Stopper};
 use crate::scheduler::{SourceId, SourceKind};
 use crate::store::{self, Put, Store};
 use crate::wire::{self, Message};
-use machine::{
-    CoreConfig, DownloaderId, Failing, Input, LeaveWhy, Note, Output, PeerCore, Stall, TICK,
-    ToOwner,
-};
+use machine::{CoreConfig, DownloaderId, Input, LeaveWhy, Output, PeerCore, TICK, ToOwner};
 
-/// Connections the upload port serves at once; past it, the one that has
-/// done least is closed to make room.
+/// Connections the upload port serves at once by default
+/// ([`Limits::upload_connections`]); past it, the one that has done least
+/// is closed to make room.
 pub const MAX_UPLOAD_CONNECTIONS: usize = 16;
 
 pub use machine::MAX_BAD_CHUNKS;
@@ -123,28 +131,14 @@ pub(crate) enum Event {
     Fatal(Error),
 }
 
-/// State the peer's threads share: flags and counters, and the event
-/// channel. Nothing here needs a lock.
+/// What the peer's threads share, all of it fixed for the round, and the
+/// event channel. Nothing here changes, so nothing needs a lock; what
+/// does change reaches each thread as a command.
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// This peer's name in logs, "peer PORT".
     pub name: String,
     started: Instant,
-    /// Set when the peer is leaving; every loop checks it.
-    stop: AtomicBool,
-    /// Set once the file is verified; the dialers then only deliver
-    /// COMPLETE.
-    verified: AtomicBool,
-    /// Set once the output file's blocks are allocated: the owner link
-    /// registers (and so is seeded) only then, so a disk too small for
-    /// the file stops the peer before anything is fetched.
-    pub output_ready: AtomicBool,
-    /// Set while the coordinator wants the owner as a source (the end
-    /// game, or a stalled ring): the owner link reconnects only then.
-    need_owner: AtomicBool,
-    /// Per download neighbour that sent corrupt chunks, milliseconds
-    /// after `started` before which it must not be dialed again.
-    shunned: Mutex<HashMap<SocketAddr, u64>>,
     /// Whether the owner wires this peer into the ring.
     pub wired: bool,
     /// How many download neighbours this peer has at most (`--sources`).
@@ -152,62 +146,17 @@ pub(crate) struct Shared {
     /// Whether the owner chooses how many (no `--sources`): REGISTER
     /// then says 0.
     pub auto_sources: bool,
-    /// The download neighbours: given, or assigned by the owner (none
-    /// until they are, or while the peer is alone in the ring).
-    targets: Mutex<Vec<SocketAddr>>,
     /// What this peer proves, and requires, on every connection; `None`
     /// for an open swarm.
     pub secret: Option<Arc<Secret>>,
+    /// How long each step of a connection may take.
+    pub timeouts: Timeouts,
+    /// How much the peer takes on at once.
+    pub limits: Limits,
     pub events: Sender<Event>,
 }
 
 impl Shared {
-    /// Whether the peer is leaving.
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Whether the file is verified.
-    pub fn verified(&self) -> bool {
-        self.verified.load(Ordering::Relaxed)
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// The download neighbours now, nearest first.
-    pub fn targets(&self) -> Vec<SocketAddr> {
-        self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Whether `addr` is one of the download neighbours now.
-    pub fn is_target(&self, addr: SocketAddr) -> bool {
-        self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&addr)
-    }
-
-    fn set_targets(&self, addrs: Vec<SocketAddr>) {
-        *self.targets.lock().unwrap_or_else(|p| p.into_inner()) = addrs;
-    }
-
-    /// Until when (milliseconds after the start) the neighbour at `addr`
-    /// is not to be dialed.
-    pub fn shunned_until(&self, addr: SocketAddr) -> u64 {
-        let shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
-        shunned.get(&addr).copied().unwrap_or(0)
-    }
-
-    fn shun(&self, addr: SocketAddr, until_ms: u64) {
-        let mut shunned = self.shunned.lock().unwrap_or_else(|p| p.into_inner());
-        shunned.insert(addr, until_ms);
-    }
-
     /// Tells the coordinator; it is gone only when the peer is leaving.
     pub fn report(&self, event: Event) {
         let _ = self.events.send(event);
@@ -247,7 +196,7 @@ pub fn request_window(chunk_size: u32) -> usize {
 /// owner shares a new version meanwhile, the peer takes it up at once:
 /// every chunk of the new version it holds is reused from its directory,
 /// and only the rest is fetched.
-pub fn run(args: &PeerArgs) -> Result<Report> {
+pub fn run(args: &PeerConfig) -> Result<Report> {
     // First, so a bad secret file fails before anything else is done.
     let secret = match &args.secret_file {
         Some(path) => Some(Arc::new(Secret::load(path)?)),
@@ -392,7 +341,7 @@ pub fn short_id(id: &Digest) -> String {
 /// manifest opens it) until the peer may leave or the owner shares
 /// another version.
 fn round(
-    args: &PeerArgs,
+    args: &PeerConfig,
     listener: std::net::TcpListener,
     secret: &Option<Arc<Secret>>,
     started: Instant,
@@ -410,22 +359,21 @@ fn round(
     let shared = Arc::new(Shared {
         name: format!("peer {}", local.port()),
         started,
-        stop: AtomicBool::new(false),
-        verified: AtomicBool::new(false),
-        output_ready: AtomicBool::new(false),
-        need_owner: AtomicBool::new(false),
-        shunned: Mutex::new(HashMap::new()),
         wired: args.download_neighbors.is_empty(),
         sources: args.sources,
         auto_sources: args.auto_sources,
-        targets: Mutex::new(args.download_neighbors.clone()),
         secret: secret.clone(),
+        timeouts: args.timeouts,
+        limits: args.limits,
         events,
     });
 
-    let mut threads = Vec::new();
+    // Every thread of the round, stopped and joined however it ends.
+    let mut crew = Crew::default();
+    let (link_tx, link_rx) = crossbeam_channel::unbounded();
     let link = owner_link::OwnerLink {
         addr: args.owner,
+        given: args.download_neighbors.clone(),
         advertise: args
             .advertise
             .clone()
@@ -437,17 +385,55 @@ fn round(
         seeded_once: false,
         version_due: false,
         follow: args.follow,
+        cmds: link_rx,
+        abort: crew.link_abort.clone(),
+        told: Default::default(),
     };
-    threads.push(spawn("owner link", move || link.run())?);
+    crew.threads.push(spawn("owner link", move || link.run())?);
+    crew.link = Some(link_tx);
 
     let store = match store {
         Some(s) => s,
-        None => wait_for_store(&event_rx, args.wait)?,
+        None => match wait_for_store(&event_rx, args) {
+            Ok(s) => s,
+            Err(e) => {
+                crew.stop_and_join(event_rx, None);
+                return Err(e);
+            }
+        },
     };
+    let result = run_round(
+        args,
+        listener,
+        &shared,
+        &mut crew,
+        &event_rx,
+        (mark, before),
+        &store,
+    );
+    // The next version's store takes over the directory: nothing of this
+    // one may write there from now on, its assembly included (it stops
+    // between two chunks). After an error the assembly stops too, so the
+    // peer leaves at once.
+    let retire = !matches!(result, Ok(Ending::Left(_)));
+    crew.stop_and_join(event_rx, retire.then_some(&store));
+    result
+}
 
+/// The rest of a round, once the store is open: the output, the upload
+/// and download sides, and the coordinator until it is done.
+fn run_round(
+    args: &PeerConfig,
+    listener: std::net::TcpListener,
+    shared: &Arc<Shared>,
+    crew: &mut Crew,
+    event_rx: &Receiver<Event>,
+    (mark, before): (Mark, Option<Manifest>),
+    store: &Arc<Store>,
+) -> Result<Ending> {
     // The output grows as chunks arrive, so little is left to do at the
     // end; it takes its final name only once whole and verified.
-    let out = output_path(args, &store);
+    let out = output_path(args, store);
     // On a thread of its own: a peer that holds most of the file (resuming,
     // or taking up a new version) copies it while it downloads the rest.
     // Its blocks are allocated first, so a disk too small for the file
@@ -458,10 +444,14 @@ fn round(
         store::OutputCheck::Chunks
     };
     let assembly = store.start_assembly(&out, before.as_ref(), check)?;
-    shared.output_ready.store(true, Ordering::Release);
+    let link = crew
+        .link
+        .clone()
+        .ok_or_else(|| Error::Bug("no owner link".into()))?;
+    let _ = link.send(owner_link::LinkCmd::OutputReady);
     let (assembler, assembly_store, assembly_out) =
-        (Arc::clone(&shared), Arc::clone(&store), out.clone());
-    let assembling = spawn("assembly", move || {
+        (Arc::clone(shared), Arc::clone(store), out.clone());
+    crew.threads.push(spawn("assembly", move || {
         let started = Instant::now();
         let held = assembly_store.held();
         let result = assembly_store.fill_assembly(assembly);
@@ -475,61 +465,88 @@ fn round(
         }
         let result = result.map(|_| ());
         assembler.report(Event::Assembling(result));
-    })?;
+    })?);
 
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("read the listening address", e))?;
     let stopper = Stopper::new(local);
     let up = upload::Upload {
         listener,
-        store: Arc::clone(&store),
-        shared: Arc::clone(&shared),
+        store: Arc::clone(store),
+        shared: Arc::clone(shared),
         stopper: stopper.clone(),
     };
-    threads.push(spawn("upload", move || up.run())?);
+    crew.threads.push(spawn("upload", move || up.run())?);
+    crew.stopper = Some(stopper);
+    let (download_tx, download_rx) = crossbeam_channel::unbounded();
     let down = download::Download {
-        store: Arc::clone(&store),
-        shared: Arc::clone(&shared),
+        store: Arc::clone(store),
+        shared: Arc::clone(shared),
+        targets: args.download_neighbors.clone(),
     };
-    threads.push(spawn("download", move || down.run())?);
+    crew.threads
+        .push(spawn("download", move || down.run(download_rx))?);
+    crew.download = Some(download_tx.clone());
 
-    let mut coordinator = Coordinator::new(args, Arc::clone(&store), &shared, out);
+    let steer = Steer {
+        link,
+        download: download_tx,
+    };
+    let mut coordinator = Coordinator::new(args, Arc::clone(store), shared, out, steer);
     coordinator.mark = mark;
-    let result = coordinator.run(&event_rx);
+    let result = coordinator.run(event_rx);
     if let Ok(Ending::Left(_)) = result {
         // Let the download side deliver COMPLETE before the process exit
         // resets the connection; that neighbour may be waiting for
         // exactly that message to leave.
-        coordinator.await_complete_delivered(&event_rx);
+        coordinator.await_complete_delivered(event_rx);
     }
-    shared.stop.store(true, Ordering::Relaxed);
     coordinator.close_all();
-    stopper.stop();
-    drop(coordinator);
-    if let Ok(Ending::Switch(..)) = result {
-        // The next version's store takes over the directory: nothing of
-        // this one may write there from now on, its assembly included
-        // (it stops between two chunks; no event of it is awaited).
-        store.retire();
-        drop(event_rx);
-        let _ = assembling.join();
-    } else {
-        threads.push(assembling);
-    }
-    join_within(threads, Duration::from_secs(1));
     result
 }
 
-/// Joins the threads that end within `grace`; a dialer stuck in a
-/// connect or handshake is left to end on its own timeout.
-fn join_within(threads: Vec<thread::JoinHandle<()>>, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    for thread in threads {
-        while !thread.is_finished() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
+/// The threads of a round, and how to stop each: the owner link and the
+/// download side by command (and an [`Abort`] for the link's socket), the
+/// upload side's accept loop by its [`Stopper`]; the assembly ends on its
+/// own, or between two chunks once its store is retired.
+#[derive(Default)]
+struct Crew {
+    link: Option<Sender<owner_link::LinkCmd>>,
+    link_abort: Abort,
+    download: Option<Sender<download::DownloadCmd>>,
+    stopper: Option<Stopper>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Crew {
+    /// Tells every thread to stop and joins each. `events` is dropped
+    /// first, so no thread waits to report to a coordinator that is gone.
+    fn stop_and_join(&mut self, events: Receiver<Event>, retire: Option<&Arc<Store>>) {
+        if let Some(link) = self.link.take() {
+            let _ = link.send(owner_link::LinkCmd::Stop);
         }
-        if thread.is_finished() {
+        self.link_abort.fire();
+        if let Some(download) = self.download.take() {
+            let _ = download.send(download::DownloadCmd::Stop);
+        }
+        if let Some(stopper) = self.stopper.take() {
+            stopper.stop();
+        }
+        if let Some(store) = retire {
+            store.retire();
+        }
+        drop(events);
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
+}
+
+/// The commands the coordinator steers the other threads with.
+struct Steer {
+    link: Sender<owner_link::LinkCmd>,
+    download: Sender<download::DownloadCmd>,
 }
 
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>> {
@@ -541,17 +558,17 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<thread::Joi
 
 /// Where the verified file goes: `--out`, or the store's default place
 /// for the file's name inside `--dir`.
-fn output_path(args: &PeerArgs, store: &Store) -> PathBuf {
+fn output_path(args: &PeerConfig, store: &Store) -> PathBuf {
     args.out
         .clone()
         .unwrap_or_else(|| store::default_output(&args.dir, store.manifest().name()))
 }
 
 /// Waits for the owner link to open the store.
-fn wait_for_store(events: &Receiver<Event>, wait: Duration) -> Result<Arc<Store>> {
+fn wait_for_store(events: &Receiver<Event>, args: &PeerConfig) -> Result<Arc<Store>> {
     // The owner link gives up after `wait` itself; the margin covers its
     // last connect attempt and handshake.
-    let deadline = wait + net::CONNECT_TIMEOUT + net::HANDSHAKE_TIMEOUT;
+    let deadline = args.wait + args.timeouts.connect + args.timeouts.handshake;
     loop {
         match events.recv_timeout(deadline) {
             Ok(Event::Store(store)) => return Ok(store),
@@ -566,9 +583,11 @@ fn wait_for_store(events: &Receiver<Event>, wait: Duration) -> Result<Arc<Store>
 
 /// The one thread that drives the peer's [`PeerCore`]: it turns the
 /// threads' events into inputs and carries out the core's outputs over
-/// the connections, the store and the flags the other threads read.
+/// the connections, the store and the commands to the other threads.
 struct Coordinator<'a> {
-    args: &'a PeerArgs,
+    args: &'a PeerConfig,
+    /// The owner link's and the download side's command channels.
+    steer: Steer,
     store: Arc<Store>,
     shared: &'a Shared,
     out: PathBuf,
@@ -596,12 +615,18 @@ struct Coordinator<'a> {
 }
 
 impl<'a> Coordinator<'a> {
-    fn new(args: &'a PeerArgs, store: Arc<Store>, shared: &'a Shared, out: PathBuf) -> Self {
+    fn new(
+        args: &'a PeerConfig,
+        store: Arc<Store>,
+        shared: &'a Shared,
+        out: PathBuf,
+        steer: Steer,
+    ) -> Self {
         let layout = store.layout().clone();
         let config = CoreConfig {
             sources: args.sources,
             wired: shared.wired,
-            targets: shared.targets(),
+            targets: args.download_neighbors.clone(),
             stall_timeout: args.stall_timeout,
             linger: args.linger,
             linger_given: args.linger_given,
@@ -614,6 +639,7 @@ impl<'a> Coordinator<'a> {
         let core = PeerCore::new(layout, store.snapshot(), config, Instant::now());
         Coordinator {
             args,
+            steer,
             store,
             shared,
             out,
@@ -885,13 +911,15 @@ impl<'a> Coordinator<'a> {
                         addr_list(addrs)
                     ),
                 }
-                self.shared.set_targets(addrs);
+                let _ = self.steer.download.send(DownloadCmd::Targets(addrs));
             }
             Output::Shun { addr, wait } => {
-                let until = self.shared.now_ms() + wait.as_millis() as u64;
-                self.shared.shun(addr, until);
+                let until = Instant::now() + wait;
+                let _ = self.steer.download.send(DownloadCmd::Shun(addr, until));
             }
-            Output::NeedOwner(need) => self.shared.need_owner.store(need, Ordering::Relaxed),
+            Output::NeedOwner(need) => {
+                let _ = self.steer.link.send(LinkCmd::WantOwner(need));
+            }
             Output::ToOwner { src, msg } => {
                 let Some(link) = self.handle_of(src) else {
                     return Ok(None);
@@ -934,96 +962,6 @@ impl<'a> Coordinator<'a> {
             Output::Note(note) => self.log_note(note),
         }
         Ok(None)
-    }
-
-    /// Words a note of the core's as a log line.
-    fn log_note(&self, note: Note) {
-        let name = self.name();
-        let limit = self.args.stall_timeout.as_secs();
-        match note {
-            Note::Lapsed { src, id } => log::warn!(
-                "{name}: {} did not deliver chunk {id} within {limit} s; asking elsewhere",
-                self.who(src)
-            ),
-            Note::Stalled(why) => self.log_stall(Some(why)),
-            Note::Delivering => self.log_stall(None),
-            Note::CorruptAlone { addr } => log::warn!(
-                "{name}: download neighbour {addr} sent {MAX_BAD_CHUNKS} corrupt chunks and no other is connected; fetching missing chunks from the owner"
-            ),
-            Note::Corrupt { src, id, bad } if bad == MAX_BAD_CHUNKS => log::warn!(
-                "{name}: chunk {id} from {} failed its SHA-256 check; \
-                 {MAX_BAD_CHUNKS} bad chunks from it; disconnecting",
-                self.who(src)
-            ),
-            Note::Corrupt { src, id, .. } => log::warn!(
-                "{name}: chunk {id} from {} failed its SHA-256 check; discarded, asking again",
-                self.who(src)
-            ),
-            Note::Unasked { src, id } => log::warn!(
-                "{name}: {} sent chunk {id}, which was not asked of it; disconnecting",
-                self.who(src)
-            ),
-            Note::Shunned { addr, wait } => log::warn!(
-                "{name}: not dialing download neighbour {addr} again for {} s",
-                wait.as_secs()
-            ),
-            Note::Seeded { seeded } => log::info!("{name}: the owner seeded {seeded} chunks"),
-            Note::Progress { held, total, rate } => log::info!(
-                "{name}: {held}/{total} chunks ({:.1}%), {:.1} MiB/s",
-                crate::tracker::percent(held, total),
-                rate as f64 / MIB,
-            ),
-        }
-    }
-
-    /// The ring stalled (with why) or delivers again (`None`).
-    fn log_stall(&self, why: Option<Stall>) {
-        let name = self.name();
-        let targets = self.shared.targets();
-        let at = if targets.is_empty() {
-            String::new()
-        } else {
-            format!(" at {}", addr_list(&targets))
-        };
-        let who = if targets.len() > 1 {
-            "download neighbours"
-        } else {
-            "download neighbour"
-        };
-        let Some(why) = why else {
-            let are = if targets.len() > 1 { "are" } else { "is" };
-            log::info!("{name}: the {who}{at} {are} delivering again; back to the ring");
-            return;
-        };
-        let limit = self.args.stall_timeout.as_secs();
-        let why = match why {
-            Stall::Alone => "is none: this peer is alone in the ring".to_string(),
-            Stall::Silent => format!("delivered nothing for {limit} s"),
-            Stall::Corrupt => format!("sent {MAX_BAD_CHUNKS} corrupt chunks"),
-            Stall::Failing(each) => match each.as_slice() {
-                [(_, how)] if targets.len() <= 1 => failing_text(how, limit),
-                [(src, how)] => format!(
-                    "(the one connected): {} {}",
-                    self.who(*src),
-                    failing_text(how, limit)
-                ),
-                several => {
-                    let each: Vec<String> = several
-                        .iter()
-                        .map(|(src, how)| {
-                            format!("{} {}", self.who(*src), failing_text(how, limit))
-                        })
-                        .collect();
-                    format!("all fail: {}", each.join("; "))
-                }
-            },
-        };
-        // Alone is no fault of a neighbour's: not worth a warning.
-        if at.is_empty() {
-            log::info!("{name}: the {who} {why}; fetching missing chunks from the owner")
-        } else {
-            log::warn!("{name}: the {who}{at} {why}; fetching missing chunks from the owner")
-        }
     }
 
     /// A source as logs name it.
@@ -1159,7 +1097,10 @@ impl<'a> Coordinator<'a> {
             reused,
             elapsed,
         });
-        self.shared.verified.store(true, Ordering::Relaxed);
+        // Before COMPLETE goes out (the core's next outputs), so each
+        // thread knows by the time its connection ends.
+        let _ = self.steer.link.send(LinkCmd::Verified);
+        let _ = self.steer.download.send(DownloadCmd::Verified);
         self.core.handle(Instant::now(), Input::Verified(Ok(())));
         Ok(())
     }
@@ -1230,25 +1171,6 @@ impl<'a> Coordinator<'a> {
 /// What the core last heard of a downloader: when it last asked for a
 /// chunk, and whether its connection is closed.
 type Activity = (Option<Instant>, bool);
-
-/// How a failing neighbour fails, as logs say it (`limit` is
-/// `--stall-timeout` in seconds).
-fn failing_text(how: &Failing, limit: u64) -> String {
-    match how {
-        Failing::Lapsed => format!("did not answer a request within {limit} s"),
-        Failing::Hung => format!("has not answered a request for {limit} s"),
-        Failing::SlowerThanNeighbour { mine, other } => format!(
-            "takes {} ms per chunk where another neighbour takes {} ms",
-            mine.as_millis(),
-            other.as_millis()
-        ),
-        Failing::SlowerThanOwner { mine, owner } => format!(
-            "takes {} ms per chunk where the owner took {} ms",
-            mine.as_millis(),
-            owner.as_millis()
-        ),
-    }
-}
 
 /// A random number from the standard library's per-process hash keys:
 /// enough to make peers differ, and no crate for it.

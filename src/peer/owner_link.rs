@@ -18,18 +18,24 @@
 //! Before the manifest is known, `--wait` without reaching the owner is
 //! fatal; after, an unreachable owner only earns a warning, since the ring
 //! may still finish without it.
+//!
+//! The coordinator steers the link with [`LinkCmd`]s (the output is
+//! ready, the owner is wanted or not, the file is verified, the peer is
+//! leaving); the link waits on them, and on them with a timeout for its
+//! backoff, so nothing is polled. On leaving, the coordinator also fires
+//! the link's [`Abort`], which ends a handshake or session in progress.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::thread;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, at, never, select};
 
 use super::intake::Intake;
 use super::{Event, Shared};
-use crate::conn::{self, ChunkSink, Conn, Handle, Role, Setup};
+use crate::conn::{self, Abort, ChunkSink, Conn, Handle, Role, Setup};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Chunking, Layout, Manifest, Shape};
 use crate::net::{self, Backoff};
@@ -37,9 +43,66 @@ use crate::scheduler::SourceKind;
 use crate::store::Store;
 use crate::wire::{self, Decoder, Kind, Kinds, Message};
 
+/// What the coordinator tells the owner link.
+#[derive(Debug)]
+pub(crate) enum LinkCmd {
+    /// The output file's blocks are allocated: the link may register (and
+    /// so be seeded), since a disk too small for the file has had its say.
+    OutputReady,
+    /// Whether the coordinator wants the owner as a source (the end game,
+    /// or a stalled ring): a hand-wired peer reconnects only then.
+    WantOwner(bool),
+    /// The file is verified.
+    Verified,
+    /// The peer is leaving.
+    Stop,
+}
+
+/// A refusal from the owner, as the link decides on it.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The swarm is full; it stays full for as long as it runs.
+    Full,
+    /// The address to reach this peer at is unusable; it stays so.
+    BadAddress,
+    /// Anything else: retried.
+    Other,
+}
+
+impl Refusal {
+    /// Reads the owner's REFUSE text: the wire carries text, so this is
+    /// the one place that reads it (the tracker writes it).
+    fn of(why: &str) -> Refusal {
+        if why.starts_with(crate::tracker::FULL) {
+            Refusal::Full
+        } else if why.starts_with(crate::tracker::BAD_ADDRESS) {
+            Refusal::BadAddress
+        } else {
+            Refusal::Other
+        }
+    }
+
+    /// Whether retrying cannot help.
+    fn is_final(&self) -> bool {
+        matches!(self, Refusal::Full | Refusal::BadAddress)
+    }
+}
+
+/// What the link has heard from the coordinator.
+#[derive(Debug, Default)]
+pub(crate) struct Told {
+    output_ready: bool,
+    want_owner: bool,
+    verified: bool,
+    stop: bool,
+}
+
 /// Everything the owner link thread needs.
 pub(crate) struct OwnerLink {
     pub addr: SocketAddr,
+    /// The download neighbours given on the command line (none: the
+    /// owner wires this peer), named in REGISTER.
+    pub given: Vec<SocketAddr>,
     /// Where others reach this peer's upload port: a host (empty: the
     /// address the owner sees) and a port.
     pub advertise: (String, u16),
@@ -55,9 +118,42 @@ pub(crate) struct OwnerLink {
     pub version_due: bool,
     /// Whether the peer stays once complete to take up new versions.
     pub follow: bool,
+    /// The coordinator's commands.
+    pub cmds: Receiver<LinkCmd>,
+    /// Fired by the coordinator when the peer leaves.
+    pub abort: Abort,
+    /// What the commands said so far (nothing, at the start).
+    pub told: Told,
 }
 
 impl OwnerLink {
+    /// Applies a command (a closed channel: the coordinator is gone, and
+    /// so is the peer).
+    fn apply(&mut self, cmd: std::result::Result<LinkCmd, crossbeam_channel::RecvError>) {
+        match cmd {
+            Ok(LinkCmd::OutputReady) => self.told.output_ready = true,
+            Ok(LinkCmd::WantOwner(on)) => self.told.want_owner = on,
+            Ok(LinkCmd::Verified) => self.told.verified = true,
+            Ok(LinkCmd::Stop) | Err(_) => self.told.stop = true,
+        }
+    }
+
+    /// Applies every command already queued.
+    fn drain(&mut self) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            self.apply(Ok(cmd));
+        }
+    }
+
+    /// Waits for the next command, or until `until` if given.
+    fn wait_for_command(&mut self, until: Option<Instant>) {
+        let deadline = until.map_or_else(never, at);
+        select! {
+            recv(self.cmds) -> cmd => self.apply(cmd),
+            recv(deadline) -> _ => {}
+        }
+    }
+
     /// The thread's body.
     pub fn run(mut self) {
         let name = self.shared.name.clone();
@@ -65,20 +161,21 @@ impl OwnerLink {
         let mut last_ok = Instant::now();
         let mut failures = 0u32;
         loop {
+            self.drain();
             if self.done() && !self.version_due {
                 return;
             }
             // Every new session is seeded again, so after one that got
             // that far the link reconnects only when the owner is wanted.
-            if self.seeded_once
-                && !self.version_due
-                && !self.shared.wired
-                && !self.shared.need_owner.load(Ordering::Relaxed)
+            if self.seeded_once && !self.version_due && !self.shared.wired && !self.told.want_owner
             {
-                thread::sleep(Duration::from_millis(50));
+                self.wait_for_command(None);
                 continue;
             }
-            match self.session(&mut last_ok) {
+            let result = self.session(&mut last_ok);
+            self.abort.disarm();
+            self.drain();
+            match result {
                 // The coordinator takes it from here, with a new link.
                 Ok(Ended::NewVersion) => return,
                 Ok(Ended::InOrder) => {
@@ -95,9 +192,7 @@ impl OwnerLink {
                 Err(Error::Wire {
                     peer,
                     err: wire::Error::Refused(why),
-                }) if why.starts_with(crate::tracker::FULL)
-                    || why.starts_with(crate::tracker::BAD_ADDRESS) =>
-                {
+                }) if Refusal::of(&why).is_final() => {
                     let err = wire::Error::Refused(why);
                     self.shared.report(Event::Fatal(Error::Wire { peer, err }));
                     return;
@@ -111,7 +206,7 @@ impl OwnerLink {
                     return;
                 }
                 // Cut short by this peer's own exit: nothing to report.
-                Err(_) if self.shared.stopping() => return,
+                Err(_) if self.told.stop => return,
                 Err(e) => {
                     failures += 1;
                     // Refusals while the owner starts up are expected;
@@ -135,13 +230,17 @@ impl OwnerLink {
                 self.shared.report(Event::Fatal(Error::Timeout(msg)));
                 return;
             }
-            thread::sleep(backoff.next_delay());
+            // Backoff before the next attempt; the peer's exit ends it.
+            let until = Instant::now() + backoff.next_delay();
+            while Instant::now() < until && !self.told.stop {
+                self.wait_for_command(Some(until));
+            }
         }
     }
 
     fn done(&self) -> bool {
         // A peer that follows the owner's versions stays in touch.
-        self.shared.stopping() || (self.shared.verified() && !self.follow)
+        self.told.stop || (self.told.verified && !self.follow)
     }
 
     /// One connection to the owner, as the wire module's "owner session"
@@ -151,10 +250,12 @@ impl OwnerLink {
         let owner = format!("owner at {}", self.addr);
         let cached_id = self.store.as_ref().map(|s| s.manifest().id());
         let secret = self.shared.secret.as_deref();
+        let timeouts = self.shared.timeouts;
+        let file_id = cached_id.unwrap_or([0; 32]);
         let (mut stream, mut dec, hello) =
-            conn::dial(self.addr, cached_id.unwrap_or([0; 32]), &name, secret)?;
+            conn::dial(self.addr, file_id, &name, secret, &timeouts, &self.abort)?;
         *last_ok = Instant::now();
-        let manifest = receive_manifest(&mut dec, &mut stream, &owner)?;
+        let manifest = receive_manifest(&mut dec, &mut stream, &owner, timeouts.handshake)?;
         if manifest.id() != hello.file_id {
             return Err(Error::Manifest(format!(
                 "the manifest from the owner at {} does not match the file ID it announced",
@@ -167,22 +268,18 @@ impl OwnerLink {
         self.version_due = false;
         dec.set_layout(store.layout().clone());
         // Nothing is asked of the owner before the output has its room.
-        while !self.shared.output_ready.load(Ordering::Acquire) {
-            if self.shared.stopping() {
+        self.drain();
+        while !self.told.output_ready {
+            if self.told.stop {
                 return Ok(Ended::InOrder);
             }
-            thread::sleep(Duration::from_millis(2));
+            self.wait_for_command(None);
         }
         let held = store.snapshot();
         let neighbour = if self.shared.wired {
             String::new()
         } else {
-            let given: Vec<String> = self
-                .shared
-                .targets()
-                .iter()
-                .map(|a| a.to_string())
-                .collect();
+            let given: Vec<String> = self.given.iter().map(|a| a.to_string()).collect();
             given.join(", ")
         };
         let mut buf = Vec::new();
@@ -216,6 +313,7 @@ impl OwnerLink {
             Setup {
                 name: name.clone(),
                 who: "the owner".into(),
+                timeouts,
                 ..Setup::default()
             },
         )?;
@@ -390,12 +488,13 @@ pub(crate) fn receive_manifest(
     dec: &mut Decoder,
     stream: &mut std::net::TcpStream,
     owner: &str,
+    within: Duration,
 ) -> Result<Manifest> {
     let fail = |err| Error::wire(owner, err);
     // VERSION may come first from a session that began just before the
     // owner switched: the new manifest is a reconnect away.
     dec.set_accepts(Kinds::of(&[Kind::Manifest, Kind::Refuse, Kind::Version]));
-    net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
+    net::fill_within(dec, stream, within).map_err(fail)?;
     let (shape, file_hash, raw_name) = match dec.message().map_err(fail)? {
         Message::Manifest {
             file_len,
@@ -428,7 +527,7 @@ pub(crate) fn receive_manifest(
     let mut hashes = Vec::new();
     let mut lens = Vec::new();
     while hashes.len() < shape.count() as usize {
-        net::fill_within(dec, stream, net::HANDSHAKE_TIMEOUT).map_err(fail)?;
+        net::fill_within(dec, stream, within).map_err(fail)?;
         match dec.message().map_err(fail)? {
             Message::Hashes {
                 first,
@@ -448,4 +547,22 @@ pub(crate) fn receive_manifest(
     };
     dec.set_layout(layout.clone());
     Manifest::new(name, layout, file_hash, hashes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_swarm_and_a_bad_address_are_final_refusals() {
+        let full = format!("{}: this owner takes at most 3 peers", crate::tracker::FULL);
+        assert_eq!(Refusal::of(&full), Refusal::Full);
+        let bad = format!("{} is not usable", crate::tracker::BAD_ADDRESS);
+        assert_eq!(Refusal::of(&bad), Refusal::BadAddress);
+        assert!(Refusal::of(&full).is_final() && Refusal::of(&bad).is_final());
+        for other in ["too many connections; try again later", NEW_VERSION, ""] {
+            assert_eq!(Refusal::of(other), Refusal::Other);
+            assert!(!Refusal::of(other).is_final());
+        }
+    }
 }

@@ -38,15 +38,18 @@ impl Upload {
     pub fn run(self) {
         let name = self.shared.name.clone();
         let (store, shared) = (self.store, self.shared);
+        let (max, timeouts) = (shared.limits.upload_connections, shared.timeouts);
         let open = net::accept_loop(
             &self.listener,
             &self.stopper,
             &name,
-            super::MAX_UPLOAD_CONNECTIONS,
+            max,
+            timeouts,
             move |s, addr, stats| serve(s, &store, &shared, addr, stats),
         );
-        // The peer is leaving: whoever is still connected goes too.
-        open.close_all();
+        // The peer is leaving: whoever is still connected goes too, and
+        // each connection's thread is joined.
+        open.close_and_join();
     }
 }
 
@@ -66,10 +69,12 @@ fn serve(
     addr: &str,
     stats: Arc<Stats>,
 ) -> Result<()> {
-    net::configure(&stream).map_err(|e| Error::io("configure connection", e))?;
+    let timeouts = shared.timeouts;
+    net::configure_with(&stream, &timeouts).map_err(|e| Error::io("configure connection", e))?;
     let name = &shared.name;
     let mut dec = Decoder::new();
-    let hello = conn::read_hello(&mut stream, &mut dec, addr, shared.secret.as_deref())?;
+    let secret = shared.secret.as_deref();
+    let hello = conn::read_hello(&mut stream, &mut dec, addr, secret, &timeouts)?;
     let who = hello.name.clone();
     let file_id = store.manifest().id();
     if hello.file_id != file_id {
@@ -97,6 +102,7 @@ fn serve(
             source: Some(source),
             announce: Some(gained),
             stats: Some(stats),
+            timeouts,
         },
     )?;
     let id = conn.handle().id();
