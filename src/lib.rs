@@ -29,7 +29,7 @@ pub mod scheduler;
 pub mod sim;
 /// `swarm status`: the owner's registry, as a table or JSON.
 pub mod status;
-/// Chunk files on disk, verified before they are kept.
+// Chunk files on disk, verified before they are kept.
 pub mod store;
 #[cfg(test)]
 mod testdir;
