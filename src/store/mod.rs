@@ -50,24 +50,33 @@
 //!
 //! Everything the threads share sits behind one mutex, `Held`: the set
 //! of held chunks, the subscribers, the chunk files kept open for sending,
-//! the summary's state and the output under construction. Storing a chunk
-//! takes it once: the hash and the chunk file's write come before it,
-//! without it, and under it the chunk is written into the output, listed
-//! as held, kept open, announced and noted for the summary, in one step,
-//! so no thread ever sees one of these without the others. (Before, a
-//! chunk took six locks: the retire guard, the held set twice, the open
-//! files, the output and the summary.) Two moments take it again, each
-//! at most once per chunk and rarely: a chunk that arrives when the
-//! summary is due (at most one per 200 ms) takes it a second time to hand
-//! the summary back once written, so a flush waiting for that write wakes;
-//! and a chunk offered while a newer version takes over wakes
-//! [`Store::retire`]. The output's write stays under the lock, because
-//! "written into the output" and "listed as held" must be one step for
+//! the summary's state and the output under construction. Storing a
+//! chunk ([`Store::put`]) takes it once. The hash and the chunk file's
+//! write come first, without it; then, under it, the chunk is written
+//! into the output, listed as held, kept open, announced and noted for
+//! the summary, in one step, so no thread sees one of these without the
+//! others. (It took six before: a retire guard, the held set twice, the
+//! open files, the output and the summary.) So a copy of a chunk held
+//! already is found out only under the lock, after its file was written
+//! again with the same verified bytes: checking first would cost every
+//! chunk a second lock, and copies are rare (the end game). The lock is
+//! taken again only off the good path or rarely: a copy that fails its
+//! hash or its write asks whether the chunk is held (a held chunk's copy
+//! is [`Put::Duplicate`], as before); the chunk that finds the summary
+//! due (at most one per 200 ms) hands the summary back after writing it,
+//! so a flush waiting for it wakes; and the last write under way after
+//! [`Store::retire`] wakes it. A retiring store counts its `put`s in an
+//! atomic instead of a lock.
+//!
+//! The output's write stays under the lock because "written into the
+//! output" and "listed as held" must be one step, for
 //! [`Store::fill_assembly`] to copy every chunk exactly once and for
 //! [`Store::finish_assembly`] never to overtake a write; it is a write
-//! into the page cache, and only a peer building its output pays it.
-//! Whatever else is I/O (the summary file, the final flush and rename of
-//! the output, unlinking a bad chunk) runs with the lock released.
+//! into the page cache, and only a peer building its output pays it (with
+//! `--verify-output`, also the read-back of chunks that arrived out of
+//! order). Whatever else is I/O (the summary file, the final hash, flush
+//! and rename of the output, unlinking a bad chunk) runs with the lock
+//! released.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -397,8 +406,8 @@ impl Store {
             return Ok(Put::Duplicate);
         }
         if !self.manifest.verify(id, data) {
-            // The only extra lock, on a path that costs a source its
-            // standing anyway.
+            // A lock taken only here and after a failed write below,
+            // never on the way of a good chunk.
             return Ok(if self.has(id) {
                 Put::Duplicate
             } else {
@@ -409,7 +418,13 @@ impl Store {
         // copy of a chunk held already is written too (the same verified
         // bytes, linked over the old name): finding that out first would
         // take the lock once more for every chunk, and copies are rare.
-        let file = fs::write_chunk_file(&chunk_path(&self.dir, id), data)?;
+        let file = match fs::write_chunk_file(&chunk_path(&self.dir, id), data) {
+            Ok(file) => file,
+            // A copy of a held chunk that finds the disk full changes
+            // nothing: not a reason to stop.
+            Err(_) if self.has(id) => return Ok(Put::Duplicate),
+            Err(e) => return Err(e),
+        };
         let mut guard = self.lock();
         let held = &mut *guard;
         if held.have.contains(id) {

@@ -20,6 +20,7 @@ use std::os::unix::fs::symlink;
 use std::process::Command;
 use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::Duration;
 
 /// A fresh directory under the system temp dir, removed on drop.
 fn temp_dir(name: &str) -> TestDir {
@@ -73,6 +74,51 @@ fn put_verifies_stores_and_notifies() {
     let mut buf = Vec::new();
     peer.read_chunk(id1, &mut buf).unwrap();
     assert_eq!(buf, &data[1024..2048]);
+}
+
+/// `retire` waits for a `put` under way (here held up in its summary
+/// rewrite, the last thing it writes) and turns later ones away.
+#[test]
+fn retire_waits_for_a_put_under_way_and_stops_later_ones() {
+    let (dir, data, owner) = split_sample(2500);
+    let peer = Arc::new(Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap());
+    let (paused_tx, paused) = crossbeam_channel::unbounded();
+    let (go, go_rx) = crossbeam_channel::unbounded();
+    peer.summary_pause.set((paused_tx, go_rx)).unwrap();
+    // Due at once, so the put rewrites the summary itself.
+    peer.lock().summary.written = None;
+    let l = peer.layout().clone();
+    let (id0, id1) = (l.chunk_id(0).unwrap(), l.chunk_id(1).unwrap());
+    let put = {
+        let peer = Arc::clone(&peer);
+        let chunk = data[..1024].to_vec();
+        thread::spawn(move || peer.put(id0, &chunk).unwrap())
+    };
+    paused.recv().unwrap();
+    let (retired_tx, retired) = crossbeam_channel::unbounded();
+    let retire = {
+        let peer = Arc::clone(&peer);
+        thread::spawn(move || {
+            peer.retire();
+            retired_tx.send(()).unwrap();
+        })
+    };
+    // Were it not waiting, it would be done long before this.
+    assert!(
+        retired.recv_timeout(Duration::from_millis(300)).is_err(),
+        "retire returned with a put under way"
+    );
+    go.send(()).unwrap();
+    drop(go);
+    assert_eq!(put.join().unwrap(), Put::Stored);
+    retired.recv().unwrap();
+    retire.join().unwrap();
+    assert_eq!(peer.put(id1, &data[1024..2048]).unwrap(), Put::Duplicate);
+    assert!(!chunk_path(peer.dir(), id1).exists());
+    assert_eq!(
+        fs::read_to_string(peer.dir().join(SUMMARY_FILE)).unwrap(),
+        "0\n"
+    );
 }
 
 /// A chunk stored while the summary is being rewritten is in the
