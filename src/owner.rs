@@ -20,6 +20,8 @@
 //! (telling a peer its download neighbour, re-seeding chunks that died
 //! with a peer) and answers `swarm status`.
 
+pub mod index;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::IpAddr;
