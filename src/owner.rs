@@ -260,7 +260,7 @@ impl Owner {
         );
         let (events, inbox) = crossbeam_channel::unbounded();
         let shell = Shell::new(Arc::clone(&self.shared), core, first);
-        let owner_loop = spawn("owner", move || shell.run(inbox))?;
+        let owner_loop = spawn("owner loop", move || shell.run(inbox))?;
         let (stop_watch, stopped) = crossbeam_channel::bounded::<()>(0);
         let watcher = Watcher::new(
             Arc::clone(&self.shared),
@@ -268,7 +268,7 @@ impl Owner {
             stopped,
             self.split.take(),
         );
-        let watcher = spawn("watch", move || watcher.run())?;
+        let watcher = spawn("owner watch", move || watcher.run())?;
         let (shared, to_loop) = (Arc::clone(&self.shared), events.clone());
         let open = net::accept_loop(
             &self.listener,
@@ -364,4 +364,96 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
         );
     }
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chunks::ChunkSet;
+    use crate::conn;
+    use crate::testdir::TestDir;
+    use crate::wire::Decoder;
+
+    /// This process's threads that the owner names as its own.
+    fn owner_threads() -> Vec<String> {
+        let mut names = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            if let Ok(name) = std::fs::read_to_string(task.path().join("comm")) {
+                let name = name.trim_end().to_string();
+                if ["owner loop", "owner watch", "owner split"].contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
+    /// The next message off `stream`, as its name and, for SEEDING, its
+    /// value.
+    fn next(dec: &mut Decoder, stream: &mut std::net::TcpStream) -> (String, Option<bool>) {
+        net::fill_within(dec, stream, Duration::from_secs(10)).expect("a frame within 10 s");
+        let msg = dec.message().expect("a well-formed frame");
+        let busy = match msg {
+            Message::Seeding(busy) => Some(busy),
+            _ => None,
+        };
+        (msg.name().to_string(), busy)
+    }
+
+    #[test]
+    fn a_session_is_seeded_through_the_loop_and_a_stopped_owner_leaves_no_thread() {
+        let dir = TestDir::new("owner-loop");
+        let file = dir.join("file");
+        let data: Vec<u8> = (0..10 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let args = OwnerArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            dir: dir.join("chunks"),
+            chunk_size: 1024,
+            chunking: Chunking::Fixed,
+            peers: 2,
+            file,
+            max_peers: 10,
+            secret_file: None,
+            once: true,
+        };
+        let owner = Owner::bind(&args).unwrap();
+        let (addr, stopper) = (owner.local_addr(), owner.stopper());
+        let layout = owner.manifest().layout().clone();
+        let running = thread::spawn(move || owner.run());
+
+        // A peer that holds nothing and does not register: 1/2 of the file.
+        let (mut stream, mut dec, _) = conn::dial(addr, [0; 32], "test", None).unwrap();
+        dec.set_layout(layout.clone());
+        let mut list = Vec::new();
+        wire::encode(&Message::ChunkList(ChunkSet::new(10)), &mut list);
+        std::io::Write::write_all(&mut stream, &list).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let (name, busy) = next(&mut dec, &mut stream);
+            let seeding = busy.is_some();
+            got.push((name, busy));
+            if seeding {
+                break;
+            }
+        }
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        let chunks = names.iter().filter(|n| **n == "chunk").count();
+        assert_eq!(chunks, 5, "{names:?}");
+        // The seeds, SEED_DONE, then (once the writer reports them out)
+        // SEEDING false: no one is being seeded any more.
+        let done = names.iter().position(|n| *n == "seed-done").unwrap();
+        assert_eq!(done, names.len() - 2, "{names:?}");
+        assert_eq!(got.last().unwrap().1, Some(false));
+
+        // The check below is not vacuous: the loop and the watcher run.
+        let live = owner_threads();
+        assert!(live.contains(&"owner loop".to_string()), "{live:?}");
+        assert!(live.contains(&"owner watch".to_string()), "{live:?}");
+        stopper.stop();
+        running.join().unwrap().unwrap();
+        assert_eq!(owner_threads(), Vec::<String>::new());
+    }
 }

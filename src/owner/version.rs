@@ -87,7 +87,7 @@ fn first_missing(store: &Store) -> Option<ChunkId> {
 pub(super) fn start_split(shared: &Arc<Shared>, v: Arc<Version>) -> Result<JoinHandle<()>> {
     let splitter = Arc::clone(shared);
     thread::Builder::new()
-        .name("split".into())
+        .name("owner split".into())
         .spawn(move || {
             let started = Instant::now();
             match v.store.split_from(&splitter.source, &v.retired) {
