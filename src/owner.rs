@@ -27,11 +27,11 @@
 //!                                      └────────── Outgoing::Written ◀── writer threads
 //! ```
 //!
-//! - [`core`]: the decisions ([`OwnerCore`]: sessions, seeding, tracker),
-//!   no I/O;
-//! - [`shell`]: the owner's loop, which carries them out;
-//! - [`session`]: a session's reader and its chunk source;
-//! - [`version`]: versions, their split, and the watch thread.
+//! - `owner/core.rs`: the decisions ([`OwnerCore`]: sessions, seeding,
+//!   tracker), no I/O;
+//! - `owner/shell.rs`: the owner's loop, which carries them out;
+//! - `owner/session.rs`: a session's reader and its chunk source;
+//! - `owner/version.rs`: versions, their split, and the watch thread.
 
 mod core;
 mod session;

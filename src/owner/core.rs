@@ -285,7 +285,7 @@ impl OwnerCore {
 
     /// The tracker's clock: ends the grace of peers away too long,
     /// seeds chunks no live member holds, and logs the registry every
-    /// [`TABLE_EVERY`] while peers are downloading.
+    /// `TABLE_EVERY` (5 s) while peers are downloading.
     pub fn tick(&mut self, now: Instant) -> Vec<Command> {
         let mut out = Vec::new();
         let actions = self.tracker.tick(now);
