@@ -93,18 +93,11 @@ pub enum Outgoing {
     /// until the other side closes too, so the last frames are not lost
     /// to a reset.
     Finish,
-    /// Runs once everything queued before it is written (the owner
-    /// learns that a session's seeds are out).
-    Then(Then),
-}
-
-/// A closure a writer runs at its place in the inbox.
-pub struct Then(pub Box<dyn FnOnce() + Send>);
-
-impl std::fmt::Debug for Then {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Then(..)")
-    }
+    /// Once everything queued before it is written, the connection's
+    /// ID goes to this channel (the owner's loop learns that a session's
+    /// seeds are out). A mark, not a decision: the writer does nothing
+    /// else with it.
+    Written(Sender<ConnId>),
 }
 
 /// Where a writer gets the chunks it sends.
@@ -821,7 +814,9 @@ impl Writer {
                 let _ = self.stream.shutdown(Shutdown::Write);
                 return Ok(false);
             }
-            Outgoing::Then(then) => (then.0)(),
+            Outgoing::Written(to) => {
+                let _ = to.send(self.handle.id());
+            }
         }
         Ok(true)
     }
