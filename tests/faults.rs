@@ -2,7 +2,7 @@
 //! neighbours and hostile bytes. Every test ends by comparing the copies
 //! with the input byte for byte, or by checking the exact error.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -6,7 +6,7 @@
 //! from `/proc`, and times as ratios to an undisturbed run in the same
 //! test.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::sync::Arc;

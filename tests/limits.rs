@@ -5,7 +5,7 @@
 //! runs the real binary and checks real outcomes: copies byte for byte,
 //! exact error lines, exit codes, memory and CPU from /proc.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};

@@ -2,7 +2,7 @@
 //! loopback, checked by comparing every copy with the input byte for
 //! byte.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

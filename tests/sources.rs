@@ -9,7 +9,7 @@
 //! the closing "chunk bytes by source" line, which must account for every
 //! byte of the file and agree with the chunk lines.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
