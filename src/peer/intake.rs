@@ -231,7 +231,6 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::net::{TcpListener, TcpStream};
-    use std::path::PathBuf;
     use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
     use std::time::Instant;
@@ -239,16 +238,10 @@ mod tests {
     use crate::conn::{Conn, Setup};
     use crate::manifest::Chunking;
     use crate::store::{self, Put};
+    use crate::testdir::TestDir;
     use crate::wire::{self, Decoder};
 
     use super::super::Event;
-
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("swarm-intake-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     /// The frame of `msg`, taken whole out of a decoder as a reader does.
     fn frame(msg: &Message<'_>, layout: &crate::manifest::Layout) -> Frame {
@@ -264,7 +257,7 @@ mod tests {
     #[test]
     fn chunks_are_verified_stored_and_reported_with_their_source() {
         // 1. An owner's store to take chunks from, and a peer's to fill.
-        let dir = temp_dir();
+        let dir = TestDir::new("intake");
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(dir.join("input.bin"), &data).unwrap();
         let (owner, _) = store::split(
@@ -341,6 +334,5 @@ mod tests {
         }
         intake.finish().unwrap();
         handle.close();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -49,8 +49,10 @@ pub struct TestDir {
 impl TestDir {
     pub fn new(name: &str) -> TestDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join("swarm-tests").join(format!(
-            "{name}-{}-{}",
+        // Directly under the temp dir: a shared parent would be left
+        // behind (or raced for) once the last test removed its own.
+        let path = std::env::temp_dir().join(format!(
+            "swarm-tests-{name}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
