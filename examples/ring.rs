@@ -81,6 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 stall_timeout: Duration::from_secs(10),
                 secret_file: None,
                 verify_output: false,
+                record: None,
             };
             thread::spawn(move || swarm::peer::run(&args))
         })

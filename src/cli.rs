@@ -116,6 +116,8 @@ pub struct PeerArgs {
     /// Re-hash the whole output against the manifest's whole-file SHA-256
     /// before it takes its final name, on top of every chunk's own check.
     pub verify_output: bool,
+    /// `--record FILE`: where to write the closing record (JSON) on success.
+    pub record: Option<PathBuf>,
 }
 
 /// `swarm --help`.
@@ -248,6 +250,9 @@ Options:
                                    is verified chunk by chunk: every byte
                                    written was checked against its chunk's
                                    SHA-256 first]
+  --record FILE                    on success, write one JSON object to FILE:
+                                   the output, its SHA-256, why the peer left
+                                   and the bytes from each source
   -h, --help                       print this help
 ";
 
@@ -334,6 +339,7 @@ const PEER_FLAGS: &[&str] = &[
     "--advertise",
     "--secret-file",
     "--verify-output",
+    "--record",
 ];
 const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json", "--secret-file"];
 /// Flags that take no value.
@@ -579,6 +585,7 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
         stall_timeout: Duration::from_secs(stall),
         secret_file: flags.secret_file(env)?,
         verify_output: flags.switch("--verify-output"),
+        record: flags.path("--record")?,
     }))
 }
 

@@ -36,6 +36,7 @@ mod intake;
 /// The peer's decisions, with no I/O: the coordinator is its shell.
 pub mod machine;
 mod owner_link;
+mod record;
 mod upload;
 
 pub(crate) use owner_link::{NEW_VERSION, receive_manifest};
@@ -235,6 +236,8 @@ pub struct Report {
     pub reused: u64,
     /// Time from start until the file was verified.
     pub elapsed: Duration,
+    /// Why the peer left (`None` until it does).
+    pub left: Option<LeaveWhy>,
 }
 
 /// The most chunk requests one link may have in flight: about 4 MiB
@@ -833,7 +836,8 @@ impl<'a> Coordinator<'a> {
                         self.args.linger.as_secs()
                     ),
                 }
-                return Ok(self.report.clone());
+                let left = Some(why);
+                return Ok(self.report.clone().map(|r| Report { left, ..r }));
             }
         }
         Ok(None)
@@ -1159,6 +1163,7 @@ impl<'a> Coordinator<'a> {
             by_source,
             reused,
             elapsed,
+            left: None,
         });
         self.shared.verified.store(true, Ordering::Relaxed);
         self.core.handle(Instant::now(), Input::Verified(Ok(())));
