@@ -67,11 +67,16 @@ fn kill_9_at_several_points_then_restart() {
         ring.start_peer(i);
     }
     ring.expect_identical_copies();
-    let log = ring.peer(2).log_text();
-    assert!(log.contains("40 of 40 chunks verified on disk"), "{log}");
-    assert!(
-        !log.contains("received chunk "),
-        "a complete peer fetched chunks again"
+    let record = ring.record(2);
+    assert_eq!(
+        record.reused,
+        ring.data.len() as u64,
+        "the peer did not resume from its 40 chunks: {record:?}"
+    );
+    assert_eq!(
+        record.from_owner + record.from_ring,
+        0,
+        "a complete peer fetched chunks again: {record:?}"
     );
 }
 

@@ -91,6 +91,9 @@ fn a_neighbour_leaving_mid_chunk_after_complete_is_an_orderly_end() {
     );
     let log = ring.peer(0).log_text();
     assert!(log.contains("holds every chunk; told leaver"), "{log}");
+    // Not vacuous for the first: it is the error's own wording.
+    let cut = swarm::wire::Error::Truncated { got: 1, wanted: 2 };
+    assert!(cut.to_string().contains("inside a frame"), "{cut}");
     for unwanted in ["inside a frame", "retrying", "unreachable"] {
         assert!(!log.contains(unwanted), "{unwanted:?} in:\n{log}");
     }
