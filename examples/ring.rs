@@ -85,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 verify_output: false,
                 timeouts: Timeouts::default(),
                 limits: Limits::default(),
+                record: None,
             };
             thread::spawn(move || swarm::peer::run(&args))
         })

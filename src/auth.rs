@@ -357,6 +357,7 @@ fn refuse(stream: &mut TcpStream, reason: &str, who: &str, failure: Failure) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
     use std::net::TcpListener;
     use std::thread;
     use std::time::Duration;
@@ -563,38 +564,31 @@ mod tests {
     }
 
     /// A file of `content` with mode 0600 in a directory of its own.
-    fn scratch(name: &str, content: &[u8]) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("swarm-auth-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// The directory goes when the returned [`TestDir`] is dropped.
+    fn scratch(name: &str, content: &[u8]) -> (TestDir, std::path::PathBuf) {
+        let dir = TestDir::new(&format!("auth-{name}"));
         let path = dir.join("secret");
         std::fs::write(&path, content).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path
+        (dir, path)
     }
 
     #[test]
     fn a_secret_file_loses_trailing_whitespace_only() {
-        let path = scratch("crlf", b" two words\t\r\n\n");
+        let (_dir, path) = scratch("crlf", b" two words\t\r\n\n");
         let s = Secret::load(&path).unwrap();
         assert_eq!(s.key, b" two words");
         assert_eq!(format!("{s:?}"), "Secret(..)");
-        forget(&path);
-        let path = scratch("max", &[b'x'; MAX_SECRET_LEN]);
+        let (_dir, path) = scratch("max", &[b'x'; MAX_SECRET_LEN]);
         assert_eq!(Secret::load(&path).unwrap().key.len(), MAX_SECRET_LEN);
-        forget(&path);
     }
 
     /// The spec (Admission) names the bytes stripped: ASCII whitespace as
     /// `u8::is_ascii_whitespace` has it, which leaves out the vertical tab.
     #[test]
     fn a_vertical_tab_stays_in_a_secret_but_a_form_feed_is_stripped() {
-        let path = scratch("vt", b"key\x0b \x0c\t\r\n");
+        let (_dir, path) = scratch("vt", b"key\x0b \x0c\t\r\n");
         assert_eq!(Secret::load(&path).unwrap().key, b"key\x0b");
-        forget(&path);
-    }
-
-    fn forget(path: &Path) {
-        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]
@@ -604,16 +598,15 @@ mod tests {
             ("long", vec![b's'; MAX_SECRET_LEN + 1], "is over 4096 bytes"),
         ];
         for (name, content, why) in cases {
-            let path = scratch(name, &content);
+            let (_dir, path) = scratch(name, &content);
             let err = Secret::load(&path).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("secret file {} {why}", path.display())
             );
             assert_eq!(err.exit_code(), 1);
-            forget(&path);
         }
-        let there = scratch("missing", b"hunter2");
+        let (_dir, there) = scratch("missing", b"hunter2");
         let missing = there.with_file_name("missing");
         let err = Secret::load(&missing).unwrap_err();
         assert_eq!(
@@ -625,7 +618,6 @@ mod tests {
         );
         let err = Secret::load(missing.parent().unwrap()).unwrap_err();
         assert!(err.to_string().ends_with(": is a directory"), "{err}");
-        forget(&there);
     }
 
     #[test]

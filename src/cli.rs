@@ -205,6 +205,9 @@ Options:
                                    is verified chunk by chunk: every byte
                                    written was checked against its chunk's
                                    SHA-256 first]
+  --record FILE                    on success, write one JSON object to FILE:
+                                   the output, its SHA-256, why the peer left
+                                   and the bytes from each source
   -h, --help                       print this help
 
 For tests, SWARM_HANDSHAKE_TIMEOUT_MS and SWARM_IDLE_TIMEOUT_MS shorten the
@@ -294,6 +297,7 @@ const PEER_FLAGS: &[&str] = &[
     "--advertise",
     "--secret-file",
     "--verify-output",
+    "--record",
 ];
 const STATUS_FLAGS: &[&str] = &["--owner", "--watch", "--json", "--secret-file"];
 /// Flags that take no value.
@@ -542,6 +546,7 @@ fn peer(flags: Flags, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Command>
         verify_output: flags.switch("--verify-output"),
         timeouts: Timeouts::from_env(env)?,
         limits: Limits::default(),
+        record: flags.path("--record")?,
     }))
 }
 

@@ -159,6 +159,8 @@ pub struct PeerConfig {
     /// Re-hash the whole output against the manifest's whole-file SHA-256
     /// before it takes its final name, on top of every chunk's own check.
     pub verify_output: bool,
+    /// `--record FILE`: where to write the closing record (JSON) on success.
+    pub record: Option<PathBuf>,
     /// How long each step of a connection may take.
     pub timeouts: Timeouts,
     /// How much the peer takes on at once.

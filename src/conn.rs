@@ -894,3 +894,6 @@ pub fn id_list(ids: &[ChunkId]) -> String {
     let more = if ids.len() > 8 { ", ..." } else { "" };
     format!("{} chunks ({}{more})", ids.len(), shown.join(", "))
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,10 @@ fn run() -> swarm::Result<()> {
         Command::Version => println!("swarm {}", env!("CARGO_PKG_VERSION")),
         Command::Owner(args) => swarm::owner::Owner::bind(&args)?.run()?,
         Command::Peer(args) => {
-            swarm::peer::run(&args)?;
+            let report = swarm::peer::run(&args)?;
+            if let Some(path) = &args.record {
+                report.write_record(path)?;
+            }
         }
         Command::Status(args) => swarm::status::run(&args)?,
     }

@@ -182,7 +182,7 @@ fn json(manifest: &Manifest, sent: u64, peers: &[PeerStatus]) -> String {
 }
 
 /// A JSON string literal.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -5,7 +5,7 @@
 //! secret file others may read is warned about; and the secret appears in
 //! no log and no process argument.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! The command line as a user meets it: help, version, and one clear
 //! `swarm: ` line with the right exit status for every kind of bad input.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Output};

@@ -5,7 +5,7 @@
 //! runs the real binary and checks real outcomes: copies byte for byte,
 //! exact error lines, exit codes, memory and CPU from /proc.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
@@ -464,6 +464,11 @@ fn share_under_name(dir: &TestDir, name: &str, data: &[u8]) {
     let log = again.log_text();
     let want = format!("{count} of {count} chunks verified on disk");
     assert!(log.contains(&want), "{name:?}: no {want:?} in:\n{log}");
+    // Not vacuous: the first run logged each chunk it received so.
+    assert!(
+        peers[0].log_text().contains("received chunk"),
+        "{name:?}: the first run's log has no \"received chunk\" line"
+    );
     assert!(!log.contains("received chunk"), "{name:?}: {log}");
     let out = swarm::store::default_output(&dir.join("peer0"), name);
     assert!(fs::read(&out).unwrap() == data, "{name:?}: copy changed");

@@ -9,7 +9,7 @@
 //! the closing "chunk bytes by source" line, which must account for every
 //! byte of the file and agree with the chunk lines.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -85,26 +85,13 @@ fn received_by_source(log: &str, me: &str) -> BTreeMap<String, Vec<u32>> {
     by
 }
 
-/// The closing "chunk bytes by source" line of peer `me`, as (source,
-/// bytes) in the order the line gives them.
-fn bytes_by_source(log: &str, me: &str) -> Vec<(String, u64)> {
-    let tag = format!("{me}: chunk bytes by source: ");
-    let line = log
-        .lines()
-        .find(|l| l.contains(&tag))
-        .unwrap_or_else(|| panic!("no {tag:?} line in:\n{log}"));
-    let list = &line[line.find(&tag).unwrap() + tag.len()..];
-    list.split(", ")
-        .map(|entry| {
-            let (who, bytes) = entry
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("odd entry {entry:?} in {line}"));
-            (who.to_string(), bytes.parse().unwrap())
-        })
-        .collect()
+/// Peer `i`'s chunk bytes by source, from its closing record, in the
+/// order the sources first delivered.
+fn bytes_by_source(ring: &Ring, i: usize) -> Vec<(String, u64)> {
+    ring.record(i).sources
 }
 
-/// Bytes `who` delivered by the by-source line; 0 if it is not named.
+/// Bytes `who` delivered by the closing record; 0 if it is not named.
 fn bytes_from(by: &[(String, u64)], who: &str) -> u64 {
     by.iter().find(|(w, _)| w == who).map_or(0, |(_, b)| *b)
 }
@@ -133,11 +120,16 @@ fn assert_owner_held_back(log: &str, by: &[(String, u64)]) {
 }
 
 /// Checks what peer `me` logged against the file: every chunk stored
-/// exactly once (so no chunk came from two sources), the by-source line
-/// naming the same sources in the order they first delivered, with the
+/// exactly once (so no chunk came from two sources), the closing
+/// record's bytes by source (`by`) naming the same sources in the order they first delivered, with the
 /// exact bytes of their chunks, adding up to the whole file. Returns the
 /// chunks by source.
-fn audit_sources(log: &str, me: &str, m: &Manifest) -> BTreeMap<String, Vec<u32>> {
+fn audit_sources(
+    log: &str,
+    me: &str,
+    m: &Manifest,
+    by: &[(String, u64)],
+) -> BTreeMap<String, Vec<u32>> {
     let layout = m.layout();
     let got = received_by_source(log, me);
     let mut seen = vec![Vec::new(); layout.count() as usize];
@@ -149,18 +141,17 @@ fn audit_sources(log: &str, me: &str, m: &Manifest) -> BTreeMap<String, Vec<u32>
     for (id, whos) in seen.iter().enumerate() {
         assert_eq!(whos.len(), 1, "{me}: chunk {id} was stored from {whos:?}");
     }
-    let by = bytes_by_source(log, me);
     let len_of = |ids: &[u32]| -> u64 {
         ids.iter()
             .map(|&id| layout.chunk_len(layout.chunk_id(id).unwrap()) as u64)
             .sum()
     };
-    for (who, bytes) in &by {
+    for (who, bytes) in by {
         let ids = got.get(who).map_or(&[][..], Vec::as_slice);
         assert_eq!(
             *bytes,
             len_of(ids),
-            "{me}: the by-source line gives {who} {bytes} bytes, but its {} \
+            "{me}: the record gives {who} {bytes} bytes, but its {} \
              \"received chunk\" lines add up to {}",
             ids.len(),
             len_of(ids)
@@ -183,7 +174,7 @@ fn audit_sources(log: &str, me: &str, m: &Manifest) -> BTreeMap<String, Vec<u32>
 /// Two real peers that hold the whole file serve a third with
 /// `--sources 2 --download-neighbor A --download-neighbor B`: every chunk
 /// is stored once, from one source (the two are never asked for the
-/// same chunk), both deliver, and the closing by-source line accounts
+/// same chunk), both deliver, and the closing record accounts
 /// for every byte.
 #[test]
 fn two_sources_deliver_disjoint_chunks_and_the_peer_completes() {
@@ -200,9 +191,7 @@ fn two_sources_deliver_disjoint_chunks_and_the_peer_completes() {
     ring.start_peer_to(0, b);
     ring.start_peer_to(1, a);
     for i in 0..2 {
-        wait_until(&format!("peer{i} to hold the file"), || {
-            common::verified(&ring.peer(i).log_text())
-        });
+        wait_until(&format!("peer{i} to hold the file"), || ring.holds_copy(i));
     }
     ring.extra = strings(&["--linger", "1", "--sources", "2"]);
     start_peer_from(&mut ring, 2, &[a, b]);
@@ -217,8 +206,8 @@ fn two_sources_deliver_disjoint_chunks_and_the_peer_completes() {
         )),
         "{log}"
     );
-    let got = audit_sources(&log, &me, &m);
-    let by = bytes_by_source(&log, &me);
+    let got = audit_sources(&log, &me, &m, &bytes_by_source(&ring, 2));
+    let by = bytes_by_source(&ring, 2);
     eprintln!("two sources: {by:?}");
     for who in [peer_name(a), peer_name(b)] {
         assert!(bytes_from(&by, &who) > 0, "{who} delivered nothing: {by:?}");
@@ -234,10 +223,10 @@ fn two_sources_deliver_disjoint_chunks_and_the_peer_completes() {
     for i in 0..2 {
         let log = ring.peer(i).log_text();
         assert!(
-            log.contains(&format!("{me} reports it holds every chunk"))
-                && log.contains("upload neighbour holds every chunk; exiting"),
+            log.contains(&format!("{me} reports it holds every chunk")),
             "peer{i}:\n{log}"
         );
+        assert_eq!(ring.record(i).left, "released", "peer{i}");
     }
 }
 
@@ -328,7 +317,7 @@ fn a_source_that_stalls_is_abandoned_and_the_other_delivers() {
         "{lapsed}"
     );
     assert!(!log.contains("honest did not deliver"), "{log}");
-    let got = audit_sources(&log, &me, &m);
+    let got = audit_sources(&log, &me, &m, &bytes_by_source(&ring, 0));
     assert!(!got.contains_key("silent"), "{got:?}");
     // The chunk it named came from the honest neighbour instead.
     let id: u32 = lapsed[lapsed.find(&lapse).unwrap() + lapse.len()..]
@@ -337,7 +326,7 @@ fn a_source_that_stalls_is_abandoned_and_the_other_delivers() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no chunk ID in {lapsed}"));
     assert!(got["honest"].contains(&id), "chunk {id}: {got:?}");
-    let by = bytes_by_source(&log, &me);
+    let by = bytes_by_source(&ring, 0);
     eprintln!("stalling source: {by:?}");
     assert_eq!(bytes_from(&by, "silent"), 0, "{by:?}");
     assert_owner_held_back(&log, &by);
@@ -382,9 +371,9 @@ fn a_source_that_lies_is_dropped_and_the_other_delivers() {
         log.contains(" from liar failed its SHA-256 check; 3 bad chunks from it; disconnecting"),
         "{log}"
     );
-    let got = audit_sources(&log, &me, &m);
+    let got = audit_sources(&log, &me, &m, &bytes_by_source(&ring, 0));
     assert!(!got.contains_key("liar"), "{got:?}");
-    let by = bytes_by_source(&log, &me);
+    let by = bytes_by_source(&ring, 0);
     eprintln!("lying source: {by:?}");
     assert_eq!(bytes_from(&by, "liar"), 0, "{by:?}");
     assert!(bytes_from(&by, "honest") > 0, "{by:?}");
@@ -426,7 +415,7 @@ fn two_stalling_sources_call_in_the_owner() {
         .contains(&why),
         "{line}"
     );
-    let got = audit_sources(&log, &me, &m);
+    let got = audit_sources(&log, &me, &m, &bytes_by_source(&ring, 0));
     assert_eq!(got.keys().collect::<Vec<_>>(), ["the owner"], "{got:?}");
     let took = completion_secs(&log);
     eprintln!("two stalling sources: complete in {took:.2} s");
@@ -441,7 +430,7 @@ fn two_stalling_sources_call_in_the_owner() {
 /// is stored, and its connection's thread then hashes the rest of the
 /// file into the whole-file digest before it reports the chunk; the
 /// second copy, arriving meanwhile, is a duplicate and reported first.
-/// The closing by-source line must still credit the first source and
+/// The closing record must still credit the first source and
 /// add up to the file.
 ///
 /// Fails (24 runs of 24 here) while the coordinator counts a chunk held
@@ -479,8 +468,8 @@ fn a_chunk_both_sources_deliver_at_once_is_counted_for_the_one_stored() {
     let log = ring.peer(0).log_text();
     let stored = format!("{me}: received chunk 5 from runner ");
     assert!(log.contains(&stored), "no {stored:?} in:\n{log}");
-    eprintln!("racing sources: {:?}", bytes_by_source(&log, &me));
-    audit_sources(&log, &me, &m);
+    eprintln!("racing sources: {:?}", bytes_by_source(&ring, 0));
+    audit_sources(&log, &me, &m, &bytes_by_source(&ring, 0));
 }
 
 /// A ring of four wired by hand with chords: peer i downloads from peers
@@ -509,7 +498,7 @@ fn hand_wiring_with_two_download_neighbors_works() {
                 format!("{me}: connected to download neighbour peer {port} at 127.0.0.1:{port}");
             assert!(log.contains(&up), "no {up:?} in:\n{log}");
         }
-        let got = audit_sources(&log, &me, &m);
+        let got = audit_sources(&log, &me, &m, &bytes_by_source(&ring, i));
         let allowed = neighbours.map(peer_name);
         for who in got.keys() {
             assert!(
@@ -517,7 +506,7 @@ fn hand_wiring_with_two_download_neighbors_works() {
                 "{me} stored chunks from {who}"
             );
         }
-        let by = bytes_by_source(&log, &me);
+        let by = bytes_by_source(&ring, i);
         let ring_bytes: u64 = allowed.iter().map(|w| bytes_from(&by, w)).sum();
         assert!(ring_bytes > 0, "{me}: nothing from the ring: {by:?}");
         from_ring.push(format!("{me}: {by:?}"));
@@ -572,8 +561,8 @@ fn owner_wired_sources_two() {
             ring.addr((i + 2) % n)
         );
         assert!(log.contains(&assigned), "no {assigned:?} in:\n{log}");
-        let got = audit_sources(&log, &me, &m);
-        eprintln!("{me}: {:?}", bytes_by_source(&log, &me));
+        let got = audit_sources(&log, &me, &m, &bytes_by_source(&ring, i));
+        eprintln!("{me}: {:?}", bytes_by_source(&ring, i));
         assert!(
             got.keys().any(|who| who != "the owner"),
             "{me} got nothing from the ring"
@@ -606,7 +595,7 @@ fn owner_wired_sources_two_survive_a_kill() {
     let done: Vec<usize> = survivors
         .iter()
         .copied()
-        .filter(|&i| common::verified(&ring.peer(i).log_text()))
+        .filter(|&i| ring.holds_copy(i))
         .collect();
     // The peer that joined last was seeded nothing (`--peers 5`): it
     // needs the whole file from the ring.

@@ -4,7 +4,7 @@
 //! `swarm status` lists them all. Every test ends by comparing the copies
 //! with the input byte for byte and checks the owner's exact log lines.
 
-mod common;
+use crate::common;
 
 use std::thread;
 use std::time::Duration;

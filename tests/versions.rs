@@ -1,7 +1,7 @@
 //! New versions of a file: an owner that follows its file, and peers that
 //! take each version up fetching only the chunks they do not hold.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

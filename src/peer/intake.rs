@@ -230,22 +230,15 @@ fn work(store: &Store, shared: &Shared, jobs: &Receiver<Job>, done: &Sender<Done
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
-    use std::path::PathBuf;
     use std::time::Instant;
 
     use crate::conn::{Conn, Setup};
     use crate::manifest::Chunking;
     use crate::store::{self, Put};
+    use crate::testdir::TestDir;
     use crate::wire::{self, Decoder};
 
     use super::super::Event;
-
-    fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("swarm-intake-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     /// The frame of `msg`, taken whole out of a decoder as a reader does.
     fn frame(msg: &Message<'_>, layout: &crate::manifest::Layout) -> Frame {
@@ -261,7 +254,7 @@ mod tests {
     #[test]
     fn chunks_are_verified_stored_and_reported_with_their_source() {
         // 1. An owner's store to take chunks from, and a peer's to fill.
-        let dir = temp_dir();
+        let dir = TestDir::new("intake");
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(dir.join("input.bin"), &data).unwrap();
         let (owner, _) = store::split(
@@ -334,6 +327,5 @@ mod tests {
         }
         intake.finish().unwrap();
         handle.close();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

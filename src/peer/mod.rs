@@ -44,6 +44,7 @@ mod intake;
 pub mod machine;
 mod notes;
 mod owner_link;
+mod record;
 mod upload;
 
 use download::DownloadCmd;
@@ -183,6 +184,8 @@ pub struct Report {
     pub reused: u64,
     /// Time from start until the file was verified.
     pub elapsed: Duration,
+    /// Why the peer left (`None` until it does).
+    pub left: Option<LeaveWhy>,
 }
 
 /// The most chunk requests one link may have in flight: about 4 MiB
@@ -858,7 +861,8 @@ impl<'a> Coordinator<'a> {
                         self.args.linger.as_secs()
                     ),
                 }
-                return Ok(self.report.clone());
+                let left = Some(why);
+                return Ok(self.report.clone().map(|r| Report { left, ..r }));
             }
         }
         Ok(None)
@@ -1096,6 +1100,7 @@ impl<'a> Coordinator<'a> {
             by_source,
             reused,
             elapsed,
+            left: None,
         });
         // Before COMPLETE goes out (the core's next outputs), so each
         // thread knows by the time its connection ends.

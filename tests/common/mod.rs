@@ -49,8 +49,10 @@ pub struct TestDir {
 impl TestDir {
     pub fn new(name: &str) -> TestDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join("swarm-tests").join(format!(
-            "{name}-{}-{}",
+        // Directly under the temp dir: a shared parent would be left
+        // behind (or raced for) once the last test removed its own.
+        let path = std::env::temp_dir().join(format!(
+            "swarm-tests-{name}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
@@ -317,6 +319,25 @@ impl Ring {
         self.dir.join(&format!("peer{i}"))
     }
 
+    /// Where peer `i` writes its closing record.
+    fn record_path(&self, i: usize) -> PathBuf {
+        self.dir.join(&format!("peer{i}.record.json"))
+    }
+
+    /// Peer `i`'s closing record; fails the test if it wrote none.
+    pub fn record(&self, i: usize) -> Record {
+        let path = self.record_path(i);
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("peer{i} wrote no record {}: {e}", path.display()));
+        Record::parse(&text)
+    }
+
+    /// Whether peer `i`'s output is a whole, verified copy of the input:
+    /// the output takes its name only once verified.
+    pub fn holds_copy(&self, i: usize) -> bool {
+        fs::read(self.peer_dir(i).join("input.bin")).is_ok_and(|got| got == self.data)
+    }
+
     /// Starts peer `i` (0-based), which downloads from peer `i + 1`.
     pub fn start_peer(&mut self, i: usize) {
         let next = self.ports[(i + 1) % self.ports.len()];
@@ -345,6 +366,11 @@ impl Ring {
         if let Some(port) = neighbour {
             args.extend(["--download-neighbor".into(), port.to_string()]);
         }
+        // How the run ended, as data (see [`Record`]); a run that fails
+        // writes none, so a stale one from an earlier run goes first.
+        let record = self.record_path(i);
+        let _ = fs::remove_file(&record);
+        args.extend(["--record".into(), record.display().to_string()]);
         args.extend(self.extra.iter().cloned());
         let name = format!("peer{i}");
         self.peers[i] = Some(Proc::start(&name, &self.dir.path, &args));
@@ -394,11 +420,10 @@ impl Ring {
     pub fn expect_all_identical(&mut self) {
         self.expect_identical_copies();
         for i in 0..self.peers.len() {
-            let log = self.peer(i).log_text();
+            let left = self.record(i).left;
             assert!(
-                log.contains("upload neighbour holds every chunk; exiting")
-                    || log.contains("the owner reports every peer holds the file; exiting"),
-                "peer{i} did not leave through the ring's exit rule"
+                left == "released" || left == "swarm_complete",
+                "peer{i} did not leave through the ring's exit rule: {left}"
             );
         }
     }
@@ -513,6 +538,78 @@ pub fn run_swarm(args: &[&str]) -> Finished {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// A peer's closing record (`swarm peer --record FILE`): how its run
+/// ended, from data rather than from its log's wording.
+#[derive(Debug)]
+pub struct Record {
+    /// `released`, `swarm_complete` or `lingered`.
+    pub left: String,
+    /// The whole-file SHA-256, in hex.
+    pub sha256: String,
+    pub from_owner: u64,
+    pub from_ring: u64,
+    pub reused: u64,
+    /// Chunk bytes by source name, in the order they first delivered.
+    pub sources: Vec<(String, u64)>,
+}
+
+impl Record {
+    pub fn parse(json: &str) -> Record {
+        assert!(json.starts_with("{\"event\":\"done\","), "{json}");
+        let (head, list) = json
+            .split_once("\"sources\":[")
+            .unwrap_or_else(|| panic!("no sources in {json}"));
+        let sources = list
+            .split("{\"name\":")
+            .skip(1)
+            .map(|entry| (json_string(entry, None), json_number(entry, "bytes")))
+            .collect();
+        Record {
+            left: json_string(head, Some("left")),
+            sha256: json_string(head, Some("sha256")),
+            from_owner: json_number(head, "from_owner"),
+            from_ring: json_number(head, "from_ring"),
+            reused: json_number(head, "reused"),
+            sources,
+        }
+    }
+
+    /// Bytes `who` delivered; 0 if it is not named.
+    pub fn bytes_from(&self, who: &str) -> u64 {
+        self.sources
+            .iter()
+            .find(|(w, _)| w == who)
+            .map_or(0, |(_, b)| *b)
+    }
+}
+
+/// The string after `"key":` (or at the start, without a key), unescaped
+/// for the quotes and backslashes swarm escapes.
+fn json_string(json: &str, key: Option<&str>) -> String {
+    let at = match key {
+        Some(key) => {
+            let tag = format!("\"{key}\":");
+            json.find(&tag)
+                .unwrap_or_else(|| panic!("no {tag} in {json}"))
+                + tag.len()
+        }
+        None => 0,
+    };
+    let rest = json[at..]
+        .strip_prefix('"')
+        .unwrap_or_else(|| panic!("no string at {at} in {json}"));
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return out,
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    panic!("unterminated string in {json}")
 }
 
 /// The whole number after `"key":` in a JSON text, the first time `key`
