@@ -325,13 +325,18 @@ fn garbage_and_idle_connections_do_not_disturb_a_ring() {
 #[test]
 fn idle_handshakes_time_out() {
     let mut ring = Ring::new("idle", 1, 1000);
+    // A 1 s handshake timeout instead of the 10 s default, set the way
+    // `swarm owner --help` documents for tests.
+    ring.owner_env = vec![("SWARM_HANDSHAKE_TIMEOUT_MS".into(), "1000".into())];
     ring.start_owner(&[]);
     wait_until("the owner's manifest", || {
         ring.dir.join("owner/summary.txt").exists()
     });
     let mut idle = TcpStream::connect(("127.0.0.1", ring.owner_port)).unwrap();
     idle.set_read_timeout(Some(common::patience())).unwrap();
-    // The owner hangs up after its 10 s handshake timeout.
+    // The owner hangs up after its handshake timeout, well within the
+    // read timeout's patience.
+    let asked = std::time::Instant::now();
     let mut buf = [0u8; 16];
     // A close, or a reset if the close raced the owner's shutdown.
     match common::read_some(&mut idle, &mut buf) {
@@ -339,6 +344,12 @@ fn idle_handshakes_time_out() {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("the owner should close the idle connection, not {other:?}"),
     }
+    // The shortened timeout was the one applied, not the 10 s default.
+    let waited = asked.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
     // The warning is logged just after the close.
     wait_until("the owner's warning", || {
         ring.owner

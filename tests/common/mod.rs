@@ -127,6 +127,11 @@ pub struct Proc {
 impl Proc {
     /// Starts `swarm ARGS` in `cwd` with stderr to `cwd/NAME.log`.
     pub fn start(name: &str, cwd: &Path, args: &[String]) -> Proc {
+        Proc::start_with(name, cwd, args, &[])
+    }
+
+    /// As [`Proc::start`], with `env` added to the environment.
+    pub fn start_with(name: &str, cwd: &Path, args: &[String], env: &[(String, String)]) -> Proc {
         let log = cwd.join(format!("{name}.log"));
         let err = File::options()
             .create(true)
@@ -137,6 +142,7 @@ impl Proc {
             .args(args)
             .current_dir(cwd)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -276,6 +282,8 @@ pub struct Ring {
     pub owner: Option<Proc>,
     pub peers: Vec<Option<Proc>>,
     pub extra: Vec<String>,
+    /// Added to the owner's environment (e.g. `SWARM_HANDSHAKE_TIMEOUT_MS`).
+    pub owner_env: Vec<(String, String)>,
 }
 
 impl Ring {
@@ -296,6 +304,7 @@ impl Ring {
             owner: None,
             peers: (0..n).map(|_| None).collect(),
             extra: Vec::new(),
+            owner_env: Vec::new(),
         }
     }
 
@@ -311,7 +320,12 @@ impl Ring {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(self.file.display().to_string());
-        self.owner = Some(Proc::start("owner", &self.dir.path, &args));
+        self.owner = Some(Proc::start_with(
+            "owner",
+            &self.dir.path,
+            &args,
+            &self.owner_env,
+        ));
     }
 
     /// Peer `i`'s directory.
