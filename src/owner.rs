@@ -43,7 +43,7 @@ mod version;
 pub use self::core::{Command, Input, OwnerCore, Registration, SeedState, Seeder};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -111,7 +111,7 @@ struct Shared {
     /// Why the owner must stop, once it must.
     fatal: Mutex<Option<Error>>,
     /// Bytes of chunks read from the source file and not yet sent.
-    source_reads: AtomicUsize,
+    source_reads: session::SourceReads,
     /// Chunk bytes sent to peers, seeds and answers alike.
     sent: AtomicU64,
     stopper: Stopper,
@@ -128,6 +128,8 @@ impl Shared {
             *fatal = Some(err);
             self.stopper.stop();
         }
+        drop(fatal);
+        self.source_reads.wake();
     }
 
     /// Whether the owner is stopping on an error.
@@ -158,6 +160,7 @@ impl Shared {
         if self.once {
             self.fail(self.changed(id));
         } else if !self.suspect.swap(true, Ordering::AcqRel) {
+            self.source_reads.wake();
             log::warn!(
                 "owner: {} changed while version {} was being split (chunk {id}); indexing it again",
                 self.source.display(),
@@ -209,7 +212,7 @@ impl Owner {
             suspect: AtomicBool::new(false),
             secret,
             fatal: Mutex::new(None),
-            source_reads: AtomicUsize::new(0),
+            source_reads: session::SourceReads::default(),
             sent: AtomicU64::new(0),
             stopper: stopper.clone(),
             timeouts: args.timeouts,

@@ -255,7 +255,7 @@ fn read_error(file: &Path, e: io::Error) -> Error {
 /// the store and how many chunk files were kept.
 pub fn split(file: &Path, dir: &Path, chunk_size: u32, chunking: Chunking) -> Result<(Store, u32)> {
     let store = Store::open_owner(dir, index(file, chunk_size, chunking)?)?;
-    let kept = store.split_from(file, &AtomicBool::new(false))?;
+    let kept = store.split_from(file, &AtomicBool::new(false), &|| {})?;
     Ok((store, kept))
 }
 
@@ -276,8 +276,10 @@ impl Store {
     /// file already there with exactly the right bytes (an owner
     /// restarted on an unchanged file) is kept rather than written again.
     /// Returns how many were kept. Setting `stop` ends it early, between
-    /// two chunks (its version is no longer served).
-    pub fn split_from(&self, file: &Path, stop: &AtomicBool) -> Result<u32> {
+    /// two chunks (its version is no longer served). `listed` is called
+    /// after each chunk is listed as held, so that whoever waits for one
+    /// can be woken rather than poll.
+    pub fn split_from(&self, file: &Path, stop: &AtomicBool, listed: &dyn Fn()) -> Result<u32> {
         let mut input = File::open(file).map_err(|e| Error::io_path("open", file, e))?;
         let layout = self.layout();
         let mut buf = vec![0u8; layout.max_chunk_len() as usize];
@@ -314,6 +316,7 @@ impl Store {
                 write_chunk_file(&path, data)?;
             }
             self.mark_held(id);
+            listed();
         }
         self.flush_summary()?;
         Ok(kept)

@@ -14,10 +14,8 @@
 use std::fs::File;
 use std::net::{IpAddr, TcpStream};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::Sender;
 
@@ -50,35 +48,39 @@ impl ChunkSource for Serving {
         // A chunk read from the file is held in memory until it is sent,
         // so such reads share a budget; over it, a session waits for the
         // split (which waits on no session) to write the chunk file, or
-        // for another session to give its share back. Neither says when,
-        // hence the short sleep (the one polling wait left in the owner).
-        let _budget = loop {
+        // for another session to give its share back. Every change it
+        // waits for wakes it (see `SourceReads`), so it does not poll.
+        let ready = || {
             if v.store.has(id) {
+                return Some(Ok(()));
+            }
+            if v.retired.load(Ordering::Acquire) {
+                return Some(Err(Error::Integrity(format!(
+                    "chunk {id} of version {}, which is no longer shared, is not on disk",
+                    v.number
+                ))));
+            }
+            if shared.suspect.load(Ordering::Acquire) {
+                return Some(Err(Error::Integrity(format!(
+                    "chunk {id} of version {} is not on disk and {} has changed",
+                    v.number,
+                    shared.source.display()
+                ))));
+            }
+            if shared.failed() || shared.stopper.stopped() {
+                return Some(Err(Error::Integrity("the owner is stopping".into())));
+            }
+            None
+        };
+        let _budget = match shared.source_reads.take(len, ready) {
+            Taken::Budget(budget) => budget,
+            Taken::Ready(result) => {
+                result?;
                 if v.store.send_chunk(id, w)? > 0 {
                     shared.sent.fetch_add(len as u64, Ordering::Relaxed);
                 }
                 return Ok(());
             }
-            if let Some(taken) = Budget::take(&shared.source_reads, len) {
-                break taken;
-            }
-            if v.retired.load(Ordering::Acquire) {
-                return Err(Error::Integrity(format!(
-                    "chunk {id} of version {}, which is no longer shared, is not on disk",
-                    v.number
-                )));
-            }
-            if shared.suspect.load(Ordering::Acquire) {
-                return Err(Error::Integrity(format!(
-                    "chunk {id} of version {} is not on disk and {} has changed",
-                    v.number,
-                    shared.source.display()
-                )));
-            }
-            if shared.failed() || shared.stopper.stopped() {
-                return Err(Error::Integrity("the owner is stopping".into()));
-            }
-            thread::sleep(Duration::from_millis(5));
         };
         let mut data = vec![0u8; len];
         File::open(&shared.source)
@@ -107,25 +109,63 @@ impl ChunkSource for Serving {
 /// chunk may always be read.
 const SOURCE_READ_BUDGET: usize = 64 << 20;
 
-/// A share of [`SOURCE_READ_BUDGET`], given back when dropped.
-struct Budget<'a> {
-    used: &'a AtomicUsize,
-    len: usize,
+/// The bytes of chunks read from the source file and not yet sent, shared
+/// by every session's writer, with a condition variable that wakes a
+/// writer waiting for room or for its chunk file. Whatever such a writer
+/// waits for wakes it: a share given back ([`Budget`]'s drop), a chunk
+/// file listed by the split, a version retired, the source found
+/// changed, the owner stopping ([`SourceReads::wake`] at each).
+#[derive(Debug, Default)]
+pub(super) struct SourceReads {
+    used: Mutex<usize>,
+    changed: Condvar,
 }
 
-impl<'a> Budget<'a> {
-    fn take(used: &'a AtomicUsize, len: usize) -> Option<Budget<'a>> {
-        used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-            (now == 0 || now + len <= SOURCE_READ_BUDGET).then_some(now + len)
-        })
-        .ok()
-        .map(|_| Budget { used, len })
+/// What [`SourceReads::take`] came back with.
+enum Taken<'a, T> {
+    /// Room to read the chunk from the source file.
+    Budget(Budget<'a>),
+    /// What the caller's `ready` said first.
+    Ready(T),
+}
+
+impl SourceReads {
+    /// Waits until `ready` says something (asked first and after every
+    /// wake-up) or there is room for `len` more bytes, which it then takes.
+    fn take<T>(&self, len: usize, ready: impl Fn() -> Option<T>) -> Taken<'_, T> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(t) = ready() {
+                return Taken::Ready(t);
+            }
+            if *used == 0 || *used + len <= SOURCE_READ_BUDGET {
+                *used += len;
+                return Taken::Budget(Budget { reads: self, len });
+            }
+            used = self.changed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
     }
+
+    /// Wakes every waiting writer to look again. Whoever changes what a
+    /// writer waits for calls this after the change; the lock taken here
+    /// orders it after a writer's look, so no wake-up is lost.
+    pub(super) fn wake(&self) {
+        let _used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
+    }
+}
+
+/// A share of [`SOURCE_READ_BUDGET`], given back when dropped.
+struct Budget<'a> {
+    reads: &'a SourceReads,
+    len: usize,
 }
 
 impl Drop for Budget<'_> {
     fn drop(&mut self) {
-        self.used.fetch_sub(self.len, Ordering::AcqRel);
+        let mut used = self.reads.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= self.len;
+        self.reads.changed.notify_all();
     }
 }
 
@@ -322,5 +362,65 @@ impl Role for Session {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// Runs `take(1, ready)` on a thread of its own; its outcome (`true`
+    /// for `Ready`) arrives on the returned channel.
+    fn waiter(
+        reads: &Arc<SourceReads>,
+        flag: &Arc<AtomicBool>,
+    ) -> crossbeam_channel::Receiver<bool> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (reads, flag) = (Arc::clone(reads), Arc::clone(flag));
+        std::thread::spawn(move || {
+            let ready = || flag.load(Ordering::Acquire).then_some(());
+            let got = matches!(reads.take(1, ready), Taken::Ready(()));
+            let _ = tx.send(got);
+        });
+        rx
+    }
+
+    #[test]
+    fn a_writer_over_the_budget_waits_and_a_share_given_back_wakes_it() {
+        let reads = Arc::new(SourceReads::default());
+        let flag = Arc::new(AtomicBool::new(false));
+        let Taken::Budget(all) = reads.take(SOURCE_READ_BUDGET, || None::<()>) else {
+            panic!("an empty budget has room");
+        };
+        let rx = waiter(&reads, &flag);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "took room the budget does not have"
+        );
+        drop(all);
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(got, Ok(false), "the share given back should wake it");
+        assert_eq!(
+            *reads.used.lock().unwrap(),
+            0,
+            "its own share was given back"
+        );
+    }
+
+    #[test]
+    fn a_waiting_writer_is_woken_by_what_it_waits_for() {
+        let reads = Arc::new(SourceReads::default());
+        let flag = Arc::new(AtomicBool::new(false));
+        let Taken::Budget(_all) = reads.take(SOURCE_READ_BUDGET, || None::<()>) else {
+            panic!("an empty budget has room");
+        };
+        let rx = waiter(&reads, &flag);
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        // The chunk file listed, say: the change, then the wake-up.
+        flag.store(true, Ordering::Release);
+        reads.wake();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
     }
 }

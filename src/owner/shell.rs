@@ -171,6 +171,9 @@ impl Shell {
     /// thread, so none outlives the owner.
     fn stop(mut self, events: &Receiver<Event>, refuse: bool, open: net::Open) {
         self.stopping = true;
+        // A writer waiting to read a chunk from the source sees the owner
+        // stopping.
+        self.shared.source_reads.wake();
         if refuse {
             for handle in self.handles.values() {
                 handle.refuse(STOPPED);

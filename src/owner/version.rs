@@ -90,7 +90,7 @@ pub(super) fn start_split(shared: &Arc<Shared>, v: Arc<Version>) -> Result<JoinH
         .name("owner split".into())
         .spawn(move || {
             let started = Instant::now();
-            match v.store.split_from(&splitter.source, &v.retired) {
+            match v.store.split_from(&splitter.source, &v.retired, &|| splitter.source_reads.wake()) {
                 Ok(_) if v.retired.load(Ordering::Acquire) => {
                     if !splitter.stopper.stopped() {
                         log::info!("owner: version {} is replaced; its split stopped", v.number);
@@ -210,6 +210,7 @@ impl Watcher {
             }
         }
         self.shared.current().retired.store(true, Ordering::Release);
+        self.shared.source_reads.wake();
         if let Some(split) = self.split.take() {
             let _ = split.join();
         }
@@ -324,6 +325,7 @@ impl Watcher {
         // split stops between two chunks; only then does the new version
         // take over the chunk files, some of which it moves.
         old.retired.store(true, Ordering::Release);
+        shared.source_reads.wake();
         let (told_tx, told_rx) = crossbeam_channel::bounded(1);
         let retire = Event::Retire {
             number,
