@@ -279,20 +279,12 @@ impl Store {
             );
             old_trash.push(trash);
         }
-        if !old_trash.is_empty() {
-            let spawned = std::thread::Builder::new()
-                .name("trash".into())
-                .spawn(move || {
-                    for path in old_trash {
-                        let _ = remove_entry(&path);
-                    }
-                });
-            if let Err(e) = spawned {
-                log::warn!("cannot start a thread to delete old chunk files: {e}");
-            }
-        }
+        let trash = (!old_trash.is_empty())
+            .then(|| Trash::start(old_trash))
+            .flatten();
         let mut store = Store::with_set(dir, manifest, have)?;
         store.reused = reused;
+        store.trash = trash;
         Ok(store)
     }
 
@@ -493,5 +485,71 @@ impl Held {
         self.summary.dirty = false;
         self.summary.written = Some(Instant::now());
         self.have.clone()
+    }
+}
+
+/// Deletes folders of chunk files no version uses any more, on a thread of
+/// its own: deleting thousands of files can take seconds, which a switch
+/// to a new version need not wait for. Dropping it stops the deletion
+/// between two files and joins the thread; what is left is deleted by the
+/// next open, which takes up every trash folder it finds.
+#[derive(Debug)]
+pub(crate) struct Trash {
+    /// Dropped to say stop.
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Trash {
+    fn start(folders: Vec<PathBuf>) -> Option<Trash> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let spawned = std::thread::Builder::new()
+            .name("trash".into())
+            .spawn(move || {
+                let go_on = || stopped.try_recv() == Err(crossbeam_channel::TryRecvError::Empty);
+                for folder in folders {
+                    if let Ok(entries) = fs::read_dir(&folder) {
+                        for entry in entries.flatten() {
+                            if !go_on() {
+                                return;
+                            }
+                            let _ = remove_entry(&entry.path());
+                        }
+                    }
+                    if !go_on() {
+                        return;
+                    }
+                    let _ = remove_entry(&folder);
+                }
+            });
+        match spawned {
+            Ok(thread) => Some(Trash {
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                log::warn!("cannot start a thread to delete old chunk files: {e}");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Trash {
+    /// Waits for the deletion to finish, without stopping it.
+    pub(crate) fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Trash {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

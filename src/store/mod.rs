@@ -169,6 +169,9 @@ pub struct Store {
     /// write (both `SeqCst`): either the `put` sees the store retired, or
     /// `retire` sees it under way and waits on `idle`.
     writers: AtomicUsize,
+    /// The thread deleting the chunk files no version uses any more, if
+    /// one runs; stopped and joined when the store is dropped.
+    pub(crate) trash: Option<chunks::Trash>,
     /// Test only: pauses a summary rewrite after it took its snapshot,
     /// saying so on the first channel and going on at a word on the second.
     #[cfg(test)]
@@ -320,6 +323,7 @@ impl Store {
             reused: Reused::default(),
             retired: AtomicBool::new(false),
             writers: AtomicUsize::new(0),
+            trash: None,
             #[cfg(test)]
             summary_pause: std::sync::OnceLock::new(),
         };

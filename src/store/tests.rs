@@ -227,6 +227,35 @@ fn a_new_version_reuses_chunk_files_wherever_they_sit() {
 }
 
 #[test]
+fn old_chunk_files_are_deleted_on_a_thread_the_store_joins_and_the_next_open_finishes() {
+    let (dir, v1, _v2, m2) = two_versions();
+    let peer_dir = dir.join("peer");
+    drop(v1);
+    // A trash folder an earlier process left, with many files in it.
+    let left = peer_dir.join(CHUNKS_DIR).join(".trash-1-0");
+    fs::create_dir(&left).unwrap();
+    for n in 0..2000 {
+        fs::write(left.join(format!("{n}")), b"old").unwrap();
+    }
+    // Dropped at once: its deletion stops between two files and its
+    // thread is joined (drop returns), whatever is left stays.
+    let store = Store::open(&peer_dir, m2.clone()).unwrap();
+    assert!(store.trash.is_some(), "the open took up the trash folder");
+    drop(store);
+    // The next open takes up what is left, and finishes it.
+    let mut store = Store::open(&peer_dir, m2.clone()).unwrap();
+    if let Some(trash) = store.trash.take() {
+        trash.wait();
+    }
+    let trash_left: Vec<_> = fs::read_dir(peer_dir.join(CHUNKS_DIR))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".trash-"))
+        .collect();
+    assert!(trash_left.is_empty(), "{trash_left:?}");
+}
+
+#[test]
 fn an_interrupted_reuse_is_finished_by_the_next_open() {
     let (dir, v1, v2, m2) = two_versions();
     let peer_dir = dir.join("peer");
