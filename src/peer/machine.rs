@@ -1217,13 +1217,15 @@ impl PeerCore {
         // stall rule and for which sources count as healthy below.
         // (What the rule reads of each is gathered first: one look-up
         // per source, not one per pair.)
+        let several = self.several();
         let mut paces = std::mem::take(&mut self.paces);
         paces.clear();
         paces.extend(self.sched.sources(SourceKind::Ring).map(|src| Pace {
             src,
             outstanding: self.sched.outstanding(src),
             lapsed: self.lapsed_recently(src, now),
-            hung: self.hung(src, now),
+            // (Read only with several neighbours.)
+            hung: several && self.hung(src, now),
             chunk_time: self.sched.chunk_time(src),
         }));
         let mut failing = std::mem::take(&mut self.failing);
