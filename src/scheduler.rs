@@ -266,7 +266,7 @@ impl Scheduler {
             }
             // (The claim is looked up only for a chunk asked of it.)
             if source.asked.contains(chunk)
-                && !self.claims.get(&chunk).is_some_and(|c| c.source == id)
+                && self.claims.get(&chunk).is_none_or(|c| c.source != id)
             {
                 source.asked.remove(chunk);
                 source.outstanding.retain(|&(c, _)| c != chunk);
