@@ -194,7 +194,7 @@ fn run(config: &Config, json: bool, progress: bool) {
             "{{\"peers\":{},\"rate_mbit\":{},\"size_bytes\":{},\"chunk_bytes\":{},\"sources\":{},\
              \"p50\":{},\"p99\":{},\"max\":{},\"owner_sent\":{},\"owner_sent_bytes\":{},\
              \"slow_max\":{},\"complete\":{complete},\"killed\":{killed},\"sim_secs\":{:.3},\"events\":{},\
-             \"wall_secs\":{wall:.2},\"cpu_secs\":{cpu:.2}}}",
+             \"times_digest\":\"{:016x}\",\"wall_secs\":{wall:.2},\"cpu_secs\":{cpu:.2}}}",
             config.peers,
             config.rate_mbit,
             config.size,
@@ -208,6 +208,7 @@ fn run(config: &Config, json: bool, progress: bool) {
             num(slow_max),
             out.sim_secs,
             out.events,
+            times_digest(&out),
         );
         return;
     }
@@ -258,6 +259,22 @@ fn num(v: f64) -> String {
 }
 
 /// This process's user and system CPU time so far.
+/// An FNV-1a digest of every peer's completion time (to the
+/// nanosecond) and state: two runs with the same digest finished every
+/// peer at the same instant, which is how a change meant to leave the
+/// simulation as it was (a faster engine) is checked.
+fn times_digest(out: &sim::Outcome) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (i, done) in out.done.iter().enumerate() {
+        let ns = done.map_or(u64::MAX, |d| (d * 1e9).round() as u64);
+        let flags = u64::from(out.killed[i]) | u64::from(out.complete[i]) << 1;
+        for b in ns.to_le_bytes().into_iter().chain(flags.to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 fn cpu_secs() -> f64 {
     // SAFETY: getrusage writes into the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };

@@ -30,6 +30,7 @@
 //!   chunks, found without scanning the whole queue.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::chunks::ChunkSet;
@@ -126,7 +127,7 @@ pub struct Scheduler {
     held: ChunkSet,
     /// The chunks in `claims`, for word-wise exclusion.
     claimed: ChunkSet,
-    claims: HashMap<ChunkId, Claim>,
+    claims: HashMap<ChunkId, Claim, BuildHasherDefault<IdHasher>>,
     sources: BTreeMap<SourceId, Source>,
     offers: Vec<u16>,
     /// How many live sources offer every chunk (owners).
@@ -151,7 +152,7 @@ impl Scheduler {
             layout,
             held,
             owners: 0,
-            claims: HashMap::new(),
+            claims: HashMap::default(),
             sources: BTreeMap::new(),
             timeout,
             dropped: false,
@@ -263,8 +264,11 @@ impl Scheduler {
                     gained.push(chunk);
                 }
             }
-            let claimed_here = self.claims.get(&chunk).is_some_and(|c| c.source == id);
-            if !claimed_here && source.asked.remove(chunk) {
+            // (The claim is looked up only for a chunk asked of it.)
+            if source.asked.contains(chunk)
+                && self.claims.get(&chunk).is_none_or(|c| c.source != id)
+            {
+                source.asked.remove(chunk);
                 source.outstanding.retain(|&(c, _)| c != chunk);
             }
         }
@@ -405,11 +409,7 @@ impl Scheduler {
     ) -> Vec<ChunkId> {
         // The rarest a chunk of this source can be: offered by it and by
         // every owner.
-        let floor = 1 + self
-            .sources
-            .values()
-            .filter(|s| s.offered.is_none())
-            .count();
+        let floor = 1 + self.owners;
         let Some(source) = self.sources.get_mut(&id) else {
             return Vec::new();
         };
@@ -711,7 +711,7 @@ impl Scheduler {
     }
 
     fn hold(&mut self, chunk: ChunkId) -> Arrival {
-        if self.claims.contains_key(&chunk) {
+        if self.claimed.contains(chunk) {
             self.unclaim(chunk);
         }
         if !self.held.insert(chunk) {
@@ -841,6 +841,35 @@ fn take_outstanding(source: &mut Source, chunk: ChunkId, now: Instant) -> bool {
             .arrived(now.saturating_duration_since(sent), now, busy);
     }
     true
+}
+
+/// Hashes a chunk ID for the claims map with one multiply, not SipHash:
+/// the keys are IDs this peer chose to ask for, not input an attacker
+/// picks, and the map is read on every chunk and HAVE. (Nothing depends
+/// on its order: what is read out of it is sorted.)
+#[derive(Clone, Copy, Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        // The high bits are the well-mixed ones; the table indexes by
+        // the low bits.
+        self.0 ^ (self.0 >> 32)
+    }
 }
 
 /// Adds `delta` to `ranks[k]`, growing `ranks` as needed.

@@ -351,6 +351,21 @@ pub struct PeerCore {
     need_owner: bool,
     /// How each ring source fails, reused by every refill.
     failing: Vec<(SourceId, Option<Failing>)>,
+    /// What the failing rule reads of each ring source, reused by every
+    /// refill.
+    paces: Vec<Pace>,
+}
+
+/// What the failing rule reads of one ring source.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    src: SourceId,
+    outstanding: usize,
+    /// A claim of it lapsed within `T`.
+    lapsed: bool,
+    /// It has left a request unanswered for `T`.
+    hung: bool,
+    chunk_time: Option<Duration>,
 }
 
 impl PeerCore {
@@ -400,6 +415,7 @@ impl PeerCore {
             output_ready: false,
             need_owner: false,
             failing: Vec::new(),
+            paces: Vec::new(),
         }
     }
 
@@ -987,28 +1003,28 @@ impl PeerCore {
         ))
     }
 
-    /// Whether ring source `src` is failing this peer, and how; see the
-    /// failing rule in the module docs.
-    fn failing(&self, src: SourceId, now: Instant) -> Option<Failing> {
+    /// Whether ring source `me` is failing this peer, and how; see the
+    /// failing rule in the module docs. `ring` is every ring source's
+    /// pace, `me` among them.
+    fn failing(&self, me: &Pace, ring: &[Pace]) -> Option<Failing> {
         let limit = self.cfg.stall_timeout;
         let several = self.several();
-        if self.lapsed_recently(src, now) {
+        if me.lapsed {
             return Some(Failing::Lapsed);
         }
-        if several && self.hung(src, now) {
+        if several && me.hung {
             // Its window is full of lapsed requests, so nothing new lapses.
             return Some(Failing::Hung);
         }
-        let mine = self.sched.chunk_time(src)?;
+        let mine = me.chunk_time?;
         if several {
             // Only neighbours delivering now count: a hung one's old pace,
             // or an idle one's, says nothing of the link this one has.
-            let best_other = self
-                .sched
-                .sources(SourceKind::Ring)
-                .filter(|&other| other != src && self.sched.outstanding(other) > 0)
-                .filter(|&other| !self.lapsed_recently(other, now) && !self.hung(other, now))
-                .filter_map(|other| self.sched.chunk_time(other))
+            let best_other = ring
+                .iter()
+                .filter(|other| other.src != me.src && other.outstanding > 0)
+                .filter(|other| !other.lapsed && !other.hung)
+                .filter_map(|other| other.chunk_time)
                 .min();
             if let Some(other) = best_other
                 && mine > (other * SLOW_FACTOR).max(limit / 100)
@@ -1016,7 +1032,7 @@ impl PeerCore {
                 return Some(Failing::SlowerThanNeighbour { mine, other });
             }
         }
-        if self.sched.outstanding(src) == 0 {
+        if me.outstanding == 0 {
             return None;
         }
         let owner = self.owner_chunk_time?;
@@ -1047,14 +1063,24 @@ impl PeerCore {
         let now = self.now;
         // How each ring source fails, if it does: once per refill, for the
         // stall rule and for which sources count as healthy below.
+        // (What the rule reads of each is gathered first: one look-up
+        // per source, not one per pair.)
+        let several = self.several();
+        let mut paces = std::mem::take(&mut self.paces);
+        paces.clear();
+        paces.extend(self.sched.sources(SourceKind::Ring).map(|src| Pace {
+            src,
+            outstanding: self.sched.outstanding(src),
+            lapsed: self.lapsed_recently(src, now),
+            // (Read only with several neighbours.)
+            hung: several && self.hung(src, now),
+            chunk_time: self.sched.chunk_time(src),
+        }));
         let mut failing = std::mem::take(&mut self.failing);
         failing.clear();
-        failing.extend(
-            self.sched
-                .sources(SourceKind::Ring)
-                .map(|src| (src, self.failing(src, now))),
-        );
+        failing.extend(paces.iter().map(|me| (me.src, self.failing(me, &paces))));
         self.failing = failing;
+        self.paces = paces;
         let why = self.ring_stalled(now);
         let stalled = why.is_some();
         if stalled != self.stalled {

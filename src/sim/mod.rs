@@ -266,6 +266,29 @@ pub(crate) enum Msg {
 }
 
 impl Msg {
+    /// The connection it travels on.
+    fn conn(&self) -> u32 {
+        use Msg::*;
+        match *self {
+            Chunk { conn, .. }
+            | SeedDone { conn }
+            | Offer { conn, .. }
+            | Have { conn, .. }
+            | Refused { conn }
+            | Manifest { conn }
+            | Neighbour { conn, .. }
+            | Seeding { conn, .. }
+            | Release { conn }
+            | Dial { conn }
+            | Request { conn, .. }
+            | Complete { conn }
+            | Register { conn, .. }
+            | Report { conn, .. }
+            | Unreachable { conn, .. }
+            | Closed { conn, .. } => conn,
+        }
+    }
+
     /// The host it is for.
     fn host(&self, net: &Net) -> u32 {
         use Msg::*;
@@ -477,6 +500,7 @@ pub fn run_with(config: &Config, mut progress: impl FnMut(Progress)) -> Outcome 
         if t_net == t {
             io.net.finish_next(t, &mut io.sent);
         } else if t_msg == t {
+            prefetch_ahead(&io, &peers);
             let (_, msg) = io.msgs.pop_front().expect("peeked");
             let host = msg.host(&io.net);
             if host == 0 {
@@ -533,6 +557,53 @@ pub fn run_with(config: &Config, mut progress: impl FnMut(Progress)) -> Outcome 
         sim_secs: io.now as f64 / 1e9,
         events,
     }
+}
+
+/// How many messages ahead the engine starts fetching a message's
+/// connection into the cache, and its host's state.
+const AHEAD_CONN: usize = 8;
+const AHEAD_HOST: usize = 4;
+
+/// Asks the CPU to fetch what messages a few places down the FIFO will
+/// touch: the connection of the one `AHEAD_CONN` ahead, and the host
+/// state of the one `AHEAD_HOST` ahead (whose connection was fetched
+/// earlier). At ten thousand peers the simulator's state is far larger
+/// than the cache, and most of an event's time was these misses. It
+/// changes no result: a prefetch only warms the cache.
+fn prefetch_ahead(io: &Io, peers: &[peer::Peer]) {
+    if let Some((_, msg)) = io.msgs.get(AHEAD_CONN)
+        && let Some(c) = io.net.conns.get(msg.conn() as usize)
+    {
+        prefetch(
+            c as *const net::Conn as *const u8,
+            std::mem::size_of::<net::Conn>(),
+        );
+    }
+    if let Some((_, msg)) = io.msgs.get(AHEAD_HOST)
+        && let Some(p) = peers.get(msg.host(&io.net) as usize)
+    {
+        prefetch(
+            p as *const peer::Peer as *const u8,
+            std::mem::size_of::<peer::Peer>(),
+        );
+    }
+}
+
+/// Prefetches the cache lines of `len` bytes at `at`.
+pub(crate) fn prefetch(at: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let mut off = 0;
+        while off < len {
+            // SAFETY: SSE is part of every x86_64 CPU, and a prefetch
+            // never faults and changes nothing the program can see.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(off) as *const i8) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (at, len);
 }
 
 /// The address a host registers with (see [`peer::sockaddr`]).

@@ -261,6 +261,18 @@ impl Net {
         out.push(Sent { conn, item });
         c.active = false;
         c.rem = 0.0;
+        // Markers right behind it leave with it (a HAVE queued between
+        // chunks): the writer does not pause for them, so the
+        // connection stays on the wire if a chunk follows.
+        let mut marks = false;
+        while let Some(&Item::Mark(m)) = c.queue.front() {
+            marks = true;
+            c.queue.pop_front();
+            out.push(Sent {
+                conn,
+                item: Item::Mark(m),
+            });
+        }
         let more = !c.queue.is_empty();
         if more && matches!(c.queue.front(), Some(Item::Chunk(..))) {
             // The same connection goes on: no share changes.
@@ -270,6 +282,11 @@ impl Net {
             c.active = true;
             c.rem = f64::from(len);
             c.upd = now;
+            if marks {
+                let to = c.to;
+                requeue(&mut self.hosts[host as usize].out, conn);
+                requeue(&mut self.hosts[to as usize].inn, conn);
+            }
             self.reschedule(host);
             return;
         }
@@ -434,6 +451,15 @@ impl Net {
     pub fn rate(&self, conn: u32) -> f64 {
         let c = &self.conns[conn as usize];
         if c.active { c.rate * 1e9 } else { 0.0 }
+    }
+}
+
+/// Moves `conn` to the end of `list`, as taking it off the wire and
+/// putting it back would.
+fn requeue(list: &mut Vec<u32>, conn: u32) {
+    if let Some(i) = list.iter().position(|&x| x == conn) {
+        list.swap_remove(i);
+        list.push(conn);
     }
 }
 
