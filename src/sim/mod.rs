@@ -16,10 +16,10 @@
 //!   every message (requests, HAVE, NEIGHBOUR, the chunk-ID list) and the
 //!   last byte of every chunk take one latency (`--latency-ms`) to arrive.
 //!   Messages other than chunks cost no bandwidth.
-//! - **The owner** ([`owner`]): its sessions, the order its writer sends
+//! - **The owner** (`owner`): its sessions, the order its writer sends
 //!   in (NEIGHBOUR, then seeds, then SEED_DONE, then answers to requests),
 //!   SEEDING, and what it counts as sent.
-//! - **The peer** ([`peer`]): the coordinator's decisions (which source
+//! - **The peer** (`peer`): the coordinator's decisions (which source
 //!   is asked for what, the owner's end game and stand-in, lapses, the
 //!   exit rule) over the real scheduler; the store is a bitset (no disk,
 //!   no hashing: every chunk is taken as verified), and connecting takes
