@@ -12,8 +12,8 @@
 //!   frame's kind against what the role accepts in its current state and
 //!   its length against the kind's bounds from the five header bytes,
 //!   before a buffer is sized, then hands the message to the role; a
-//!   connection silent for the idle timeout ([`Timeouts::idle`]) or whose writer has been
-//!   stuck on one frame past its deadline is closed;
+//!   connection silent for the idle timeout ([`Timeouts::idle`]) or whose
+//!   writer has been stuck on one frame past its deadline is closed;
 //! - a writer thread fed by a bounded inbox ([`Handle::send`]), which
 //!   other threads use too; it reads a chunk from disk only when the chunk
 //!   is about to be sent, turns the store's new chunks into HAVE frames
