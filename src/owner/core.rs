@@ -211,6 +211,12 @@ impl OwnerCore {
         self.seeding > 0
     }
 
+    /// The registry, as the answer to STATUS_REQUEST lists it (the
+    /// simulator reports it at the end of a run).
+    pub fn status(&self) -> Vec<PeerStatus> {
+        self.tracker.status()
+    }
+
     /// Takes one input; returns what to do, in order.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Command> {
         let mut out = Vec::new();
@@ -1103,6 +1109,8 @@ mod tests {
         assert!(
             matches!(&out[..], [Command::Status { conn, peers }] if *conn == c(2) && peers.len() == 1)
         );
+        // The accessor lists what the answer does.
+        assert!(matches!(&out[..], [Command::Status { peers, .. }] if *peers == core.status()));
         core.handle(
             now,
             Input::Have {
