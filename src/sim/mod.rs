@@ -1,13 +1,14 @@
 //! A simulator that runs swarm's own decision code over a modelled
 //! network, in simulated time, on one thread.
 //!
-//! What is real: the owner's [`Tracker`](crate::tracker::Tracker) (the
-//! registry, the ring, the repair after a death) and
+//! What is real: the owner's [`OwnerCore`](crate::owner::OwnerCore)
+//! and through it the [`Tracker`](crate::tracker::Tracker) (the
+//! registry, the ring, the repair after a death) and the
 //! [`Seeder`](crate::owner::Seeder) (which chunks each joiner is
-//! seeded), called through their public methods exactly as `src/owner.rs`
-//! calls them (`start`, `push_seeds`, `act`, the 100 ms `track` tick),
-//! and each peer's [`Scheduler`](crate::scheduler::Scheduler). What is
-//! modelled:
+//! seeded), fed the inputs and ticked every 100 ms as the owner's loop
+//! (`src/owner/shell.rs`) feeds and ticks it; and each peer's
+//! [`PeerCore`](crate::peer::machine::PeerCore) and through it the
+//! [`Scheduler`](crate::scheduler::Scheduler). What is modelled:
 //!
 //! - **The network** ([`net`]): every host has an uplink and a downlink
 //!   rate; a connection carries one chunk at a time, in order, at a
@@ -16,9 +17,9 @@
 //!   every message (requests, HAVE, NEIGHBOUR, the chunk-ID list) and the
 //!   last byte of every chunk take one latency (`--latency-ms`) to arrive.
 //!   Messages other than chunks cost no bandwidth.
-//! - **The owner** (`owner`): its sessions, the order its writer sends
-//!   in (NEIGHBOUR, then seeds, then SEED_DONE, then answers to requests),
-//!   SEEDING, and what it counts as sent.
+//! - **The owner's I/O** (`owner`): its sessions' writers, which carry
+//!   out the core's commands in order (NEIGHBOUR, then seeds, then
+//!   SEED_DONE, then answers to requests), and what it counts as sent.
 //! - **The peer** (`peer`): the coordinator's decisions (which source
 //!   is asked for what, the owner's end game and stand-in, lapses, the
 //!   exit rule) over the real scheduler; the store is a bitset (no disk,
@@ -452,7 +453,7 @@ pub fn run_with(config: &Config, mut progress: impl FnMut(Progress)) -> Outcome 
         sent: Vec::new(),
         owner_dropped: 0,
     };
-    let mut owner = owner::Owner::new(config, &layout);
+    let mut owner = owner::Owner::new(config, &layout, io.base);
     let mut peers: Vec<peer::Peer> = (0..=n)
         .map(|h| peer::Peer::new(h, config, config.chunk))
         .collect();

@@ -1,117 +1,138 @@
-//! The owner in the simulator: the real [`Tracker`] and [`Seeder`],
-//! wired as `src/owner.rs` wires them.
+//! The owner in the simulator: the real [`OwnerCore`] (and through it
+//! the tracker and the seeder), driven as the owner's loop
+//! (`src/owner/shell.rs`) drives it.
 //!
-//! Each peer's session follows the owner's `serve` and `Session`: the
-//! peer's REGISTER and chunk-ID list make the owner register it with the
-//! tracker, choose its seeds (a wired peer only if `Seeder::share_due`
-//! says so, and only once), carry out the tracker's actions (NEIGHBOUR
-//! first), then queue the seeds, SEED_DONE and the "seeds are out" mark
-//! on the session's writer. Requests are queued behind them in order;
-//! HAVE, PROGRESS, UNREACHABLE and COMPLETE go to the tracker; a session
-//! that ends is a link down. Every [`TRACK_EVERY`] the tracker ticks.
-//! SEEDING is told as `Sessions` in `src/owner.rs` tells it.
-
-use std::collections::HashMap;
+//! Each peer's session feeds the core what the real session's reader
+//! reports: `Opened` on accept, the REGISTER with the chunk-ID list,
+//! HAVE and PROGRESS, UNREACHABLE, COMPLETE, and `Ended` when the
+//! connection closes; the session's writer reaching the "seeds are out"
+//! mark is `SeedsOut`, and every [`TRACK_EVERY`] the core ticks. The
+//! core's commands are carried out on the session's queue as the shell
+//! carries them out: NEIGHBOUR and SEEDING leave at once (they are not
+//! chunks, so queue or not they cost no bandwidth), seeds go on the
+//! writer followed by SEED_DONE and the mark, a refusal closes the
+//! connection. What is modelled here is only the I/O: requests are
+//! queued on the writer behind whatever is there, as the session's
+//! reader queues them, since answering one is no decision.
 
 use super::{Config, Io, MARK_SEED_DONE, MARK_SEEDS_OUT, Msg, Plan, addr, host_of};
-use crate::chunks::ChunkSet;
 use crate::conn::ConnId;
 use crate::manifest::Layout;
-use crate::owner::Seeder;
-use crate::tracker::{Action, Tracker};
+use crate::owner::{Command, Input, OwnerCore, Registration};
 
-/// How often the owner's tracker thread ticks.
+/// How often the owner's loop ticks the core: 100 ms, as
+/// `TICK_EVERY` in `src/owner/shell.rs`.
 pub const TRACK_EVERY: u64 = 100_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SeedState {
-    Waiting,
-    Seeding,
-    Seeded,
-}
-
-#[derive(Debug)]
-struct Live {
-    state: SeedState,
-    batches: u32,
-    registered: bool,
-}
-
-/// The owner: sessions, tracker, seeder, and what it sent.
+/// The owner: its core, and what its bytes went to.
 pub struct Owner {
     layout: Layout,
-    tracker: Tracker,
-    seeder: Seeder,
-    live: HashMap<u32, Live>,
-    /// Sessions whose seeds are not all out.
-    seeding: usize,
+    core: OwnerCore,
     /// The peers' `--sources`.
     sources: u8,
+    /// The session whose share (a `Command::Share` with chunks) awaits
+    /// its `Command::Seed`: that one is counted as seeded, any other as
+    /// re-seeded.
+    share: Option<ConnId>,
     /// What the owner's bytes went to.
     pub plan: Plan,
 }
 
+fn id(conn: u32) -> ConnId {
+    ConnId::from_raw(conn.into())
+}
+
 impl Owner {
-    pub fn new(config: &Config, layout: &Layout) -> Owner {
+    pub fn new(config: &Config, layout: &Layout, base: std::time::Instant) -> Owner {
         Owner {
             layout: layout.clone(),
-            tracker: Tracker::new(layout.count(), config.peers as usize + 1),
-            seeder: Seeder::new(layout.count(), config.owner_peers),
-            live: HashMap::new(),
-            seeding: 0,
+            // One version, seeded 1/N of the file per share; room for
+            // every peer (the binary's default --max-peers is 5,000).
+            core: OwnerCore::new(
+                1,
+                layout.clone(),
+                config.owner_peers,
+                config.peers as usize + 1,
+                false,
+                base,
+            ),
             sources: config.sources,
+            share: None,
             plan: Plan::default(),
         }
     }
 
     /// A peer connected: its session is open and sends MANIFEST.
     pub fn accept(&mut self, conn: u32, io: &mut Io) {
-        self.live.insert(
-            conn,
-            Live {
-                state: SeedState::Waiting,
-                batches: 0,
-                registered: false,
+        self.input(
+            Input::Opened {
+                conn: id(conn),
+                version: 1,
             },
+            io,
         );
         io.send(Msg::Manifest { conn });
     }
 
     pub fn on_msg(&mut self, msg: Msg, io: &mut Io) {
-        let now = io.instant();
         match msg {
-            Msg::Register { conn, held } => self.start(conn, *held, io),
-            Msg::Request { conn, ids } if self.live.contains_key(&conn) => {
-                for id in ids {
-                    self.plan.asked += self.len(id);
-                    io.push_chunk(conn, id);
+            Msg::Register { conn, held } => {
+                let peer = io.net.conns[conn as usize].to;
+                let registration = Registration {
+                    addr: addr(peer),
+                    wired: true,
+                    sources: self.sources,
+                    neighbour: String::new(),
+                };
+                self.input(
+                    Input::ChunkList {
+                        conn: id(conn),
+                        registration: Some(registration),
+                        has: *held,
+                    },
+                    io,
+                );
+            }
+            Msg::Request { conn, ids } if self.core.seed_state(id(conn)).is_some() => {
+                for chunk in ids {
+                    self.plan.asked += self.len(chunk);
+                    io.push_chunk(conn, chunk);
                 }
             }
             Msg::Report { conn, ids, rate } => {
-                let ids: Vec<_> = ids
+                let ids = ids
                     .iter()
                     .filter_map(|&i| self.layout.chunk_id(i))
                     .collect();
-                self.tracker.have(ConnId::from_raw(conn.into()), &ids);
-                self.tracker.progress(ConnId::from_raw(conn.into()), rate);
+                self.input(
+                    Input::Have {
+                        conn: id(conn),
+                        ids,
+                    },
+                    io,
+                );
+                self.input(
+                    Input::Progress {
+                        conn: id(conn),
+                        rate,
+                    },
+                    io,
+                );
             }
             Msg::Unreachable { conn, addr: host } => {
-                let actions = self
-                    .tracker
-                    .unreachable(ConnId::from_raw(conn.into()), &addr(host));
-                self.act(actions, io);
+                let addr = addr(host);
+                self.input(
+                    Input::Unreachable {
+                        conn: id(conn),
+                        addr,
+                    },
+                    io,
+                );
             }
-            Msg::Complete { conn } => {
-                let actions = self.tracker.complete(ConnId::from_raw(conn.into()));
-                self.act(actions, io);
-            }
+            Msg::Complete { conn } => self.input(Input::Complete(id(conn)), io),
             Msg::Closed { conn, .. } => {
                 io.close(conn, 0);
-                self.ended(conn, io);
-                if self.live.remove(&conn).is_some_and(|l| l.registered) {
-                    let actions = self.tracker.link_down(ConnId::from_raw(conn.into()), now);
-                    self.act(actions, io);
-                }
+                self.input(Input::Ended(id(conn)), io);
             }
             _ => {}
         }
@@ -119,170 +140,91 @@ impl Owner {
 
     /// The registry, as `swarm status` shows it.
     pub fn status(&self) -> Vec<crate::wire::PeerStatus> {
-        self.tracker.status()
+        self.core.status()
     }
 
-    /// The tracker's clock.
+    /// The owner loop's tick.
     pub fn tick(&mut self, io: &mut Io) {
-        let actions = self.tracker.tick(io.instant());
-        self.act(actions, io);
+        let commands = self.core.tick(io.instant());
+        self.carry_out(commands, io);
     }
 
-    fn len(&self, id: u32) -> u64 {
+    /// The writer on `conn` has written a batch of seeds and SEED_DONE.
+    pub fn seeds_out(&mut self, conn: u32, io: &mut Io) {
+        self.input(Input::SeedsOut(id(conn)), io);
+    }
+
+    fn input(&mut self, input: Input, io: &mut Io) {
+        let commands = self.core.handle(io.instant(), input);
+        self.carry_out(commands, io);
+    }
+
+    fn len(&self, chunk: u32) -> u64 {
         self.layout
-            .chunk_id(id)
+            .chunk_id(chunk)
             .map_or(0, |c| self.layout.chunk_len(c) as u64)
     }
 
-    /// `Session::start`: register, choose seeds, act, push them.
-    fn start(&mut self, conn: u32, held: ChunkSet, io: &mut Io) {
-        let Some(live) = self.live.get_mut(&conn) else {
-            return;
-        };
-        let peer = io.net.conns[conn as usize].to;
-        let joined = self.tracker.register(
-            ConnId::from_raw(conn.into()),
-            &addr(peer),
-            true,
-            self.sources,
-            "",
-            held.clone(),
-        );
-        let (known, actions) = match joined {
-            Ok((joined, actions)) => (joined.known, actions),
-            Err(_) => {
-                io.close(conn, 0);
-                self.live.remove(&conn);
-                return;
-            }
-        };
-        live.registered = true;
-        let seeds = if known || !self.seeder.share_due() {
-            ChunkSet::new(self.layout.count())
-        } else {
-            self.seeder.choose(&self.layout, &held)
-        };
-        self.tracker.seeded(ConnId::from_raw(conn.into()), &seeds);
-        self.act(actions, io);
-        for id in seeds.iter(&self.layout) {
-            self.plan.seeded += self.len(id.get());
-        }
-        self.push_seeds(conn, seeds, io);
-    }
-
-    /// `Shared::act`.
-    fn act(&mut self, actions: Vec<Action>, io: &mut Io) {
-        for action in actions {
-            match action {
-                Action::Log(line) => log::debug!("owner: {line}"),
-                Action::Tell { conn, addrs } => {
+    /// `Shell::carry`, over the modelled network.
+    fn carry_out(&mut self, commands: Vec<Command>, io: &mut Io) {
+        for command in commands {
+            match command {
+                Command::Log(line) => log::debug!("owner: {line}"),
+                Command::Neighbour { conn, addrs } => {
+                    let addrs: Box<[u32]> = addrs.iter().filter_map(|a| host_of(a)).collect();
+                    io.send(Msg::Neighbour {
+                        conn: conn.get() as u32,
+                        addrs,
+                    });
+                }
+                Command::Share { conn, count } => {
+                    self.share = (count > 0).then_some(conn);
+                }
+                Command::Seed { conn, chunks } => {
+                    let bytes: u64 = chunks
+                        .iter(&self.layout)
+                        .map(|c| self.layout.chunk_len(c) as u64)
+                        .sum();
+                    if self.share.take_if(|s| *s == conn).is_some() {
+                        self.plan.seeded += bytes;
+                    } else {
+                        self.plan.reseeded += bytes;
+                    }
                     let conn = conn.get() as u32;
-                    if self.live.contains_key(&conn) {
-                        let addrs: Box<[u32]> = addrs.iter().filter_map(|a| host_of(a)).collect();
-                        io.send(Msg::Neighbour { conn, addrs });
+                    for c in chunks.iter(&self.layout) {
+                        io.push_chunk(conn, c.get());
+                    }
+                    io.push_mark(conn, MARK_SEED_DONE);
+                    io.push_mark(conn, MARK_SEEDS_OUT);
+                }
+                Command::SeedDone { conn, busy } => {
+                    let conn = conn.get() as u32;
+                    io.push_mark(conn, MARK_SEED_DONE);
+                    if let Some(busy) = busy {
+                        io.send(Msg::Seeding { conn, busy });
                     }
                 }
-                Action::Release(conn) => {
-                    let conn = conn.get() as u32;
-                    if self.live.contains_key(&conn) {
-                        io.send(Msg::Release { conn });
-                    }
+                Command::Seeding { conn, busy } => io.send(Msg::Seeding {
+                    conn: conn.get() as u32,
+                    busy,
+                }),
+                Command::Release(conn) => io.send(Msg::Release {
+                    conn: conn.get() as u32,
+                }),
+                Command::Refuse { conn, why } => {
+                    log::debug!("owner: refused {conn:?}: {why}");
+                    // The session ends with its connection; the core
+                    // hears it as the shell's session would tell it.
+                    let raw = conn.get() as u32;
+                    io.close(raw, 0);
+                    let commands = self.core.handle(io.instant(), Input::Ended(conn));
+                    self.carry_out(commands, io);
                 }
-                Action::Reseed { conn, chunks } => {
-                    let conn = conn.get() as u32;
-                    if self.live.contains_key(&conn) {
-                        for id in chunks.iter(&self.layout) {
-                            self.plan.reseeded += self.len(id.get());
-                        }
-                        self.push_seeds(conn, chunks, io);
-                    }
-                }
+                Command::Member(_)
+                | Command::Version(_)
+                | Command::Status { .. }
+                | Command::Table(_) => {}
             }
-        }
-    }
-
-    /// `Shared::push_seeds`.
-    fn push_seeds(&mut self, conn: u32, seeds: ChunkSet, io: &mut Io) {
-        if seeds.is_empty() {
-            if let Some(busy) = self.seeded_nothing(conn) {
-                io.push_mark(conn, MARK_SEED_DONE);
-                io.send(Msg::Seeding { conn, busy });
-            } else {
-                io.push_mark(conn, MARK_SEED_DONE);
-            }
-            return;
-        }
-        self.start_seeding(conn, io);
-        for id in seeds.iter(&self.layout) {
-            io.push_chunk(conn, id.get());
-        }
-        io.push_mark(conn, MARK_SEED_DONE);
-        io.push_mark(conn, MARK_SEEDS_OUT);
-    }
-
-    fn start_seeding(&mut self, conn: u32, io: &mut Io) {
-        let Some(live) = self.live.get_mut(&conn) else {
-            return;
-        };
-        live.batches += 1;
-        if live.state == SeedState::Seeding {
-            return;
-        }
-        live.state = SeedState::Seeding;
-        self.seeding += 1;
-        if self.seeding == 1 {
-            self.tell_seeded(true, io);
-        }
-    }
-
-    fn seeded_nothing(&mut self, conn: u32) -> Option<bool> {
-        let busy = self.seeding > 0;
-        let live = self.live.get_mut(&conn)?;
-        if live.state == SeedState::Seeding {
-            return None;
-        }
-        live.state = SeedState::Seeded;
-        Some(busy)
-    }
-
-    fn ended(&mut self, conn: u32, io: &mut Io) {
-        if let Some(live) = self.live.get_mut(&conn) {
-            live.batches = live.batches.min(1);
-        }
-        self.seeds_out(conn, io);
-    }
-
-    /// A batch of seeds has left the owner's writer on `conn`.
-    pub fn seeds_out(&mut self, conn: u32, io: &mut Io) {
-        let Some(live) = self.live.get_mut(&conn) else {
-            return;
-        };
-        if live.state != SeedState::Seeding {
-            return;
-        }
-        live.batches = live.batches.saturating_sub(1);
-        if live.batches > 0 {
-            return;
-        }
-        live.state = SeedState::Seeded;
-        self.seeding -= 1;
-        if self.seeding == 0 {
-            self.tell_seeded(false, io);
-        } else {
-            io.send(Msg::Seeding { conn, busy: true });
-        }
-    }
-
-    fn tell_seeded(&self, busy: bool, io: &mut Io) {
-        let mut conns: Vec<u32> = self
-            .live
-            .iter()
-            .filter(|(_, l)| l.state == SeedState::Seeded)
-            .map(|(&c, _)| c)
-            .collect();
-        conns.sort_unstable();
-        for conn in conns {
-            io.send(Msg::Seeding { conn, busy });
         }
     }
 }
