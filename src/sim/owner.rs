@@ -7,13 +7,16 @@
 //! HAVE and PROGRESS, UNREACHABLE, COMPLETE, and `Ended` when the
 //! connection closes; the session's writer reaching the "seeds are out"
 //! mark is `SeedsOut`, and every [`TRACK_EVERY`] the core ticks. The
-//! core's commands are carried out on the session's queue as the shell
-//! carries them out: NEIGHBOUR and SEEDING leave at once (they are not
-//! chunks, so queue or not they cost no bandwidth), seeds go on the
-//! writer followed by SEED_DONE and the mark, a refusal closes the
-//! connection. What is modelled here is only the I/O: requests are
-//! queued on the writer behind whatever is there, as the session's
-//! reader queues them, since answering one is no decision.
+//! core's commands are carried out in order as the shell carries them
+//! out: seeds go on the session's writer followed by SEED_DONE and the
+//! mark, NEIGHBOUR leaves at once (the shell sends it urgent, between
+//! frames), and a refusal closes the connection. SEEDING and COMPLETE
+//! also leave at once here, as the simulator has always sent them,
+//! where the real writer queues them behind the chunks it holds: a
+//! simplification of the model, not of the decisions. What is modelled
+//! here is only the I/O: requests are queued on the writer behind
+//! whatever is there, as the session's reader queues them, since
+//! answering one is no decision.
 
 use super::{Config, Io, MARK_SEED_DONE, MARK_SEEDS_OUT, Msg, Plan, addr, host_of};
 use crate::conn::ConnId;
