@@ -434,9 +434,9 @@
 //! session of a hand-wired peer a share again. Either kind also
 //! reconnects at once after VERSION. A verified peer reconnects only to
 //! take up a new version: after VERSION on its session (before it
-//! leaves), or, with `--follow` and wired, whenever its session ends (a
-//! hand-wired `--follow` peer whose session ends after verification does
-//! not reconnect, as it no longer wants the owner as a source). The fatal
+//! leaves), or, with `--follow` (wired or hand-wired), whenever its
+//! session ends, with the dialer's backoff while the owner is away (a
+//! verified peer lacks nothing, so the owner seeds it nothing). The fatal
 //! cases are a failed admission, the two refusals of step 4, a MANIFEST
 //! or HASHES that breaks the rules under Manifest and file ID, and no
 //! manifest within `--wait`.

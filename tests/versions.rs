@@ -416,3 +416,32 @@ fn on_a_file_system_with_reflinks_a_new_output_starts_as_a_clone_of_the_old() {
     ring.kill_peer(1);
     drop(xfs);
 }
+
+#[test]
+fn a_hand_wired_follower_reconnects_to_a_restarted_owner_and_takes_its_new_file() {
+    let len = 20 * CHUNK;
+    let mut ring = Ring::new("hand-follow", 2, len);
+    ring.extra = vec!["--follow".into()];
+    ring.start_owner(&["--peers", "2"]);
+    // Hand-wired: each downloads from the other.
+    ring.start_peer(0);
+    ring.start_peer(1);
+    let v1 = short_id(&ring.file);
+    for i in 0..2 {
+        wait_for_version(&mut ring, i, &v1);
+    }
+
+    // The owner goes away, its file changes, and it comes back: a
+    // follower's owner session has ended, and it must come back too.
+    ring.owner.as_mut().unwrap().kill();
+    let mut data = ring.data.clone();
+    rewrite_chunks(&ring.file, &mut data, &[3, 17], 9);
+    let v2 = short_id(&ring.file);
+    ring.start_owner(&["--peers", "2"]);
+    for i in 0..2 {
+        let second = wait_for_version(&mut ring, i, &v2);
+        assert_eq!(second.reused, len as u64 - 2 * CHUNK as u64, "peer{i}");
+        let copy = fs::read(ring.peer_dir(i).join("input.bin")).unwrap();
+        assert!(copy == data, "peer{i}: copy is not the new version");
+    }
+}

@@ -166,8 +166,15 @@ impl OwnerLink {
                 return;
             }
             // Every new session is seeded again, so after one that got
-            // that far the link reconnects only when the owner is wanted.
-            if self.seeded_once && !self.version_due && !self.shared.wired && !self.told.want_owner
+            // that far a hand-wired link reconnects only when the owner is
+            // wanted; or, once verified, to follow the owner's versions
+            // (a verified peer lacks nothing, so it is seeded nothing).
+            let following = self.follow && self.told.verified;
+            if self.seeded_once
+                && !self.version_due
+                && !self.shared.wired
+                && !self.told.want_owner
+                && !following
             {
                 self.wait_for_command(None);
                 continue;
