@@ -422,6 +422,7 @@ fn complete_drops_the_chunks_still_queued_for_a_downloader() {
     let layout = manifest.layout().clone();
     let mut s = TcpStream::connect(("127.0.0.1", ring.ports[0])).unwrap();
     s.set_read_timeout(Some(common::patience())).unwrap();
+    small_receive_buffer(&s);
     let hello = Message::Hello {
         version: wire::VERSION,
         file_id: manifest.id(),
@@ -433,7 +434,9 @@ fn complete_drops_the_chunks_still_queued_for_a_downloader() {
         wire::encode(&Message::Request(layout.chunk_id(i).unwrap()), &mut frames);
     }
     s.write_all(&frames).unwrap();
-    // Unread, the socket buffers fill with a few MiB of chunks and the
+    // Unread, the socket buffers fill with a few MiB of chunks (the
+    // peer's send buffer, and a receive buffer kept small so a busy
+    // machine's autotuning cannot take in most of the file) and the
     // peer's writer waits with the rest queued.
     wait_until("the peer's writer to be sending", || {
         ring.peer(0)
@@ -458,6 +461,30 @@ fn complete_drops_the_chunks_still_queued_for_a_downloader() {
     assert!(
         chunks < ASKED - 100,
         "{chunks} of {ASKED} asked chunks still came after COMPLETE"
+    );
+}
+
+/// Caps the kernel's receive buffer of `s` at 64 KiB (which also turns its
+/// autotuning off), so what a peer can push into an unread connection is
+/// bounded by its own send buffer.
+fn small_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket and a pointer to a c_int of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt SO_RCVBUF: {}",
+        std::io::Error::last_os_error()
     );
 }
 
