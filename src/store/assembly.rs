@@ -20,6 +20,15 @@ use crate::chunks::ChunkSet;
 use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkId, Digest, Layout, Manifest};
 
+/// The most chunks read back and hashed for the whole-file digest
+/// (`--verify-output`) while the store's lock is held, beyond the chunk
+/// just stored. Chunks held out of order wait their turn: each later
+/// store catches up this many, and the finish hashes the rest with the
+/// lock released. Without the bound, the chunk that closes a gap before a
+/// long run of held chunks (a seed share is one) would hash the whole run
+/// with the lock held, and stall every sender and store meanwhile.
+pub(super) const CATCH_UP_UNDER_LOCK: u32 = 4;
+
 /// The output file while it is being built.
 #[derive(Debug)]
 pub(super) struct Assembly {
@@ -45,8 +54,8 @@ impl Assembly {
     }
 
     /// After chunk `id` (`data`) was listed in `have`: hashes it from
-    /// memory if it is the next in file order, then whatever held chunks
-    /// follow it.
+    /// memory if it is the next in file order, then up to
+    /// [`CATCH_UP_UNDER_LOCK`] held chunks that follow it.
     pub(super) fn hashed(
         &mut self,
         layout: &Layout,
@@ -61,18 +70,24 @@ impl Assembly {
             whole.update(data);
             self.cursor += 1;
         }
-        self.advance(layout, have)
+        self.advance_by(layout, have, CATCH_UP_UNDER_LOCK)
     }
 
     /// Feeds `whole` every chunk of `have` from `cursor` on, reading each
     /// back from the output file (from the page cache, as it was just
     /// written).
-    fn advance(&mut self, layout: &Layout, have: &ChunkSet) -> Result<()> {
+    pub(super) fn advance(&mut self, layout: &Layout, have: &ChunkSet) -> Result<()> {
+        self.advance_by(layout, have, u32::MAX)
+    }
+
+    /// [`Assembly::advance`], by at most `most` chunks.
+    pub(super) fn advance_by(&mut self, layout: &Layout, have: &ChunkSet, most: u32) -> Result<()> {
         let Some(whole) = self.whole.as_mut() else {
             return Ok(());
         };
+        let stop = self.cursor.saturating_add(most);
         while let Some(id) = layout.chunk_id(self.cursor) {
-            if !have.contains(id) {
+            if !have.contains(id) || self.cursor == stop {
                 break;
             }
             self.buf.resize(layout.chunk_len(id), 0);
@@ -242,7 +257,7 @@ impl Store {
                     .iter(self.layout())
                     .filter(|&id| !first.contains(id));
                 self.copy_in(&mut assembly, since, cloned.as_ref())?;
-                assembly.advance(self.layout(), &held.have)?;
+                assembly.advance_by(self.layout(), &held.have, CATCH_UP_UNDER_LOCK)?;
                 Ok(held)
             });
         let how = if cloned.is_some() {

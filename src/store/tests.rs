@@ -347,6 +347,34 @@ fn assembly_grows_as_chunks_arrive_in_any_order() {
 }
 
 #[test]
+fn the_chunk_that_closes_a_gap_hashes_only_a_few_held_chunks_under_the_lock() {
+    let (dir, data, owner) = split_sample(20 * 1024);
+    let m = owner.manifest().clone();
+    let l = m.layout().clone();
+    let peer = Store::open(&dir.join("peer"), m).unwrap();
+    let put = |i: u32| {
+        let id = l.chunk_id(i).unwrap();
+        let at = l.offset(id) as usize;
+        peer.put(id, &data[at..at + l.chunk_len(id)]).unwrap()
+    };
+    let out = dir.join("got.bin");
+    peer.begin_assembly_checked(&out, OutputCheck::WholeFile)
+        .unwrap();
+    // A run held out of order, as a seed share arrives.
+    for i in 1..20 {
+        assert_eq!(put(i), Put::Stored);
+    }
+    let cursor = || peer.lock().assembly.as_ref().unwrap().cursor;
+    assert_eq!(cursor(), 0);
+    // Chunk 0 closes the gap: it and CATCH_UP_UNDER_LOCK more, not all 20.
+    assert_eq!(put(0), Put::Stored);
+    assert_eq!(cursor(), 1 + super::assembly::CATCH_UP_UNDER_LOCK);
+    // The finish hashes the rest, and the digest is the file's.
+    assert_eq!(peer.finish_assembly().unwrap(), manifest::sha256(&data));
+    assert_eq!(fs::read(&out).unwrap(), data);
+}
+
+#[test]
 fn an_output_checked_chunk_by_chunk_appears_only_whole() {
     let (dir, data, owner) = split_sample(5000);
     let m = owner.manifest().clone();
