@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Every section, in the order the bench runs them (and ONLY's default).
 pub const SECTIONS: [&str; 9] = [
@@ -188,4 +189,37 @@ impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// Set by SIGINT or SIGTERM. Ctrl-C reaches the running script too (the
+/// terminal signals the whole group), which stops its processes and its
+/// netbed; the runner waits for it, then stops at the next step, so the
+/// temp folder is removed on the way out.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Takes note of SIGINT and SIGTERM instead of dying at once. A handler,
+/// not SIG_IGN: a handler is reset on exec, so the scripts run keep
+/// their own traps.
+pub fn trap_signals() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
+    }
+}
+
+/// Stops the bench (exit 130) once interrupted.
+pub fn check_interrupt() -> Result<(), Fatal> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(Fatal {
+            msg: String::new(),
+            code: 130,
+        });
+    }
+    Ok(())
 }

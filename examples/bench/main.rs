@@ -8,10 +8,10 @@
 //! cargo run --release --example bench -- [--smoke]
 //! ```
 //!
-//! One module per ported section ([`pipeline`], [`many`]); the sections
-//! not ported yet (1-7) run in scripts/bench_legacy.sh ([`legacy`]), which
-//! appends to the same bench.md and bench.csv. [`common`] holds what the
-//! sections share, [`report`] the output files' header, chart and footer.
+//! One module per ported section (`pipeline`, `many`); the sections
+//! not ported yet (1-7) run in scripts/bench_legacy.sh (`legacy`), which
+//! appends to the same bench.md and bench.csv. `common` holds what the
+//! sections share, `report` the output files' header, chart and footer.
 //! The network namespaces and shaping stay in scripts/netbed.sh.
 
 mod common;
@@ -23,7 +23,7 @@ mod report;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{Ctx, Fatal, SECTIONS, WorkDir, note, on_path};
+use common::{Ctx, Fatal, SECTIONS, WorkDir, check_interrupt, note, on_path};
 
 fn main() {
     if let Err(e) = run() {
@@ -42,6 +42,7 @@ fn run() -> Result<(), Fatal> {
         print_help(&root);
         return Ok(());
     }
+    common::trap_signals();
     let ctx = context(root, &args)?;
     // Every flag and variable is checked before anything runs.
     legacy::check(&ctx, &args)?;
@@ -50,7 +51,9 @@ fn run() -> Result<(), Fatal> {
     report::begin(&ctx, &repeat)?;
     let started = Instant::now();
     let versions_failed = legacy::run(&ctx, &args)?;
+    check_interrupt()?;
     let pipeline_ok = !ctx.wants("pipeline") || pipeline::run(&ctx)?;
+    check_interrupt()?;
     if ctx.wants("many") {
         many::run(&ctx)?;
     }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::common::{Ctx, Fatal, capture, lines_after, run_to};
+use crate::common::{Ctx, Fatal, capture, check_interrupt, lines_after, run_to};
 
 /// The section's size: peers and the owner's rate when shaped (MANY_N,
 /// MANY_RATE_MBIT), smaller in smoke mode.
@@ -53,6 +53,7 @@ pub fn run(ctx: &Ctx) -> Result<(), Fatal> {
         }
         let row = one(ctx, &case, shaped)?;
         ctx.md(&row)?;
+        check_interrupt()?;
     }
     Ok(())
 }
