@@ -8,7 +8,8 @@
 # runner has begun (header included), and leaves the build, the lock, the
 # chart, the footer and sections 8-9 to the runner.
 #
-# Run alone (without BENCH_PART) it is still the whole old bench.
+# Run alone (without BENCH_PART) it runs sections 1-7 with bench.md's
+# header and footer and the chart, as the old bench did.
 set -euo pipefail
 export LC_ALL=C
 
@@ -27,7 +28,7 @@ chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
-only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources,pipeline,many}
+only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources}
 wirings=${WIRING:-hand,owner}
 kill_at=${REPAIR_KILL_AT:-50}
 BASE_PORT=${BASE_PORT:-31000}
@@ -1882,64 +1883,7 @@ if wants sources; then
     fi
 fi
 
-# 8. One peer's pipeline (issue 18): an owner and one peer on tmpfs, the
-# peer's MB/s and CPU-seconds beside SHA-256's one-core rate, with and
-# without --verify-output; scripts/bench_pipeline.sh runs it.
-pipe_failed=0
-if wants pipeline; then
-    note "pipeline: one peer on tmpfs (scripts/bench_pipeline.sh)"
-    {
-        echo
-        echo "## 8. one peer's pipeline: owner and one peer on tmpfs"
-        echo
-    } >>"$md"
-    if SMOKE=$smoke BASE_PORT=$((BASE_PORT + 9000)) CARGO_TARGET_DIR=$build_dir \
-        "$root/scripts/bench_pipeline.sh" >"$work/pipeline.md"; then
-        cat "$work/pipeline.md" >>"$md"
-    else
-        pipe_failed=1
-        echo "FAILED (scripts/bench_pipeline.sh; see its error above)" >>"$md"
-    fi
-fi
-
-# 9. many peers as processes on this machine.
-if wants many; then
-    many_n=${MANY_N:-$([[ $smoke == 1 ]] && echo 20 || echo 1000)}
-    many_rate=${MANY_RATE_MBIT:-$([[ $smoke == 1 ]] && echo 10 || echo 1)}
-    {
-        echo
-        echo "## 9. many peers on this machine (scripts/run_many_peers.sh $many_n), 4 MiB, owner-wired"
-        echo
-        echo "Every peer a process of its own, all on this machine's $(nproc) cores: a test of the wiring and of"
-        echo "what the owner sends, not of speed. shaped: the owner alone behind a token bucket at"
-        echo "$many_rate Mbit/s (a namespace of its own), the peers in another; S/B at that rate."
-        [[ $smoke == 1 ]] || echo "Target: the owner sends ≤ 1.3 × the file; every copy verified."
-        echo
-        echo "| case | summary |"
-        echo "|---|---|"
-    } >>"$md"
-    for shaped in 0 1; do
-        if ((shaped && !can_bed)); then
-            echo "| shaped | SKIPPED ($bed_why) |" >>"$md"
-            continue
-        fi
-        echo "bench: many, N=$many_n$( ((shaped)) && echo ", owner at $many_rate Mbit/s")..."
-        env_rate=()
-        ((shaped)) && env_rate=(OWNER_RATE_MBIT="$many_rate")
-        many_log=$work/many-$shaped.log
-        if env "${env_rate[@]}" SIZE_MIB=4 BASE_PORT=$((BASE_PORT + 2000)) TIMEOUT=900 \
-            "$root/scripts/run_many_peers.sh" "$many_n" >"$many_log" 2>&1; then
-            many_status=ok
-        else
-            many_status=FAILED
-            mkdir -p "$out/logs" && cp "$many_log" "$out/logs/"
-        fi
-        line=$(grep '^summary:' "$many_log" | sed 's/^summary: //' || true)
-        [[ $shaped == 1 ]] && line+=" $(grep '^shaped:' "$many_log" | sed 's/^shaped: //' || true)"
-        echo "bench:   $many_status: $line"
-        echo "| $([[ $shaped == 1 ]] && echo shaped || echo loopback) | $many_status: $line |" >>"$md"
-    done
-fi
+# Sections 8 (pipeline) and 9 (many) are the runner's (examples/bench/).
 
 # The chart: time / (S/B) against N from the netbed rows, then a panel
 # per timeline named in the CSV.
@@ -1966,7 +1910,4 @@ if ((part)) && [[ $smoke == 1 && ${ver_failed:-0} == 1 ]]; then
 fi
 if [[ $smoke == 1 && ${ver_failed:-0} == 1 ]]; then
     die "versions: a series failed (see the table and bench-out/logs/)"
-fi
-if [[ $smoke == 1 && $pipe_failed == 1 ]]; then
-    die "pipeline: the one-peer case failed"
 fi
