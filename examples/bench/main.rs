@@ -36,7 +36,9 @@ fn main() {
 
 fn run() -> Result<(), Fatal> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = std::env::var_os("BENCH_ROOT")
+    let via_wrapper = std::env::var_os("BENCH_ROOT");
+    let root = via_wrapper
+        .clone()
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     if args.iter().any(|a| a == "-h" || a == "--help") {
         print_help(&root);
@@ -46,6 +48,9 @@ fn run() -> Result<(), Fatal> {
     let ctx = context(root, &args)?;
     // Every flag and variable is checked before anything runs.
     legacy::check(&ctx, &args)?;
+    if via_wrapper.is_none() {
+        build(&ctx)?;
+    }
     let _lock = common::lock()?;
     let repeat = var_or("REPEAT", if ctx.smoke { "1" } else { "3" });
     report::begin(&ctx, &repeat)?;
@@ -104,6 +109,31 @@ fn context(root: PathBuf, args: &[String]) -> Result<Ctx, Fatal> {
         bed_why,
         work: WorkDir::new()?,
     })
+}
+
+/// Builds swarm and every example (release), as scripts/bench.sh does
+/// before it starts this runner: `cargo run --example bench` alone builds
+/// neither swarm nor the examples the sections run.
+fn build(ctx: &Ctx) -> Result<(), Fatal> {
+    println!("bench: building swarm and the examples (release)...");
+    let built = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bins",
+            "--examples",
+            "--manifest-path",
+        ])
+        .arg(ctx.root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &ctx.build)
+        .status()
+        .is_ok_and(|s| s.success());
+    if built {
+        Ok(())
+    } else {
+        Err(Fatal::new("cargo build failed"))
+    }
 }
 
 fn unsafe_euid() -> u32 {
