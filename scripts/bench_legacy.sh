@@ -139,8 +139,10 @@ if ((!part)) && command -v flock >/dev/null; then
 fi
 
 mkdir -p "$out"
-rm -rf "$out/logs" # logs of failed runs; only this run's
-rm -f "$out"/timeline-*.csv # timelines, too
+if ((!part)); then # the runner clears them in part mode
+    rm -rf "$out/logs" # logs of failed runs; only this run's
+    rm -f "$out"/timeline-*.csv # timelines, too
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/swarm-bench.XXXXXX")
 mkdir -p "$work/trash"
 declare -A live=() # processes started and not yet reaped
@@ -352,7 +354,8 @@ tl_save() {
     TL_ROWS=""
 }
 
-run=0
+# In part mode the runner numbers runs on from the last part (BENCH_RUN0).
+run=${BENCH_RUN0:-0}
 # new_run LABEL: a fresh folder for one run (swarm resumes from old ones).
 new_run() {
     run=$((run + 1))
@@ -1903,6 +1906,8 @@ fi
     echo "case and wiring and of loopback, sampled from the peers' summary.txt every 0.25 s)."
 } >>"$md"
 ((part)) || { echo; cat "$md"; }
+# The run count, for the runner to number on from.
+if ((part)) && [[ -n ${BENCH_RUN_FILE:-} ]]; then echo "$run" >"$BENCH_RUN_FILE"; fi
 # Smoke mode (CI) asserts that every peer took up every version intact;
 # in part mode the runner reports it (exit 3) after its own sections.
 if ((part)) && [[ $smoke == 1 && ${ver_failed:-0} == 1 ]]; then

@@ -8,22 +8,34 @@
 //! cargo run --release --example bench -- [--smoke]
 //! ```
 //!
-//! One module per ported section (`pipeline`, `many`); the sections
-//! not ported yet (1-7) run in scripts/bench_legacy.sh (`legacy`), which
-//! appends to the same bench.md and bench.csv. `common` holds what the
-//! sections share, `report` the output files' header, chart and footer.
+//! One module per ported section (`loopback`, `scaling`, `memory`,
+//! `pipeline`, `many`); the sections not ported yet (netbed, repair,
+//! versions, sources) run in scripts/bench_legacy.sh (`legacy`), which
+//! appends to the same bench.md and bench.csv. Shared: `common` (paths,
+//! options, scripts, lock), `procs` (starting, waiting for and stopping
+//! processes; CPU counters), `measure` (one case's runs and their median),
+//! `timeline`, `stats` (medians, spreads, ratios, verdicts) and `report`
+//! (the output files' header, CSV rows, chart and footer).
 //! The network namespaces and shaping stay in scripts/netbed.sh.
 
 mod common;
 mod legacy;
+mod loopback;
 mod many;
+mod measure;
+mod memory;
 mod pipeline;
+mod procs;
 mod report;
+mod scaling;
+mod stats;
+mod timeline;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use common::{Ctx, Fatal, SECTIONS, WorkDir, check_interrupt, note, on_path};
+use measure::Bench;
 
 fn main() {
     if let Err(e) = run() {
@@ -55,7 +67,20 @@ fn run() -> Result<(), Fatal> {
     let repeat = var_or("REPEAT", if ctx.smoke { "1" } else { "3" });
     report::begin(&ctx, &repeat)?;
     let started = Instant::now();
-    let versions_failed = legacy::run(&ctx, &args)?;
+    let (_, run) = legacy::run(&ctx, &args, &legacy::BEFORE, 0)?;
+    check_interrupt()?;
+    let repeat_n: u32 = repeat.parse().unwrap_or(1);
+    let mut bench = Bench::new(&ctx, run);
+    if ctx.wants("loopback") {
+        loopback::run(&mut bench, repeat_n)?;
+    }
+    if ctx.wants("scaling") {
+        scaling::run(&mut bench, repeat_n)?;
+    }
+    if ctx.wants("memory") {
+        memory::run(&mut bench)?;
+    }
+    let (versions_failed, _) = legacy::run(&ctx, &args, &legacy::AFTER, bench.run)?;
     check_interrupt()?;
     let pipeline_ok = !ctx.wants("pipeline") || pipeline::run(&ctx)?;
     check_interrupt()?;

@@ -3,6 +3,7 @@
 //! CSV) and bench.md's closing lines. The sections append between them.
 
 use std::fs;
+use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
@@ -85,4 +86,53 @@ pub fn finish(ctx: &Ctx, started: Instant) -> Result<(), Fatal> {
     println!();
     print!("{}", fs::read_to_string(ctx.md_path())?);
     Ok(())
+}
+
+/// One bench.csv row: the first 23 columns from `fields` (section, case,
+/// n, rate, size, tool, status, seconds, runs, cpu %, ideal, ratio, s per
+/// GiB, peak RSS, owner sent ÷ S, its runs, ...; missing ones empty),
+/// then the CPU columns, the timeline's and the versions section's.
+pub struct Row<'a> {
+    pub fields: &'a [&'a str],
+    pub cpu: Option<[String; 4]>,
+    pub timeline: Option<(String, String)>,
+}
+
+impl Row<'_> {
+    pub fn write(&self, ctx: &Ctx) -> Result<(), Fatal> {
+        let mut cols: Vec<String> = self.fields.iter().map(|f| f.to_string()).collect();
+        if let Some(status) = cols.get_mut(6) {
+            *status = status.replace(',', ";");
+        }
+        cols.resize(23, String::new());
+        cols.extend(self.cpu.clone().unwrap_or_default());
+        let (file, run) = self.timeline.clone().unwrap_or_default();
+        cols.extend([file, run]);
+        cols.resize(cols.len() + 6, String::new());
+        let mut f = fs::OpenOptions::new().append(true).open(ctx.csv_path())?;
+        writeln!(f, "{}", cols.join(","))?;
+        Ok(())
+    }
+}
+
+/// Keeps a measurement's timeline as BENCH_OUT/timeline-NAME.csv; its
+/// CSV columns (file, "run/runs"), or none (only noted: the chart then
+/// leaves its panel out).
+pub fn keep_timeline(
+    ctx: &Ctx,
+    m: &crate::measure::Measured,
+    name: &str,
+) -> Option<(String, String)> {
+    let file = format!("timeline-{name}.csv");
+    let kept = m
+        .timeline
+        .as_ref()
+        .filter(|(p, _)| fs::metadata(p).is_ok_and(|md| md.len() > 0));
+    match kept.map(|(p, run)| (fs::copy(p, ctx.out.join(&file)), run)) {
+        Some((Ok(_), run)) => Some((file, run.clone())),
+        _ => {
+            note(&format!("no timeline for {name}"));
+            None
+        }
+    }
 }
