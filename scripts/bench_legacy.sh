@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# bench_legacy: sections 1-7 of the benchmark (netbed, repair, loopback,
-# scaling, memory, versions, sources) in bash, not yet ported to the Rust
-# runner (examples/bench/). scripts/bench.sh documents every section, flag
-# and variable; it runs examples/bench, which calls this script with
-# BENCH_PART=1 and ONLY set to the sections it has not ported. In part
-# mode this script appends its rows to the bench.md and bench.csv the
-# runner has begun (header included), and leaves the build, the lock, the
-# chart, the footer and sections 8-9 to the runner.
+# bench_legacy: the sections of the benchmark not yet ported to the Rust
+# runner (examples/bench/): 1 netbed, 2 repair, 6 versions, 7 sources.
+# scripts/bench.sh documents every section, flag and variable; it runs
+# examples/bench, which calls this script with BENCH_PART=1, ONLY set to
+# the sections wanted (netbed and repair before its own 3-5, versions and
+# sources after) and BENCH_RUN0 (the runs so far, so run folders and kept
+# logs are numbered as before). In part mode this script appends its rows
+# to the bench.md and bench.csv the runner has begun, writes its run count
+# to BENCH_RUN_FILE, and leaves the build, the lock, clearing the last
+# run's logs, the chart, the footer and the other sections to the runner.
+# BENCH_CHECK=1 only checks the flags and variables.
 #
-# Run alone (without BENCH_PART) it runs sections 1-7 with bench.md's
-# header and footer and the chart, as the old bench did.
+# Run alone (without BENCH_PART) it runs these four sections with bench.md's
+# header and footer and the chart.
 set -euo pipefail
 export LC_ALL=C
 
@@ -28,7 +31,7 @@ chart=$target/release/examples/chart
 netbed=$root/scripts/netbed.sh
 out=${BENCH_OUT:-$root/bench-out}
 smoke=${SMOKE:-0}
-only=${ONLY:-netbed,repair,loopback,scaling,memory,versions,sources}
+only=${ONLY:-netbed,repair,versions,sources}
 wirings=${WIRING:-hand,owner}
 kill_at=${REPAIR_KILL_AT:-50}
 BASE_PORT=${BASE_PORT:-31000}
@@ -1503,113 +1506,8 @@ if wants repair; then
         } >>"$md"
     fi
 fi
-
-# 3. loopback, swarm against unicast
-if wants loopback; then
-    echo "bench: loopback N=$loop_n, $loop_s MiB..."
-    to=$((60 + loop_n * loop_s / 8))
-    TIMELINE=1
-    measure swarm loop "$loop_n" "$loop_s" "$to" "$repeat"
-    TIMELINE=0
-    keep_timeline "loopback-n$loop_n"
-    s_csv_tl=$CSV_TL CSV_TL=""
-    cpu_cols "$loop_n" "$loop_s"
-    s_status=$STATUS s_secs=$SECS s_runs=$RUNS s_cpu=$CPU s_shown=$(shown) s_sent=$SENT s_sent_runs=$SENT_RUNS
-    s_cpu_s=$CPU_S s_cpu_shown=$(cpu_shown) s_gib=$CPU_GIB s_csv_cpu=$CSV_CPU
-    measure unicast loop "$loop_n" "$loop_s" "$to" "$repeat"
-    cpu_cols "$loop_n" "$loop_s"
-    r=$(ratio "$s_secs" "$SECS")
-    rc=$(ratio "$s_cpu_s" "$CPU_S")
-    echo "bench:   swarm $s_shown s, unicast $(shown) s (swarm ÷ unicast $r)"
-    echo "bench:   CPU-seconds swarm $s_cpu_shown; unicast $(cpu_shown) (swarm ÷ unicast $rc)"
-    {
-        echo
-        echo "## 3. loopback, no rate limit"
-        echo
-        echo "CPU-seconds are user + system time of the run's own processes (getrusage of the reaped children), median of the runs with min–max; per GiB counts N × S delivered."
-        echo
-        echo "| N | S MiB | swarm s | unicast s | swarm ÷ unicast (wall) | target | | swarm CPU-s | per GiB | unicast CPU-s | per GiB | swarm ÷ unicast (CPU) | target | |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        echo "| $loop_n | $loop_s | $s_shown | $(shown) | $r | ≤ 1.3 | $(verdict "$r" 1.3) | $s_cpu_shown | $s_gib | $(cpu_shown) | $CPU_GIB | $rc | ≤ 2 | $(verdict "$rc" 2) |"
-    } >>"$md"
-    CSV_CPU=$s_csv_cpu CSV_TL=$s_csv_tl csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" swarm "$s_status" "$s_secs" "$s_runs" "$s_cpu" "" "$r" "" "" "$s_sent" "$s_sent_runs"
-    csv_row loopback "n$loop_n" "$loop_n" "" "$loop_s" unicast "$STATUS" "$SECS" "$RUNS" "$CPU" "" "" "" ""
-    CSV_CPU=""
-fi
-
-# 4. scaling on loopback
-if wants scaling; then
-    {
-        echo
-        echo "## 4. scaling on loopback, S = $scale_s MiB"
-        echo
-        echo "Time per GiB delivered counts N × S bytes. Target: N=${scale_ns[-1]} within 1.5 × N=${scale_ns[0]}."
-        echo
-        echo "| N | swarm s | CPU % | GiB delivered | s per GiB | ÷ N=${scale_ns[0]} | CPU-s per GiB | |"
-        echo "|---|---|---|---|---|---|---|---|"
-    } >>"$md"
-    base_spg=""
-    for n in "${scale_ns[@]}"; do
-        echo "bench: scaling N=$n, $scale_s MiB..."
-        measure swarm loop "$n" "$scale_s" $((60 + n * scale_s / 4)) "$repeat"
-        gib=$(awk -v n="$n" -v s="$scale_s" 'BEGIN { printf "%.3f", n * s / 1024 }')
-        spg=-
-        [[ $STATUS == ok ]] && spg=$(ratio "$SECS" "$gib")
-        [[ -z $base_spg && $spg != - ]] && base_spg=$spg
-        rel=$(ratio "$spg" "$base_spg")
-        v=""
-        [[ $n == "${scale_ns[-1]}" ]] && v=$(verdict "$rel" 1.5)
-        echo "bench:   $(shown) s, $spg s per GiB"
-        cpu_cols "$n" "$scale_s"
-        echo "| $n | $(shown) | $CPU | $gib | $spg | $rel | $CPU_GIB | $v |" >>"$md"
-        csv_row scaling "n$n" "$n" "" "$scale_s" swarm "$STATUS" "$SECS" "$RUNS" "$CPU" "" "$rel" "$spg" ""
-        CSV_CPU=""
-    done
-fi
-
-# 5. peak memory
-if wants memory; then
-    {
-        echo
-        echo "## 5. peak resident memory, $mem_s MiB, N=$mem_n, loopback"
-        echo
-    } >>"$md"
-    if ((!can_mem)); then
-        note "memory: skipped (needs /usr/bin/time; apt-get install time)"
-        echo "SKIPPED: needs /usr/bin/time (package time)." >>"$md"
-    else
-        echo "bench: memory, $mem_s MiB, N=$mem_n..."
-        to=$((120 + mem_n * mem_s / 8))
-        run_one swarm loop "$mem_n" "$mem_s" "$to" 1
-        empty_trash
-        s_status=$STATUS s_secs=$SECS s_cpu=$CPU SPREAD="" s_shown=$(shown)
-        declare -A s_rss=()
-        for k in "${!RSS[@]}"; do s_rss[$k]=${RSS[$k]}; done
-        run_one unicast loop "$mem_n" "$mem_s" "$to" 1
-        empty_trash
-        SPREAD=""
-        echo "bench:   swarm $s_shown s, unicast $(shown) s"
-        {
-            echo "Wall time: swarm $s_shown s (CPU $s_cpu %), unicast $(shown) s (CPU $CPU %). Target: every swarm process ≤ 32 MiB."
-            echo
-            echo "| process | peak RSS MiB | |"
-            echo "|---|---|---|"
-        } >>"$md"
-        mib() { if [[ $1 =~ ^[0-9]+$ ]]; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; else echo -; fi; }
-        for k in owner $(seq -f 'p%g' 1 "$mem_n"); do
-            m=$(mib "${s_rss[$k]:-}")
-            echo "| swarm $k | $m | $(verdict "$m" 32) |" >>"$md"
-            csv_row memory "swarm-$k" "$mem_n" "" "$mem_s" "swarm-$k" "$s_status" "$s_secs" "$s_secs" "$s_cpu" "" "" "" "${s_rss[$k]:-}"
-        done
-        for k in sender receiver; do
-            m=$(mib "${RSS[$k]:-}")
-            label=$k
-            [[ $k == receiver ]] && label="receiver (largest)"
-            echo "| unicast $label | $m | |" >>"$md"
-            csv_row memory "unicast-$k" "$mem_n" "" "$mem_s" "unicast-$k" "$STATUS" "$SECS" "$SECS" "$CPU" "" "" "" "${RSS[$k]:-}"
-        done
-    fi
-fi
+# Sections 3 (loopback), 4 (scaling) and 5 (memory) are the runner's
+# (examples/bench/).
 
 # 6. new versions: the owner following its file, --follow peers taking up
 # each version.
