@@ -2,7 +2,7 @@
 //! and 256 MiB (N=3, 8 MiB in smoke mode), wall time and CPU-seconds.
 
 use crate::common::{Ctx, Fatal};
-use crate::measure::{Bench, Case, Tool};
+use crate::measure::{Bench, Case, Measured, Tool};
 use crate::report::{Row, keep_timeline};
 use crate::stats::{ratio, verdict};
 
@@ -33,6 +33,20 @@ pub fn run(b: &mut Bench, repeat: u32) -> Result<(), Fatal> {
         sw.cpu_shown(),
         uni.cpu_shown()
     );
+    write(ctx, n, s, &sw, &uni, tl)
+}
+
+/// The section's table and its two CSV rows.
+fn write(
+    ctx: &Ctx,
+    n: u32,
+    s: u32,
+    sw: &Measured,
+    uni: &Measured,
+    tl: Option<(String, String)>,
+) -> Result<(), Fatal> {
+    let r = ratio(&sw.secs, &uni.secs);
+    let rc = ratio(&sw.cpu_s, &uni.cpu_s);
     ctx.md(&format!(
         "\n## 3. loopback, no rate limit\n\n\
          CPU-seconds are user + system time of the run's own processes (getrusage of the reaped children), median of the runs with min–max; per GiB counts N × S delivered.\n\n\

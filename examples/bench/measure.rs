@@ -43,6 +43,9 @@ pub struct Run {
     /// Peak RSS in KiB by process: owner, p1.., or sender, receiver.
     pub rss: BTreeMap<String, String>,
     pub timeline: Option<PathBuf>,
+    /// Whether the owner (sender) started; a run whose owner did not is
+    /// not noted again (its status says so).
+    pub started: bool,
 }
 
 /// A measurement: the median run of REPEAT (see the bash `measure`).
@@ -148,19 +151,19 @@ impl<'a> Bench<'a> {
         fs::create_dir_all(&dir)?;
         self.free_base(case.n)?;
         let mut r = self.run_in(case, &input, &dir)?;
-        if r.status == "ok" {
-            r.secs = format!("{:.2}", r.secs.parse::<f64>().unwrap_or(0.0));
-        } else {
+        if r.status != "ok" {
             let kept = keep_logs(self.ctx, &dir);
             let tool = if case.tool == Tool::Swarm {
                 "swarm"
             } else {
                 "unicast"
             };
-            note(&format!(
-                "{tool} loop N={} {} MiB: {} (logs in {kept})",
-                case.n, case.size, r.status
-            ));
+            if r.started {
+                note(&format!(
+                    "{tool} loop N={} {} MiB: {} (logs in {kept})",
+                    case.n, case.size, r.status
+                ));
+            }
             r.secs.clear();
         }
         // Kept until every run of this case is done (see empty_trash).
@@ -193,9 +196,9 @@ impl<'a> Bench<'a> {
                 "sender"
             };
             r.status = format!("FAILED: the {who} did not start");
-            keep_logs(self.ctx, dir);
             return Ok(r);
         }
+        r.started = true;
         let mut peers = Vec::new();
         for i in 1..=case.n {
             peers.push(self.start_peer(case, i, dir)?);

@@ -20,6 +20,17 @@ pub struct Proc {
     pub code: Option<String>,
 }
 
+/// A process still running when its handle goes (a run cut short by an
+/// error) is killed and reaped: nothing the bench started outlives it.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.code.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            kill_tree(self);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `args` with RUST_LOG=`log_level`, output to `log`, under
 /// /usr/bin/time (peak RSS in KiB to `mem`) when `mem` is given.
 pub fn launch(

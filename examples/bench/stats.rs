@@ -86,7 +86,9 @@ pub fn median_run(runs: Vec<Run>) -> Measured {
     };
     let times = col(&|r| Some(r.secs.clone()));
     let sents = col(&|r| r.sent_x.clone());
-    let cpu_s = col(&|r| Some(format!("{:.2}", r.cpu_user + r.cpu_sys)));
+    // As the bash bench: user and sys to two places each, then their sum.
+    let two = |v: f64| (v * 100.0).round() / 100.0;
+    let cpu_s = col(&|r| Some(format!("{:.2}", two(r.cpu_user) + two(r.cpu_sys))));
     let mut m = Measured {
         runs: times.join(";"),
         sent_runs: sents.join(";"),
