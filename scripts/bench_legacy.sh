@@ -379,7 +379,8 @@ keep_logs() {
 free_base() {
     local n=$1 try base p busy
     for try in $(seq 0 19); do
-        base=$((BASE_PORT + ((run + try) % 20) * 100))
+        # 15 ranges of 100 from 31000 stay below the ephemeral ports (32768 on).
+        base=$((BASE_PORT + ((run + try) % 15) * 100))
         busy=0
         for ((p = base; p <= base + n; p++)); do
             if listening loop - "$p"; then busy=1; break; fi

@@ -36,7 +36,7 @@
 # of the same kind of file, RING_REPEAT (3; 1 in smoke mode) runs per mode:
 # the peers' CPU-seconds summed, the owner's, and the wall time.
 #
-# Environment: SMOKE=1, REPEAT, BASE_PORT (default 36000), SHM (default
+# Environment: SMOKE=1, REPEAT, BASE_PORT (default 23000), SHM (default
 # /dev/shm; any folder works, but then the disk is measured too),
 # BASELINE_BIN, PERF=1 (also where the peer's CPU goes, by stage, from one
 # more run per mode under perf; needs perf and kernel.perf_event_paranoid
@@ -69,7 +69,9 @@ else
 fi
 [[ $size =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive whole number"
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive whole number"
-base=${BASE_PORT:-36000}
+# Below the ephemeral ports (32768 on), where a port may be some
+# connection's local end, which a listener cannot take.
+base=${BASE_PORT:-23000}
 shm=${SHM:-/dev/shm}
 peer_log=${PEER_LOG:-info,swarm::chunk=warn}
 [[ -d $shm ]] || die "$shm does not exist; set SHM to a folder on tmpfs"
@@ -88,6 +90,10 @@ cleanup() {
         kill "$owner" 2>/dev/null || true
         wait "$owner" 2>/dev/null || true
     fi
+    # Peers of a ring run cut short by a failure (started under
+    # /usr/bin/time, which does not pass a signal on): every process
+    # working in this run's folder.
+    pkill -f -- "$work/" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -70,7 +70,12 @@ fn one(ctx: &Ctx, case: &Case, shaped: bool) -> Result<String, Fatal> {
     let mut cmd = Command::new(ctx.script("run_many_peers.sh"));
     cmd.arg(&case.n)
         .env("SIZE_MIB", "4")
-        .env("BASE_PORT", (u32::from(ctx.base_port) + 2000).to_string())
+        // Below the ephemeral ports, as the pipeline's (many peers need
+        // up to N + 1 ports from here).
+        .env(
+            "BASE_PORT",
+            u32::from(ctx.base_port).saturating_sub(10000).to_string(),
+        )
         .env("TIMEOUT", "900");
     if shaped {
         cmd.env("OWNER_RATE_MBIT", &case.rate);

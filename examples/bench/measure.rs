@@ -108,7 +108,9 @@ impl<'a> Bench<'a> {
     /// A loopback base port with BASE..BASE+N free (the bash `free_base`).
     fn free_base(&mut self, n: u32) -> Result<(), Fatal> {
         for attempt in 0..20u32 {
-            let base = u32::from(self.ctx.base_port) + ((self.run + attempt) % 20) * 100;
+            // 15 ranges of 100 from BASE_PORT (31000) stay below the
+            // ephemeral ports (32768 on).
+            let base = u32::from(self.ctx.base_port) + ((self.run + attempt) % 15) * 100;
             if (base..=base + n).all(|p| !procs::listening(p as u16)) {
                 self.base = base as u16;
                 return Ok(());

@@ -15,7 +15,12 @@ pub fn run(ctx: &Ctx) -> Result<bool, Fatal> {
     let table = ctx.work.0.join("pipeline.md");
     let mut cmd = Command::new(ctx.script("bench_pipeline.sh"));
     cmd.env("SMOKE", if ctx.smoke { "1" } else { "0" })
-        .env("BASE_PORT", (u32::from(ctx.base_port) + 9000).to_string())
+        // Below Linux's ephemeral ports (32768 on): a port there may be
+        // some connection's local end, which a listener cannot take.
+        .env(
+            "BASE_PORT",
+            u32::from(ctx.base_port).saturating_sub(8000).to_string(),
+        )
         .env("CARGO_TARGET_DIR", &ctx.build);
     if run_to(&mut cmd, Some(&table), false)?.success() {
         ctx.md(&fs::read_to_string(&table)?)?;
