@@ -1,5 +1,6 @@
-//! A temporary directory for unit tests that removes itself when dropped,
-//! so `cargo test` leaves nothing behind in the system's temp dir.
+//! Fixtures for unit tests: a temporary directory that removes itself
+//! when dropped, so `cargo test` leaves nothing behind in the system's
+//! temp dir, and a sample file split by an owner.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +40,30 @@ impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// `len` test bytes, in a pattern that repeats only every 251 bytes.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// `len` [`pattern`] bytes written to `input.bin` in a fresh directory and
+/// split by an owner into `owner/` in fixed 1024-byte chunks: the
+/// directory, the bytes and the owner's store, holding every chunk.
+pub fn split_sample(name: &str, len: usize) -> (TestDir, Vec<u8>, crate::store::Store) {
+    let dir = TestDir::new(name);
+    let data = pattern(len);
+    let file = dir.join("input.bin");
+    std::fs::write(&file, &data).unwrap();
+    let (store, kept) = crate::store::split(
+        &file,
+        &dir.join("owner"),
+        1024,
+        crate::manifest::Chunking::Fixed,
+    )
+    .unwrap();
+    assert_eq!(kept, 0);
+    (dir, data, store)
 }
 
 #[cfg(test)]

@@ -330,22 +330,12 @@ mod tests {
     use crate::testdir::TestDir;
     use std::fs;
 
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 7 % 251) as u8).collect()
-    }
-
     fn temp_dir(name: &str) -> TestDir {
         TestDir::new(&format!("index-{name}"))
     }
 
     fn split_sample(len: usize) -> (TestDir, Vec<u8>, Store) {
-        let dir = temp_dir("split");
-        let data = pattern(len);
-        let file = dir.join("input.bin");
-        fs::write(&file, &data).unwrap();
-        let (store, kept) = split(&file, &dir.join("owner"), 1024, Chunking::Fixed).unwrap();
-        assert_eq!(kept, 0);
-        (dir, data, store)
+        crate::testdir::split_sample("index-split", len)
     }
 
     /// `len` pseudo-random bytes (xorshift), the same for the same seed.

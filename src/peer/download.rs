@@ -461,26 +461,17 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::{Limits, Timeouts};
-    use crate::manifest::Chunking;
-    use crate::store;
     use crate::testdir::TestDir;
 
-    /// A download side for a store of a small file, with `timeouts`, and
-    /// the receiving end of its events.
+    /// A download side for a store of a small file (in a fresh directory
+    /// named after `name`), with `timeouts`, and the receiving end of its
+    /// events.
     fn download_side(
-        dir: &TestDir,
+        name: &str,
         targets: Vec<SocketAddr>,
         timeouts: Timeouts,
-    ) -> (Download, Receiver<Event>) {
-        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(dir.join("input.bin"), &data).unwrap();
-        let (owner, _) = store::split(
-            &dir.join("input.bin"),
-            &dir.join("owner"),
-            1024,
-            Chunking::Fixed,
-        )
-        .unwrap();
+    ) -> (TestDir, Download, Receiver<Event>) {
+        let (dir, _, owner) = crate::testdir::split_sample(name, 5000);
         let store = Arc::new(Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap());
         let (events, event_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
@@ -499,7 +490,7 @@ mod tests {
             shared,
             targets,
         };
-        (down, event_rx)
+        (dir, down, event_rx)
     }
 
     /// Runs the download side on a thread; the receiver says when it has
@@ -518,11 +509,11 @@ mod tests {
     fn stop_ends_a_dialer_in_backoff_and_joins_it() {
         // 1. A neighbour that is not up: the dialer retries with backoff,
         //    and tells the coordinator it cannot reach it.
-        let dir = TestDir::new("download-backoff");
         let gone = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = gone.local_addr().unwrap();
         drop(gone);
-        let (down, events) = download_side(&dir, vec![addr], Timeouts::default());
+        let (_dir, down, events) =
+            download_side("download-backoff", vec![addr], Timeouts::default());
         let (cmds, ended) = start(down);
         match events.recv_timeout(Duration::from_secs(10)) {
             Ok(Event::Unreachable(a)) => assert_eq!(a, addr),
@@ -539,14 +530,13 @@ mod tests {
     fn stop_aborts_a_handshake_in_progress() {
         // 1. A neighbour that accepts and never answers HELLO, under a
         //    handshake timeout far longer than the test waits.
-        let dir = TestDir::new("download-abort");
         let mute = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = mute.local_addr().unwrap();
         let timeouts = Timeouts {
             handshake: Duration::from_secs(600),
             ..Timeouts::default()
         };
-        let (down, _events) = download_side(&dir, vec![addr], timeouts);
+        let (_dir, down, _events) = download_side("download-abort", vec![addr], timeouts);
         let (cmds, ended) = start(down);
         let (_held, _) = mute.accept().unwrap();
         // 2. Stop: the dialer's Abort shuts its socket down, so the
@@ -561,13 +551,12 @@ mod tests {
     fn a_neighbour_no_longer_assigned_is_not_dialed_again() {
         // 1. A neighbour that is not up, then another assignment: the
         //    first one's dialer ends, the new one is dialed.
-        let dir = TestDir::new("download-targets");
         let (a, b) = {
             let la = TcpListener::bind("127.0.0.1:0").unwrap();
             let lb = TcpListener::bind("127.0.0.1:0").unwrap();
             (la.local_addr().unwrap(), lb.local_addr().unwrap())
         };
-        let (down, events) = download_side(&dir, vec![a], Timeouts::default());
+        let (_dir, down, events) = download_side("download-targets", vec![a], Timeouts::default());
         let (cmds, ended) = start(down);
         let next_unreachable = || loop {
             match events.recv_timeout(Duration::from_secs(10)) {

@@ -233,9 +233,7 @@ mod tests {
     use std::time::Instant;
 
     use crate::conn::{Conn, Setup};
-    use crate::manifest::Chunking;
     use crate::store::{self, Put};
-    use crate::testdir::TestDir;
     use crate::wire::{self, Decoder};
 
     use super::super::Event;
@@ -254,16 +252,7 @@ mod tests {
     #[test]
     fn chunks_are_verified_stored_and_reported_with_their_source() {
         // 1. An owner's store to take chunks from, and a peer's to fill.
-        let dir = TestDir::new("intake");
-        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(dir.join("input.bin"), &data).unwrap();
-        let (owner, _) = store::split(
-            &dir.join("input.bin"),
-            &dir.join("owner"),
-            1024,
-            Chunking::Fixed,
-        )
-        .unwrap();
+        let (dir, _, owner) = crate::testdir::split_sample("intake", 5000);
         let layout = owner.layout().clone();
         let peer = Arc::new(Store::open(&dir.join("peer"), owner.manifest().clone()).unwrap());
         let (events, event_rx) = crossbeam_channel::unbounded();

@@ -6,7 +6,7 @@ use super::chunks::{REUSE_DIR, list_chunk_files};
 use super::fs::{side_name, write_atomic};
 use super::*;
 use crate::manifest::{Chunking, Layout};
-use crate::testdir::TestDir;
+use crate::testdir::{self, TestDir, pattern};
 use crate::wire;
 use sha2::{Digest as _, Sha256};
 use std::ffi::CString;
@@ -27,18 +27,8 @@ fn temp_dir(name: &str) -> TestDir {
     TestDir::new(&format!("store-{name}"))
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
-}
-
 fn split_sample(len: usize) -> (TestDir, Vec<u8>, Store) {
-    let dir = temp_dir("split");
-    let data = pattern(len);
-    let file = dir.join("input.bin");
-    fs::write(&file, &data).unwrap();
-    let (store, kept) = split(&file, &dir.join("owner"), 1024, Chunking::Fixed).unwrap();
-    assert_eq!(kept, 0);
-    (dir, data, store)
+    testdir::split_sample("store-split", len)
 }
 
 #[test]
